@@ -1,0 +1,1 @@
+"""Benchmarks and the independent PyTorch reference implementation of the recipe."""

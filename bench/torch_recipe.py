@@ -1,0 +1,182 @@
+"""The ``paper`` recipe written plainly in PyTorch: the independent reference.
+
+Used by the parity tests and the benchmarks. It imports nothing from jaxstyle: it
+builds VGG-19 the torchvision way (NCHW, ``nn.Sequential`` with the same indexes),
+reads jaxstyle's converted HDF5 file with h5py itself, and implements the losses and
+the Adam loop as the d2l code does (with ReLUs that are not in place, so every tap is
+taken after its ReLU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+
+VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+
+
+def layer_indexes() -> dict[str, int]:
+    """``{"conv1_1": 0, "relu1_1": 1, ..., "pool5": 36}``: names of ``features`` indexes."""
+    names, block, n, i = {}, 1, 1, 0
+    for item in VGG19_CFG:
+        if item == "M":
+            names[f"pool{block}"] = i
+            i, block, n = i + 1, block + 1, 1
+        else:
+            names[f"conv{block}_{n}"], names[f"relu{block}_{n}"] = i, i + 1
+            i, n = i + 2, n + 1
+    return names
+
+
+LAYER_INDEX = layer_indexes()
+
+
+def vgg19_features(pool: str = "max") -> nn.Sequential:
+    """torchvision's ``vgg19().features`` (same indexes), with ReLUs that are not in place."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for item in VGG19_CFG:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2) if pool == "max" else nn.AvgPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, item, kernel_size=3, padding=1), nn.ReLU(inplace=False)]
+            channels = item
+    return nn.Sequential(*layers)
+
+
+def load_state_dict_arrays(features: nn.Sequential, state: dict[str, np.ndarray]) -> None:
+    """Fill ``features`` from a torchvision-layout dict of arrays (``features.N.weight``)."""
+    with torch.no_grad():
+        for i, module in enumerate(features):
+            if isinstance(module, nn.Conv2d):
+                module.weight.copy_(torch.from_numpy(np.asarray(state[f"features.{i}.weight"])))
+                module.bias.copy_(torch.from_numpy(np.asarray(state[f"features.{i}.bias"])))
+
+
+def load_converted(features: nn.Sequential, path: str) -> dict:
+    """Fill ``features`` from jaxstyle's converted HDF5 file; return its input convention.
+
+    The file holds ``conv{b}_{n}/kernel`` in HWIO; PyTorch wants OIHW.
+    """
+    with h5py.File(path, "r") as f:
+        for name, i in LAYER_INDEX.items():
+            if name.startswith("conv"):
+                kernel = np.asarray(f[name]["kernel"]).transpose(3, 2, 0, 1)
+                with torch.no_grad():
+                    features[i].weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel)))
+                    features[i].bias.copy_(torch.from_numpy(np.asarray(f[name]["bias"])))
+        return {
+            "bgr": f.attrs["input_order"] == "BGR",
+            "scale": float(f.attrs["input_scale"]),
+            "mean": np.asarray(f.attrs["input_mean"], np.float64),
+            "std": np.asarray(f.attrs["input_std"], np.float64),
+        }
+
+
+def preprocess(rgb: np.ndarray, convention: dict, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``(H, W, 3)`` RGB in [0, 1] -> ``(1, 3, H, W)`` network input."""
+    x = rgb[..., ::-1] if convention["bgr"] else rgb
+    x = (x * convention["scale"] - convention["mean"]) / convention["std"]
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None])).to(dtype)
+
+
+def extract(features: nn.Sequential, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Run ``features`` up to the deepest requested layer, keeping the named outputs."""
+    wanted = {LAYER_INDEX[n]: n for n in names}
+    out = {}
+    for i in range(max(wanted) + 1):
+        x = features[i](x)
+        if i in wanted:
+            out[wanted[i]] = x
+    return out
+
+
+def gram(y: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    """``F F^T / (C*H*W)`` for a batch of one, ``F`` of shape (C, H*W) (d2l's ``gram``)."""
+    c = y.shape[1]
+    n = y.numel() // c
+    f = y.reshape(c, n)
+    g = f @ f.T
+    return g / (c * n) if normalise else g
+
+
+def content_loss(y_hat: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.square(y_hat - y.detach()).mean()
+
+
+def style_loss(y_hat: torch.Tensor, gram_y: torch.Tensor, normalise: bool = True) -> torch.Tensor:
+    return torch.square(gram(y_hat, normalise) - gram_y.detach()).mean()
+
+
+def tv_loss(y_hat: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (
+        torch.abs(y_hat[:, :, 1:, :] - y_hat[:, :, :-1, :]).mean()
+        + torch.abs(y_hat[:, :, :, 1:] - y_hat[:, :, :, :-1]).mean()
+    )
+
+
+class Recipe:
+    """The loss of the ``paper`` recipe for fixed content and style images.
+
+    Args:
+      features: the VGG-19 feature extractor.
+      content_x, style_x: network-space images ``(1, 3, H, W)``.
+      content_layers, style_layers: layer names.
+      weights: ``(content, style, tv)``.
+      normalise_gram: ``False`` drops the 1/(C*H*W) of the Gram matrix (used to check
+        that a parity gate catches a wrong normalisation).
+    """
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        content_x: torch.Tensor,
+        style_x: torch.Tensor,
+        content_layers: Sequence[str],
+        style_layers: Sequence[str],
+        weights: tuple[float, float, float],
+        normalise_gram: bool = True,
+    ) -> None:
+        for p in features.parameters():
+            p.requires_grad_(False)
+        self.features, self.content_layers, self.style_layers = features, list(content_layers), list(style_layers)
+        self.weights, self.normalise_gram = weights, normalise_gram
+        with torch.no_grad():
+            content = extract(features, content_x, self.content_layers)
+            style = extract(features, style_x, self.style_layers)
+        self.content_targets = [content[n] for n in self.content_layers]
+        self.style_grams = [gram(style[n], normalise_gram) for n in self.style_layers]
+
+    def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unweighted content, style and TV terms and the weighted total."""
+        acts = extract(self.features, x, self.content_layers + self.style_layers)
+        content = sum(content_loss(acts[n], t) for n, t in zip(self.content_layers, self.content_targets))
+        style = sum(style_loss(acts[n], g, self.normalise_gram) for n, g in zip(self.style_layers, self.style_grams))
+        tv = tv_loss(x)
+        wc, ws, wtv = self.weights
+        return {"content": content, "style": style, "tv": tv, "total": wc * content + ws * style + wtv * tv}
+
+    def loss_and_grad(self, x0: torch.Tensor) -> tuple[dict[str, float], np.ndarray]:
+        """Losses at ``x0`` and the gradient of the total with respect to ``x0``."""
+        x = x0.clone().requires_grad_(True)
+        terms = self.losses(x)
+        terms["total"].backward()
+        return {k: float(v) for k, v in terms.items()}, x.grad.detach().numpy()
+
+    def run_adam(self, x0: torch.Tensor, lr: float, steps: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``steps`` Adam steps from ``x0``; returns the image and the per-step losses (before each step)."""
+        x = x0.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([x], lr=lr)
+        trace: dict[str, list[float]] = {"content": [], "style": [], "tv": [], "total": []}
+        for _ in range(steps):
+            optimizer.zero_grad()
+            terms = self.losses(x)
+            terms["total"].backward()
+            optimizer.step()
+            for k, v in terms.items():
+                trace[k].append(float(v))
+        return x.detach().numpy(), {k: np.asarray(v) for k, v in trace.items()}

@@ -1,0 +1,188 @@
+"""Reading, resizing and writing images; the shell around the numerical core.
+
+Images in memory are float32 RGB arrays of shape ``(H, W, 3)`` with values in [0, 1].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from jaxstyle.errors import JaxstyleError
+
+MIN_SIDE = 32  # relu5_1 sits behind four 2x2 poolings: 32 px leave it 2x2.
+MAX_SIDE = 8192  # far beyond what fits on one accelerator for VGG-19 at float32.
+MAX_INPUT_PIXELS = 1 << 26  # 67 Mpx: larger files are refused before decoding (bombs).
+METADATA_KEY = "jaxstyle"
+WRITABLE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def to_rgb01(img: Image.Image) -> np.ndarray:
+    """Any Pillow mode to float32 RGB in [0, 1].
+
+    16-bit and 32-bit integer grey images are scaled by 65535 (PNG stores 16 bits);
+    transparent images are composited over white, as a viewer shows them.
+    """
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(img, dtype=np.float64) / 65535.0
+        return np.repeat(np.clip(grey, 0, 1)[..., None], 3, axis=2).astype(np.float32)
+    if img.mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float64), 0, 1)
+        return np.repeat(grey[..., None], 3, axis=2).astype(np.float32)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        alpha = rgba[..., 3:]
+        return rgba[..., :3] * alpha + (1.0 - alpha)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as float32 RGB in [0, 1], honouring its EXIF orientation.
+
+    Every way a file can be unusable becomes a one-line :class:`JaxstyleError`.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise JaxstyleError(f"{path}: no such file")
+    if path.is_dir():
+        raise JaxstyleError(f"{path}: is a directory, not an image")
+    if path.stat().st_size == 0:
+        raise JaxstyleError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > MAX_INPUT_PIXELS:
+                    raise JaxstyleError(
+                        f"{path}: {w}x{h} pixels is more than the {MAX_INPUT_PIXELS // 10**6} Mpx jaxstyle reads "
+                        "(a decompression bomb, or a photo to shrink first)"
+                    )
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb01(img)
+    except JaxstyleError:
+        raise
+    except UnidentifiedImageError:
+        raise JaxstyleError(f"{path}: not an image file (or a format Pillow cannot read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise JaxstyleError(f"{path}: refused as a decompression bomb ({e})") from None
+    except PermissionError:
+        raise JaxstyleError(f"{path}: permission denied") from None
+    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
+        raise JaxstyleError(f"{path}: corrupt or truncated image ({' '.join(str(e).split())})") from None
+
+
+def check_size(height: int, width: int, what: str = "size") -> tuple[int, int]:
+    """Return ``(height, width)`` if both lie in [MIN_SIDE, MAX_SIDE], else raise."""
+    for side in (height, width):
+        if not MIN_SIDE <= side <= MAX_SIDE:
+            raise JaxstyleError(
+                f"{what} {height}x{width}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels"
+            )
+    return height, width
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"300x450"`` -> ``(300, 450)`` (height x width), checked."""
+    try:
+        h, w = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise JaxstyleError(f"size {text!r}: expected HEIGHTxWIDTH, e.g. 300x450") from None
+    return check_size(h, w)
+
+
+def output_size(content_hw: tuple[int, int], size: tuple[int, int] | None, max_side: int | None) -> tuple[int, int]:
+    """The size to optimise at: ``size`` if given, else the content's aspect at ``max_side``."""
+    if size is not None:
+        return check_size(*size)
+    if max_side is None:
+        return check_size(*content_hw, what="content image size")
+    h, w = content_hw
+    scale = max_side / max(h, w)
+    return check_size(max(1, round(h * scale)), max(1, round(w * scale)), what=f"--max-side {max_side} gives size")
+
+
+def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize float RGB to ``(height, width)`` with Pillow's antialiased bicubic filter.
+
+    Each channel is resized as a 32-bit float image, so no precision is lost to 8 bits.
+    """
+    h, w = size
+    if rgb.shape[:2] == (h, w):
+        return rgb.astype(np.float32)
+    channels = [
+        np.asarray(Image.fromarray(rgb[..., c].astype(np.float32), mode="F").resize((w, h), Image.Resampling.BICUBIC))
+        for c in range(3)
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] (values outside clipped) to 8-bit."""
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written as an image."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITABLE_SUFFIXES:
+        raise JaxstyleError(f"{path}: unsupported output type; use one of {', '.join(WRITABLE_SUFFIXES)}")
+    if path.is_dir():
+        raise JaxstyleError(f"{path}: is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise JaxstyleError(f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise JaxstyleError(f"{path}: not writable")
+    return path
+
+
+def save_image(path: str | os.PathLike, rgb: np.ndarray, metadata: Mapping | None = None) -> Path:
+    """Write RGB in [0, 1] atomically: to a temporary file beside ``path``, then rename.
+
+    ``metadata`` is stored as JSON in the PNG text chunk ``jaxstyle`` (PNG only).
+    """
+    path = check_output_path(path)
+    image = Image.fromarray(to_uint8(rgb), mode="RGB")
+    kwargs: dict = {}
+    fmt = WRITABLE_SUFFIXES[path.suffix.lower()]
+    if fmt == "PNG" and metadata is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
+        info.add_text("Software", "jaxstyle")
+        kwargs["pnginfo"] = info
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format=fmt, **kwargs)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise JaxstyleError(f"{path}: cannot write ({e})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The settings jaxstyle stored in a PNG it wrote."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            text = img.text.get(METADATA_KEY) if hasattr(img, "text") else None
+    except (OSError, UnidentifiedImageError) as e:
+        raise JaxstyleError(f"{path}: cannot read ({e})") from None
+    if text is None:
+        raise JaxstyleError(f"{path}: holds no jaxstyle metadata")
+    return json.loads(text)

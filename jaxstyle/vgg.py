@@ -1,0 +1,171 @@
+"""VGG-19's convolutional part as a Flax NNX module returning named activations.
+
+Layer names follow the usual convention: ``conv{b}_{n}``, ``relu{b}_{n}`` and
+``pool{b}`` for block ``b`` and layer ``n``. ``LAYER_NAMES[i]`` is the layer at index
+``i`` of torchvision's ``vgg19().features``. Inputs are NHWC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax import Array
+
+# (output channels, number of 3x3 convolutions) for each of the five blocks.
+BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
+
+
+def _layer_names() -> tuple[str, ...]:
+    names = []
+    for block, (_, convs) in enumerate(BLOCKS, start=1):
+        for n in range(1, convs + 1):
+            names += [f"conv{block}_{n}", f"relu{block}_{n}"]
+        names.append(f"pool{block}")
+    return tuple(names)
+
+
+LAYER_NAMES: tuple[str, ...] = _layer_names()
+CONV_NAMES: tuple[str, ...] = tuple(n for n in LAYER_NAMES if n.startswith("conv"))
+
+
+def conv_shapes() -> dict[str, tuple[int, int, int, int]]:
+    """HWIO kernel shape of every conv layer: ``{"conv1_1": (3, 3, 3, 64), ...}``."""
+    shapes, in_channels = {}, 3
+    for block, (out_channels, convs) in enumerate(BLOCKS, start=1):
+        for n in range(1, convs + 1):
+            shapes[f"conv{block}_{n}"] = (3, 3, in_channels, out_channels)
+            in_channels = out_channels
+    return shapes
+
+
+def check_layers(layers: Sequence[str]) -> None:
+    """Raise ``ValueError`` naming any layer that VGG-19 does not have."""
+    unknown = [name for name in layers if name not in LAYER_NAMES]
+    if unknown:
+        raise ValueError(f"unknown VGG-19 layer(s) {', '.join(unknown)}; known: {', '.join(LAYER_NAMES)}")
+
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv_same_3x3(x: Array, kernel: Array) -> Array:
+    """3x3 convolution, stride 1, zero padding 1 (PyTorch's ``padding=1``), NHWC/HWIO."""
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=_NHWC)
+
+
+@jax.custom_vjp
+def conv3x3(x: Array, kernel: Array) -> Array:
+    """:func:`_conv_same_3x3` with an input gradient written as a forward convolution.
+
+    The input gradient of a stride-1, pad-1 3x3 convolution is the convolution of the
+    output gradient with the kernel flipped in space and with in/out swapped:
+    ``dx = conv(dy, flip(W)^T)``. Autodiff emits the same arithmetic, but inside
+    ``lax.scan`` on XLA:CPU its kernel layout falls off the fast convolution path
+    (a scanned Adam step ran 2.8x slower than a jitted one); this form does not.
+    """
+    return _conv_same_3x3(x, kernel)
+
+
+def _conv3x3_fwd(x: Array, kernel: Array) -> tuple[Array, tuple[Array, Array]]:
+    return _conv_same_3x3(x, kernel), (x, kernel)
+
+
+def _conv3x3_bwd(residuals: tuple[Array, Array], dy: Array) -> tuple[Array, Array]:
+    x, kernel = residuals
+    flipped = jnp.swapaxes(kernel[::-1, ::-1], 2, 3)  # HWIO -> HW(O)(I), flipped in space
+    dx = _conv_same_3x3(dy, flipped)
+    # The kernel gradient is exact too; under jit it is dead code when only the image
+    # is differentiated, as in style transfer.
+    _, kernel_vjp = jax.vjp(lambda k: _conv_same_3x3(x, k), kernel)
+    (dkernel,) = kernel_vjp(dy)
+    return dx, dkernel
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+def conv_general_dilated(x: Array, kernel: Array, window_strides, padding, **kwargs) -> Array:
+    """``lax.conv_general_dilated`` for ``nnx.Conv``, routed to :func:`conv3x3` for VGG's convs."""
+    plain = (
+        kernel.shape[:2] == (3, 3)
+        and tuple(window_strides) == (1, 1)
+        and [tuple(p) for p in padding] == [(1, 1), (1, 1)]
+        and kwargs.get("lhs_dilation") in (None, 1, (1, 1))
+        and kwargs.get("rhs_dilation") in (None, 1, (1, 1))
+        and kwargs.get("feature_group_count", 1) == 1
+        and kwargs.get("precision") is None
+        and kwargs.get("dimension_numbers") is not None
+        and tuple(kwargs["dimension_numbers"].lhs_spec) == (0, 3, 1, 2)
+        and tuple(kwargs["dimension_numbers"].rhs_spec) == (3, 2, 0, 1)
+    )
+    if plain:
+        return conv3x3(x, kernel)
+    return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, **kwargs)
+
+
+def pool_2x2(x: Array, kind: str) -> Array:
+    """2x2 pooling with stride 2 and no padding (odd edges dropped, as in PyTorch)."""
+    window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
+    if kind == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, "VALID")
+    if kind == "avg":
+        return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "VALID") / 4
+    raise ValueError(f"pool must be 'max' or 'avg', not {kind!r}")
+
+
+class VGG19(nnx.Module):
+    """The 16 convolutions and 5 poolings of VGG-19.
+
+    ``model(x, layers)`` returns ``{name: activation}`` for the requested layer names
+    and computes nothing past the deepest of them.
+
+    Args:
+      pool: ``"max"`` (as trained) or ``"avg"`` (Gatys et al. suggest it for smoother
+        results).
+      dtype: computation dtype of the convolutions (``None``: the input's dtype).
+      param_dtype: dtype the parameters are created in.
+      rngs: random initialisation; real weights come from :func:`jaxstyle.weights.load`.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: str = "max",
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        if pool not in ("max", "avg"):
+            raise ValueError(f"pool must be 'max' or 'avg', not {pool!r}")
+        self.pool = pool
+        for name, (kh, kw, cin, cout) in conv_shapes().items():
+            conv = nnx.Conv(
+                cin,
+                cout,
+                (kh, kw),
+                padding=((1, 1), (1, 1)),
+                dtype=dtype,
+                param_dtype=param_dtype,
+                conv_general_dilated=conv_general_dilated,
+                rngs=rngs,
+            )
+            setattr(self, name, conv)
+
+    def __call__(self, x: Array, layers: Sequence[str]) -> dict[str, Array]:
+        check_layers(layers)
+        wanted = set(layers)
+        deepest = max(LAYER_NAMES.index(name) for name in wanted)
+        out = {}
+        for name in LAYER_NAMES[: deepest + 1]:
+            if name.startswith("conv"):
+                x = getattr(self, name)(x)
+            elif name.startswith("relu"):
+                x = jax.nn.relu(x)
+            else:
+                x = pool_2x2(x, self.pool)
+            if name in wanted:
+                out[name] = x
+        return out
