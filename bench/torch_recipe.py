@@ -165,7 +165,7 @@ class Recipe:
         x = x0.clone().requires_grad_(True)
         terms = self.losses(x)
         terms["total"].backward()
-        return {k: float(v) for k, v in terms.items()}, x.grad.detach().numpy()
+        return {k: float(v.detach()) for k, v in terms.items()}, x.grad.detach().numpy()
 
     def run_adam(self, x0: torch.Tensor, lr: float, steps: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """``steps`` Adam steps from ``x0``; returns the image and the per-step losses (before each step)."""
@@ -178,5 +178,5 @@ class Recipe:
             terms["total"].backward()
             optimizer.step()
             for k, v in terms.items():
-                trace[k].append(float(v))
+                trace[k].append(float(v.detach()))
         return x.detach().numpy(), {k: np.asarray(v) for k, v in trace.items()}

@@ -19,8 +19,12 @@ from jax import Array
 from jaxstyle.losses import LossWeights, Targets, gram_matrix, loss_terms
 
 # The learning rate is read from the optimiser state (``inject_hyperparams``), so it
-# is an array leaf like the loss weights: a new value never recompiles.
-ADAM = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+# is an array leaf like the loss weights: a new value never recompiles. The other
+# hyperparameters stay Python floats (injected, they would become float64 arrays
+# under x64 and promote a float32 run).
+ADAM = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root", "nesterov"))(
+    learning_rate=0.1
+)
 
 LOSS_NAMES = ("content", "style", "tv", "total")
 

@@ -15,11 +15,12 @@ import jax
 import numpy as np
 import pytest
 
-# Equinox-style strictness: no silent dtype or rank promotion anywhere in the code
-# under test. float64 is enabled so parity tests can run in it; float32 paths must
-# stay float32 (tests assert dtypes).
+# Equinox-style strictness: no silent rank promotion anywhere. float64 is enabled so
+# parity tests can run in it; float32 paths must stay float32 (tests assert dtypes).
+# Strict *dtype* promotion is applied to our own network and losses (fixture
+# `strict_dtypes`) but not globally: Optax's Adam bias correction computes
+# `decay ** count` (Python float ** int32), which strict mode refuses.
 jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
 from jaxstyle.vgg import CONV_NAMES, LAYER_NAMES, conv_shapes  # noqa: E402
@@ -112,6 +113,12 @@ def weight_files(tmp_path_factory, convs) -> dict[str, Path]:
     files["torchvision"] = convert(files["pth"], d / "vgg19-torchvision.h5", convention="torchvision")
     files["caffe"] = convert(files["keras"], d / "vgg19-caffe.h5")
     return files
+
+
+@pytest.fixture
+def strict_dtypes():
+    with jax.numpy_dtype_promotion("strict"):
+        yield
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import pytest
 import torch
 
 from bench import torch_recipe
+pytestmark = pytest.mark.usefixtures("strict_dtypes")
+
 from jaxstyle.losses import (
     LossWeights,
     Targets,
