@@ -154,8 +154,11 @@ class Recipe:
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted content, style and TV terms and the weighted total."""
         acts = extract(self.features, x, self.content_layers + self.style_layers)
-        content = sum(content_loss(acts[n], t) for n, t in zip(self.content_layers, self.content_targets))
-        style = sum(style_loss(acts[n], g, self.normalise_gram) for n, g in zip(self.style_layers, self.style_grams))
+        content = sum(content_loss(acts[n], t) for n, t in zip(self.content_layers, self.content_targets, strict=True))
+        style = sum(
+            style_loss(acts[n], g, self.normalise_gram)
+            for n, g in zip(self.style_layers, self.style_grams, strict=True)
+        )
         tv = tv_loss(x)
         wc, ws, wtv = self.weights
         return {"content": content, "style": style, "tv": tv, "total": wc * content + ws * style + wtv * tv}

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ from jaxstyle import image as imageio
 from jaxstyle import weights as weightsio
 from jaxstyle.config import Settings, resolve
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.losses import LossWeights
+from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import Diverged, Layers, SolverState, compute_targets_jit, init_state, solve
 
@@ -90,6 +91,122 @@ def to_pixels(image: jax.Array, convention: InputConvention) -> np.ndarray:
     return np.asarray(jnp.clip(convention.from_network(image[0]), 0.0, 1.0))
 
 
+@dataclass
+class Problem:
+    """A stylization ready to run: inputs read and checked, network built, targets computed.
+
+    Attributes:
+      settings: the settings.
+      graphdef, params: the VGG-19 network, split into structure and weights.
+      layers: the content and style layers.
+      targets: content features and style Gram matrices.
+      loss_weights: the loss weights as arrays.
+      state: the initial solver state.
+      convention: how pixels map to the network's input space.
+      weights_file: the converted weights file.
+      weights_info: its provenance.
+    """
+
+    settings: Settings
+    graphdef: Any
+    params: Any
+    layers: Layers
+    targets: Targets
+    loss_weights: LossWeights
+    state: SolverState
+    convention: InputConvention
+    weights_file: Path
+    weights_info: dict[str, str]
+
+
+def prepare(
+    content: ImageLike,
+    style: ImageLike,
+    *,
+    preset: str = "paper",
+    weights: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    **overrides,
+) -> Problem:
+    """Read and check everything a run needs, so that a run fails before it starts.
+
+    Arguments as for :func:`stylize`.
+    """
+    settings = settings or resolve(preset, **overrides)
+    content_rgb, style_rgb = as_rgb(content), as_rgb(style)
+    size = imageio.output_size(content_rgb.shape[:2], settings.size, settings.max_side)
+    loaded = load_weights(settings, weights)
+    # As in the source paper, the style image is resized to the output size.
+    content_rgb, style_rgb = imageio.resize(content_rgb, size), imageio.resize(style_rgb, size)
+
+    dtype = jnp.float32
+    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype)
+    to_network = loaded.convention.to_network
+    content_net = to_network(jnp.asarray(content_rgb, dtype)[None])
+    style_net = to_network(jnp.asarray(style_rgb, dtype)[None])
+    layers = Layers(tuple(settings.content_layers), tuple(settings.style_layers))
+    return Problem(
+        settings=settings,
+        graphdef=graphdef,
+        params=params,
+        layers=layers,
+        targets=compute_targets_jit(graphdef, params, content_net, style_net, layers),
+        loss_weights=loss_weights(settings, dtype),
+        state=init_state(initial_image(settings, content_net, to_network), settings.lr),
+        convention=loaded.convention,
+        weights_file=loaded.path,
+        weights_info={k: v for k, v in loaded.attrs.items() if k.startswith(("source", "convention"))},
+    )
+
+
+def optimize(
+    problem: Problem,
+    progress: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+    save_every: int | None = None,
+    on_snapshot: Callable[[int, np.ndarray], None] | None = None,
+) -> Result:
+    """Run a prepared problem to the end; arguments as for :func:`stylize`."""
+    settings = problem.settings
+    if save_every is not None and save_every < 1:
+        raise JaxstyleError(f"--save-every must be at least 1, not {save_every}")
+
+    def after_chunk(state: SolverState, losses: dict[str, np.ndarray]) -> None:
+        step = int(state.step)
+        if progress is not None:
+            progress(step, losses)
+        if save_every and on_snapshot is not None and step % save_every == 0 and step < settings.steps:
+            on_snapshot(step, to_pixels(state.image, problem.convention))
+
+    # Chunks end on every snapshot step; one chunk length means one compilation.
+    chunk = math.gcd(save_every, DEFAULT_CHUNK) if save_every else DEFAULT_CHUNK
+    start = time.perf_counter()
+    try:
+        state, trace = solve(
+            problem.graphdef,
+            problem.params,
+            problem.layers,
+            problem.targets,
+            problem.loss_weights,
+            problem.state,
+            settings.steps,
+            chunk_size=chunk,
+            on_chunk=after_chunk,
+        )
+    except Diverged as e:
+        raise JaxstyleError(
+            f"the optimisation diverged at step {e.step} (loss {e.losses['total']}); try a lower --lr "
+            f"(now {settings.lr}) or smaller loss weights"
+        ) from None
+    return Result(
+        image=to_pixels(state.image, problem.convention),
+        trace=trace,
+        settings=settings,
+        weights_file=problem.weights_file,
+        weights_info=problem.weights_info,
+        seconds=time.perf_counter() - start,
+    )
+
+
 def stylize(
     content: ImageLike,
     style: ImageLike,
@@ -122,59 +239,5 @@ def stylize(
     Raises:
       JaxstyleError: bad input, missing weights, or a diverging run.
     """
-    settings = settings or resolve(preset, **overrides)
-    content_rgb, style_rgb = as_rgb(content), as_rgb(style)
-    size = imageio.output_size(content_rgb.shape[:2], settings.size, settings.max_side)
-    loaded = load_weights(settings, weights)
-    # As in the source paper, the style image is resized to the output size.
-    content_rgb, style_rgb = imageio.resize(content_rgb, size), imageio.resize(style_rgb, size)
-
-    dtype = jnp.float32
-    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype)
-    to_network = loaded.convention.to_network
-    content_net = to_network(jnp.asarray(content_rgb, dtype)[None])
-    style_net = to_network(jnp.asarray(style_rgb, dtype)[None])
-    layers = Layers(tuple(settings.content_layers), tuple(settings.style_layers))
-    targets = compute_targets_jit(graphdef, params, content_net, style_net, layers)
-    state = init_state(initial_image(settings, content_net, to_network), settings.lr)
-
-    if save_every is not None and save_every < 1:
-        raise JaxstyleError(f"--save-every must be at least 1, not {save_every}")
-
-    def after_chunk(state: SolverState, losses: dict[str, np.ndarray]) -> None:
-        step = int(state.step)
-        if progress is not None:
-            progress(step, losses)
-        if save_every and on_snapshot is not None and step % save_every == 0 and step < settings.steps:
-            on_snapshot(step, to_pixels(state.image, loaded.convention))
-
-    # Chunks end on every snapshot step; one chunk length means one compilation.
-    chunk = math.gcd(save_every, DEFAULT_CHUNK) if save_every else DEFAULT_CHUNK
-    start = time.perf_counter()
-    try:
-        state, trace = solve(
-            graphdef,
-            params,
-            layers,
-            targets,
-            loss_weights(settings, dtype),
-            state,
-            settings.steps,
-            chunk_size=chunk,
-            on_chunk=after_chunk,
-        )
-    except Diverged as e:
-        raise JaxstyleError(
-            f"the optimisation diverged at step {e.step} (loss {e.losses['total']}); try a lower --lr "
-            f"(now {settings.lr}) or smaller loss weights"
-        ) from None
-    seconds = time.perf_counter() - start
-    return Result(
-        image=to_pixels(state.image, loaded.convention), trace=trace,
-        settings=settings,
-        weights_file=loaded.path,
-        weights_info={k: v for k, v in loaded.attrs.items() if k.startswith(("source", "convention"))},
-        seconds=seconds,
-    )
-
-
+    problem = prepare(content, style, preset=preset, weights=weights, settings=settings, **overrides)
+    return optimize(problem, progress=progress, save_every=save_every, on_snapshot=on_snapshot)

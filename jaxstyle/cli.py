@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import shlex
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -105,41 +102,25 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def check_writable_file(path: Path) -> Path:
-    """Fail before any work if a non-image output file cannot be written."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise JaxstyleError(f"{path}: is a directory")
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise JaxstyleError(f"{path}: directory {parent} does not exist or is not writable")
-    return path
-
-
 def cmd_stylize(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxstyle import __version__
-    from jaxstyle.api import stylize
+    from jaxstyle.api import optimize, prepare
+    from jaxstyle.files import check_writable, write_json
     from jaxstyle.image import check_output_path, save_image
 
     out = check_output_path(args.output)
-    trace_path = check_writable_file(Path(args.trace)) if args.trace else None
+    trace_path = check_writable(args.trace) if args.trace else None
     settings = settings_from_args(args)
-    snapshot_name = out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}")
+    snapshot_name = str(out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}"))
 
-    with tqdm(total=settings.steps, unit="step", desc="stylize", disable=args.quiet) as bar:
+    if args.save_every is not None and args.save_every < 1:
+        raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
+    problem = prepare(args.content, args.style, settings=settings, weights=args.weights)
+
+    # No bar when stderr is not a terminal (disable=None); erased if the run fails.
+    with tqdm(total=settings.steps, unit="step", desc="stylize", disable=True if args.quiet else None) as bar:
 
         def progress(step: int, losses: dict) -> None:
             bar.update(step - bar.n)
@@ -148,15 +129,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         def snapshot(step: int, rgb) -> None:
             save_image(snapshot_name.format(step), rgb)
 
-        result = stylize(
-            args.content,
-            args.style,
-            settings=settings,
-            weights=args.weights,
-            progress=progress,
-            save_every=args.save_every,
-            on_snapshot=snapshot,
-        )
+        try:
+            result = optimize(problem, progress=progress, save_every=args.save_every, on_snapshot=snapshot)
+        except BaseException:
+            bar.leave = False
+            raise
     final = {k: float(v[-1]) for k, v in result.trace.items()}
     metadata = {
         "jaxstyle_version": __version__,
@@ -172,12 +149,19 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     }
     save_image(out, result.image, metadata)
     if trace_path:
-        write_json_atomic(trace_path, {"settings": settings.to_dict(), "seconds": result.seconds,
-                                       **{k: v.tolist() for k, v in result.trace.items()}})
+        write_json(
+            trace_path,
+            {
+                "settings": settings.to_dict(),
+                "seconds": result.seconds,
+                **{k: v.tolist() for k, v in result.trace.items()},
+            },
+        )
     if not args.quiet:
         h, w = result.image.shape[:2]
-        print(f"wrote {out} ({h}x{w}, {settings.steps} steps in {result.seconds:.1f} s, "
-              f"final loss {final['total']:.5g})")
+        print(
+            f"wrote {out} ({h}x{w}, {settings.steps} steps in {result.seconds:.1f} s, final loss {final['total']:.5g})"
+        )
     return 0
 
 
@@ -203,8 +187,13 @@ def cmd_weights_info(args: argparse.Namespace) -> int:
 def cmd_weights_download(args: argparse.Namespace) -> int:
     from jaxstyle.download import download
 
-    dst = download(args.source, Path(args.output) if args.output else None, url=args.url, timeout=args.timeout,
-                   progress=not args.quiet)
+    dst = download(
+        args.source,
+        Path(args.output) if args.output else None,
+        url=args.url,
+        timeout=args.timeout,
+        progress=not args.quiet,
+    )
     print(f"wrote {dst}")
     return 0
 
@@ -243,8 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     c = wsub.add_parser("convert", help="convert a published weights file (.pth, .safetensors, Keras .h5)")
     c.add_argument("src")
     c.add_argument("-o", "--output", help="converted file (default: the user cache)")
-    c.add_argument("--convention", choices=("torchvision", "caffe"),
-                   help="input convention, needed for files that match no published hash")
+    c.add_argument(
+        "--convention",
+        choices=("torchvision", "caffe"),
+        help="input convention, needed for files that match no published hash",
+    )
     c.set_defaults(func=cmd_weights_convert)
     i = wsub.add_parser("info", help="show a converted weights file's provenance")
     i.add_argument("file")

@@ -91,8 +91,11 @@ def validate(s: Settings) -> None:
     ):
         if weights is not None and len(weights) != len(layers):
             raise JaxstyleError(f"{len(weights)} {label} for {len(layers)} layers")
-    for label, value in (("content weight", s.content_weight), ("style weight", s.style_weight),
-                         ("tv weight", s.tv_weight)):
+    for label, value in (
+        ("content weight", s.content_weight),
+        ("style weight", s.style_weight),
+        ("tv weight", s.tv_weight),
+    ):
         if not (math.isfinite(value) and value >= 0):
             raise JaxstyleError(f"{label} must be a finite number >= 0, not {value}")
     if not (math.isfinite(s.lr) and s.lr > 0):

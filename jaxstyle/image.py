@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.files import atomic_output, check_writable
 
 MIN_SIDE = 32  # relu5_1 sits behind four 2x2 poolings: 32 px leave it 2x2.
 MAX_SIDE = 8192  # far beyond what fits on one accelerator for VGG-19 at float32.
@@ -85,9 +85,7 @@ def check_size(height: int, width: int, what: str = "size") -> tuple[int, int]:
     """Return ``(height, width)`` if both lie in [MIN_SIDE, MAX_SIDE], else raise."""
     for side in (height, width):
         if not MIN_SIDE <= side <= MAX_SIDE:
-            raise JaxstyleError(
-                f"{what} {height}x{width}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels"
-            )
+            raise JaxstyleError(f"{what} {height}x{width}: each side must be between {MIN_SIDE} and {MAX_SIDE} pixels")
     return height, width
 
 
@@ -136,14 +134,7 @@ def check_output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise JaxstyleError(f"{path}: unsupported output type; use one of {', '.join(WRITABLE_SUFFIXES)}")
-    if path.is_dir():
-        raise JaxstyleError(f"{path}: is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise JaxstyleError(f"{path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise JaxstyleError(f"{path}: not writable")
-    return path
+    return check_writable(path)
 
 
 def save_image(path: str | os.PathLike, rgb: np.ndarray, metadata: Mapping | None = None) -> Path:
@@ -160,18 +151,8 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, metadata: Mapping | Non
         info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
         info.add_text("Software", "jaxstyle")
         kwargs["pnginfo"] = info
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         image.save(tmp, format=fmt, **kwargs)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise JaxstyleError(f"{path}: cannot write ({e})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -22,9 +22,7 @@ from jaxstyle.losses import LossWeights, Targets, gram_matrix, loss_terms
 # is an array leaf like the loss weights: a new value never recompiles. The other
 # hyperparameters stay Python floats (injected, they would become float64 arrays
 # under x64 and promote a float32 run).
-ADAM = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root", "nesterov"))(
-    learning_rate=0.1
-)
+ADAM = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root", "nesterov"))(learning_rate=0.1)
 
 LOSS_NAMES = ("content", "style", "tv", "total")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import h5py
 import numpy as np
 
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.files import atomic_output
 from jaxstyle.preprocess import CONVENTIONS, InputConvention
 from jaxstyle.vgg import CONV_NAMES, LAYER_NAMES, conv_shapes
 
@@ -282,27 +282,20 @@ def check_finite(convs: ConvArrays, path: Path) -> None:
 def write_converted(dst: Path, convs: ConvArrays, convention: InputConvention, attrs: Mapping[str, str]) -> None:
     """Write jaxstyle's weights file atomically (a temporary file, then a rename)."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["convention"] = convention.name
-            f.attrs["input_order"] = "BGR" if convention.bgr else "RGB"
-            f.attrs["input_scale"] = convention.scale
-            f.attrs["input_mean"] = np.asarray(convention.mean)
-            f.attrs["input_std"] = np.asarray(convention.std)
-            for key, value in attrs.items():
-                f.attrs[key] = value
-            for name, (kernel, bias) in convs.items():
-                group = f.create_group(name)
-                group.create_dataset("kernel", data=kernel.astype(np.float32))
-                group.create_dataset("bias", data=bias.astype(np.float32))
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(dst) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["convention"] = convention.name
+        f.attrs["input_order"] = "BGR" if convention.bgr else "RGB"
+        f.attrs["input_scale"] = convention.scale
+        f.attrs["input_mean"] = np.asarray(convention.mean)
+        f.attrs["input_std"] = np.asarray(convention.std)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+        for name, (kernel, bias) in convs.items():
+            group = f.create_group(name)
+            group.create_dataset("kernel", data=kernel.astype(np.float32))
+            group.create_dataset("bias", data=bias.astype(np.float32))
 
 
 def convert(src: Path, dst: Path | None = None, convention: str | None = None, source: str | None = None) -> Path:
@@ -349,7 +342,8 @@ def read_converted(path: Path) -> LoadedWeights:
         raise JaxstyleError(f"{path}: no such weights file")
     with open_h5(path) as f:
         if f.attrs.get("format") != FORMAT:
-            hint = " (a Keras file: convert it first with `jaxstyle weights convert`)" if "layer_names" in f.attrs else ""
+            keras = "layer_names" in f.attrs
+            hint = " (a Keras file: convert it first with `jaxstyle weights convert`)" if keras else ""
             raise JaxstyleError(f"{path}: not a converted jaxstyle weights file{hint}")
         version = int(f.attrs.get("format_version", -1))
         if version != FORMAT_VERSION:

@@ -7,8 +7,6 @@ import pytest
 import torch
 
 from bench import torch_recipe
-pytestmark = pytest.mark.usefixtures("strict_dtypes")
-
 from jaxstyle.losses import (
     LossWeights,
     Targets,
@@ -19,6 +17,8 @@ from jaxstyle.losses import (
     style_loss,
     tv_loss,
 )
+
+pytestmark = pytest.mark.usefixtures("strict_dtypes")
 
 
 def test_gram_matrix_by_hand():

@@ -95,8 +95,8 @@ def test_float64_ten_adam_steps_match_pytorch(weight_files, rng):
 @pytest.mark.parametrize("path_key", ["torchvision", "caffe"])
 def test_float32_single_step_loss_and_gradient_match_pytorch(weight_files, rng, path_key):
     content, style = images(rng)
-    graphdef, params, c, targets = jax_problem(weight_files[path_key], content, style, jnp.float32)
-    recipe, c_torch = torch_problem(weight_files[path_key], content, style, torch.float32)
+    graphdef, params, _, targets = jax_problem(weight_files[path_key], content, style, jnp.float32)
+    recipe, _ = torch_problem(weight_files[path_key], content, style, torch.float32)
     # Compare away from the content image (perturbed in pixel space, so both input
     # conventions see the same relative change), keeping a flat region.
     pixels = np.clip(content + rng.normal(0, 0.05, size=content.shape), 0, 1)
@@ -117,7 +117,8 @@ def test_float32_one_adam_step_from_same_image_matches_pytorch(weight_files, rng
     recipe, c_torch = torch_problem(weight_files["torchvision"], content, style, torch.float32)
     state = init_state(c, PAPER.lr)
     new_state, terms = jax.jit(adam_step, static_argnames=("graphdef", "layers"))(
-        graphdef, LAYERS, params, targets, paper_weights(jnp.float32), state)
+        graphdef, LAYERS, params, targets, paper_weights(jnp.float32), state
+    )
     image_ref, trace_ref = recipe.run_adam(c_torch, PAPER.lr, steps=1)
     assert float(terms["total"]) == pytest.approx(float(trace_ref["total"][0]), rel=1e-5)
     # The first Adam step moves every pixel with a non-zero gradient by exactly lr:
@@ -158,8 +159,7 @@ def test_divergence_is_reported_with_its_step(weight_files, rng):
     content, style = images(rng)
     graphdef, params, c, targets = jax_problem(weight_files["torchvision"], content, style, jnp.float32)
     with pytest.raises(Diverged) as excinfo:
-        solve(graphdef, params, LAYERS, targets, paper_weights(jnp.float32), init_state(c, 1e30), steps=6,
-              chunk_size=3)
+        solve(graphdef, params, LAYERS, targets, paper_weights(jnp.float32), init_state(c, 1e30), steps=6, chunk_size=3)
     assert 0 < excinfo.value.step < 6
     assert not np.isfinite(excinfo.value.losses["total"])
 

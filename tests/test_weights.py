@@ -52,8 +52,12 @@ def jax_activations(path: Path, rgb: np.ndarray, pool="max"):
     return dict(zip(PROBE_LAYERS, acts, strict=True))
 
 
-TORCHVISION = {"bgr": False, "scale": 1.0, "mean": np.array([0.485, 0.456, 0.406]),
-               "std": np.array([0.229, 0.224, 0.225])}
+TORCHVISION = {
+    "bgr": False,
+    "scale": 1.0,
+    "mean": np.array([0.485, 0.456, 0.406]),
+    "std": np.array([0.229, 0.224, 0.225]),
+}
 CAFFE = {"bgr": True, "scale": 255.0, "mean": np.array([103.939, 116.779, 123.68]), "std": np.ones(3)}
 
 
@@ -77,20 +81,22 @@ def test_converted_activations_match_pytorch(tmp_path, weight_files, convs, rng,
     ref = torch_activations(state_dict_arrays(convs), rgb.astype(np.float64), expected)
     for name in PROBE_LAYERS:
         assert ours[name].dtype == jnp.float32
-        np.testing.assert_allclose(np.asarray(ours[name]), ref[name], rtol=1e-5, atol=1e-5 * np.abs(ref[name]).max(),
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            np.asarray(ours[name]), ref[name], rtol=1e-5, atol=1e-5 * np.abs(ref[name]).max(), err_msg=name
+        )
 
 
 def test_average_pooling_matches_pytorch(weight_files, convs, rng):
     rgb = rng.uniform(0, 1, size=(64, 96, 3)).astype(np.float32)
     ours = jax_activations(weight_files["torchvision"], rgb, pool="avg")
     ref = torch_activations(state_dict_arrays(convs), rgb.astype(np.float64), TORCHVISION, pool="avg")
-    np.testing.assert_allclose(np.asarray(ours["relu5_1"]), ref["relu5_1"], rtol=1e-5,
-                               atol=1e-5 * np.abs(ref["relu5_1"]).max())
+    np.testing.assert_allclose(
+        np.asarray(ours["relu5_1"]), ref["relu5_1"], rtol=1e-5, atol=1e-5 * np.abs(ref["relu5_1"]).max()
+    )
 
 
 def test_layer_names_follow_torchvision_indexes():
-    assert LAYER_NAMES == tuple(sorted(torch_recipe.LAYER_INDEX, key=torch_recipe.LAYER_INDEX.get))
+    assert tuple(sorted(torch_recipe.LAYER_INDEX, key=torch_recipe.LAYER_INDEX.get)) == LAYER_NAMES
     assert LAYER_NAMES[25] == "conv4_4" and LAYER_NAMES[21] == "conv4_2" and LAYER_NAMES[28] == "conv5_1"
 
 
@@ -101,7 +107,8 @@ def test_network_stops_at_deepest_requested_layer(weight_files):
     x = jnp.zeros((1, 32, 32, 3), jnp.float32)
     for layers, convs in ((("relu1_1",), 1), (("relu2_1",), 3), (("relu3_1", "relu1_2"), 5), (("relu5_1",), 13)):
         jaxpr = jax.make_jaxpr(lambda p, x, layers=layers: network_features(graphdef, p, x, Layers(layers, ())))(
-            params, x)
+            params, x
+        )
         assert str(jaxpr).count("conv_general_dilated") == convs, layers
 
 
@@ -119,8 +126,10 @@ def modified_state(convs, change):
     [
         (lambda s: s.pop("features.10.weight"), "missing key features.10.weight"),
         (lambda s: s.__setitem__("features.1.weight", np.ones(64, np.float32)), "unexpected key features.1.weight"),
-        (lambda s: s.__setitem__("features.2.weight", np.ones((64, 64, 5, 5), np.float32)),
-         "key features.2.weight has shape (64, 64, 5, 5), expected (64, 64, 3, 3)"),
+        (
+            lambda s: s.__setitem__("features.2.weight", np.ones((64, 64, 5, 5), np.float32)),
+            "key features.2.weight has shape (64, 64, 5, 5), expected (64, 64, 3, 3)",
+        ),
     ],
 )
 def test_state_dict_problems_are_named(tmp_path, convs, change, message):
@@ -264,8 +273,9 @@ def test_download_verifies_and_converts_torchvision(http_server, weight_files, t
     data = weight_files["pth"].read_bytes()
     sha = file_digests(weight_files["pth"])[0]
     (root / f"vgg19-{sha[:8]}.pth").write_bytes(data)
-    dst = download("torchvision", tmp_path / "out" / "vgg19-torchvision.h5",
-                   url=f"{base}/vgg19-{sha[:8]}.pth", progress=False)
+    dst = download(
+        "torchvision", tmp_path / "out" / "vgg19-torchvision.h5", url=f"{base}/vgg19-{sha[:8]}.pth", progress=False
+    )
     loaded = read_converted(dst)
     assert loaded.attrs["source"] == "torchvision" and loaded.attrs["source_sha256"] == sha
     assert loaded.convention.name == "torchvision"
@@ -296,8 +306,9 @@ def test_download_keras_checks_md5(http_server, weight_files, tmp_path):
 def test_download_offline_fails_fast_with_instructions(tmp_path):
     start = time.perf_counter()
     with pytest.raises(JaxstyleError) as excinfo:
-        download("torchvision", tmp_path / "w.h5", url="http://127.0.0.1:9/vgg19-dcbb9e9d.pth", timeout=5,
-                 progress=False)
+        download(
+            "torchvision", tmp_path / "w.h5", url="http://127.0.0.1:9/vgg19-dcbb9e9d.pth", timeout=5, progress=False
+        )
     assert time.perf_counter() - start < 10
     message = str(excinfo.value)
     assert "cannot download http://127.0.0.1:9/vgg19-dcbb9e9d.pth" in message

@@ -1,0 +1,197 @@
+"""The command line end to end, with seeded random weights, at small sizes and few steps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import jaxstyle
+from jaxstyle.cli import main
+from jaxstyle.image import read_metadata
+
+SMALL = ["--size", "48x64", "--steps", "4"]
+
+
+@pytest.fixture
+def inputs(tmp_path, rng):
+    content = rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)
+    content[10:40, 10:50] = 128
+    Image.fromarray(content).save(tmp_path / "content.jpg", quality=95)
+    Image.fromarray(rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8)).save(tmp_path / "style.png")
+    return tmp_path / "content.jpg", tmp_path / "style.png"
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real command, in a fresh process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "jaxstyle", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
+
+
+def test_stylize_end_to_end(inputs, weight_files, tmp_path, capsys):
+    content, style = inputs
+    out, trace = tmp_path / "out.png", tmp_path / "trace.json"
+    argv = ["stylize", str(content), str(style), "-o", str(out), *SMALL, "--save-every", "2"]
+    argv += ["--weights", str(weight_files["torchvision"]), "--trace", str(trace), "--style-weight", "500"]
+    assert main(argv) == 0
+    assert f"wrote {out} (48x64, 4 steps" in capsys.readouterr().out
+    img = Image.open(out)
+    assert img.size == (64, 48) and img.mode == "RGB"
+    meta = read_metadata(out)
+    assert meta["settings"]["style_weight"] == 500.0 and meta["settings"]["steps"] == 4
+    assert meta["settings"]["content_layers"] == ["relu4_4"] and meta["settings"]["size"] == [48, 64]
+    assert meta["weights"]["convention"] == "torchvision"
+    assert meta["weights"]["source_sha256"] == read_metadata_sha(weight_files["pth"])
+    assert meta["content_sha256"] and set(meta["final_losses"]) == {"content", "style", "tv", "total"}
+    losses = json.loads(trace.read_text())
+    assert len(losses["total"]) == 4 and losses["settings"]["steps"] == 4
+    assert meta["final_losses"]["total"] == losses["total"][-1]
+    assert (tmp_path / "out.step000002.png").is_file()  # a snapshot; none for the final step
+    assert not (tmp_path / "out.step000004.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files
+
+
+def read_metadata_sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_output_reproduces_from_its_metadata(inputs, weight_files, tmp_path):
+    content, style = inputs
+    first = tmp_path / "first.png"
+    argv = ["stylize", str(content), str(style), "-o", str(first), *SMALL, "-q", "--tv-weight", "3"]
+    assert main([*argv, "--weights", str(weight_files["torchvision"])]) == 0
+    command = shlex.split(read_metadata(first)["command"])
+    assert command[:2] == ["jaxstyle", "stylize"]
+    command[command.index("-o") + 1] = str(tmp_path / "second.png")
+    assert main([*command[1:], "-q"]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(tmp_path / "second.png")))
+
+
+def test_python_api_returns_array_and_trace(inputs, weight_files, rng):
+    content = rng.uniform(0, 1, size=(50, 70, 3)).astype(np.float32)
+    result = jaxstyle.stylize(
+        content, inputs[1], weights=weight_files["caffe"], size=(48, 64), steps=4, init="noise", seed=3
+    )
+    assert result.image.shape == (48, 64, 3) and result.image.dtype == np.float32
+    assert result.image.min() >= 0.0 and result.image.max() <= 1.0
+    assert result.trace["total"].shape == (4,) and np.isfinite(result.trace["total"]).all()
+    assert result.settings.init == "noise" and result.weights_info["convention"] == "caffe"
+    again = jaxstyle.stylize(
+        content, inputs[1], weights=weight_files["caffe"], size=(48, 64), steps=4, init="noise", seed=4
+    )
+    assert not np.array_equal(result.image, again.image)  # the seed matters for noise init
+
+
+def test_import_does_no_io_and_loads_nothing_heavy():
+    code = "import sys, jaxstyle; print('jax' in sys.modules, 'h5py' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------- bad input through the real command
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("jaxstyle: ") and "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.mark.parametrize(
+    ("case", "fragments"),
+    [
+        ("missing content", ["nope.jpg: no such file"]),
+        ("text as jpg", ["notes.jpg: not an image file"]),
+        ("size 0", ["size 0x64", "between 32 and 8192"]),
+        ("size 100000", ["size 48x100000", "between 32 and 8192"]),
+        ("unwritable output", ["/proc/out.png: not writable"]),
+        ("missing output dir", ["does not exist"]),
+        ("keras file as weights", ["not a converted jaxstyle weights file", "convert it first"]),
+        ("text as weights", ["notes.jpg: not a readable HDF5 file"]),
+        ("diverging run", ["diverged at step", "try a lower --lr"]),
+        ("bad layer", ["unknown style layer 'relu9_9'"]),
+    ],
+)
+def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_path, case, fragments):
+    content, style = inputs
+    (tmp_path / "notes.jpg").write_text("shopping list\n")
+    out = tmp_path / "out.png"
+    args = {"content": str(content), "style": str(style), "out": str(out), "size": "48x64"}
+    extra = ["--weights", str(weight_files["torchvision"])]
+    if case == "missing content":
+        args["content"] = str(tmp_path / "nope.jpg")
+    elif case == "text as jpg":
+        args["style"] = str(tmp_path / "notes.jpg")
+    elif case == "size 0":
+        args["size"] = "0x64"
+    elif case == "size 100000":
+        args["size"] = "48x100000"
+    elif case == "unwritable output":
+        args["out"] = "/proc/out.png"
+    elif case == "missing output dir":
+        args["out"] = str(tmp_path / "no" / "out.png")
+    elif case == "keras file as weights":
+        extra = ["--weights", str(weight_files["keras"])]
+    elif case == "text as weights":
+        extra = ["--weights", str(tmp_path / "notes.jpg")]
+    elif case == "diverging run":
+        extra += ["--lr", "1e30"]
+    elif case == "bad layer":
+        extra += ["--style-layers", "relu1_1,relu9_9"]
+    proc = run_cli(
+        "stylize", args["content"], args["style"], "-o", args["out"], "--size", args["size"], "--steps", "3", *extra
+    )
+    assert_one_line_error(proc, *fragments)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_missing_weights_say_how_to_get_them(inputs, tmp_path):
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("JAXSTYLE_WEIGHTS", None)
+    proc = run_cli("stylize", str(inputs[0]), str(inputs[1]), "-o", "out.png", *SMALL, env=env, cwd=tmp_path)
+    assert_one_line_error(
+        proc,
+        "no VGG-19 weights",
+        "jaxstyle weights download --source torchvision",
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        "jaxstyle weights convert vgg19-dcbb9e9d.pth",
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_weights_commands(weight_files, tmp_path):
+    dst = tmp_path / "w.h5"
+    proc = run_cli("weights", "convert", str(weight_files["safetensors"]), "-o", str(dst), "--convention", "caffe")
+    assert proc.returncode == 0 and f"wrote {dst}" in proc.stdout
+    info = run_cli("weights", "info", str(dst))
+    assert info.returncode == 0
+    assert "convention: caffe" in info.stdout and "source_file: vgg19-random.safetensors" in info.stdout
+    assert "16 convolutions, 20,024,384 parameters" in info.stdout
+    assert_one_line_error(
+        run_cli("weights", "convert", str(weight_files["pth"]), "-o", str(tmp_path / "x.h5")), "pass --convention"
+    )
+    offline = run_cli(
+        "weights",
+        "download",
+        "--url",
+        "http://127.0.0.1:9/vgg19-dcbb9e9d.pth",
+        "-o",
+        str(tmp_path / "d.h5"),
+        "--timeout",
+        "5",
+    )
+    assert_one_line_error(offline, "cannot download", "jaxstyle weights convert vgg19-dcbb9e9d.pth")
