@@ -29,20 +29,26 @@ def csv_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def add_settings_options(p: argparse.ArgumentParser) -> None:
-    """Options that override fields of :class:`~jaxstyle.config.Settings` (default: the preset's)."""
+def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) -> None:
+    """Options that override fields of :class:`~jaxstyle.config.Settings` (default: the preset's).
+
+    With ``swept_lists``, the loss weights and learning rate take comma-separated lists
+    (the sweep's axes).
+    """
     from jaxstyle.config import PRESETS
 
+    number = csv_floats if swept_lists else float
+    many = " (comma-separated values are swept)" if swept_lists else ""
     g = p.add_argument_group("recipe (defaults: the preset's; `jaxstyle presets` lists them)")
     g.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="recipe to start from")
     size = g.add_mutually_exclusive_group()
     size.add_argument("--size", help="output size HEIGHTxWIDTH, e.g. 300x450")
     size.add_argument("--max-side", type=int, help="longest output side in pixels, keeping the content's aspect")
     g.add_argument("--steps", type=int, help="optimisation steps")
-    g.add_argument("--lr", type=float, help="Adam learning rate (network input units)")
-    g.add_argument("--content-weight", type=float)
-    g.add_argument("--style-weight", type=float)
-    g.add_argument("--tv-weight", type=float)
+    g.add_argument("--lr", type=number, help="Adam learning rate (network input units)" + many)
+    g.add_argument("--content-weight", type=number, help="content loss weight" + many)
+    g.add_argument("--style-weight", type=number, help="style loss weight" + many)
+    g.add_argument("--tv-weight", type=number, help="total-variation loss weight" + many)
     g.add_argument("--content-layers", type=csv_names, help="e.g. relu4_2")
     g.add_argument("--style-layers", type=csv_names, help="e.g. relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
     g.add_argument("--content-layer-weights", type=csv_floats, help="one weight per content layer")
@@ -52,20 +58,22 @@ def add_settings_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="random seed (for --init noise)")
 
 
-def settings_from_args(args: argparse.Namespace):
-    """Resolve the preset with the options given on the command line."""
+def settings_from_args(args: argparse.Namespace, swept_lists: bool = False):
+    """Resolve the preset with the options given on the command line.
+
+    With ``swept_lists`` the loss weights and learning rate are lists; the shared
+    settings then keep the preset's values for them.
+    """
     from jaxstyle.config import resolve
     from jaxstyle.image import parse_size
 
+    swept = {key: None if swept_lists else getattr(args, key) for key in SWEPT_OPTIONS}
     return resolve(
         args.preset,
         size=parse_size(args.size) if args.size else None,
         max_side=args.max_side,
         steps=args.steps,
-        lr=args.lr,
-        content_weight=args.content_weight,
-        style_weight=args.style_weight,
-        tv_weight=args.tv_weight,
+        **swept,
         content_layers=args.content_layers,
         style_layers=args.style_layers,
         content_layer_weights=args.content_layer_weights,
@@ -74,6 +82,9 @@ def settings_from_args(args: argparse.Namespace):
         init=args.init,
         seed=args.seed,
     )
+
+
+SWEPT_OPTIONS = ("content_weight", "style_weight", "tv_weight", "lr")
 
 
 def command_line(settings, content: str, style: str, out: str, weights: str | None) -> str:
@@ -165,6 +176,71 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import jax
+    from tqdm import tqdm
+
+    from jaxstyle import mesh as meshlib
+
+    if args.distributed or args.coordinator is not None or args.num_processes is not None:
+        meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    from jaxstyle.files import check_writable
+    from jaxstyle.report import write_outputs
+    from jaxstyle.sweep import grid_product, read_grid, sweep
+
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise JaxstyleError(f"{out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JaxstyleError(f"{out_dir}: cannot create directory ({e.strerror or e})") from None
+    check_writable(out_dir / "summary.json")
+    contents, styles = list(csv_names(args.content)), list(csv_names(args.style))
+    settings = settings_from_args(args, swept_lists=True)
+    if args.grid:
+        if any(getattr(args, key) for key in SWEPT_OPTIONS):
+            raise JaxstyleError("give the swept values either as options or in --grid, not both")
+        points = read_grid(args.grid, settings, contents, styles)
+    else:
+        values = [getattr(args, key) or (getattr(settings, key),) for key in SWEPT_OPTIONS]
+        points = grid_product(len(contents), len(styles), *values)
+    main_process = jax.process_index() == 0
+    quiet = args.quiet or not main_process
+    with tqdm(total=1, unit="step", desc="sweep", disable=True if quiet else None) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        def plan(line: str) -> None:
+            if not quiet:
+                tqdm.write(f"sweep: {line}", file=sys.stderr)
+
+        try:
+            result = sweep(
+                contents,
+                styles,
+                points,
+                settings=settings,
+                weights=args.weights,
+                batch_size=args.batch_size,
+                progress=progress,
+                on_plan=plan,
+            )
+        except BaseException:
+            bar.leave = False
+            raise
+    write_outputs(result, out_dir, jax.process_index())
+    if main_process and not args.quiet:
+        diverged = int((result.diverged_at >= 0).sum())
+        print(
+            f"wrote {len(points)} settings to {out_dir} ({len(points) - diverged} finished, {diverged} diverged) "
+            f"in {result.seconds:.1f} s on {result.device_count} device(s), {result.process_count} process(es)"
+        )
+    return 0
+
+
 def cmd_weights_convert(args: argparse.Namespace) -> int:
     from jaxstyle.weights import convert
 
@@ -226,6 +302,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_settings_options(p)
     p.set_defaults(func=cmd_stylize)
+
+    sw = sub.add_parser("sweep", help="many weight settings in one compiled run, with a contact sheet")
+    sw.add_argument("content", help="content image(s), comma-separated (one size: all are resized alike)")
+    sw.add_argument("style", help="style image(s), comma-separated (crossed with the settings)")
+    sw.add_argument("-o", "--output", required=True, help="output directory")
+    sw.add_argument("--grid", help="settings from a JSON list or a TOML file of [[setting]] tables")
+    sw.add_argument("--weights", help="converted weights file (default: search path, see README)")
+    sw.add_argument("--batch-size", type=int, help="settings per compiled micro-batch (default: from memory)")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    dist = sw.add_argument_group("several hosts (see README)")
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run configured by the cluster's environment (SLURM, TPU pods)",
+    )
+    dist.add_argument("--coordinator", help="HOST:PORT of process 0")
+    dist.add_argument("--num-processes", type=int)
+    dist.add_argument("--process-id", type=int)
+    add_settings_options(sw, swept_lists=True)
+    sw.set_defaults(func=cmd_sweep)
 
     w = sub.add_parser("weights", help="download, convert and inspect VGG-19 weights")
     wsub = w.add_subparsers(dest="weights_command", required=True)

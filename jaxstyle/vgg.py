@@ -169,3 +169,17 @@ class VGG19(nnx.Module):
             if name in wanted:
                 out[name] = x
         return out
+
+
+def activation_count(height: int, width: int, deepest: str) -> int:
+    """Number of activation values one image produces up to layer ``deepest`` (conv, ReLU, pool outputs)."""
+    check_layers([deepest])
+    shapes = conv_shapes()
+    total, channels = 0, 3
+    for name in LAYER_NAMES[: LAYER_NAMES.index(deepest) + 1]:
+        if name.startswith("conv"):
+            channels = shapes[name][3]
+        elif name.startswith("pool"):
+            height, width = height // 2, width // 2
+        total += height * width * channels
+    return total

@@ -1,0 +1,124 @@
+"""Spreading a batch of settings over every device of every host.
+
+The settings axis is sharded over a one-dimensional ``jax.sharding.Mesh`` of all
+devices; the network and the targets are replicated. Arrays are built as global
+arrays from data every process holds in full (each process computes the same
+settings list), so the same code runs on one device, many devices, or many hosts.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxstyle.errors import JaxstyleError
+
+AXIS = "settings"
+
+
+def settings_mesh() -> Mesh:
+    """A 1-D mesh named ``settings`` over all devices of all processes."""
+    return Mesh(np.asarray(jax.devices()), (AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading axis split over the mesh, the rest whole."""
+    return NamedSharding(mesh, PartitionSpec(AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """A full copy on every device."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def padded_length(k: int, multiple: int) -> int:
+    """The smallest multiple of ``multiple`` that is at least ``k``."""
+    return -(-k // multiple) * multiple
+
+
+def pad_leading(tree: Any, length: int) -> Any:
+    """Pad every leaf's leading axis to ``length`` by repeating its last entry.
+
+    Padding settings are real copies of the last setting (never zeros, which could
+    diverge or waste a different amount of work); their results are dropped.
+    """
+
+    def pad(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x)
+        if len(x) == length:
+            return x
+        return np.concatenate([x, np.repeat(x[-1:], length - len(x), axis=0)])
+
+    return jax.tree.map(pad, tree)
+
+
+def to_global(tree: Any, sharding: NamedSharding) -> Any:
+    """Place host arrays (the same in every process) as global arrays with ``sharding``."""
+
+    def place(x: Any) -> jax.Array:
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree.map(place, tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Global arrays to numpy arrays holding every entry, in every process."""
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def local_rows(array: jax.Array) -> list[int]:
+    """Indexes along the leading axis whose data this process holds (first replica only)."""
+    rows: set[int] = set()
+    for shard in array.addressable_shards:
+        if shard.replica_id == 0:
+            rows.update(range(*shard.index[0].indices(array.shape[0])))
+    return sorted(rows)
+
+
+def initialize_distributed(
+    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+) -> None:
+    """Join a multi-process JAX run.
+
+    With no arguments, JAX reads the cluster's environment (SLURM, Open MPI, TPU pod
+    slices); otherwise all three must be given. On CPU, the processes talk through
+    gloo collectives.
+    """
+    explicit = (coordinator, num_processes, process_id)
+    if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
+        raise JaxstyleError("--coordinator, --num-processes and --process-id go together")
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or jax.config.jax_platforms == "cpu":
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        if coordinator is None:
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+    except (RuntimeError, ValueError) as e:
+        raise JaxstyleError(f"cannot start the multi-process run ({' '.join(str(e).split())[:200]})") from None
+
+
+def device_memory_bytes() -> tuple[int, str]:
+    """Memory one device can use, and where the number comes from.
+
+    Accelerators report their limit through ``memory_stats``; for CPU devices the
+    machine's available memory is shared among the local devices.
+    """
+    device = jax.local_devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        available = 8 << 30
+    return available // max(1, jax.local_device_count()), "available host memory per CPU device"

@@ -1,0 +1,239 @@
+"""What a sweep leaves behind: one PNG per setting, a contact sheet, a loss plot, summary.json."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from jaxstyle import __version__
+from jaxstyle.files import atomic_output, write_json
+from jaxstyle.image import save_image, to_uint8
+from jaxstyle.sweep import SWEPT, SweepPoint, SweepResult
+
+SHORT = {
+    "content": "content",
+    "style": "style",
+    "content_weight": "cw",
+    "style_weight": "sw",
+    "tv_weight": "tv",
+    "lr": "lr",
+}
+CAPTION_HEIGHT = 18
+MIN_SLOT_WIDTH = 128  # room for a caption under small thumbnails
+HEADER_HEIGHT = 24
+GAP = 4
+
+
+def axis_values(result: SweepResult) -> dict[str, list]:
+    """The distinct values of each quantity the sweep varies, in order of first appearance."""
+    axes = {}
+    for key in ("content", "style", *SWEPT):
+        values = list(dict.fromkeys(getattr(p, key) for p in result.points))
+        if len(values) > 1:
+            axes[key] = values
+    return axes
+
+
+def value_label(result: SweepResult, key: str, value) -> str:
+    """``sw=1000``, or the image's file stem for content and style."""
+    if key in ("content", "style"):
+        names = result.contents if key == "content" else result.styles
+        return Path(names[value]).stem
+    return f"{SHORT[key]}={value:g}"
+
+
+def setting_filename(result: SweepResult, k: int) -> str:
+    """``003_sw1000_tv10.png``: index, then every varied value (all four when nothing varies)."""
+    point = result.points[k]
+    keys = list(axis_values(result)) or list(SWEPT)
+    parts = [f"{k:03d}"]
+    for key in keys:
+        value = getattr(point, key)
+        parts.append(
+            Path((result.contents if key == "content" else result.styles)[value]).stem
+            if key in ("content", "style")
+            else f"{SHORT[key]}{value:g}"
+        )
+    return "_".join(parts) + ".png"
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no NaN or infinity: a diverged loss is written as null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def point_record(result: SweepResult, k: int) -> dict:
+    """One setting's entry in summary.json and in its PNG's metadata."""
+    p: SweepPoint = result.points[k]
+    return {
+        "index": k,
+        "file": setting_filename(result, k),
+        "content": result.contents[p.content],
+        "style": result.styles[p.style],
+        **p.swept_values(),
+        "status": result.status(k),
+        "diverged_at": int(result.diverged_at[k]) if result.diverged_at[k] >= 0 else None,
+        "final_losses": {name: finite_or_none(v[-1, k]) for name, v in result.trace.items()},
+    }
+
+
+def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int]) -> None:
+    """One PNG per setting, with the shared settings and the setting's own values as metadata."""
+    shared = result.settings.to_dict()
+    for k in indexes:
+        save_image(
+            out_dir / setting_filename(result, k),
+            result.images[k],
+            {"jaxstyle_version": __version__, "settings": shared, "sweep_point": point_record(result, k)},
+        )
+
+
+def thumbnail(rgb: np.ndarray, max_side: int) -> Image.Image:
+    """The 8-bit image shrunk (Lanczos) so that its longest side is at most ``max_side``."""
+    img = Image.fromarray(to_uint8(rgb))
+    scale = min(1.0, max_side / max(img.size))
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS) if size != img.size else img
+
+
+@dataclass
+class SheetLayout:
+    """Where each setting's thumbnail lies on the contact sheet: ``boxes[k] = (left, top, right, bottom)``."""
+
+    boxes: dict[int, tuple[int, int, int, int]]
+    rows: int
+    columns: int
+
+
+def grid_positions(result: SweepResult) -> tuple[dict[int, tuple[int, int]], list[str], list[str]]:
+    """``{k: (row, column)}`` and the row and column labels.
+
+    When the settings are a full product of the varied values, columns are the values
+    of the quantity with the most values and rows the combinations of the others;
+    otherwise settings fill the grid in order and only their captions label them.
+    """
+    axes = axis_values(result)
+    k = len(result.points)
+    if axes:
+        column_key = max(axes, key=lambda key: (len(axes[key]), list(axes).index(key)))
+        row_keys = [key for key in axes if key != column_key]
+        row_combos = list(itertools.product(*(axes[key] for key in row_keys)))
+        if len(row_combos) * len(axes[column_key]) == k:
+            cells = {}
+            for i, p in enumerate(result.points):
+                row = row_combos.index(tuple(getattr(p, key) for key in row_keys))
+                cells[i] = (row, axes[column_key].index(getattr(p, column_key)))
+            if len(set(cells.values())) == k:
+                rows = [
+                    ", ".join(value_label(result, key, v) for key, v in zip(row_keys, combo, strict=True))
+                    for combo in row_combos
+                ]
+                columns = [value_label(result, column_key, v) for v in axes[column_key]]
+                return cells, rows, columns
+    width = math.ceil(math.sqrt(k))
+    return {i: divmod(i, width) for i in range(k)}, [""] * math.ceil(k / width), [""] * width
+
+
+def contact_sheet(result: SweepResult, cell: int = 256) -> tuple[Image.Image, SheetLayout]:
+    """A grid of thumbnails with labelled rows and columns and a caption per cell.
+
+    A diverged setting's caption says so in red, with its step.
+    """
+    cells, row_labels, column_labels = grid_positions(result)
+    thumbs = {k: thumbnail(result.images[k], cell) for k in cells}
+    cw = max(MIN_SLOT_WIDTH, *(t.width for t in thumbs.values()))
+    ch = max(t.height for t in thumbs.values())
+    font = ImageFont.load_default(size=12)
+    left = 8 + max([int(font.getlength(label)) for label in row_labels] + [0])
+    top = HEADER_HEIGHT if any(column_labels) else GAP
+    width = left + len(column_labels) * (cw + GAP)
+    height = top + len(row_labels) * (ch + CAPTION_HEIGHT + GAP)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, label in enumerate(column_labels):
+        draw.text((left + c * (cw + GAP) + 2, 6), label, fill="black", font=font)
+    for r, label in enumerate(row_labels):
+        draw.text((4, top + r * (ch + CAPTION_HEIGHT + GAP) + ch // 2 - 6), label, fill="black", font=font)
+    boxes = {}
+    for k, (r, c) in cells.items():
+        x, y = left + c * (cw + GAP), top + r * (ch + CAPTION_HEIGHT + GAP)
+        sheet.paste(thumbs[k], (x, y))
+        boxes[k] = (x, y, x + thumbs[k].width, y + thumbs[k].height)
+        if result.status(k) == "diverged":
+            caption, colour = f"#{k} DIVERGED @{result.diverged_at[k]}", (200, 0, 0)
+        else:
+            caption, colour = f"#{k} loss {result.trace['total'][-1, k]:.3g}", (90, 90, 90)
+        draw.text((x + 2, y + ch + 2), caption, fill=colour, font=font)
+    return sheet, SheetLayout(boxes=boxes, rows=len(row_labels), columns=len(column_labels))
+
+
+def loss_plot(result: SweepResult, path: Path) -> None:
+    """Total loss against step for every setting (log scale), diverged settings dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = axis_values(result)
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=100)
+    steps = np.arange(result.trace["total"].shape[0])
+    for k in range(len(result.points)):
+        label = ", ".join(value_label(result, key, getattr(result.points[k], key)) for key in axes) or f"#{k}"
+        total = result.trace["total"][:, k]
+        if result.status(k) == "diverged":
+            ax.plot(steps[: result.diverged_at[k]], total[: result.diverged_at[k]], "--", label=f"{label} (diverged)")
+        else:
+            ax.plot(steps, total, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("total loss")
+    ax.set_title(f"{len(result.points)} settings, {result.settings.steps} steps")
+    ax.legend(
+        fontsize=7,
+        ncol=max(1, math.ceil(len(result.points) / 24)),
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        borderaxespad=0,
+    )
+    fig.tight_layout()
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def summary(result: SweepResult) -> dict:
+    """Everything summary.json holds."""
+    k = len(result.points)
+    return {
+        "jaxstyle_version": __version__,
+        "settings": result.settings.to_dict(),
+        "contents": result.contents,
+        "styles": result.styles,
+        "points": [point_record(result, i) for i in range(k)],
+        "steps": result.settings.steps,
+        "seconds": result.seconds,
+        "seconds_per_setting_step": result.seconds / (k * result.settings.steps),
+        "batch_size": result.batch_size,
+        "plan": result.plan,
+        "device_count": result.device_count,
+        "process_count": result.process_count,
+        "finished": sum(result.status(i) == "finished" for i in range(k)),
+        "diverged": [i for i in range(k) if result.status(i) == "diverged"],
+    }
+
+
+def write_outputs(result: SweepResult, out_dir: Path, process_index: int = 0) -> None:
+    """Every process writes its own settings' PNGs; process 0 also the sheet, plot and summary."""
+    write_setting_images(result, out_dir, result.local)
+    if process_index == 0:
+        sheet, _ = contact_sheet(result)
+        with atomic_output(out_dir / "contact_sheet.png") as tmp:
+            sheet.save(tmp, format="PNG")
+        loss_plot(result, out_dir / "losses.png")
+        write_json(out_dir / "summary.json", summary(result))
