@@ -126,11 +126,13 @@ def prepare(
     preset: str = "paper",
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
+    dtype: str = "float32",
     **overrides,
 ) -> Problem:
     """Read and check everything a run needs, so that a run fails before it starts.
 
-    Arguments as for :func:`stylize`.
+    Arguments as for :func:`stylize`; ``dtype`` is the computation dtype (``"float64"``
+    needs ``jax_enable_x64``; the parity tests use it).
     """
     settings = settings or resolve(preset, **overrides)
     content_rgb, style_rgb = as_rgb(content), as_rgb(style)
@@ -139,7 +141,9 @@ def prepare(
     # As in the source paper, the style image is resized to the output size.
     content_rgb, style_rgb = imageio.resize(content_rgb, size), imageio.resize(style_rgb, size)
 
-    dtype = jnp.float32
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
     graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype)
     to_network = loaded.convention.to_network
     content_net = to_network(jnp.asarray(content_rgb, dtype)[None])
@@ -217,6 +221,7 @@ def stylize(
     progress: Callable[[int, dict[str, np.ndarray]], None] | None = None,
     save_every: int | None = None,
     on_snapshot: Callable[[int, np.ndarray], None] | None = None,
+    dtype: str = "float32",
     **overrides,
 ) -> Result:
     """Stylize ``content`` in the manner of ``style``.
@@ -231,6 +236,7 @@ def stylize(
         chunk's per-step losses.
       save_every: call ``on_snapshot(step, image)`` every this many steps.
       on_snapshot: receives snapshots as float RGB arrays in [0, 1].
+      dtype: computation dtype, ``"float32"`` (``"float64"`` needs ``jax_enable_x64``).
       **overrides: any field of :class:`~jaxstyle.config.Settings`, e.g. ``steps=200``.
 
     Returns:
@@ -239,5 +245,5 @@ def stylize(
     Raises:
       JaxstyleError: bad input, missing weights, or a diverging run.
     """
-    problem = prepare(content, style, preset=preset, weights=weights, settings=settings, **overrides)
+    problem = prepare(content, style, preset=preset, weights=weights, settings=settings, dtype=dtype, **overrides)
     return optimize(problem, progress=progress, save_every=save_every, on_snapshot=on_snapshot)

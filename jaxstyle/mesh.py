@@ -96,8 +96,8 @@ def initialize_distributed(
     explicit = (coordinator, num_processes, process_id)
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
         raise JaxstyleError("--coordinator, --num-processes and --process-id go together")
-    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu") or jax.config.jax_platforms == "cpu":
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Only CPU devices use this setting; on accelerators it changes nothing.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         if coordinator is None:
             jax.distributed.initialize()

@@ -206,6 +206,7 @@ def sweep(
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
+    dtype: str = "float32",
     **overrides,
 ) -> SweepResult:
     """Run many settings at once: vmapped in one compiled program, sharded over all devices.
@@ -218,6 +219,7 @@ def sweep(
       batch_size: settings per compiled micro-batch (default: from a memory estimate).
       progress: called with ``(steps done, steps in all)`` over the whole sweep.
       on_plan: receives the line that explains the batch size, before the run.
+      dtype: computation dtype (``"float64"`` needs ``jax_enable_x64``).
 
     Returns:
       A :class:`SweepResult`. A setting whose loss becomes NaN or infinite is frozen
@@ -235,7 +237,9 @@ def sweep(
     size = imageio.output_size(content_rgb[0].shape[:2], settings.size, settings.max_side)
     loaded = load_weights(settings, weights)
 
-    dtype = jnp.float32
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
     graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype)
     to_network = loaded.convention.to_network
     content_net = to_network(jnp.asarray(np.stack([imageio.resize(c, size) for c in content_rgb]), dtype)[:, None])
@@ -246,7 +250,7 @@ def sweep(
     mesh = meshlib.settings_mesh()
     devices = mesh.devices.size
     k = len(points)
-    batch, plan = plan_batch_size(k, bytes_per_setting(size, settings), devices, batch_size)
+    batch, plan = plan_batch_size(k, bytes_per_setting(size, settings, dtype.itemsize), devices, batch_size)
     if on_plan is not None:
         on_plan(plan)
     per_setting = host_settings(points, settings, content_net, to_network, dtype)
