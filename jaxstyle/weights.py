@@ -405,6 +405,22 @@ def find(convention: str) -> Path:
     )
 
 
+def random_convs(seed: int = 0) -> ConvArrays:
+    """Seeded random VGG-19 weights for tests and benchmarks (never for stylizing).
+
+    Kernels are He-scaled, ``N(0, 2 / fan_in)``, so activations keep their scale
+    through 16 layers; biases are ``N(0, 0.05)``, non-zero so that a dropped or
+    misplaced bias shows.
+    """
+    rng = np.random.default_rng(seed)
+    convs = {}
+    for name, shape in conv_shapes().items():
+        fan_in = shape[0] * shape[1] * shape[2]
+        kernel = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape).astype(np.float32)
+        convs[name] = (kernel, rng.normal(0.0, 0.05, size=shape[3]).astype(np.float32))
+    return convs
+
+
 # --------------------------------------------------------------------------- into the network
 
 

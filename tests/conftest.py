@@ -23,21 +23,10 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-from jaxstyle.vgg import CONV_NAMES, LAYER_NAMES, conv_shapes  # noqa: E402
+from jaxstyle.vgg import CONV_NAMES, LAYER_NAMES  # noqa: E402
+from jaxstyle.weights import random_convs  # noqa: E402
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
-
-
-def random_convs(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """He-scaled random kernels (HWIO) and random biases for all 16 convs."""
-    rng = np.random.default_rng(seed)
-    convs = {}
-    for name, shape in conv_shapes().items():
-        fan_in = shape[0] * shape[1] * shape[2]
-        kernel = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape).astype(np.float32)
-        bias = rng.normal(0.0, 0.05, size=shape[3]).astype(np.float32)
-        convs[name] = (kernel, bias)
-    return convs
 
 
 def state_dict_arrays(convs) -> dict[str, np.ndarray]:

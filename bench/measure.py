@@ -1,0 +1,203 @@
+"""One measurement in a fresh process: ``python -m bench.measure MODE HxW STEPS REPS WEIGHTS``.
+
+Modes: ``jax-jit`` (one jitted Adam step per call), ``jax-scan`` (a jitted
+``lax.scan`` chunk of STEPS steps), ``torch-eager``, ``torch-compile``, and
+``jax-sweep-K`` / ``jax-seq-K`` (K settings vmapped in one chunk, or K separate runs).
+Prints one JSON line: compile/first-call seconds, per-step seconds of every repetition
+after warm-up (device synchronised), peak memory, and for JAX the FLOPs per step from
+XLA's cost analysis. A fresh process per measurement keeps peak memory per mode.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.common import bench_images
+
+
+def peak_host_mib() -> float:
+    """Peak resident memory of this process.
+
+    ``VmHWM`` belongs to this process image; ``ru_maxrss`` is inherited across
+    fork and exec on Linux and would report the parent's peak.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def jax_problem(size, weights_file, dtype):
+    import jax.numpy as jnp
+
+    from jaxstyle.api import prepare
+
+    content, style = bench_images(size)
+    return prepare(content, style, weights=weights_file, size=size, dtype=dtype), jnp
+
+
+def jax_device_peak_mib() -> float | None:
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats["peak_bytes_in_use"] / 2**20 if "peak_bytes_in_use" in stats else None
+
+
+def flops_of(compiled) -> float | None:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list):
+        cost = cost[0]
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def measure_jax(mode: str, size, steps: int, reps: int, weights_file: str, dtype: str) -> dict:
+    import jax
+
+    from jaxstyle.solve import adam_step, run_chunk
+
+    p, _ = jax_problem(size, weights_file, dtype)
+    static = ("graphdef", "layers")
+    if mode == "jax-jit":
+        fn = jax.jit(adam_step, static_argnames=static)
+        args = (p.graphdef, p.layers, p.params, p.targets, p.loss_weights)
+        per_call = 1
+    else:
+        fn = jax.jit(run_chunk, static_argnames=(*static, "num_steps"))
+        args = (p.graphdef, p.layers, steps, p.params, p.targets, p.loss_weights)
+        per_call = steps
+    compiled_step = (
+        jax.jit(adam_step, static_argnames=static)
+        .lower(p.graphdef, p.layers, p.params, p.targets, p.loss_weights, p.state)
+        .compile()
+    )
+    state = p.state
+    t0 = time.perf_counter()
+    state, losses = fn(*args, state)
+    jax.block_until_ready(state)
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        state, losses = fn(*args, state)
+        jax.block_until_ready(state)
+        times.append((time.perf_counter() - t0) / per_call)
+    total = losses["total"]
+    return {
+        "first_call_s": first,
+        "step_s": times,
+        "flops_per_step": flops_of(compiled_step),
+        "device_peak_mib": jax_device_peak_mib(),
+        "final_loss": float(np.asarray(total).reshape(-1)[-1]),
+    }
+
+
+def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str, dtype: str) -> dict:
+    """K settings: vmapped in one chunk (``jax-sweep-K``) or K runs one after another (``jax-seq-K``)."""
+    import jax
+
+    from jaxstyle.batch import init_batch_jit, run_batch_chunk_jit
+    from jaxstyle.solve import run_chunk_jit
+    from jaxstyle.sweep import grid_product, host_settings
+
+    k = int(mode.rsplit("-", 1)[1])
+    p, jnp = jax_problem(size, weights_file, dtype)
+    if mode.startswith("jax-seq"):
+
+        def run(state):
+            out = None
+            for _ in range(k):
+                out, _ = run_chunk_jit(p.graphdef, p.layers, steps, p.params, p.targets, p.loss_weights, state)
+            return out
+
+        state = p.state
+    else:
+        points = grid_product(1, 1, [1.0], list(np.geomspace(1e2, 1e4, k)), [10.0], [0.1])
+        targets = jax.tree.map(lambda t: t[None], p.targets)
+        setting, images, lrs = host_settings(points, p.settings, p.state.image[None], lambda x: x, jnp.dtype(dtype))
+        setting = jax.tree.map(jnp.asarray, setting)
+        state = init_batch_jit(jnp.asarray(images), jnp.asarray(lrs))
+
+        def run(state):
+            return run_batch_chunk_jit(p.graphdef, p.layers, steps, p.params, targets, setting, state)[0]
+
+    t0 = time.perf_counter()
+    jax.block_until_ready(run(state))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(state))
+        times.append((time.perf_counter() - t0) / (steps * k))  # seconds per setting-step
+    return {"first_call_s": first, "step_s": times, "settings": k, "device_peak_mib": jax_device_peak_mib()}
+
+
+def measure_torch(mode: str, size, reps: int, weights_file: str) -> dict:
+    import torch
+
+    from bench import torch_recipe
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    content, style = bench_images(size)
+    features = torch_recipe.vgg19_features()
+    convention = torch_recipe.load_converted(features, weights_file)
+    features = features.to(device)
+    c = torch_recipe.preprocess(content, convention).to(device)
+    s = torch_recipe.preprocess(style, convention).to(device)
+    recipe = torch_recipe.Recipe(
+        features, c, s, ["relu4_4"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], (1.0, 1000.0, 10.0)
+    )
+    x = c.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=0.1)
+    loss_fn = torch.compile(recipe.losses) if mode == "torch-compile" else recipe.losses
+
+    def step() -> float:
+        optimizer.zero_grad()
+        total = loss_fn(x)["total"]
+        total.backward()
+        optimizer.step()
+        return total
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    t0 = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        total = step()
+        sync()
+        times.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    return {"first_call_s": first, "step_s": times, "device_peak_mib": peak, "final_loss": float(total.detach())}
+
+
+def main(argv: list[str]) -> None:
+    mode, size_text, steps, reps, weights_file = argv[:5]
+    dtype = argv[5] if len(argv) > 5 else "float32"
+    size = tuple(int(v) for v in size_text.split("x"))
+    steps, reps = int(steps), int(reps)
+    if mode.startswith("torch"):
+        out = measure_torch(mode, size, reps, weights_file)
+    elif mode.startswith(("jax-sweep", "jax-seq")):
+        out = measure_jax_sweep(mode, size, steps, reps, weights_file, dtype)
+    else:
+        out = measure_jax(mode, size, steps, reps, weights_file, dtype)
+    out.update(mode=mode, size=list(size), dtype=dtype, host_peak_mib=peak_host_mib())
+    print("RESULT " + json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
