@@ -87,8 +87,8 @@ def initial_image(settings: Settings, content: jax.Array, to_network: Callable) 
 
 
 def to_pixels(image: jax.Array, convention: InputConvention) -> np.ndarray:
-    """Network-space NHWC image (batch of one) to float RGB in [0, 1], clipped only here."""
-    return np.asarray(jnp.clip(convention.from_network(image[0]), 0.0, 1.0))
+    """Network-space images (channels last, any leading axes) to float RGB in [0, 1], clipped only here."""
+    return np.asarray(jnp.clip(convention.from_network(image), 0.0, 1.0))
 
 
 @dataclass
@@ -179,7 +179,7 @@ def optimize(
         if progress is not None:
             progress(step, losses)
         if save_every and on_snapshot is not None and step % save_every == 0 and step < settings.steps:
-            on_snapshot(step, to_pixels(state.image, problem.convention))
+            on_snapshot(step, to_pixels(state.image[0], problem.convention))
 
     # Chunks end on every snapshot step; one chunk length means one compilation.
     chunk = math.gcd(save_every, DEFAULT_CHUNK) if save_every else DEFAULT_CHUNK
@@ -202,7 +202,7 @@ def optimize(
             f"(now {settings.lr}) or smaller loss weights"
         ) from None
     return Result(
-        image=to_pixels(state.image, problem.convention),
+        image=to_pixels(state.image[0], problem.convention),
         trace=trace,
         settings=settings,
         weights_file=problem.weights_file,

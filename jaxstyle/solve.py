@@ -7,7 +7,7 @@ jitted chunks, which calls back to the shell for progress and snapshots.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -155,19 +155,44 @@ def solve(
     Raises:
       Diverged: if a loss or the image stops being finite.
     """
+
+    def check(state: SolverState, losses: dict[str, np.ndarray], done: int) -> None:
+        bad = ~np.isfinite(losses["total"])
+        if bad.any() or not bool(jnp.isfinite(state.image).all()):
+            first = int(np.argmax(bad)) if bad.any() else len(bad) - 1
+            raise Diverged(done - len(bad) + first, {k: float(v[first]) for k, v in losses.items()})
+        if on_chunk is not None:
+            on_chunk(state, losses)
+
+    def chunk(state: SolverState, n: int) -> tuple[SolverState, dict[str, jax.Array]]:
+        return run_chunk_jit(graphdef, layers, n, params, targets, weights, state)
+
+    return run_in_chunks(chunk, state, steps, chunk_size, check)
+
+
+def run_in_chunks(
+    run: Callable[[Any, int], tuple[Any, dict[str, Array]]],
+    state: Any,
+    steps: int,
+    chunk_size: int,
+    after_chunk: Callable[[Any, dict[str, np.ndarray], int], None],
+    to_host: Callable[[dict[str, Array]], dict[str, np.ndarray]] | None = None,
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """The Python loop over jitted chunks shared by single runs and sweeps.
+
+    ``run(state, n)`` advances ``n`` steps; ``after_chunk(state, losses, steps_done)``
+    sees each chunk's losses on the host. Returns the final state and every loss
+    concatenated along the step axis.
+    """
+    to_host = to_host or (lambda losses: {k: np.asarray(v) for k, v in losses.items()})
     trace: dict[str, list[np.ndarray]] = {name: [] for name in LOSS_NAMES}
     done = 0
     while done < steps:
         n = min(chunk_size, steps - done)
-        state, losses = run_chunk_jit(graphdef, layers, n, params, targets, weights, state)
-        losses = {k: np.asarray(v) for k, v in losses.items()}
+        state, losses = run(state, n)
+        losses = to_host(losses)
         for name in LOSS_NAMES:
             trace[name].append(losses[name])
-        bad = ~np.isfinite(losses["total"])
-        if bad.any() or not bool(jnp.isfinite(state.image).all()):
-            first = int(np.argmax(bad)) if bad.any() else n - 1
-            raise Diverged(done + first, {k: float(v[first]) for k, v in losses.items()})
         done += n
-        if on_chunk is not None:
-            on_chunk(state, losses)
-    return state, {k: np.concatenate(v) if v else np.zeros(0) for k, v in trace.items()}
+        after_chunk(state, losses, done)
+    return state, {name: np.concatenate(v) for name, v in trace.items()}

@@ -25,12 +25,12 @@ import numpy as np
 from jaxstyle import image as imageio
 from jaxstyle import mesh as meshlib
 from jaxstyle import weights as weightsio
-from jaxstyle.api import DEFAULT_CHUNK, ImageLike, as_rgb, initial_image, load_weights
+from jaxstyle.api import DEFAULT_CHUNK, ImageLike, as_rgb, initial_image, load_weights, to_pixels
 from jaxstyle.batch import BatchState, Setting, init_batch_jit, run_batch_chunk_jit, stack_targets_jit
 from jaxstyle.config import Settings, resolve
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights
-from jaxstyle.solve import LOSS_NAMES, Layers
+from jaxstyle.solve import LOSS_NAMES, Layers, run_in_chunks
 from jaxstyle.vgg import LAYER_NAMES, activation_count
 
 SWEPT = ("content_weight", "style_weight", "tv_weight", "lr")
@@ -276,7 +276,7 @@ def sweep(
         )
         local += [first + row for row in meshlib.local_rows(state.solver.image) if first + row < k]
         final, diverged_at = meshlib.to_host((state.solver.image, state.diverged_at))
-        images.append(np.clip(np.asarray(loaded.convention.from_network(jnp.asarray(final[:, 0]))), 0, 1))
+        images.append(to_pixels(jnp.asarray(final[:, 0]), loaded.convention))
         diverged.append(diverged_at)
         traces.append(trace)
     seconds = time.perf_counter() - start
@@ -335,13 +335,8 @@ def run_steps(
     progress: Callable[[int], None],
 ) -> tuple[BatchState, dict[str, np.ndarray]]:
     """All steps of one micro-batch in jitted chunks; the trace is ``(steps, B)`` per loss."""
-    trace: dict[str, list[np.ndarray]] = {name: [] for name in LOSS_NAMES}
-    done = 0
-    while done < steps:
-        n = min(DEFAULT_CHUNK, steps - done)
-        state, losses = run_batch_chunk_jit(graphdef, layers, n, params, targets, setting, state)
-        for name, value in meshlib.to_host(losses).items():
-            trace[name].append(value)
-        done += n
-        progress(done)
-    return state, {name: np.concatenate(v) for name, v in trace.items()}
+
+    def chunk(state: BatchState, n: int) -> tuple[BatchState, dict[str, jax.Array]]:
+        return run_batch_chunk_jit(graphdef, layers, n, params, targets, setting, state)
+
+    return run_in_chunks(chunk, state, steps, DEFAULT_CHUNK, lambda _s, _l, done: progress(done), meshlib.to_host)
