@@ -127,12 +127,15 @@ def prepare(
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
     dtype: str = "float32",
+    compute_dtype: str | None = None,
     **overrides,
 ) -> Problem:
     """Read and check everything a run needs, so that a run fails before it starts.
 
     Arguments as for :func:`stylize`; ``dtype`` is the computation dtype (``"float64"``
-    needs ``jax_enable_x64``; the parity tests use it).
+    needs ``jax_enable_x64``; the parity tests use it); ``compute_dtype="bfloat16"``
+    runs the convolutions in bfloat16 while the image, Gram matrices and losses stay
+    in ``dtype``.
     """
     settings = settings or resolve(preset, **overrides)
     content_rgb, style_rgb = as_rgb(content), as_rgb(style)
@@ -144,7 +147,7 @@ def prepare(
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
-    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype)
+    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
     to_network = loaded.convention.to_network
     content_net = to_network(jnp.asarray(content_rgb, dtype)[None])
     style_net = to_network(jnp.asarray(style_rgb, dtype)[None])

@@ -56,6 +56,11 @@ def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) 
     g.add_argument("--pool", choices=("max", "avg"))
     g.add_argument("--init", choices=("content", "noise"), help="initial image")
     g.add_argument("--seed", type=int, help="random seed (for --init noise)")
+    g.add_argument(
+        "--compute-dtype",
+        choices=("bfloat16",),
+        help="run the convolutions in bfloat16 (Gram matrices and losses stay float32)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, swept_lists: bool = False):
@@ -87,7 +92,9 @@ def settings_from_args(args: argparse.Namespace, swept_lists: bool = False):
 SWEPT_OPTIONS = ("content_weight", "style_weight", "tv_weight", "lr")
 
 
-def command_line(settings, content: str, style: str, out: str, weights: str | None) -> str:
+def command_line(
+    settings, content: str, style: str, out: str, weights: str | None, compute_dtype: str | None = None
+) -> str:
     """A command that reproduces ``settings`` with every value explicit."""
     s = settings
     parts = ["jaxstyle", "stylize", content, style, "-o", out]
@@ -102,6 +109,8 @@ def command_line(settings, content: str, style: str, out: str, weights: str | No
     parts += ["--pool", s.pool, "--init", s.init, "--seed", str(s.seed)]
     if weights:
         parts += ["--weights", weights]
+    if compute_dtype:
+        parts += ["--compute-dtype", compute_dtype]
     return shlex.join(parts)
 
 
@@ -128,7 +137,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     if args.save_every is not None and args.save_every < 1:
         raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
-    problem = prepare(args.content, args.style, settings=settings, weights=args.weights)
+    problem = prepare(
+        args.content, args.style, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype
+    )
 
     # No bar when stderr is not a terminal (disable=None); erased if the run fails.
     with tqdm(total=settings.steps, unit="step", desc="stylize", disable=True if args.quiet else None) as bar:
@@ -156,7 +167,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         "weights": {"file": str(result.weights_file), **result.weights_info},
         "final_losses": final,
         "seconds": round(result.seconds, 3),
-        "command": command_line(settings, args.content, args.style, str(out), args.weights),
+        "compute_dtype": args.compute_dtype or "float32",
+        "command": command_line(settings, args.content, args.style, str(out), args.weights, args.compute_dtype),
     }
     save_image(out, result.image, metadata)
     if trace_path:
@@ -225,6 +237,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 settings=settings,
                 weights=args.weights,
                 batch_size=args.batch_size,
+                compute_dtype=args.compute_dtype,
                 progress=progress,
                 on_plan=plan,
             )

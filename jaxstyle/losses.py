@@ -47,19 +47,28 @@ class Targets(NamedTuple):
     style_gram: tuple[Array, ...]
 
 
+def accumulate(x: Array) -> Array:
+    """``x`` in at least float32: bfloat16/float16 features are summed in float32.
+
+    Departure from tools that keep everything in half precision: Gram sums over H*W
+    positions overflow float16 and lose most digits in bfloat16.
+    """
+    return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
+
+
 def gram_matrix(features: Array) -> Array:
-    """Normalised Gram matrix of NHWC features, one per image.
+    """Normalised Gram matrix of NHWC features, one per image, accumulated in >= float32.
 
     ``G = F^T F / (C*H*W)`` with ``F`` of shape ``(H*W, C)``; returns ``(N, C, C)``.
     """
     n, h, w, c = features.shape
-    f = features.reshape(n, h * w, c)
+    f = accumulate(features).reshape(n, h * w, c)
     return jnp.einsum("npc,npd->ncd", f, f) / (c * h * w)
 
 
 def content_loss(features: Sequence[Array], targets: Sequence[Array], layer_weights: Array) -> Array:
     """``sum_l w_l * mean((F_l - T_l)^2)`` over the content layers ``l``."""
-    terms = [jnp.mean(jnp.square(f - t)) for f, t in zip(features, targets, strict=True)]
+    terms = [jnp.mean(jnp.square(accumulate(f) - accumulate(t))) for f, t in zip(features, targets, strict=True)]
     return jnp.dot(layer_weights, jnp.stack(terms))
 
 

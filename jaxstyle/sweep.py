@@ -207,6 +207,7 @@ def sweep(
     progress: Callable[[int, int], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
     dtype: str = "float32",
+    compute_dtype: str | None = None,
     **overrides,
 ) -> SweepResult:
     """Run many settings at once: vmapped in one compiled program, sharded over all devices.
@@ -220,6 +221,7 @@ def sweep(
       progress: called with ``(steps done, steps in all)`` over the whole sweep.
       on_plan: receives the line that explains the batch size, before the run.
       dtype: computation dtype (``"float64"`` needs ``jax_enable_x64``).
+      compute_dtype: dtype of the convolutions (``"bfloat16"``); Gram matrices and losses stay in ``dtype``.
 
     Returns:
       A :class:`SweepResult`. A setting whose loss becomes NaN or infinite is frozen
@@ -240,7 +242,7 @@ def sweep(
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
-    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype)
+    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
     to_network = loaded.convention.to_network
     content_net = to_network(jnp.asarray(np.stack([imageio.resize(c, size) for c in content_rgb]), dtype)[:, None])
     style_net = to_network(jnp.asarray(np.stack([imageio.resize(s, size) for s in style_rgb]), dtype)[:, None])

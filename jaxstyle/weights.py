@@ -424,18 +424,22 @@ def random_convs(seed: int = 0) -> ConvArrays:
 # --------------------------------------------------------------------------- into the network
 
 
-def split_model(convs: ConvArrays, pool: str = "max", dtype: np.dtype | str = "float32") -> tuple:
+def split_model(
+    convs: ConvArrays, pool: str = "max", dtype: np.dtype | str = "float32", compute_dtype: str | None = None
+) -> tuple:
     """``(graphdef, params)`` of a :class:`~jaxstyle.vgg.VGG19` holding ``convs``.
 
     The module is built abstractly (no random initialisation), then filled with the
-    given arrays cast to ``dtype``.
+    given arrays cast to ``dtype``. ``compute_dtype`` (e.g. ``"bfloat16"``) is the dtype
+    the convolutions run in; ``None`` runs them in the input's dtype.
     """
     import jax.numpy as jnp
     from flax import nnx
 
     from jaxstyle.vgg import VGG19
 
-    abstract = nnx.eval_shape(lambda: VGG19(pool=pool, param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0)))
+    compute = jnp.dtype(compute_dtype) if compute_dtype else None
+    abstract = nnx.eval_shape(lambda: VGG19(pool=pool, dtype=compute, param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0)))
     graphdef, params = nnx.split(abstract)
     arrays = {
         name: {"kernel": jnp.asarray(kernel, dtype), "bias": jnp.asarray(bias, dtype)}

@@ -69,8 +69,11 @@ def test_output_reproduces_from_its_metadata(inputs, weight_files, tmp_path):
     content, style = inputs
     first = tmp_path / "first.png"
     argv = ["stylize", str(content), str(style), "-o", str(first), *SMALL, "-q", "--tv-weight", "3"]
+    argv += ["--compute-dtype", "bfloat16"]
     assert main([*argv, "--weights", str(weight_files["torchvision"])]) == 0
+    assert read_metadata(first)["compute_dtype"] == "bfloat16"
     command = shlex.split(read_metadata(first)["command"])
+    assert command[-2:] == ["--compute-dtype", "bfloat16"]
     assert command[:2] == ["jaxstyle", "stylize"]
     command[command.index("-o") + 1] = str(tmp_path / "second.png")
     assert main([*command[1:], "-q"]) == 0

@@ -167,3 +167,29 @@ def test_divergence_is_reported_with_its_step(weight_files, rng):
 def test_preprocessing_round_trip():
     rgb = jnp.asarray(np.random.default_rng(0).uniform(size=(2, 5, 4, 3)), jnp.float32)
     assert float(jnp.abs(TORCHVISION.from_network(TORCHVISION.to_network(rgb)) - rgb).max()) < 1e-6
+
+
+def test_bfloat16_convolutions_with_float32_gram_and_losses(weight_files, rng):
+    from jaxstyle.api import prepare
+    from jaxstyle.losses import gram_matrix
+
+    content, style = images(rng)
+    common = {"weights": weight_files["torchvision"], "size": SIZE}
+    p32 = prepare(content, style, **common)
+    p16 = prepare(content, style, compute_dtype="bfloat16", **common)
+    assert p16.targets.content[0].dtype == jnp.bfloat16  # features come out of bf16 convolutions
+    assert all(g.dtype == jnp.float32 for g in p16.targets.style_gram)  # Gram sums in float32
+    assert gram_matrix(jnp.full((1, 64, 64, 8), 300.0, jnp.float16)).dtype == jnp.float32  # no fp16 overflow
+    x = p32.state.image + jnp.asarray(rng.normal(0, 0.1, p32.state.image.shape), jnp.float32)
+    results = {}
+    for name, p in (("f32", p32), ("bf16", p16)):
+        (total, _), grad = jax.value_and_grad(objective, has_aux=True)(
+            x, p.graphdef, p.params, p.layers, p.targets, p.loss_weights
+        )
+        assert total.dtype == jnp.float32 and grad.dtype == jnp.float32
+        results[name] = (float(total), np.asarray(grad))
+    assert results["bf16"][0] == pytest.approx(results["f32"][0], rel=5e-2)
+    cosine = np.sum(results["bf16"][1] * results["f32"][1]) / (
+        np.linalg.norm(results["bf16"][1]) * np.linalg.norm(results["f32"][1])
+    )
+    assert cosine > 0.95
