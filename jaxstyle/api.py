@@ -91,6 +91,21 @@ def to_pixels(image: jax.Array, convention: InputConvention) -> np.ndarray:
     return np.asarray(jnp.clip(convention.from_network(image), 0.0, 1.0))
 
 
+def build_network(
+    settings: Settings, loaded: weightsio.LoadedWeights, dtype: str, compute_dtype: str | None
+) -> tuple[jnp.dtype, Any, Any, Layers]:
+    """``(dtype, graphdef, params, layers)``: the VGG-19 of ``loaded`` split for the core, and the recipe's layers.
+
+    ``dtype`` is checked (float64 needs ``jax_enable_x64``); ``compute_dtype`` is the
+    dtype of the convolutions (``None``: ``dtype``).
+    """
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
+    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
+    return dtype, graphdef, params, Layers(tuple(settings.content_layers), tuple(settings.style_layers))
+
+
 @dataclass
 class Problem:
     """A stylization ready to run: inputs read and checked, network built, targets computed.
@@ -144,14 +159,10 @@ def prepare(
     # As in the source paper, the style image is resized to the output size.
     content_rgb, style_rgb = imageio.resize(content_rgb, size), imageio.resize(style_rgb, size)
 
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
-    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
+    dtype, graphdef, params, layers = build_network(settings, loaded, dtype, compute_dtype)
     to_network = loaded.convention.to_network
     content_net = to_network(jnp.asarray(content_rgb, dtype)[None])
     style_net = to_network(jnp.asarray(style_rgb, dtype)[None])
-    layers = Layers(tuple(settings.content_layers), tuple(settings.style_layers))
     return Problem(
         settings=settings,
         graphdef=graphdef,

@@ -24,8 +24,7 @@ import numpy as np
 
 from jaxstyle import image as imageio
 from jaxstyle import mesh as meshlib
-from jaxstyle import weights as weightsio
-from jaxstyle.api import DEFAULT_CHUNK, ImageLike, as_rgb, initial_image, load_weights, to_pixels
+from jaxstyle.api import DEFAULT_CHUNK, ImageLike, as_rgb, build_network, initial_image, load_weights, to_pixels
 from jaxstyle.batch import BatchState, Setting, init_batch_jit, run_batch_chunk_jit, stack_targets_jit
 from jaxstyle.config import Settings, resolve
 from jaxstyle.errors import JaxstyleError
@@ -239,14 +238,10 @@ def sweep(
     size = imageio.output_size(content_rgb[0].shape[:2], settings.size, settings.max_side)
     loaded = load_weights(settings, weights)
 
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
-    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
+    dtype, graphdef, params, layers = build_network(settings, loaded, dtype, compute_dtype)
     to_network = loaded.convention.to_network
     content_net = to_network(jnp.asarray(np.stack([imageio.resize(c, size) for c in content_rgb]), dtype)[:, None])
     style_net = to_network(jnp.asarray(np.stack([imageio.resize(s, size) for s in style_rgb]), dtype)[:, None])
-    layers = Layers(tuple(settings.content_layers), tuple(settings.style_layers))
     targets = stack_targets_jit(graphdef, params, content_net, style_net, layers)
 
     mesh = meshlib.settings_mesh()
