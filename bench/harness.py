@@ -72,7 +72,7 @@ def gradients(weights_file: Path, size: tuple[int, int], dtype: str, normalise_g
     pixels = np.random.default_rng(0).uniform(0, 1, content.shape)
     x = p.convention.to_network(jnp.asarray(pixels, dtype)[None])
     (_, terms), grad = jax.value_and_grad(objective, has_aux=True)(
-        x, p.graphdef, p.params, p.layers, p.targets, p.loss_weights
+        x, p.graphdef, p.params, p.recipe, p.targets, p.loss_weights
     )
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     features = torch_recipe.vgg19_features()

@@ -62,21 +62,21 @@ def flops_of(compiled) -> float | None:
 def measure_jax(mode: str, size, steps: int, reps: int, weights_file: str, dtype: str) -> dict:
     import jax
 
-    from jaxstyle.solve import adam_step, run_chunk
+    from jaxstyle.solve import optimizer_step, run_chunk
 
     p, _ = jax_problem(size, weights_file, dtype)
-    static = ("graphdef", "layers")
+    static = ("graphdef", "recipe")
     if mode == "jax-jit":
-        fn = jax.jit(adam_step, static_argnames=static)
-        args = (p.graphdef, p.layers, p.params, p.targets, p.loss_weights)
+        fn = jax.jit(optimizer_step, static_argnames=static)
+        args = (p.graphdef, p.recipe, p.params, p.targets, p.loss_weights)
         per_call = 1
     else:
         fn = jax.jit(run_chunk, static_argnames=(*static, "num_steps"))
-        args = (p.graphdef, p.layers, steps, p.params, p.targets, p.loss_weights)
+        args = (p.graphdef, p.recipe, steps, p.params, p.targets, p.loss_weights)
         per_call = steps
     compiled_step = (
-        jax.jit(adam_step, static_argnames=static)
-        .lower(p.graphdef, p.layers, p.params, p.targets, p.loss_weights, p.state)
+        jax.jit(optimizer_step, static_argnames=static)
+        .lower(p.graphdef, p.recipe, p.params, p.targets, p.loss_weights, p.state)
         .compile()
     )
     state = p.state
@@ -115,19 +115,19 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
         def run(state):
             out = None
             for _ in range(k):
-                out, _ = run_chunk_jit(p.graphdef, p.layers, steps, p.params, p.targets, p.loss_weights, state)
+                out, _ = run_chunk_jit(p.graphdef, p.recipe, steps, p.params, p.targets, p.loss_weights, state)
             return out
 
         state = p.state
     else:
         points = grid_product(1, 1, [1.0], list(np.geomspace(1e2, 1e4, k)), [10.0], [0.1])
         targets = jax.tree.map(lambda t: t[None], p.targets)
-        setting, images, lrs = host_settings(points, p.settings, p.state.image[None], lambda x: x, jnp.dtype(dtype))
+        setting, images, lrs, emas, tols = host_settings(points, p.settings, [p.state.image], jnp.dtype(dtype))
         setting = jax.tree.map(jnp.asarray, setting)
-        state = init_batch_jit(jnp.asarray(images), jnp.asarray(lrs))
+        state = init_batch_jit(*map(jnp.asarray, (images, lrs, emas, tols)), "adam", p.settings.lbfgs_memory)
 
         def run(state):
-            return run_batch_chunk_jit(p.graphdef, p.layers, steps, p.params, targets, setting, state)[0]
+            return run_batch_chunk_jit(p.graphdef, p.recipe, steps, p.params, targets, setting, state)[0]
 
     t0 = time.perf_counter()
     jax.block_until_ready(run(state))

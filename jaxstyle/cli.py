@@ -29,33 +29,71 @@ def csv_names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def csv_ints(text: str) -> tuple[int, ...]:
+    """``"1000,500"`` -> ``(1000, 500)``."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+# One option per field of Settings (``convention`` comes from the weights file): name,
+# type and help. With ``swept_lists``, the fields in SWEPT_OPTIONS take lists.
+SETTING_OPTIONS: dict[str, dict] = {
+    "size": {"help": "output size HEIGHTxWIDTH, e.g. 300x450"},
+    "max_side": {"type": int, "help": "longest output side in pixels, keeping the content's aspect"},
+    "steps": {"type": int, "help": "optimisation steps (per scale)"},
+    "optimizer": {"choices": ("adam", "lbfgs"), "help": "Adam, or L-BFGS with a zoom line search"},
+    "lr": {"type": float, "help": "Adam learning rate (network input units)"},
+    "lbfgs_memory": {"type": int, "help": "past steps L-BFGS keeps"},
+    "tol": {"type": float, "help": "stop when a step lowers the loss by less than this fraction (0: never)"},
+    "content_weight": {"type": float, "help": "content loss weight"},
+    "style_weight": {"type": float, "help": "style loss weight"},
+    "tv_weight": {"type": float, "help": "total-variation loss weight"},
+    "tv_reduction": {"choices": ("mean", "sum"), "help": "TV as a mean (d2l) or a sum (neural-style-pt)"},
+    "content_layers": {"type": csv_names, "help": "e.g. relu4_2"},
+    "style_layers": {"type": csv_names, "help": "e.g. relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"},
+    "content_layer_weights": {"type": csv_floats, "help": "one weight per content layer"},
+    "style_layer_weights": {"type": csv_floats, "help": "one weight per style layer"},
+    "pool": {"choices": ("max", "avg")},
+    "style_blend": {"type": csv_floats, "help": "one weight per style image, e.g. 0.7,0.3"},
+    "style_scale": {"type": float, "help": "style image size relative to the output, e.g. 0.5"},
+    "style_shape": {"choices": ("output", "own"), "help": "style resized to the output's shape, or keeps its own"},
+    "preserve_color": {"action": argparse.BooleanOptionalAction, "help": "keep the content image's colours"},
+    "scales": {"type": int, "help": "coarse-to-fine scales, each sqrt(2) larger"},
+    "min_side": {"type": int, "help": "coarse-to-fine from this longest side (instead of --scales)"},
+    "initial_steps": {"type": int, "help": "steps at the first scale"},
+    "scale_steps": {"type": csv_ints, "help": "steps at each scale, e.g. 1000,500,500"},
+    "ema": {"type": float, "help": "return a moving average of the iterates with this decay, e.g. 0.99"},
+    "init": {"help": "initial image: content, noise, gaussian, or an image file"},
+    "seed": {"type": int, "help": "random seed (for --init noise and gaussian)"},
+}
+SWEPT_OPTIONS = ("content_weight", "style_weight", "tv_weight", "lr", "ema")
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
 def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) -> None:
     """Options that override fields of :class:`~jaxstyle.config.Settings` (default: the preset's).
 
-    With ``swept_lists``, the loss weights and learning rate take comma-separated lists
-    (the sweep's axes).
+    With ``swept_lists``, the loss weights, learning rate and EMA decay take
+    comma-separated lists (the sweep's axes), and ``--style-blend`` may be repeated
+    (each blend is one style target).
     """
     from jaxstyle.config import PRESETS
 
-    number = csv_floats if swept_lists else float
-    many = " (comma-separated values are swept)" if swept_lists else ""
     g = p.add_argument_group("recipe (defaults: the preset's; `jaxstyle presets` lists them)")
     g.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="recipe to start from")
     size = g.add_mutually_exclusive_group()
-    size.add_argument("--size", help="output size HEIGHTxWIDTH, e.g. 300x450")
-    size.add_argument("--max-side", type=int, help="longest output side in pixels, keeping the content's aspect")
-    g.add_argument("--steps", type=int, help="optimisation steps")
-    g.add_argument("--lr", type=number, help="Adam learning rate (network input units)" + many)
-    g.add_argument("--content-weight", type=number, help="content loss weight" + many)
-    g.add_argument("--style-weight", type=number, help="style loss weight" + many)
-    g.add_argument("--tv-weight", type=number, help="total-variation loss weight" + many)
-    g.add_argument("--content-layers", type=csv_names, help="e.g. relu4_2")
-    g.add_argument("--style-layers", type=csv_names, help="e.g. relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
-    g.add_argument("--content-layer-weights", type=csv_floats, help="one weight per content layer")
-    g.add_argument("--style-layer-weights", type=csv_floats, help="one weight per style layer")
-    g.add_argument("--pool", choices=("max", "avg"))
-    g.add_argument("--init", choices=("content", "noise"), help="initial image")
-    g.add_argument("--seed", type=int, help="random seed (for --init noise)")
+    for field, spec in SETTING_OPTIONS.items():
+        spec = dict(spec)
+        if swept_lists and field in SWEPT_OPTIONS:
+            spec["type"], spec["help"] = csv_floats, spec["help"] + " (comma-separated values are swept)"
+        if swept_lists and field == "style_blend":
+            spec["action"], spec["help"] = "append", "weights of a blend of all style images; repeat to sweep blends"
+        (size if field in ("size", "max_side") else g).add_argument(option_name(field), dest=field, **spec)
     g.add_argument(
         "--compute-dtype",
         choices=("bfloat16",),
@@ -66,47 +104,48 @@ def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) 
 def settings_from_args(args: argparse.Namespace, swept_lists: bool = False):
     """Resolve the preset with the options given on the command line.
 
-    With ``swept_lists`` the loss weights and learning rate are lists; the shared
+    With ``swept_lists`` the swept values (and style blends) are lists; the shared
     settings then keep the preset's values for them.
     """
     from jaxstyle.config import resolve
     from jaxstyle.image import parse_size
 
-    swept = {key: None if swept_lists else getattr(args, key) for key in SWEPT_OPTIONS}
-    return resolve(
-        args.preset,
-        size=parse_size(args.size) if args.size else None,
-        max_side=args.max_side,
-        steps=args.steps,
-        **swept,
-        content_layers=args.content_layers,
-        style_layers=args.style_layers,
-        content_layer_weights=args.content_layer_weights,
-        style_layer_weights=args.style_layer_weights,
-        pool=args.pool,
-        init=args.init,
-        seed=args.seed,
-    )
+    values = {field: getattr(args, field) for field in SETTING_OPTIONS}
+    if swept_lists:
+        values.update({key: None for key in (*SWEPT_OPTIONS, "style_blend")})
+    values["size"] = parse_size(args.size) if args.size else None
+    return resolve(args.preset, **values)
 
 
-SWEPT_OPTIONS = ("content_weight", "style_weight", "tv_weight", "lr")
+def format_option(value) -> str:
+    """A setting's value as the command line writes it."""
+    if isinstance(value, tuple):
+        return ",".join(map(format_option, value))
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def command_line(
-    settings, content: str, style: str, out: str, weights: str | None, compute_dtype: str | None = None
+    settings,
+    content: str,
+    style: str,
+    out: str,
+    weights: str | None,
+    compute_dtype: str | None = None,
+    preset: str = "paper",
 ) -> str:
     """A command that reproduces ``settings`` with every value explicit."""
-    s = settings
-    parts = ["jaxstyle", "stylize", content, style, "-o", out]
-    parts += ["--size", f"{s.size[0]}x{s.size[1]}"] if s.size else ["--max-side", str(s.max_side)]
-    parts += ["--steps", str(s.steps), "--lr", repr(s.lr)]
-    parts += ["--content-weight", repr(s.content_weight), "--style-weight", repr(s.style_weight)]
-    parts += ["--tv-weight", repr(s.tv_weight)]
-    parts += ["--content-layers", ",".join(s.content_layers), "--style-layers", ",".join(s.style_layers)]
-    content_w, style_w = s.resolved_layer_weights()
-    parts += ["--content-layer-weights", ",".join(map(repr, content_w))]
-    parts += ["--style-layer-weights", ",".join(map(repr, style_w))]
-    parts += ["--pool", s.pool, "--init", s.init, "--seed", str(s.seed)]
+    parts = ["jaxstyle", "stylize", content, style, "-o", out, "--preset", preset]
+    for field in SETTING_OPTIONS:
+        value = getattr(settings, field)
+        if field == "size" and value is not None:
+            parts += ["--size", f"{value[0]}x{value[1]}"]
+        elif field == "preserve_color":
+            parts.append("--preserve-color" if value else "--no-preserve-color")
+        elif field in ("scales", "min_side"):
+            if (field == "scales") == (settings.min_side is None) and value is not None:
+                parts += [option_name(field), format_option(value)]
+        elif value is not None:
+            parts += [option_name(field), format_option(value)]
     if weights:
         parts += ["--weights", weights]
     if compute_dtype:
@@ -137,12 +176,12 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     if args.save_every is not None and args.save_every < 1:
         raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
-    problem = prepare(
-        args.content, args.style, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype
-    )
+    styles = list(csv_names(args.style))
+    problem = prepare(args.content, styles, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype)
+    total = sum(stage.steps for stage in problem.stages)
 
     # No bar when stderr is not a terminal (disable=None); erased if the run fails.
-    with tqdm(total=settings.steps, unit="step", desc="stylize", disable=True if args.quiet else None) as bar:
+    with tqdm(total=total, unit="step", desc="stylize", disable=True if args.quiet else None) as bar:
 
         def progress(step: int, losses: dict) -> None:
             bar.update(step - bar.n)
@@ -163,12 +202,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         "content": args.content,
         "style": args.style,
         "content_sha256": sha256_of(args.content),
-        "style_sha256": sha256_of(args.style),
+        "style_sha256": [sha256_of(style) for style in styles] if len(styles) > 1 else sha256_of(args.style),
+        "scales": [{"size": list(stage.size), "steps": stage.steps} for stage in result.stages],
         "weights": {"file": str(result.weights_file), **result.weights_info},
         "final_losses": final,
         "seconds": round(result.seconds, 3),
         "compute_dtype": args.compute_dtype or "float32",
-        "command": command_line(settings, args.content, args.style, str(out), args.weights, args.compute_dtype),
+        "command": command_line(
+            settings, args.content, args.style, str(out), args.weights, args.compute_dtype, args.preset
+        ),
     }
     save_image(out, result.image, metadata)
     if trace_path:
@@ -183,7 +225,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     if not args.quiet:
         h, w = result.image.shape[:2]
         print(
-            f"wrote {out} ({h}x{w}, {settings.steps} steps in {result.seconds:.1f} s, final loss {final['total']:.5g})"
+            f"wrote {out} ({h}x{w}, {sum(s.steps for s in result.stages)} steps in {result.seconds:.1f} s, "
+            f"final loss {final['total']:.5g})"
         )
     return 0
 
@@ -213,10 +256,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.grid:
         if any(getattr(args, key) for key in SWEPT_OPTIONS):
             raise JaxstyleError("give the swept values either as options or in --grid, not both")
+        if args.style_blend:
+            raise JaxstyleError("style blends cannot be combined with --grid")
         points = read_grid(args.grid, settings, contents, styles)
     else:
         values = [getattr(args, key) or (getattr(settings, key),) for key in SWEPT_OPTIONS]
-        points = grid_product(len(contents), len(styles), *values)
+        points = grid_product(len(contents), len(args.style_blend or styles), *values)
     main_process = jax.process_index() == 0
     quiet = args.quiet or not main_process
     with tqdm(total=1, unit="step", desc="sweep", disable=True if quiet else None) as bar:
@@ -234,6 +279,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 contents,
                 styles,
                 points,
+                style_blends=args.style_blend,
                 settings=settings,
                 weights=args.weights,
                 batch_size=args.batch_size,
@@ -287,18 +333,36 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
     return 0
 
 
+def table_value(field: str, value) -> str:
+    """A setting's value for the presets table: ``300x450``, ``0.7507,0.1877``, ``-`` for unset."""
+    if value is None:
+        return "-"
+    if field == "size":
+        return f"{value[0]}x{value[1]}"
+    if isinstance(value, tuple):
+        return ",".join(table_value(field, v) for v in value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def cmd_presets(args: argparse.Namespace) -> int:
+    """A table: one row per setting, one column per preset."""
     from jaxstyle.config import PRESETS
 
-    for name, settings in PRESETS.items():
-        print(f"{name}:")
-        for key, value in settings.to_dict().items():
-            print(f"  {key}: {value}")
+    names = [args.preset] if args.preset else list(PRESETS)
+    rows = {
+        field: [table_value(field, getattr(PRESETS[name], field)) for name in names]
+        for field in [*SETTING_OPTIONS, "convention"]
+    }
+    widths = [max(len(name), *(len(values[i]) for values in rows.values())) for i, name in enumerate(names)]
+    first = max(len(field) for field in rows)
+    for label, values in [("setting", names), *rows.items()]:
+        print(" ".join([label.ljust(first), *(v.ljust(w) for v, w in zip(values, widths, strict=True))]).rstrip())
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
+    from jaxstyle.config import PRESETS
     from jaxstyle.weights import SOURCES
 
     parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
@@ -307,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stylize", help="stylize one content image with one style image")
     p.add_argument("content", help="content image")
-    p.add_argument("style", help="style image")
+    p.add_argument("style", help="style image, or several comma-separated (blended, see --style-blend)")
     p.add_argument("-o", "--output", required=True, help="output image (.png keeps the settings as metadata)")
     p.add_argument("--weights", help="converted weights file (default: search path, see README)")
     p.add_argument("--save-every", type=int, help="write OUT.stepNNNNNN.png every N steps")
@@ -359,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_weights_download)
 
     pr = sub.add_parser("presets", help="list the presets with their full settings")
+    pr.add_argument("preset", nargs="?", choices=sorted(PRESETS), help="show only this preset")
     pr.set_defaults(func=cmd_presets)
     return parser
 
@@ -374,6 +439,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jaxstyle: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `jaxstyle presets | head`
+        sys.stderr.close()
+        return 141
 
 
 if __name__ == "__main__":

@@ -95,15 +95,18 @@ def _abs_zero_subgradient_jvp(primals, tangents):
     return jnp.abs(x), jnp.sign(x) * dx
 
 
-def tv_loss(image: Array) -> Array:
+def tv_loss(image: Array, reduction: str = "mean") -> Array:
     """Anisotropic total variation of NHWC images.
 
-    ``0.5 * (mean|x[i+1, j] - x[i, j]| + mean|x[i, j+1] - x[i, j]|)``, means taken over
-    all images, positions and channels.
+    ``"mean"`` (d2l): ``0.5 * (mean|x[i+1, j] - x[i, j]| + mean|x[i, j+1] - x[i, j]|)``,
+    means over all images, positions and channels. ``"sum"`` (neural-style-pt):
+    ``sum|x[i+1, j] - x[i, j]| + sum|x[i, j+1] - x[i, j]|``.
     """
-    dy = image[:, 1:, :, :] - image[:, :-1, :, :]
-    dx = image[:, :, 1:, :] - image[:, :, :-1, :]
-    return 0.5 * (jnp.mean(abs_zero_subgradient(dy)) + jnp.mean(abs_zero_subgradient(dx)))
+    dy = abs_zero_subgradient(image[:, 1:, :, :] - image[:, :-1, :, :])
+    dx = abs_zero_subgradient(image[:, :, 1:, :] - image[:, :, :-1, :])
+    if reduction == "sum":
+        return jnp.sum(dy) + jnp.sum(dx)
+    return 0.5 * (jnp.mean(dy) + jnp.mean(dx))
 
 
 def loss_terms(
@@ -112,6 +115,7 @@ def loss_terms(
     style_features: Sequence[Array],
     targets: Targets,
     weights: LossWeights,
+    tv_reduction: str = "mean",
 ) -> dict[str, Array]:
     """Loss terms and their weighted sum.
 
@@ -120,6 +124,6 @@ def loss_terms(
     """
     content = content_loss(content_features, targets.content, weights.content_layers)
     style = style_loss(style_features, targets.style_gram, weights.style_layers)
-    tv = tv_loss(image)
+    tv = tv_loss(image, tv_reduction)
     total = weights.content * content + weights.style * style + weights.tv * tv
     return {"content": content, "style": style, "tv": tv, "total": total}

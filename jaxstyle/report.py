@@ -22,6 +22,7 @@ SHORT = {
     "style_weight": "sw",
     "tv_weight": "tv",
     "lr": "lr",
+    "ema": "ema",
 }
 CAPTION_HEIGHT = 18
 MIN_SLOT_WIDTH = 128  # room for a caption under small thumbnails
@@ -39,23 +40,30 @@ def axis_values(result: SweepResult) -> dict[str, list]:
     return axes
 
 
+def image_label(name: str) -> str:
+    """An image's file stem; for a style blend ``a.jpg*0.7+b.jpg*0.3``, ``a0.7+b0.3``."""
+    if "*" not in name:
+        return Path(name).stem
+    return "+".join(Path(part).stem + weight for part, weight in (p.rsplit("*", 1) for p in name.split("+")))
+
+
 def value_label(result: SweepResult, key: str, value) -> str:
     """``sw=1000``, or the image's file stem for content and style."""
     if key in ("content", "style"):
         names = result.contents if key == "content" else result.styles
-        return Path(names[value]).stem
+        return image_label(names[value])
     return f"{SHORT[key]}={value:g}"
 
 
 def setting_filename(result: SweepResult, k: int) -> str:
-    """``003_sw1000_tv10.png``: index, then every varied value (all four when nothing varies)."""
+    """``003_sw1000_tv10.png``: index, then every varied value (all of them when nothing varies)."""
     point = result.points[k]
     keys = list(axis_values(result)) or list(SWEPT)
     parts = [f"{k:03d}"]
     for key in keys:
         value = getattr(point, key)
         parts.append(
-            Path((result.contents if key == "content" else result.styles)[value]).stem
+            image_label((result.contents if key == "content" else result.styles)[value])
             if key in ("content", "style")
             else f"{SHORT[key]}{value:g}"
         )
@@ -79,6 +87,7 @@ def point_record(result: SweepResult, k: int) -> dict:
         **p.swept_values(),
         "status": result.status(k),
         "diverged_at": int(result.diverged_at[k]) if result.diverged_at[k] >= 0 else None,
+        "steps": int(result.steps_taken[k]),
         "final_losses": {name: finite_or_none(v[-1, k]) for name, v in result.trace.items()},
     }
 

@@ -1,4 +1,4 @@
-"""The optimisation: pixels of one image, optimised by Adam inside a jitted scan.
+"""The optimisation: pixels of one image, optimised by Adam or L-BFGS inside a jitted scan.
 
 Everything here is pure and free of I/O, except :func:`solve`, the Python loop over
 jitted chunks, which calls back to the shell for progress and snapshots.
@@ -6,6 +6,7 @@ jitted chunks, which calls back to the shell for progress and snapshots.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,11 +28,38 @@ ADAM = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps
 LOSS_NAMES = ("content", "style", "tv", "total")
 
 
-class Layers(NamedTuple):
-    """The layers a recipe reads (static: part of the compiled program)."""
+@functools.cache
+def lbfgs(memory: int) -> optax.GradientTransformationExtraArgs:
+    """Optax's L-BFGS keeping ``memory`` past steps, with its zoom line search (strong Wolfe).
+
+    Departure from neural-style, whose Torch L-BFGS takes fixed steps without a line
+    search: here every step satisfies the Wolfe conditions, at the price of extra
+    function evaluations inside the line search.
+    """
+    return optax.lbfgs(memory_size=memory)
+
+
+class Recipe(NamedTuple):
+    """The part of a run fixed at compile time (static under ``jit``).
+
+    Attributes:
+      content: content layers.
+      style: style layers.
+      tv_reduction: ``"mean"`` or ``"sum"`` (see :func:`jaxstyle.losses.tv_loss`).
+      optimizer: ``"adam"`` or ``"lbfgs"``.
+      lbfgs_memory: past steps L-BFGS keeps.
+    """
 
     content: tuple[str, ...]
     style: tuple[str, ...]
+    tv_reduction: str = "mean"
+    optimizer: str = "adam"
+    lbfgs_memory: int = 10
+
+
+def transform(recipe: Recipe) -> optax.GradientTransformation:
+    """The Optax optimiser of ``recipe``."""
+    return ADAM if recipe.optimizer == "adam" else lbfgs(recipe.lbfgs_memory)
 
 
 class SolverState(NamedTuple):
@@ -39,13 +67,28 @@ class SolverState(NamedTuple):
 
     Attributes:
       image: the synthesized image in network input space, NHWC.
-      opt_state: Adam's state, learning rate included.
+      opt_state: the optimiser's state (Adam's includes its learning rate).
       step: number of steps taken.
+      average: exponential moving average of the iterates, before bias correction:
+        ``a_n = d * a_{n-1} + (1 - d) * x_n`` with ``a_{-1} = 0``.
+      average_bias: ``d ** (n + 1)``; the averaged image is ``a_n / (1 - d ** (n + 1))``.
+      ema_decay: ``d`` (0: the average is the last iterate).
+      tol: relative decrease below which the run stops (0: never).
+      last_total: total loss before the previous step (``inf`` before the first).
+      diverged_at: step at which the loss or image stopped being finite (-1: never).
+      converged_at: step at which the loss stopped decreasing by ``tol`` (-1: never).
     """
 
     image: Array
     opt_state: optax.OptState
     step: Array
+    average: Array
+    average_bias: Array
+    ema_decay: Array
+    tol: Array
+    last_total: Array
+    diverged_at: Array
+    converged_at: Array
 
 
 class Diverged(Exception):
@@ -57,7 +100,7 @@ class Diverged(Exception):
 
 
 def network_features(
-    graphdef: nnx.GraphDef, params: nnx.State, image: Array, layers: Layers
+    graphdef: nnx.GraphDef, params: nnx.State, image: Array, layers: Recipe
 ) -> tuple[tuple[Array, ...], tuple[Array, ...]]:
     """Activations of ``image`` at the content layers and at the style layers."""
     model = nnx.merge(graphdef, params)
@@ -65,69 +108,158 @@ def network_features(
     return tuple(acts[n] for n in layers.content), tuple(acts[n] for n in layers.style)
 
 
+def content_targets(graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe) -> tuple[Array, ...]:
+    """Features of the content image at each content layer."""
+    return network_features(graphdef, params, image, recipe._replace(style=()))[0]
+
+
+def style_grams(graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe) -> tuple[Array, ...]:
+    """Gram matrices of a style image at each style layer, each ``(1, C, C)``."""
+    return tuple(gram_matrix(f) for f in network_features(graphdef, params, image, recipe._replace(content=()))[1])
+
+
+content_targets_jit = jax.jit(content_targets, static_argnames=("graphdef", "recipe"))
+style_grams_jit = jax.jit(style_grams, static_argnames=("graphdef", "recipe"))
+
+
+def blend_grams(grams: tuple[Array, ...], blend: Array) -> tuple[Array, ...]:
+    """``sum_s b_s * G_s`` for each layer: ``grams`` leaves are ``(S, ...)``, ``blend`` is ``(B, S)`` or ``(S,)``.
+
+    Several style images give one target, the blend of their Gram matrices, as in
+    neural-style's ``-style_blend_weights``.
+    """
+    return tuple(jnp.tensordot(blend, g, axes=1) for g in grams)
+
+
 def compute_targets(
-    graphdef: nnx.GraphDef, params: nnx.State, content_image: Array, style_image: Array, layers: Layers
+    graphdef: nnx.GraphDef, params: nnx.State, content_image: Array, style_image: Array, recipe: Recipe
 ) -> Targets:
     """Content features of ``content_image`` and Gram matrices of ``style_image``."""
-    content, _ = network_features(graphdef, params, content_image, Layers(layers.content, ()))
-    _, style = network_features(graphdef, params, style_image, Layers((), layers.style))
-    return Targets(content=content, style_gram=tuple(gram_matrix(f) for f in style))
+    return Targets(
+        content=content_targets(graphdef, params, content_image, recipe),
+        style_gram=style_grams(graphdef, params, style_image, recipe),
+    )
 
 
-compute_targets_jit = jax.jit(compute_targets, static_argnames=("graphdef", "layers"))
+compute_targets_jit = jax.jit(compute_targets, static_argnames=("graphdef", "recipe"))
 
 
 def objective(
-    image: Array, graphdef: nnx.GraphDef, params: nnx.State, layers: Layers, targets: Targets, weights: LossWeights
+    image: Array, graphdef: nnx.GraphDef, params: nnx.State, recipe: Recipe, targets: Targets, weights: LossWeights
 ) -> tuple[Array, dict[str, Array]]:
     """``(total loss, {content, style, tv, total})`` of ``image``."""
-    content_features, style_features = network_features(graphdef, params, image, layers)
-    terms = loss_terms(image, content_features, style_features, targets, weights)
+    content_features, style_features = network_features(graphdef, params, image, recipe)
+    terms = loss_terms(image, content_features, style_features, targets, weights, recipe.tv_reduction)
     return terms["total"], terms
 
 
-def init_state(image: Array, learning_rate: float | Array) -> SolverState:
-    """Adam's initial state for ``image``, with the learning rate as an array leaf."""
-    opt_state = ADAM.init(image)
-    lr = jnp.asarray(learning_rate, dtype=image.dtype)
-    opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-    return SolverState(image=image, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
+def init_state(
+    image: Array,
+    learning_rate: float | Array,
+    ema_decay: float | Array = 0.0,
+    tol: float | Array = 0.0,
+    optimizer: str = "adam",
+    lbfgs_memory: int = 10,
+) -> SolverState:
+    """The initial state for ``image``; learning rate, EMA decay and tolerance are array leaves."""
+    dtype = image.dtype
+    if optimizer == "adam":
+        opt_state = ADAM.init(image)
+        lr = jnp.asarray(learning_rate, dtype=dtype)
+        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
+    else:
+        opt_state = lbfgs(lbfgs_memory).init(image)
+    decay = jnp.asarray(ema_decay, dtype)
+    return SolverState(
+        image=image,
+        opt_state=opt_state,
+        step=jnp.zeros((), jnp.int32),
+        average=(1 - decay) * image,
+        average_bias=decay,
+        ema_decay=decay,
+        tol=jnp.asarray(tol, dtype),
+        last_total=jnp.asarray(jnp.inf, dtype),
+        diverged_at=jnp.full((), -1, jnp.int32),
+        converged_at=jnp.full((), -1, jnp.int32),
+    )
 
 
-def adam_step(
+def averaged_image(state: SolverState) -> Array:
+    """The bias-corrected moving average ``a_n / (1 - d**(n+1))`` (the last iterate when ``d = 0``).
+
+    Works on a batch of states too (leading axes on every leaf).
+    """
+    bias = state.average_bias
+    return state.average / (1 - bias.reshape(bias.shape + (1,) * (state.average.ndim - bias.ndim)))
+
+
+def optimizer_step(
     graphdef: nnx.GraphDef,
-    layers: Layers,
+    recipe: Recipe,
     params: nnx.State,
     targets: Targets,
     weights: LossWeights,
     state: SolverState,
 ) -> tuple[SolverState, dict[str, Array]]:
-    """One Adam step; returns the new state and the losses *before* the step."""
+    """One step of Adam or L-BFGS; returns the new state and the losses *before* the step.
+
+    A run that has diverged or converged no longer moves: a step whose loss or new
+    image is not finite is not taken and ``diverged_at`` records it; a step whose loss
+    fell by less than ``tol * |previous loss|`` since the step before is not taken and
+    ``converged_at`` records it.
+    """
     grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (_, terms), grad = grad_fn(state.image, graphdef, params, layers, targets, weights)
-    updates, opt_state = ADAM.update(grad, state.opt_state, state.image)
+    (total, terms), grad = grad_fn(state.image, graphdef, params, recipe, targets, weights)
+    if recipe.optimizer == "lbfgs":
+
+        def total_loss(image: Array) -> Array:
+            return objective(image, graphdef, params, recipe, targets, weights)[0]
+
+        updates, opt_state = transform(recipe).update(
+            grad, state.opt_state, state.image, value=total, grad=grad, value_fn=total_loss
+        )
+    else:
+        updates, opt_state = ADAM.update(grad, state.opt_state, state.image)
     image = optax.apply_updates(state.image, updates)
-    return SolverState(image, opt_state, state.step + 1), terms
+    decay = state.ema_decay
+    moved = state._replace(
+        image=image,
+        opt_state=opt_state,
+        step=state.step + 1,
+        average=decay * state.average + (1 - decay) * image,
+        average_bias=decay * state.average_bias,
+        last_total=total,
+    )
+    running = (state.diverged_at < 0) & (state.converged_at < 0)
+    stalled = (state.tol > 0) & (state.last_total - total < state.tol * jnp.abs(state.last_total))
+    finite = jnp.isfinite(total) & jnp.all(jnp.isfinite(image))
+    advance = running & ~stalled & finite
+    new = jax.tree.map(lambda n, o: jnp.where(advance, n, o), moved, state)
+    new = new._replace(
+        diverged_at=jnp.where(running & ~stalled & ~finite, state.step, state.diverged_at),
+        converged_at=jnp.where(running & stalled, state.step, state.converged_at),
+    )
+    return new, terms
 
 
 def run_chunk(
     graphdef: nnx.GraphDef,
-    layers: Layers,
+    recipe: Recipe,
     num_steps: int,
     params: nnx.State,
     targets: Targets,
     weights: LossWeights,
     state: SolverState,
 ) -> tuple[SolverState, dict[str, Array]]:
-    """``num_steps`` Adam steps in one ``lax.scan``; losses come back with shape ``(num_steps,)``."""
+    """``num_steps`` optimiser steps in one ``lax.scan``; losses come back with shape ``(num_steps,)``."""
 
     def body(carry: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
-        return adam_step(graphdef, layers, params, targets, weights, carry)
+        return optimizer_step(graphdef, recipe, params, targets, weights, carry)
 
     return jax.lax.scan(body, state, None, length=num_steps)
 
 
-run_chunk_jit = jax.jit(run_chunk, static_argnames=("graphdef", "layers", "num_steps"))
+run_chunk_jit = jax.jit(run_chunk, static_argnames=("graphdef", "recipe", "num_steps"))
 
 ChunkCallback = Callable[[SolverState, dict[str, np.ndarray]], None]
 
@@ -135,7 +267,7 @@ ChunkCallback = Callable[[SolverState, dict[str, np.ndarray]], None]
 def solve(
     graphdef: nnx.GraphDef,
     params: nnx.State,
-    layers: Layers,
+    recipe: Recipe,
     targets: Targets,
     weights: LossWeights,
     state: SolverState,
@@ -143,31 +275,39 @@ def solve(
     chunk_size: int = 50,
     on_chunk: ChunkCallback | None = None,
 ) -> tuple[SolverState, dict[str, np.ndarray]]:
-    """Run ``steps`` Adam steps as jitted chunks of ``chunk_size`` steps.
+    """Run up to ``steps`` optimiser steps as jitted chunks of ``chunk_size`` steps.
 
     After each chunk, ``on_chunk(state, chunk_losses)`` is called (progress bars,
     snapshots). A chunk of a new length compiles once; with ``steps`` a multiple of
-    ``chunk_size`` there is one compilation in all.
+    ``chunk_size`` there is one compilation in all. The run ends early, after the
+    chunk in which it converged (see :func:`optimizer_step`).
 
     Returns:
-      The final state and ``{content, style, tv, total}``, each of shape ``(steps,)``.
+      The final state and ``{content, style, tv, total}``, each of shape ``(steps,)``
+      (for a converged run, the losses before each step taken and then the loss of
+      the final image).
 
     Raises:
       Diverged: if a loss or the image stops being finite.
     """
 
-    def check(state: SolverState, losses: dict[str, np.ndarray], done: int) -> None:
-        bad = ~np.isfinite(losses["total"])
-        if bad.any() or not bool(jnp.isfinite(state.image).all()):
-            first = int(np.argmax(bad)) if bad.any() else len(bad) - 1
-            raise Diverged(done - len(bad) + first, {k: float(v[first]) for k, v in losses.items()})
+    def check(state: SolverState, losses: dict[str, np.ndarray], done: int) -> bool:
+        diverged_at = int(state.diverged_at)
+        if diverged_at >= 0:
+            row = diverged_at - (done - len(losses["total"]))
+            raise Diverged(diverged_at, {k: float(v[row]) for k, v in losses.items()})
         if on_chunk is not None:
             on_chunk(state, losses)
+        return int(state.converged_at) >= 0
 
     def chunk(state: SolverState, n: int) -> tuple[SolverState, dict[str, jax.Array]]:
-        return run_chunk_jit(graphdef, layers, n, params, targets, weights, state)
+        return run_chunk_jit(graphdef, recipe, n, params, targets, weights, state)
 
-    return run_in_chunks(chunk, state, steps, chunk_size, check)
+    state, trace = run_in_chunks(chunk, state, steps, chunk_size, check)
+    converged_at = int(state.converged_at)
+    if converged_at >= 0:
+        trace = {k: v[: converged_at + 1] for k, v in trace.items()}
+    return state, trace
 
 
 def run_in_chunks(
@@ -175,14 +315,14 @@ def run_in_chunks(
     state: Any,
     steps: int,
     chunk_size: int,
-    after_chunk: Callable[[Any, dict[str, np.ndarray], int], None],
+    after_chunk: Callable[[Any, dict[str, np.ndarray], int], bool],
     to_host: Callable[[dict[str, Array]], dict[str, np.ndarray]] | None = None,
 ) -> tuple[Any, dict[str, np.ndarray]]:
     """The Python loop over jitted chunks shared by single runs and sweeps.
 
     ``run(state, n)`` advances ``n`` steps; ``after_chunk(state, losses, steps_done)``
-    sees each chunk's losses on the host. Returns the final state and every loss
-    concatenated along the step axis.
+    sees each chunk's losses on the host and returns whether to stop. Returns the
+    final state and every loss concatenated along the step axis.
     """
     to_host = to_host or (lambda losses: {k: np.asarray(v) for k, v in losses.items()})
     trace: dict[str, list[np.ndarray]] = {name: [] for name in LOSS_NAMES}
@@ -194,5 +334,6 @@ def run_in_chunks(
         for name in LOSS_NAMES:
             trace[name].append(losses[name])
         done += n
-        after_chunk(state, losses, done)
+        if after_chunk(state, losses, done):
+            break
     return state, {name: np.concatenate(v) for name, v in trace.items()}

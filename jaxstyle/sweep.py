@@ -1,8 +1,9 @@
 """Weight sweeps: many settings in one compiled run, micro-batched, sharded over all devices.
 
-A sweep is a list of points; each names a content image, a style image, and the loss
-weights and learning rate to use. Everything else (size, steps, layers, pooling,
-initialisation) is shared by all points and comes from the settings.
+A sweep is a list of points; each names a content image, a style target (one style
+image, or a blend of all of them), and the loss weights, learning rate and EMA decay to
+use. Everything else (size, scales, steps, layers, optimiser, pooling, initialisation)
+is shared by all points and comes from the settings.
 """
 
 from __future__ import annotations
@@ -24,15 +25,29 @@ import numpy as np
 
 from jaxstyle import image as imageio
 from jaxstyle import mesh as meshlib
-from jaxstyle.api import DEFAULT_CHUNK, ImageLike, as_rgb, build_network, initial_image, load_weights, to_pixels
-from jaxstyle.batch import BatchState, Setting, init_batch_jit, run_batch_chunk_jit, stack_targets_jit
-from jaxstyle.config import Settings, resolve
+from jaxstyle.api import (
+    DEFAULT_CHUNK,
+    ImageLike,
+    as_rgb,
+    build_network,
+    check_stages,
+    initial_image,
+    load_weights,
+    read_init,
+    stacked_style_grams,
+    style_images_net,
+    to_pixels,
+    upsample,
+)
+from jaxstyle.batch import Setting, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
+from jaxstyle.color import preserve_color
+from jaxstyle.config import Settings, resolve, stages
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.losses import LossWeights
-from jaxstyle.solve import LOSS_NAMES, Layers, run_in_chunks
+from jaxstyle.losses import LossWeights, Targets
+from jaxstyle.solve import LOSS_NAMES, Recipe, SolverState, averaged_image, blend_grams, run_in_chunks
 from jaxstyle.vgg import LAYER_NAMES, activation_count
 
-SWEPT = ("content_weight", "style_weight", "tv_weight", "lr")
+SWEPT = ("content_weight", "style_weight", "tv_weight", "lr", "ema")
 # Forward activations kept for the backward pass, their gradients and XLA's
 # workspace: about three times the forward activations (measured, order of magnitude).
 MEMORY_FACTOR = 3
@@ -44,8 +59,9 @@ class SweepPoint:
 
     Attributes:
       content: index into the sweep's content images.
-      style: index into the sweep's style images.
+      style: index into the sweep's style targets (the style images, or the blends).
       content_weight, style_weight, tv_weight, lr: its loss weights and learning rate.
+      ema: its EMA decay (``None``: the settings' value).
     """
 
     content: int
@@ -54,6 +70,7 @@ class SweepPoint:
     style_weight: float
     tv_weight: float
     lr: float
+    ema: float | None = None
 
     def swept_values(self) -> dict[str, float]:
         return {key: getattr(self, key) for key in SWEPT}
@@ -66,9 +83,10 @@ def grid_product(
     style_weight: Sequence[float],
     tv_weight: Sequence[float],
     lr: Sequence[float],
+    ema: Sequence[float | None] = (None,),
 ) -> list[SweepPoint]:
-    """The Cartesian product of contents, styles and the four value lists, in that order."""
-    product = itertools.product(range(n_contents), range(n_styles), content_weight, style_weight, tv_weight, lr)
+    """The Cartesian product of contents, style targets and the value lists, in that order."""
+    product = itertools.product(range(n_contents), range(n_styles), content_weight, style_weight, tv_weight, lr, ema)
     return [SweepPoint(*values) for values in product]
 
 
@@ -119,8 +137,10 @@ def image_indexes(name: str | None, given: Sequence[str], path: Path, number: in
 
 
 def check_points(points: Sequence[SweepPoint]) -> None:
-    """Loss weights finite and >= 0, learning rates finite and > 0."""
+    """Loss weights finite and >= 0, learning rates finite and > 0, EMA decays in [0, 1)."""
     for k, p in enumerate(points):
+        if p.ema is not None and not 0 <= p.ema < 1:
+            raise JaxstyleError(f"setting {k}: ema must be a decay in [0, 1), not {p.ema}")
         for key in ("content_weight", "style_weight", "tv_weight"):
             value = getattr(p, key)
             if not (math.isfinite(value) and value >= 0):
@@ -161,10 +181,13 @@ class SweepResult:
     Attributes:
       points: the settings, in order.
       images: final images, float32 RGB in [0, 1], shape ``(K, H, W, 3)``.
-      trace: per-step losses ``{content, style, tv, total}``, each ``(steps, K)``.
-      diverged_at: step at which each setting diverged, -1 for those that finished.
+      trace: per-step losses ``{content, style, tv, total}``, each ``(steps, K)``, all
+        scales one after the other (a stopped setting repeats its last losses).
+      diverged_at: step at which each setting diverged, -1 for the others.
+      steps_taken: steps each setting took (fewer than asked where it diverged or converged).
       settings: the shared settings.
-      contents, styles: names of the content and style images.
+      contents: names of the content images.
+      styles: names of the style targets (an image, or a blend such as ``a.jpg*0.7+b.jpg*0.3``).
       local: indexes of the settings whose shards this process computed.
       seconds: wall time of the optimisation, compilation included.
       batch_size: settings per compiled micro-batch.
@@ -176,6 +199,7 @@ class SweepResult:
     images: np.ndarray
     trace: dict[str, np.ndarray]
     diverged_at: np.ndarray
+    steps_taken: np.ndarray
     settings: Settings
     contents: list[str]
     styles: list[str]
@@ -187,11 +211,35 @@ class SweepResult:
     process_count: int
 
     def status(self, k: int) -> str:
-        return "finished" if self.diverged_at[k] < 0 else "diverged"
+        """``diverged``, ``converged`` (stopped by ``tol``) or ``finished``."""
+        if self.diverged_at[k] >= 0:
+            return "diverged"
+        return "converged" if self.steps_taken[k] < len(self.trace["total"]) else "finished"
 
 
 def image_name(img: ImageLike, default: str) -> str:
     return str(img) if isinstance(img, (str, os.PathLike)) else default
+
+
+def blend_matrix(n_styles: int, blends: Sequence[Sequence[float]] | None) -> np.ndarray:
+    """Rows of style weights, one per style target: the identity, or each blend normalised to sum 1."""
+    if not blends:
+        return np.eye(n_styles)
+    rows = []
+    for blend in blends:
+        if len(blend) != n_styles:
+            raise JaxstyleError(f"style blend {list(blend)} has {len(blend)} weights for {n_styles} style images")
+        if not all(math.isfinite(b) and b >= 0 for b in blend) or sum(blend) <= 0:
+            raise JaxstyleError(f"style blend {list(blend)}: weights must be >= 0 with a positive sum")
+        rows.append(np.asarray(blend, np.float64) / sum(blend))
+    return np.stack(rows)
+
+
+def style_target_names(styles: Sequence[str], blends: np.ndarray, blended: bool) -> list[str]:
+    """The style images' names, or one ``a.jpg*0.7+b.jpg*0.3`` per blend."""
+    if not blended:
+        return list(styles)
+    return ["+".join(f"{name}*{w:g}" for name, w in zip(styles, row, strict=True) if w > 0) for row in blends]
 
 
 def sweep(
@@ -199,6 +247,7 @@ def sweep(
     styles: Sequence[ImageLike],
     points: Sequence[SweepPoint] | None = None,
     *,
+    style_blends: Sequence[Sequence[float]] | None = None,
     preset: str = "paper",
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
@@ -214,7 +263,10 @@ def sweep(
     Args:
       contents: content images (paths or arrays), all resized to one output size.
       styles: style images.
-      points: the settings; default: every content with every style at the settings' values.
+      points: the settings; default: every content with every style target at the settings' values.
+      style_blends: blends of all the style images, each a list of one weight per
+        image; when given, these are the style targets that points index (default:
+        each style image alone, or the settings' ``style_blend`` as the only target).
       preset, weights, settings, **overrides: the shared settings, as for :func:`jaxstyle.stylize`.
       batch_size: settings per compiled micro-batch (default: from a memory estimate).
       progress: called with ``(steps done, steps in all)`` over the whole sweep.
@@ -229,62 +281,108 @@ def sweep(
     settings = settings or resolve(preset, **overrides)
     if not contents or not styles:
         raise JaxstyleError("a sweep needs at least one content and one style image")
+    if style_blends is None and settings.style_blend is not None:
+        style_blends = [settings.style_blend]
+    blends = blend_matrix(len(styles), style_blends)
     if points is None:
-        points = grid_product(len(contents), len(styles), *([getattr(settings, key)] for key in SWEPT))
-    points = list(points)
+        points = grid_product(len(contents), len(blends), *([getattr(settings, key)] for key in SWEPT))
+    points = [p if p.ema is not None else dataclasses.replace(p, ema=settings.ema) for p in points]
     check_points(points)
+    for k, p in enumerate(points):
+        if not (0 <= p.content < len(contents) and 0 <= p.style < len(blends)):
+            raise JaxstyleError(f"setting {k}: no content image {p.content} or style target {p.style}")
     content_rgb = [as_rgb(c) for c in contents]
     style_rgb = [as_rgb(s) for s in styles]
     size = imageio.output_size(content_rgb[0].shape[:2], settings.size, settings.max_side)
+    plan_stages = stages(settings, size)
+    check_stages(plan_stages)
+    init_rgb = read_init(settings)
     loaded = load_weights(settings, weights)
 
-    dtype, graphdef, params, layers = build_network(settings, loaded, dtype, compute_dtype)
-    to_network = loaded.convention.to_network
-    content_net = to_network(jnp.asarray(np.stack([imageio.resize(c, size) for c in content_rgb]), dtype)[:, None])
-    style_net = to_network(jnp.asarray(np.stack([imageio.resize(s, size) for s in style_rgb]), dtype)[:, None])
-    targets = stack_targets_jit(graphdef, params, content_net, style_net, layers)
-
+    dtype, graphdef, params, recipe = build_network(settings, loaded, dtype, compute_dtype)
+    convention = loaded.convention
     mesh = meshlib.settings_mesh()
     devices = mesh.devices.size
+
+    def targets_at(size: tuple[int, int]) -> Targets:
+        resized = np.stack([imageio.resize(c, size) for c in content_rgb])
+        content_net = convention.to_network(jnp.asarray(resized, dtype)[:, None])
+        styles_net = style_images_net(style_rgb, size, settings, convention.to_network, dtype)
+        grams = stacked_style_grams(graphdef, params, recipe, styles_net)
+        targets = Targets(
+            content=stack_content_targets_jit(graphdef, params, content_net, recipe),
+            style_gram=blend_grams(grams, jnp.asarray(blends, dtype)),
+        )
+        return meshlib.to_global(targets, meshlib.replicated(mesh))
+
+    stage_targets = [targets_at(stage.size) for stage in plan_stages]
     k = len(points)
     batch, plan = plan_batch_size(k, bytes_per_setting(size, settings, dtype.itemsize), devices, batch_size)
     if on_plan is not None:
         on_plan(plan)
-    per_setting = host_settings(points, settings, content_net, to_network, dtype)
-    per_setting = meshlib.pad_leading(per_setting, meshlib.padded_length(k, batch))
-    params_g, targets_g = meshlib.to_global((params, targets), meshlib.replicated(mesh))
+    to_network = convention.to_network
+    starts = [
+        np.asarray(initial_image(settings, to_network(jnp.asarray(c, dtype)[None]), to_network, init_rgb))
+        for c in (imageio.resize(c, plan_stages[0].size) for c in content_rgb)
+    ]
+    per_setting = meshlib.pad_leading(host_settings(points, settings, starts, dtype), meshlib.padded_length(k, batch))
+    params_g = meshlib.to_global(params, meshlib.replicated(mesh))
+    sharded = meshlib.batch_sharding(mesh)
+    steps_in_all = sum(stage.steps for stage in plan_stages)
+    total_steps = math.ceil(k / batch) * steps_in_all
 
-    total_steps = math.ceil(k / batch) * settings.steps
-    images, traces, diverged, local = [], [], [], []
+    def run_micro_batch(first: int) -> tuple[SolverState, dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """All scales of settings ``first .. first + batch``: final state, trace, diverged_at, steps taken."""
+        chunk_of = jax.tree.map(lambda x: x[first : first + batch], per_setting)
+        setting, images, lrs, emas, tols = meshlib.to_global(chunk_of, sharded)
+        traces, diverged_at, steps_taken, state = [], np.full(batch, -1), np.zeros(batch, np.int64), None
+        for number, stage in enumerate(plan_stages):
+            offset = sum(s.steps for s in plan_stages[:number])
+            fresh = init_batch_jit(images, lrs, emas, tols, settings.optimizer, settings.lbfgs_memory)
+            # A setting that diverged at an earlier scale stays frozen.
+            state = fresh if state is None else fresh._replace(diverged_at=state.diverged_at)
+            state, trace = run_steps(
+                graphdef,
+                recipe,
+                params_g,
+                stage_targets[number],
+                setting,
+                state,
+                stage.steps,
+                lambda n, done=first // batch * steps_in_all + offset: progress and progress(done + n, total_steps),
+            )
+            stage_diverged, stage_steps = meshlib.to_host((state.diverged_at, state.step))
+            diverged_at = np.where((diverged_at < 0) & (stage_diverged >= 0), offset + stage_diverged, diverged_at)
+            steps_taken += stage_steps
+            traces.append(trace)
+            if number + 1 < len(plan_stages):
+                # The next scale starts from each setting's averaged iterate, upsampled.
+                previous = jnp.asarray(meshlib.to_host(averaged_image(state)))
+                images = meshlib.to_global(upsample(previous, plan_stages[number + 1].size, convention), sharded)
+        trace = {name: np.concatenate([t[name] for t in traces]) for name in LOSS_NAMES}
+        return state, trace, diverged_at, steps_taken
+
+    images, traces, diverged, taken, local = [], [], [], [], []
     start = time.perf_counter()
     for first in range(0, k, batch):
-        chunk_of = jax.tree.map(lambda x, first=first: x[first : first + batch], per_setting)
-        setting, init_images, lrs = meshlib.to_global(chunk_of, meshlib.batch_sharding(mesh))
-        state = init_batch_jit(init_images, lrs)
-        state, trace = run_steps(
-            graphdef,
-            layers,
-            params_g,
-            targets_g,
-            setting,
-            state,
-            settings.steps,
-            lambda n, first=first: progress and progress(first // batch * settings.steps + n, total_steps),
-        )
-        local += [first + row for row in meshlib.local_rows(state.solver.image) if first + row < k]
-        final, diverged_at = meshlib.to_host((state.solver.image, state.diverged_at))
-        images.append(to_pixels(jnp.asarray(final[:, 0]), loaded.convention))
+        state, trace, diverged_at, steps_taken = run_micro_batch(first)
+        local += [first + row for row in meshlib.local_rows(state.image) if first + row < k]
+        final = meshlib.to_host(averaged_image(state))[:, 0]
+        images.append(final_pixels(final, settings, convention, content_rgb, setting_contents(points, first, batch)))
         diverged.append(diverged_at)
+        taken.append(steps_taken)
         traces.append(trace)
     seconds = time.perf_counter() - start
+    style_names = [image_name(s, f"style{i}") for i, s in enumerate(styles)]
     return SweepResult(
         points=points,
         images=np.concatenate(images)[:k],
         trace={name: np.concatenate([t[name] for t in traces], axis=1)[:, :k] for name in LOSS_NAMES},
         diverged_at=np.concatenate(diverged)[:k],
+        steps_taken=np.concatenate(taken)[:k],
         settings=settings,
         contents=[image_name(c, f"content{i}") for i, c in enumerate(contents)],
-        styles=[image_name(s, f"style{i}") for i, s in enumerate(styles)],
+        styles=style_target_names(style_names, blends, style_blends is not None),
         local=sorted(local),
         seconds=seconds,
         batch_size=batch,
@@ -294,10 +392,32 @@ def sweep(
     )
 
 
+def setting_contents(points: Sequence[SweepPoint], first: int, batch: int) -> list[int]:
+    """The content index of each row of a micro-batch (0 for padding rows)."""
+    rows = [p.content for p in points[first : first + batch]]
+    return rows + [0] * (batch - len(rows))
+
+
+def final_pixels(
+    images: np.ndarray, settings: Settings, convention, content_rgb: Sequence[np.ndarray], contents: Sequence[int]
+) -> np.ndarray:
+    """Network-space images ``(B, H, W, 3)`` as RGB, with each content's colours when ``preserve_color``."""
+    rgb = to_pixels(jnp.asarray(images), convention)
+    if settings.preserve_color:
+        size = rgb.shape[1:3]
+        rgb = np.stack(
+            [preserve_color(x, imageio.resize(content_rgb[c], size)) for x, c in zip(rgb, contents, strict=True)]
+        )
+    return rgb
+
+
 def host_settings(
-    points: Sequence[SweepPoint], settings: Settings, content_net: jax.Array, to_network: Callable, dtype: jnp.dtype
-) -> tuple[Setting, np.ndarray, np.ndarray]:
-    """Per-setting arrays with a leading axis K: the settings, initial images, learning rates."""
+    points: Sequence[SweepPoint], settings: Settings, starts: Sequence[np.ndarray], dtype: jnp.dtype
+) -> tuple[Setting, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-setting arrays with a leading axis K: settings, initial images, learning rates, EMA decays, tolerances.
+
+    ``starts`` holds the initial image of each content image.
+    """
     content_layers, style_layers = settings.resolved_layer_weights()
     k = len(points)
 
@@ -313,27 +433,37 @@ def host_settings(
     )
     content_index = np.asarray([p.content for p in points], np.int32)
     setting = Setting(weights, content_index, np.asarray([p.style for p in points], np.int32))
+    emas = np.asarray([settings.ema if p.ema is None else p.ema for p in points], dtype)
     # Every setting starts from the same image (the same noise too), so settings differ
     # only in what the sweep varies.
-    starts = np.stack(
-        [np.asarray(initial_image(settings, content_net[i], to_network)) for i in range(len(content_net))]
-    )
-    return setting, starts[content_index], column("lr")
+    return setting, np.stack(starts)[content_index], column("lr"), emas, np.full(k, settings.tol, dtype)
 
 
 def run_steps(
     graphdef,
-    layers: Layers,
+    recipe: Recipe,
     params,
-    targets,
+    targets: Targets,
     setting: Setting,
-    state: BatchState,
+    state: SolverState,
     steps: int,
     progress: Callable[[int], None],
-) -> tuple[BatchState, dict[str, np.ndarray]]:
-    """All steps of one micro-batch in jitted chunks; the trace is ``(steps, B)`` per loss."""
+) -> tuple[SolverState, dict[str, np.ndarray]]:
+    """All steps of one micro-batch at one scale in jitted chunks; the trace is ``(steps, B)`` per loss.
 
-    def chunk(state: BatchState, n: int) -> tuple[BatchState, dict[str, jax.Array]]:
-        return run_batch_chunk_jit(graphdef, layers, n, params, targets, setting, state)
+    Ends early once every setting has stopped; the trace then repeats the last losses.
+    """
 
-    return run_in_chunks(chunk, state, steps, DEFAULT_CHUNK, lambda _s, _l, done: progress(done), meshlib.to_host)
+    def chunk(state: SolverState, n: int) -> tuple[SolverState, dict[str, jax.Array]]:
+        return run_batch_chunk_jit(graphdef, recipe, n, params, targets, setting, state)
+
+    def after_chunk(state: SolverState, _losses: dict, done: int) -> bool:
+        progress(done)
+        stopped = meshlib.to_host((state.diverged_at >= 0) | (state.converged_at >= 0))
+        return bool(stopped.all())
+
+    state, trace = run_in_chunks(chunk, state, steps, DEFAULT_CHUNK, after_chunk, meshlib.to_host)
+    missing = steps - len(trace["total"])
+    if missing:
+        trace = {k: np.concatenate([v, np.repeat(v[-1:], missing, axis=0)]) for k, v in trace.items()}
+    return state, trace

@@ -19,18 +19,18 @@ from jaxstyle.losses import LossWeights
 from jaxstyle.preprocess import TORCHVISION
 from jaxstyle.solve import (
     Diverged,
-    Layers,
-    adam_step,
+    Recipe,
     compute_targets_jit,
     init_state,
     objective,
+    optimizer_step,
     run_chunk_jit,
     solve,
 )
 from jaxstyle.weights import read_converted, split_model
 
 PAPER = Settings()
-LAYERS = Layers(PAPER.content_layers, PAPER.style_layers)
+LAYERS = Recipe(PAPER.content_layers, PAPER.style_layers)
 SIZE = (48, 64)
 
 
@@ -116,7 +116,7 @@ def test_float32_one_adam_step_from_same_image_matches_pytorch(weight_files, rng
     graphdef, params, c, targets = jax_problem(weight_files["torchvision"], content, style, jnp.float32)
     recipe, c_torch = torch_problem(weight_files["torchvision"], content, style, torch.float32)
     state = init_state(c, PAPER.lr)
-    new_state, terms = jax.jit(adam_step, static_argnames=("graphdef", "layers"))(
+    new_state, terms = jax.jit(optimizer_step, static_argnames=("graphdef", "recipe"))(
         graphdef, LAYERS, params, targets, paper_weights(jnp.float32), state
     )
     image_ref, trace_ref = recipe.run_adam(c_torch, PAPER.lr, steps=1)
@@ -184,7 +184,7 @@ def test_bfloat16_convolutions_with_float32_gram_and_losses(weight_files, rng):
     results = {}
     for name, p in (("f32", p32), ("bf16", p16)):
         (total, _), grad = jax.value_and_grad(objective, has_aux=True)(
-            x, p.graphdef, p.params, p.layers, p.targets, p.loss_weights
+            x, p.graphdef, p.params, p.recipe, p.targets, p.loss_weights
         )
         assert total.dtype == jnp.float32 and grad.dtype == jnp.float32
         results[name] = (float(total), np.asarray(grad))

@@ -151,11 +151,13 @@ def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
     images_on_disk = np.stack([np.asarray(Image.open(out / r["file"]), np.float32) / 255 for r in summary["points"]])
     result = SweepResult(
         points=[
-            SweepPoint(0, 0, r["content_weight"], r["style_weight"], r["tv_weight"], r["lr"]) for r in summary["points"]
+            SweepPoint(0, 0, r["content_weight"], r["style_weight"], r["tv_weight"], r["lr"], r["ema"])
+            for r in summary["points"]
         ],
         images=images_on_disk,
         trace={"total": np.zeros((1, 12))},
         diverged_at=np.asarray([r["diverged_at"] if r["diverged_at"] is not None else -1 for r in summary["points"]]),
+        steps_taken=np.asarray([r["steps"] for r in summary["points"]]),
         settings=None,
         contents=["c.png"],
         styles=["s.png"],

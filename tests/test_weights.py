@@ -18,7 +18,7 @@ import torch
 from bench import torch_recipe
 from jaxstyle.download import download
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.solve import Layers, network_features
+from jaxstyle.solve import Recipe, network_features
 from jaxstyle.vgg import LAYER_NAMES
 from jaxstyle.weights import (
     SOURCES,
@@ -48,7 +48,7 @@ def jax_activations(path: Path, rgb: np.ndarray, pool="max"):
     graphdef, params = split_model(loaded.convs, pool=pool)
     x = loaded.convention.to_network(jnp.asarray(rgb, jnp.float32)[None])
     assert x.dtype == jnp.float32
-    _, acts = network_features(graphdef, params, x, Layers((), PROBE_LAYERS))
+    _, acts = network_features(graphdef, params, x, Recipe((), PROBE_LAYERS))
     return dict(zip(PROBE_LAYERS, acts, strict=True))
 
 
@@ -106,7 +106,7 @@ def test_network_stops_at_deepest_requested_layer(weight_files):
     graphdef, params = split_model(read_converted(weight_files["torchvision"]).convs)
     x = jnp.zeros((1, 32, 32, 3), jnp.float32)
     for layers, convs in ((("relu1_1",), 1), (("relu2_1",), 3), (("relu3_1", "relu1_2"), 5), (("relu5_1",), 13)):
-        jaxpr = jax.make_jaxpr(lambda p, x, layers=layers: network_features(graphdef, p, x, Layers(layers, ())))(
+        jaxpr = jax.make_jaxpr(lambda p, x, layers=layers: network_features(graphdef, p, x, Recipe(layers, ())))(
             params, x
         )
         assert str(jaxpr).count("conv_general_dilated") == convs, layers

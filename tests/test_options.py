@@ -1,0 +1,289 @@
+"""The controls users of neural-style, neural-style-pt and style-transfer-pytorch expect.
+
+Each test would fail without the option it checks. Seeded random weights, 48x64 images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxstyle import image as imageio
+from jaxstyle.api import optimize, prepare, stylize
+from jaxstyle.cli import build_parser, main, settings_from_args
+from jaxstyle.color import rgb_to_ycbcr
+from jaxstyle.config import PRESETS, resolve, stages
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.preprocess import TORCHVISION
+from jaxstyle.solve import averaged_image, run_chunk_jit, style_grams_jit
+from jaxstyle.sweep import SweepPoint, sweep
+
+SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(5)
+    content = rng.uniform(0, 1, size=(60, 80, 3))
+    content[10:40, 10:50] = (0.8, 0.3, 0.2)  # a coloured patch, so chroma matters
+    return content, rng.uniform(0, 1, size=(56, 72, 3)), rng.uniform(0, 1, size=(64, 64, 3))
+
+
+@pytest.fixture
+def common(weight_files):
+    return {"weights": weight_files["torchvision"], "size": SIZE}
+
+
+def test_lbfgs_reaches_a_lower_loss_than_adam_in_the_same_steps(images, common):
+    content, style, _ = images
+    adam = stylize(content, style, steps=8, **common)
+    lbfgs = stylize(content, style, steps=8, optimizer="lbfgs", **common)
+    assert lbfgs.image.dtype == np.float32
+    assert lbfgs.trace["total"][0] == pytest.approx(adam.trace["total"][0])  # same start
+    assert lbfgs.trace["total"][-1] < 0.8 * adam.trace["total"][-1]  # 2.33 against 3.34 when written
+    assert np.all(np.diff(lbfgs.trace["total"]) < 0)  # the line search only accepts decreases
+
+
+def test_tol_stops_when_the_loss_stops_improving(images, common):
+    content, style, _ = images
+    full = stylize(content, style, steps=60, optimizer="lbfgs", dtype="float64", **common)
+    stopped = stylize(content, style, steps=60, optimizer="lbfgs", tol=1e-2, dtype="float64", **common)
+    taken = stopped.stages[0].steps
+    assert 1 < taken < 60
+    total = full.trace["total"]
+    decrease = (total[:-1] - total[1:]) / np.abs(total[:-1])
+    # It stops at the first step whose decrease falls below tol, and matches the full run until then.
+    assert taken == int(np.argmax(decrease < 1e-2)) + 1
+    np.testing.assert_allclose(stopped.trace["total"], total[: taken + 1], rtol=1e-10)
+
+
+def test_blend_one_zero_gives_the_first_styles_targets(images, common):
+    content, style_a, style_b = images
+    alone = prepare(content, style_a, **common)
+    blended = prepare(content, [style_a, style_b], style_blend=(1.0, 0.0), **common)
+    half = prepare(content, [style_a, style_b], style_blend=(3.0, 3.0), **common)
+    other = prepare(content, style_b, **common)
+    for g, g_alone, g_half, g_other in zip(
+        blended.targets.style_gram,
+        alone.targets.style_gram,
+        half.targets.style_gram,
+        other.targets.style_gram,
+        strict=True,
+    ):
+        np.testing.assert_array_equal(g, g_alone)
+        np.testing.assert_allclose(g_half, 0.5 * (g_alone + g_other), rtol=1e-5)  # weights normalised to sum 1
+    with pytest.raises(JaxstyleError, match="3 style blend weights for 2 style images"):
+        prepare(content, [style_a, style_b], style_blend=(1.0, 1.0, 1.0), **common)
+
+
+def test_style_scale_takes_targets_of_the_resized_style(images, common):
+    content, style, _ = images
+    full = prepare(content, style, **common)
+    half = prepare(content, style, style_scale=0.5, **common)
+    by_hand = style_grams_jit(
+        half.graphdef,
+        half.params,
+        TORCHVISION.to_network(jnp.asarray(imageio.resize(style, (24, 32)))[None]),
+        half.recipe,
+    )
+    for g, g_hand, g_full in zip(half.targets.style_gram, by_hand, full.targets.style_gram, strict=True):
+        np.testing.assert_allclose(g, g_hand, rtol=1e-6)
+        assert not np.allclose(g, g_full, rtol=1e-2)
+    # neural-style's shape: the style keeps its own 56x72 aspect, longest side 0.75 * 64 = 48.
+    own = prepare(content, style, style_scale=0.75, style_shape="own", **common)
+    by_hand = style_grams_jit(
+        own.graphdef, own.params, TORCHVISION.to_network(jnp.asarray(imageio.resize(style, (37, 48)))[None]), own.recipe
+    )
+    for g, g_hand in zip(own.targets.style_gram, by_hand, strict=True):
+        np.testing.assert_allclose(g, g_hand, rtol=1e-6)
+
+
+def test_preserve_color_keeps_the_contents_chroma(images, weight_files, tmp_path):
+    content, style, _ = images
+    Image.fromarray(np.round(content * 255).astype(np.uint8)).save(tmp_path / "c.png")
+    Image.fromarray(np.round(style * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    reference = rgb_to_ycbcr(imageio.resize(imageio.load_image(tmp_path / "c.png"), SIZE).astype(np.float64))
+    chroma_error = {}
+    for flag in ("--preserve-color", "--no-preserve-color"):
+        out = tmp_path / f"{flag}.png"
+        argv = ["stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o", str(out), "--size", "48x64"]
+        argv += ["--steps", "20", "--lr", "0.3", "--weights", str(weight_files["torchvision"]), "-q", flag]
+        assert main(argv) == 0
+        rgb = np.asarray(Image.open(out), np.float64) / 255
+        inside = np.all((rgb > 0) & (rgb < 1), axis=-1)  # where nothing was clipped
+        assert inside.mean() > 0.5
+        chroma_error[flag] = np.abs(rgb_to_ycbcr(rgb)[..., 1:] - reference[..., 1:])[inside].max()
+    assert chroma_error["--preserve-color"] < 1.5 / 255  # uint8 rounding of three channels
+    assert chroma_error["--no-preserve-color"] > 10 / 255
+
+
+def test_coarse_to_fine_ends_at_the_size_with_each_scales_steps(images, common):
+    content, style, _ = images
+    result = stylize(content, style, scales=3, steps=2, initial_steps=3, **common)
+    assert [tuple(s.size) for s in result.stages] == [(24, 32), (34, 45), (48, 64)]
+    assert [s.steps for s in result.stages] == [3, 2, 2]
+    assert result.image.shape == (*SIZE, 3) and len(result.trace["total"]) == 7
+    # The second scale starts from the first one's image, not from the content.
+    single = stylize(content, style, steps=2, **common)
+    assert result.trace["total"][3] != pytest.approx(single.trace["total"][0])
+    by_min_side = stages(resolve(min_side=30, scale_steps=(5, 4, 3)), SIZE)
+    assert [(s.size, s.steps) for s in by_min_side] == [((24, 32), 5), ((34, 45), 4), ((48, 64), 3)]
+    with pytest.raises(JaxstyleError, match="2 scale steps for 3 scales"):
+        stages(resolve(scales=3, scale_steps=(1, 2)), SIZE)
+    with pytest.raises(JaxstyleError, match="coarsest scale 12x16 is too small"):
+        prepare(content, style, scales=5, **common)
+
+
+def test_ema_output_is_the_bias_corrected_average_of_the_iterates(images, common):
+    content, style, _ = images
+    decay, steps = 0.7, 4
+    p = prepare(content, style, ema=decay, steps=steps, dtype="float64", **common)
+    iterates, state = [p.state.image], p.state
+    for _ in range(steps):
+        state, _ = run_chunk_jit(p.graphdef, p.recipe, 1, p.params, p.targets, p.loss_weights, state)
+        iterates.append(state.image)
+    # a_n = (1 - d) * sum_i d^(n - i) x_i over x_0 .. x_n, divided by 1 - d^(n + 1).
+    n = len(iterates) - 1
+    by_hand = sum((1 - decay) * decay ** (n - i) * x for i, x in enumerate(iterates)) / (1 - decay ** (n + 1))
+    np.testing.assert_allclose(averaged_image(state), by_hand, rtol=1e-12)
+    result = optimize(p)
+    np.testing.assert_allclose(result.image, np.clip(TORCHVISION.from_network(by_hand[0]), 0, 1), atol=1e-12)
+    last = stylize(content, style, steps=steps, dtype="float64", **common)  # ema 0: the last iterate
+    np.testing.assert_allclose(last.image, np.clip(TORCHVISION.from_network(iterates[-1][0]), 0, 1), atol=1e-12)
+
+
+def test_init_content_noise_gaussian_and_file(images, common, tmp_path):
+    content, style, other = images
+    Image.fromarray(np.round(other * 255).astype(np.uint8)).save(tmp_path / "init.png")
+    from_file = prepare(content, style, init=str(tmp_path / "init.png"), **common)
+    expected = TORCHVISION.to_network(imageio.resize(imageio.load_image(tmp_path / "init.png"), SIZE))
+    np.testing.assert_allclose(from_file.state.image[0], expected, rtol=1e-6)
+    gaussian = np.asarray(prepare(content, style, init="gaussian", seed=3, **common).state.image)
+    assert abs(gaussian.std() - 0.001) < 1e-4 and abs(gaussian.mean()) < 1e-4
+    noise = [np.asarray(prepare(content, style, init="noise", seed=s, **common).state.image) for s in (1, 1, 2)]
+    np.testing.assert_array_equal(noise[0], noise[1])
+    assert not np.array_equal(noise[0], noise[2])
+    with pytest.raises(JaxstyleError, match=r"missing\.png: no such file"):
+        prepare(content, style, init=str(tmp_path / "missing.png"), **common)
+
+
+def test_layer_and_pooling_options_reach_the_recipe(images, common):
+    content, style, _ = images
+    args = build_parser().parse_args(
+        [
+            *("stylize", "c", "s", "-o", "o.png", "--content-layers", "relu3_1", "--style-layers", "relu1_1,relu2_1"),
+            *("--style-layer-weights", "2,0.5", "--content-layer-weights", "3", "--pool", "avg"),
+        ]
+    )
+    settings = settings_from_args(args)
+    p = prepare(content, style, settings=settings, **common)
+    assert p.recipe.content == ("relu3_1",) and p.recipe.style == ("relu1_1", "relu2_1")
+    np.testing.assert_array_equal(p.loss_weights.style_layers, [2.0, 0.5])
+    np.testing.assert_array_equal(p.loss_weights.content_layers, [3.0])
+    assert [g.shape for g in p.targets.style_gram] == [(1, 64, 64), (1, 128, 128)]
+    max_pooled = prepare(content, style, settings=dataclasses.replace(settings, pool="max"), **common)
+    assert not np.allclose(p.targets.style_gram[1], max_pooled.targets.style_gram[1])
+
+
+# The originals' published defaults, written down from their sources:
+# jcjohnson/neural-style (neural_style.lua) and ProGamerGov/neural-style-pt (neural_style.py);
+# crowsonkb/style-transfer-pytorch (StyleTransfer.__init__ and stylize's keyword defaults).
+PUBLISHED = {
+    "gatys": {
+        "content_layers": ("relu4_2",),
+        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        "content_weight": 5.0,
+        "style_weight": 100.0,
+        "tv_weight": 1e-3,
+        "tv_reduction": "sum",
+        "optimizer": "lbfgs",
+        "lbfgs_memory": 100,
+        "steps": 1000,
+        "max_side": 512,
+        "init": "gaussian",  # -init random: randn * 0.001 in network space
+        "style_scale": 1.0,
+        "preserve_color": False,
+        "pool": "max",
+        "convention": "caffe",
+    },
+    "crowsonkb": {
+        "content_layers": ("relu4_2",),  # features index 22
+        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),  # 1, 6, 11, 20, 29
+        "style_layer_weights": tuple(w / 341 for w in (256, 64, 16, 4, 1)),
+        "optimizer": "adam",
+        "lr": 0.02 / 0.226,  # step_size 0.02 in pixels, in network units
+        "ema": 0.99,  # avg_decay
+        "min_side": 128,  # min_scale
+        "max_side": 512,  # end_scale
+        "steps": 500,  # iterations
+        "initial_steps": 1000,  # initial_iterations
+        "init": "content",
+        "style_scale": 1.0,  # style_scale_fac
+        "style_shape": "own",
+        "pool": "max",
+        "convention": "torchvision",
+    },
+    "paper": {
+        "content_layers": ("relu4_4",),
+        "content_weight": 1.0,
+        "style_weight": 1e3,
+        "tv_weight": 10.0,
+        "optimizer": "adam",
+        "lr": 0.1,
+        "steps": 500,
+        "size": (300, 450),
+        "init": "content",
+        "convention": "torchvision",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_presets_match_the_published_defaults(name):
+    settings = PRESETS[name]
+    for key, value in PUBLISHED[name].items():
+        got = getattr(settings, key)
+        if isinstance(value, float):
+            assert math.isclose(got, value, rel_tol=2e-3), (key, got, value)
+        elif isinstance(value, tuple) and value and isinstance(value[0], float):
+            np.testing.assert_allclose(got, value, rtol=1e-12, err_msg=key)
+        else:
+            assert got == value, (key, got, value)
+
+
+def test_presets_command_lists_every_setting(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert out.split("\n")[0].split() == ["setting", *PRESETS]
+    for field in ("optimizer", "ema", "min_side", "tv_reduction", "style_shape", "convention"):
+        assert any(line.split()[0] == field for line in out.splitlines())
+
+
+def test_sweep_batches_ema_blends_scales_and_colour_like_single_runs(images, common):
+    content, style_a, style_b = images
+    shared = {**common, "steps": 2, "scales": 2, "preserve_color": True, "dtype": "float64"}
+    blends = [(1.0, 0.0), (0.3, 0.7)]
+    points = [SweepPoint(0, 1, 1.0, 1e3, 10.0, 0.1, 0.0), SweepPoint(0, 0, 1.0, 1e4, 10.0, 0.1, 0.5)]
+    result = sweep([content], [style_a, style_b], points, style_blends=blends, **shared)
+    assert result.styles[0] == "style0*1" and result.images.shape == (2, *SIZE, 3)
+    for k, p in enumerate(points):
+        single = stylize(
+            content, [style_a, style_b], style_blend=blends[p.style], style_weight=p.style_weight, ema=p.ema, **shared
+        )
+        np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-10)
+        np.testing.assert_allclose(result.images[k], single.image, atol=1e-10)
+
+
+def test_sweep_runs_lbfgs_per_setting_like_single_runs(images, common):
+    content, style, _ = images
+    shared = {**common, "steps": 3, "optimizer": "lbfgs", "dtype": "float64"}
+    weights = [1e2, 1e4]
+    result = sweep([content], [style], [SweepPoint(0, 0, 1.0, w, 10.0, 0.1) for w in weights], **shared)
+    for k, w in enumerate(weights):
+        single = stylize(content, style, style_weight=w, **shared)
+        np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-8)
