@@ -132,13 +132,13 @@ def parity_gate(weights_file: Path, size: tuple[int, int], normalise_gram: bool 
     return report
 
 
-def matmul_peak_flops(n: int) -> float:
-    """Measured float32 matrix-product rate of the default device: ``2 n^3`` FLOPs over the median time."""
+def matmul_peak_flops(n: int, dtype: str = "float32") -> float:
+    """Measured matrix-product rate of the default device in ``dtype``: ``2 n^3`` FLOPs over the median time."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
     matmul = jax.jit(jnp.matmul)
     matmul(a, b).block_until_ready()
     times = []
@@ -149,8 +149,9 @@ def matmul_peak_flops(n: int) -> float:
     return 2 * n**3 / statistics.median(times)
 
 
-def run_child(mode: str, size, steps: int, reps: int, weights: Path, timeout: float) -> dict:
+def run_child(mode: str, size, steps: int, reps: int, weights: Path, timeout: float, dtype: str = "float32") -> dict:
     cmd = [sys.executable, "-m", "bench.measure", mode, f"{size[0]}x{size[1]}", str(steps), str(reps), str(weights)]
+    cmd.append(dtype)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -199,11 +200,18 @@ def summarise(row: dict, peak_flops: float, torch_eager: dict | None) -> dict:
     return row
 
 
-def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float = 1200) -> dict:
-    """Run a configuration; returns the results (also written to ``out_dir``)."""
+def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float = 1200, dtype: str = "float32") -> dict:
+    """Run a configuration; returns the results (also written to ``out_dir``).
+
+    ``dtype="bfloat16"``: bfloat16 convolutions in both frameworks (Gram matrices and
+    losses in float32), sweeps at K = 1 and 8, each size's final loss compared with a
+    float32 run of the same steps, and the peak measured with a bfloat16 matrix product.
+    """
     import jax
 
     sizes, reps, chunk, (sweep_size, ks), modes = CONFIGS[config]
+    if dtype == "bfloat16":
+        ks = (1, 8)
     on_gpu = jax.devices()[0].platform == "gpu"
     if on_gpu and config == "full":
         sizes = sizes + GPU_SIZES
@@ -216,25 +224,32 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
     import jax
 
     jax.config.update("jax_enable_x64", False)
-    peak = matmul_peak_flops(8192 if on_gpu else 2048)
-    print(f"measured float32 matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
+    peak = matmul_peak_flops(8192 if on_gpu else 2048, dtype)
+    print(f"measured {dtype} matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
     rows = []
     for size in sizes:
         by_mode = {}
         for mode in modes:
-            row = run_child(mode, size, chunk, reps, weights, timeout)
+            row = run_child(mode, size, chunk, reps, weights, timeout, dtype)
             by_mode[mode] = row
             print(
                 f"  {size[0]}x{size[1]} {mode}: "
                 + (row.get("error") or f"median {statistics.median(row['step_s']):.3f} s/step"),
                 flush=True,
             )
+        if dtype == "bfloat16" and "final_loss" in by_mode.get("jax-scan", {}):
+            reference = run_child("jax-scan", size, chunk, reps, weights, timeout, "float32")
+            if "final_loss" in reference:
+                diff = abs(by_mode["jax-scan"]["final_loss"] - reference["final_loss"]) / abs(reference["final_loss"])
+                by_mode["jax-scan"]["final_loss_float32"] = reference["final_loss"]
+                by_mode["jax-scan"]["final_loss_rel_diff_vs_float32"] = diff
+                print(f"  {size[0]}x{size[1]} bfloat16 final loss vs float32: {diff:.2e} relative", flush=True)
         torch_eager = summarise(by_mode.get("torch-eager", {"error": "not run"}), peak, None)
         rows += [summarise(by_mode[m], peak, torch_eager) for m in modes]
     sweep_rows = []
     for k in ks:
-        vmapped = summarise(run_child(f"jax-sweep-{k}", sweep_size, chunk, reps, weights, timeout), peak, None)
-        sequential = summarise(run_child(f"jax-seq-{k}", sweep_size, chunk, reps, weights, timeout), peak, None)
+        vmapped = summarise(run_child(f"jax-sweep-{k}", sweep_size, chunk, reps, weights, timeout, dtype), peak, None)
+        sequential = summarise(run_child(f"jax-seq-{k}", sweep_size, chunk, reps, weights, timeout, dtype), peak, None)
         entry = {"settings": k, "size": list(sweep_size), "vmapped": vmapped, "sequential": sequential}
         if "median_s" in vmapped and "median_s" in sequential:
             entry["speedup"] = sequential["median_s"] / vmapped["median_s"]
@@ -251,7 +266,7 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
         "machine": m,
         "versions": versions(),
         "weights": weights_kind,
-        "dtype": "float32",
+        "dtype": dtype,
         "parity": parity,
         "matmul_peak_flops": peak,
         "rows": rows,
@@ -259,7 +274,8 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
         "wall_s": time.perf_counter() - started,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{device_slug(m)}-{dt.date.today().isoformat()}-{config}.json"
+    suffix = "" if dtype == "float32" else f"-{dtype}"
+    path = out_dir / f"{device_slug(m)}-{dt.date.today().isoformat()}-{config}{suffix}.json"
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path}")
     return results
@@ -276,7 +292,7 @@ def results_markdown(results_dir: Path) -> str:
         data = json.loads(path.read_text())
         if data["config"] == "tiny":
             continue
-        key = device_slug(data["machine"])
+        key = device_slug(data["machine"]) + ("" if data["dtype"] == "float32" else f", {data['dtype']}")
         newest[key] = (path.name, data)
     out = [
         "# Benchmark results",
@@ -296,7 +312,13 @@ def results_markdown(results_dir: Path) -> str:
             f"Parity gate (jaxstyle vs PyTorch, same image): float64 gradient {d['parity']['float64 gradient']:.1e}, "
             f"float32 total loss {d['parity']['float32 total']:.1e}, float32 gradient "
             f"{d['parity']['float32 gradient']:.1e} (float32's own error {d['parity'][FLOOR]:.1e}). "
-            f"Measured float32 matmul peak {d['matmul_peak_flops'] / 1e9:.1f} GFLOP/s.",
+            f"Measured {d['dtype']} matmul peak {d['matmul_peak_flops'] / 1e9:.1f} GFLOP/s."
+            + "".join(
+                f" bfloat16 final loss after the jax-scan run at {r['size'][0]}x{r['size'][1]}: "
+                f"{r['final_loss_rel_diff_vs_float32']:.1e} relative to float32."
+                for r in d["rows"]
+                if "final_loss_rel_diff_vs_float32" in r
+            ),
             "",
             "| size | mode | first call s | median s/step | min s/step | peak MiB (host) | GFLOP/step | "
             "GFLOP/s | % of peak | vs torch eager |",
@@ -320,14 +342,17 @@ def results_markdown(results_dir: Path) -> str:
             "Sweeps: seconds per setting-step, K settings vmapped in one compiled chunk against K "
             "separate runs one after another.",
             "",
-            "| size | K | vmapped s | sequential s | speedup |",
-            "|---|---|---|---|---|",
+            "| size | K | vmapped s | sequential s | speedup | vmapped GFLOP/s | % of peak |",
+            "|---|---|---|---|---|---|---|",
         ]
         for s in d["sweep"]:
+            v = s["vmapped"]
             out.append(
                 f"| {s['size'][0]}x{s['size'][1]} | {s['settings']} | "
-                f"{fmt(s['vmapped'].get('median_s'), '.3f')} | {fmt(s['sequential'].get('median_s'), '.3f')} | "
-                f"{fmt(s.get('speedup'), '.2f')} |"
+                f"{fmt(v.get('median_s'), '.3f')} | {fmt(s['sequential'].get('median_s'), '.3f')} | "
+                f"{fmt(s.get('speedup'), '.2f')} | "
+                f"{fmt(v.get('achieved_flops') and v['achieved_flops'] / 1e9, '.1f')} | "
+                f"{fmt(v.get('fraction_of_peak') and 100 * v['fraction_of_peak'], '.0f')} |"
             )
         out.append("")
     return "\n".join(out)
@@ -344,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
         help="3 sizes, 3 repetitions (under 15 minutes on 2 CPU cores)",
     )
     size.add_argument("--tiny", action="store_const", const="tiny", dest="config", help="smoke test")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16: convolutions in bfloat16, Gram matrices and losses in float32, in both frameworks",
+    )
     parser.add_argument("--out", default=str(HERE / "results"), help="results directory")
     parser.add_argument("--markdown", default=str(HERE / "RESULTS.md"), help="regenerated table")
     parser.add_argument(
@@ -354,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = args.config or "full"
     try:
-        run(config, Path(args.out), normalise_gram=not args.inject_wrong_gram)
+        run(config, Path(args.out), normalise_gram=not args.inject_wrong_gram, dtype=args.dtype)
     except ParityError as e:
         print(f"bench: {e}", file=sys.stderr)
         return 2

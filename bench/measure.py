@@ -1,4 +1,7 @@
-"""One measurement in a fresh process: ``python -m bench.measure MODE HxW STEPS REPS WEIGHTS``.
+"""One measurement in a fresh process: ``python -m bench.measure MODE HxW STEPS REPS WEIGHTS [DTYPE]``.
+
+DTYPE (optional): ``float32`` (default), ``float64``, or ``bfloat16`` (bfloat16
+convolutions with float32 image, Gram matrices and losses; PyTorch under autocast).
 
 Modes: ``jax-jit`` (one jitted Adam step per call), ``jax-scan`` (a jitted
 ``lax.scan`` chunk of STEPS steps), ``torch-eager``, ``torch-compile``, and
@@ -37,12 +40,15 @@ def peak_host_mib() -> float:
 
 
 def jax_problem(size, weights_file, dtype):
+    """The ``paper`` problem; ``dtype="bfloat16"`` means bfloat16 convolutions, float32 image and losses."""
     import jax.numpy as jnp
 
     from jaxstyle.api import prepare
 
     content, style = bench_images(size)
-    return prepare(content, style, weights=weights_file, size=size, dtype=dtype), jnp
+    compute = "bfloat16" if dtype == "bfloat16" else None
+    dtype = "float32" if compute else dtype
+    return prepare(content, style, weights=weights_file, size=size, dtype=dtype, compute_dtype=compute), jnp
 
 
 def jax_device_peak_mib() -> float | None:
@@ -104,12 +110,13 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
     """K settings: vmapped in one chunk (``jax-sweep-K``) or K runs one after another (``jax-seq-K``)."""
     import jax
 
-    from jaxstyle.batch import init_batch_jit, run_batch_chunk_jit
+    from jaxstyle.batch import init_batch_jit, run_batch_chunk, run_batch_chunk_jit
     from jaxstyle.solve import run_chunk_jit
     from jaxstyle.sweep import grid_product, host_settings
 
     k = int(mode.rsplit("-", 1)[1])
     p, jnp = jax_problem(size, weights_file, dtype)
+    flops_per_setting_step = None
     if mode.startswith("jax-seq"):
 
         def run(state):
@@ -122,12 +129,18 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
     else:
         points = grid_product(1, 1, [1.0], list(np.geomspace(1e2, 1e4, k)), [10.0], [0.1])
         targets = jax.tree.map(lambda t: t[None], p.targets)
-        setting, images, lrs, emas, tols = host_settings(points, p.settings, [p.state.image], jnp.dtype(dtype))
+        setting, images, lrs, emas, tols = host_settings(points, p.settings, [p.state.image], p.state.image.dtype)
         setting = jax.tree.map(jnp.asarray, setting)
         state = init_batch_jit(*map(jnp.asarray, (images, lrs, emas, tols)), "adam", p.settings.lbfgs_memory)
 
         def run(state):
             return run_batch_chunk_jit(p.graphdef, p.recipe, steps, p.params, targets, setting, state)[0]
+
+        # FLOPs of one vmapped step of all K settings (XLA counts a scan body once).
+        one_step = jax.jit(run_batch_chunk, static_argnames=("graphdef", "recipe", "num_steps"))
+        compiled = one_step.lower(p.graphdef, p.recipe, 1, p.params, targets, setting, state).compile()
+        flops = flops_of(compiled)
+        flops_per_setting_step = flops / k if flops else None
 
     t0 = time.perf_counter()
     jax.block_until_ready(run(state))
@@ -137,10 +150,16 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
         t0 = time.perf_counter()
         jax.block_until_ready(run(state))
         times.append((time.perf_counter() - t0) / (steps * k))  # seconds per setting-step
-    return {"first_call_s": first, "step_s": times, "settings": k, "device_peak_mib": jax_device_peak_mib()}
+    return {
+        "first_call_s": first,
+        "step_s": times,
+        "settings": k,
+        "flops_per_step": flops_per_setting_step,
+        "device_peak_mib": jax_device_peak_mib(),
+    }
 
 
-def measure_torch(mode: str, size, reps: int, weights_file: str) -> dict:
+def measure_torch(mode: str, size, reps: int, weights_file: str, dtype: str = "float32") -> dict:
     import torch
 
     from bench import torch_recipe
@@ -153,7 +172,13 @@ def measure_torch(mode: str, size, reps: int, weights_file: str) -> dict:
     c = torch_recipe.preprocess(content, convention).to(device)
     s = torch_recipe.preprocess(style, convention).to(device)
     recipe = torch_recipe.Recipe(
-        features, c, s, ["relu4_4"], ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"], (1.0, 1000.0, 10.0)
+        features,
+        c,
+        s,
+        ["relu4_4"],
+        ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"],
+        (1.0, 1000.0, 10.0),
+        conv_dtype=torch.bfloat16 if dtype == "bfloat16" else None,
     )
     x = c.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=0.1)
@@ -190,7 +215,7 @@ def main(argv: list[str]) -> None:
     size = tuple(int(v) for v in size_text.split("x"))
     steps, reps = int(steps), int(reps)
     if mode.startswith("torch"):
-        out = measure_torch(mode, size, reps, weights_file)
+        out = measure_torch(mode, size, reps, weights_file, dtype)
     elif mode.startswith(("jax-sweep", "jax-seq")):
         out = measure_jax_sweep(mode, size, steps, reps, weights_file, dtype)
     else:

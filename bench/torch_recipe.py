@@ -129,6 +129,8 @@ class Recipe:
       weights: ``(content, style, tv)``.
       normalise_gram: ``False`` drops the 1/(C*H*W) of the Gram matrix (used to check
         that a parity gate catches a wrong normalisation).
+      conv_dtype: ``torch.bfloat16`` runs the network under autocast; its activations are
+        cast back to float32 before the Gram matrices and losses (jaxstyle's bfloat16 mode).
     """
 
     def __init__(
@@ -140,20 +142,29 @@ class Recipe:
         style_layers: Sequence[str],
         weights: tuple[float, float, float],
         normalise_gram: bool = True,
+        conv_dtype: torch.dtype | None = None,
     ) -> None:
         for p in features.parameters():
             p.requires_grad_(False)
         self.features, self.content_layers, self.style_layers = features, list(content_layers), list(style_layers)
-        self.weights, self.normalise_gram = weights, normalise_gram
+        self.weights, self.normalise_gram, self.conv_dtype = weights, normalise_gram, conv_dtype
         with torch.no_grad():
-            content = extract(features, content_x, self.content_layers)
-            style = extract(features, style_x, self.style_layers)
+            content = self.activations(content_x, self.content_layers)
+            style = self.activations(style_x, self.style_layers)
         self.content_targets = [content[n] for n in self.content_layers]
         self.style_grams = [gram(style[n], normalise_gram) for n in self.style_layers]
 
+    def activations(self, x: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The named activations in float32 (computed in ``conv_dtype`` under autocast when set)."""
+        if self.conv_dtype is None:
+            return extract(self.features, x, names)
+        with torch.autocast(x.device.type, dtype=self.conv_dtype):
+            acts = extract(self.features, x, names)
+        return {n: a.float() for n, a in acts.items()}
+
     def losses(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted content, style and TV terms and the weighted total."""
-        acts = extract(self.features, x, self.content_layers + self.style_layers)
+        acts = self.activations(x, self.content_layers + self.style_layers)
         content = sum(content_loss(acts[n], t) for n, t in zip(self.content_layers, self.content_targets, strict=True))
         style = sum(
             style_loss(acts[n], g, self.normalise_gram)

@@ -44,6 +44,26 @@ def test_tiny_run_writes_results_and_markdown(tmp_path):
     assert md.is_file()  # tiny runs are left out of the tables, but the file is regenerated
 
 
+def test_bfloat16_measurements_run_in_both_frameworks_close_to_float32(weight_files):
+    from bench.harness import run_child
+
+    weights = weight_files["torchvision"]
+    rows = {
+        (mode, dtype): run_child(mode, (48, 64), 2, 1, weights, 600, dtype)
+        for mode in ("jax-scan", "torch-eager")
+        for dtype in ("float32", "bfloat16")
+    }
+    for (mode, dtype), row in rows.items():
+        assert "error" not in row, row
+        assert row["dtype"] == dtype and row["final_loss"] > 0
+        reference = rows[(mode, "float32")]["final_loss"]
+        # bfloat16 convolutions, float32 Gram matrices and losses: a few per cent at most.
+        assert abs(row["final_loss"] - reference) / reference < 0.05, (mode, dtype)
+    assert rows[("jax-scan", "bfloat16")]["final_loss"] != rows[("jax-scan", "float32")]["final_loss"]
+    sweep = run_child("jax-sweep-2", (48, 64), 2, 1, weights, 600, "bfloat16")
+    assert sweep["flops_per_step"] > 1e8  # per setting-step, for the fraction of peak
+
+
 def test_parity_gate_stops_a_wrong_gram_normalisation(weight_files):
     report = parity_gate(weight_files["torchvision"], (48, 64))
     assert report["float64 total"] < 1e-10 and report["float32 gradient"] < 1e-5
