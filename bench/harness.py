@@ -339,16 +339,16 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += [
             "",
-            "Sweeps: seconds per setting-step, K settings vmapped in one compiled chunk against K "
-            "separate runs one after another.",
+            "Sweeps: seconds per setting-step, K settings vmapped (in micro-batches of B, the "
+            "default of `jaxstyle sweep` on this device) against K separate runs one after another.",
             "",
-            "| size | K | vmapped s | sequential s | speedup | vmapped GFLOP/s | % of peak |",
-            "|---|---|---|---|---|---|---|",
+            "| size | K | B | vmapped s | sequential s | speedup | vmapped GFLOP/s | % of peak |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for s in d["sweep"]:
             v = s["vmapped"]
             out.append(
-                f"| {s['size'][0]}x{s['size'][1]} | {s['settings']} | "
+                f"| {s['size'][0]}x{s['size'][1]} | {s['settings']} | {v.get('batch_size', s['settings'])} | "
                 f"{fmt(v.get('median_s'), '.3f')} | {fmt(s['sequential'].get('median_s'), '.3f')} | "
                 f"{fmt(s.get('speedup'), '.2f')} | "
                 f"{fmt(v.get('achieved_flops') and v['achieved_flops'] / 1e9, '.1f')} | "

@@ -5,7 +5,7 @@ convolutions with float32 image, Gram matrices and losses; PyTorch under autocas
 
 Modes: ``jax-jit`` (one jitted Adam step per call), ``jax-scan`` (a jitted
 ``lax.scan`` chunk of STEPS steps), ``torch-eager``, ``torch-compile``, and
-``jax-sweep-K`` / ``jax-seq-K`` (K settings vmapped in one chunk, or K separate runs).
+``jax-sweep-K`` / ``jax-seq-K`` (K settings vmapped in micro-batches, or K separate runs).
 Prints one JSON line: compile/first-call seconds, per-step seconds of every repetition
 after warm-up (device synchronised), peak memory, and for JAX the FLOPs per step from
 XLA's cost analysis. A fresh process per measurement keeps peak memory per mode.
@@ -107,12 +107,17 @@ def measure_jax(mode: str, size, steps: int, reps: int, weights_file: str, dtype
 
 
 def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str, dtype: str) -> dict:
-    """K settings: vmapped in one chunk (``jax-sweep-K``) or K runs one after another (``jax-seq-K``)."""
+    """K settings: vmapped (``jax-sweep-K``) or K runs one after another (``jax-seq-K``).
+
+    The vmapped run uses the micro-batch ``jaxstyle sweep`` would choose by default
+    (all K on a GPU with room for them; at most 8 per device on CPU): ``ceil(K / B)``
+    chunks of B settings, one compiled program.
+    """
     import jax
 
     from jaxstyle.batch import init_batch_jit, run_batch_chunk, run_batch_chunk_jit
     from jaxstyle.solve import run_chunk_jit
-    from jaxstyle.sweep import grid_product, host_settings
+    from jaxstyle.sweep import bytes_per_setting, grid_product, host_settings, plan_batch_size
 
     k = int(mode.rsplit("-", 1)[1])
     p, jnp = jax_problem(size, weights_file, dtype)
@@ -127,20 +132,25 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
 
         state = p.state
     else:
-        points = grid_product(1, 1, [1.0], list(np.geomspace(1e2, 1e4, k)), [10.0], [0.1])
+        batch = plan_batch_size(k, bytes_per_setting(size, p.settings, 4), 1, None)[0]
+        micro_batches = -(-k // batch)
+        points = grid_product(1, 1, [1.0], list(np.geomspace(1e2, 1e4, batch)), [10.0], [0.1])
         targets = jax.tree.map(lambda t: t[None], p.targets)
         setting, images, lrs, emas, tols = host_settings(points, p.settings, [p.state.image], p.state.image.dtype)
         setting = jax.tree.map(jnp.asarray, setting)
         state = init_batch_jit(*map(jnp.asarray, (images, lrs, emas, tols)), "adam", p.settings.lbfgs_memory)
 
         def run(state):
-            return run_batch_chunk_jit(p.graphdef, p.recipe, steps, p.params, targets, setting, state)[0]
+            out = None
+            for _ in range(micro_batches):
+                out = run_batch_chunk_jit(p.graphdef, p.recipe, steps, p.params, targets, setting, state)[0]
+            return out
 
-        # FLOPs of one vmapped step of all K settings (XLA counts a scan body once).
+        # FLOPs of one vmapped step of a micro-batch (XLA counts a scan body once).
         one_step = jax.jit(run_batch_chunk, static_argnames=("graphdef", "recipe", "num_steps"))
         compiled = one_step.lower(p.graphdef, p.recipe, 1, p.params, targets, setting, state).compile()
         flops = flops_of(compiled)
-        flops_per_setting_step = flops / k if flops else None
+        flops_per_setting_step = flops / batch if flops else None
 
     t0 = time.perf_counter()
     jax.block_until_ready(run(state))
@@ -154,6 +164,7 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
         "first_call_s": first,
         "step_s": times,
         "settings": k,
+        "batch_size": 1 if mode.startswith("jax-seq") else batch,
         "flops_per_step": flops_per_setting_step,
         "device_peak_mib": jax_device_peak_mib(),
     }

@@ -106,13 +106,49 @@ def conv_general_dilated(x: Array, kernel: Array, window_strides, padding, **kwa
     return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, **kwargs)
 
 
+_WINDOW = (1, 2, 2, 1)
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: Array) -> Array:
+    """2x2 max pooling, stride 2, no padding: ``y[i, j] = max(x[2i:2i+2, 2j:2j+2])``.
+
+    The gradient goes to the first maximum of each window in row-major order, as
+    PyTorch's ``max_pool2d`` and XLA's ``select_and_scatter`` send it; it is written as
+    four masked copies of the output gradient instead of autodiff's
+    ``select_and_scatter``, which XLA:CPU runs as a scalar loop (0.20 s of a 1.6 s Adam
+    step at 300x450, against 0.05 s for this form).
+    """
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, _WINDOW, _WINDOW, "VALID")
+
+
+def _max_pool_fwd(x: Array) -> tuple[Array, Array]:
+    return max_pool_2x2(x), x
+
+
+def _max_pool_bwd(x: Array, dy: Array) -> tuple[Array]:
+    """``dx`` at the first maximum of each window (row-major) is ``dy``; elsewhere 0."""
+    n, h, w, c = x.shape
+    h2, w2 = h // 2, w // 2
+    windows = x[:, : 2 * h2, : 2 * w2].reshape(n, h2, 2, w2, 2, c)  # (.., row, .., col, ..)
+    hit = windows == jnp.max(windows, axis=(2, 4))[:, :, None, :, None]
+    h00, h01, h10, h11 = hit[:, :, 0, :, 0], hit[:, :, 0, :, 1], hit[:, :, 1, :, 0], hit[:, :, 1, :, 1]
+    first = (h00, h01 & ~h00, h10 & ~(h00 | h01), h11 & ~(h00 | h01 | h10))
+    g00, g01, g10, g11 = (jnp.where(f, dy, jnp.zeros_like(dy)) for f in first)
+    dx = jnp.stack([jnp.stack([g00, g01], axis=3), jnp.stack([g10, g11], axis=3)], axis=2)
+    dx = dx.reshape(n, 2 * h2, 2 * w2, c)
+    return (jnp.pad(dx, ((0, 0), (0, h - 2 * h2), (0, w - 2 * w2), (0, 0))),)  # odd edges: no gradient
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
 def pool_2x2(x: Array, kind: str) -> Array:
     """2x2 pooling with stride 2 and no padding (odd edges dropped, as in PyTorch)."""
-    window, strides = (1, 2, 2, 1), (1, 2, 2, 1)
     if kind == "max":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, "VALID")
+        return max_pool_2x2(x)
     if kind == "avg":
-        return jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, "VALID") / 4
+        return jax.lax.reduce_window(x, 0.0, jax.lax.add, _WINDOW, _WINDOW, "VALID") / 4
     raise ValueError(f"pool must be 'max' or 'avg', not {kind!r}")
 
 

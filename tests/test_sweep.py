@@ -106,6 +106,12 @@ def test_micro_batches_give_the_same_results(images, weight_files):
 def test_batch_size_plan():
     assert plan_batch_size(10, 1 << 20, 4, 3)[0] == 4  # rounded up to the device count
     assert plan_batch_size(3, 1 << 20, 4, None)[0] == 4  # never more than K needs
+    # On CPU at most 8 settings per device (wider batches gain no speed there); a GPU's
+    # batch is bounded by its memory only; an explicit --batch-size is kept.
+    assert plan_batch_size(64, 1 << 20, 2, None, "cpu")[0] == 16
+    assert plan_batch_size(64, 1 << 20, 2, None, "gpu")[0] == 64
+    assert plan_batch_size(64, 1 << 20, 2, 32, "cpu")[0] == 32
+    assert "on CPU" in plan_batch_size(64, 1 << 20, 1, None, "cpu")[1]
     with pytest.raises(JaxstyleError, match="at least 1"):
         plan_batch_size(3, 1 << 20, 1, 0)
 
