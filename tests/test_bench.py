@@ -117,3 +117,16 @@ def test_results_markdown_has_a_table_per_device(tmp_path):
         md.count("## ") == 2 and "| 150x225 | jax-scan | 5.00 | 0.500 | 0.400 | 900 | 20.0 | 40.0 | 40 | 1.20 |" in md
     )
     assert "| 150x225 | 4 | 0.300 | 0.600 | 2.00 |" in md
+
+
+def test_conv_layer_timings_cover_every_convolution_up_to_conv5_1(capsys):
+    from bench.conv_layers import main
+
+    main(["32x48"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:-1]] == [
+        "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv3_3",
+        "conv3_4", "conv4_1", "conv4_2", "conv4_3", "conv4_4", "conv5_1",
+    ]  # fmt: skip
+    assert lines[2].split()[1:3] == ["32x48", "64->64"] and lines[-2].split()[1] == "2x3"
+    assert lines[-1].startswith("total") and all(float(v) > 0 for v in lines[-1].split()[1:])
