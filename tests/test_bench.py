@@ -105,7 +105,7 @@ def test_results_markdown_has_a_table_per_device(tmp_path):
                 {
                     "size": [150, 225],
                     "settings": 4,
-                    "vmapped": {"median_s": 0.3},
+                    "vmapped": {"median_s": 0.3, "batch_size": 2, "achieved_flops": 1.5e11, "fraction_of_peak": 0.75},
                     "sequential": {"median_s": 0.6},
                     "speedup": 2.0,
                 }
@@ -116,7 +116,7 @@ def test_results_markdown_has_a_table_per_device(tmp_path):
     assert (
         md.count("## ") == 2 and "| 150x225 | jax-scan | 5.00 | 0.500 | 0.400 | 900 | 20.0 | 40.0 | 40 | 1.20 |" in md
     )
-    assert "| 150x225 | 4 | 0.300 | 0.600 | 2.00 |" in md
+    assert "| 150x225 | 4 | 2 | 0.300 | 0.600 | 2.00 | 150.0 | 75 |" in md
 
 
 def test_conv_layer_timings_cover_every_convolution_up_to_conv5_1(capsys):
