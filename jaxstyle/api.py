@@ -32,6 +32,7 @@ from jaxstyle.solve import (
     init_state,
     solve,
     style_grams_jit,
+    warm_started_adam_jit,
 )
 
 ImageLike = str | os.PathLike | np.ndarray
@@ -361,9 +362,12 @@ def optimize(
     for number, stage in enumerate(problem.stages):
         if number > 0:
             # Each scale starts from the previous scale's averaged iterate, upsampled,
-            # with a fresh optimiser (style-transfer-pytorch warm-starts Adam instead).
+            # with a fresh optimiser or (warm_start) Adam's moments resized.
             targets = problem.targets_at(stage.size)
-            state = new_state(settings, upsample(averaged_image(state), stage.size, problem.convention))
+            fresh = new_state(settings, upsample(averaged_image(state), stage.size, problem.convention))
+            if settings.warm_start:
+                fresh = fresh._replace(opt_state=warm_started_adam_jit(state.opt_state, fresh.opt_state))
+            state = fresh
 
         def after_chunk(state: SolverState, losses: dict[str, np.ndarray], offset: int = done) -> None:
             step = offset + int(state.step)

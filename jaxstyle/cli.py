@@ -65,6 +65,10 @@ SETTING_OPTIONS: dict[str, dict] = {
     "initial_steps": {"type": int, "help": "steps at the first scale"},
     "scale_steps": {"type": csv_ints, "help": "steps at each scale, e.g. 1000,500,500"},
     "ema": {"type": float, "help": "return a moving average of the iterates with this decay, e.g. 0.99"},
+    "warm_start": {
+        "action": argparse.BooleanOptionalAction,
+        "help": "start each scale's Adam from the previous scale's moments, resized",
+    },
     "init": {"help": "initial image: content, noise, gaussian, or an image file"},
     "seed": {"type": int, "help": "random seed (for --init noise and gaussian)"},
 }
@@ -139,8 +143,8 @@ def command_line(
         value = getattr(settings, field)
         if field == "size" and value is not None:
             parts += ["--size", f"{value[0]}x{value[1]}"]
-        elif field == "preserve_color":
-            parts.append("--preserve-color" if value else "--no-preserve-color")
+        elif isinstance(value, bool):
+            parts.append(option_name(field) if value else option_name(field).replace("--", "--no-", 1))
         elif field in ("scales", "min_side"):
             if (field == "scales") == (settings.min_side is None) and value is not None:
                 parts += [option_name(field), format_option(value)]

@@ -42,6 +42,9 @@ class Settings:
         (0: never stop early).
       ema: decay of the exponential moving average of the iterates that is returned
         (0: the last iterate, as in the paper).
+      warm_start: with Adam and several scales, each scale's Adam starts from the
+        previous scale's step count and moments, resized to the new size (as
+        style-transfer-pytorch does); ``False``: a fresh Adam at each scale.
       steps: optimisation steps (at every scale but the first, see ``initial_steps``).
       initial_steps: steps at the first (coarsest) scale (``None``: ``steps``).
       scale_steps: steps at each scale, overriding ``steps`` and ``initial_steps``.
@@ -83,6 +86,7 @@ class Settings:
     lbfgs_memory: int = 10
     tol: float = 0.0
     ema: float = 0.0
+    warm_start: bool = False
     steps: int = 500
     initial_steps: int | None = None
     scale_steps: tuple[int, ...] | None = None
@@ -162,6 +166,8 @@ def validate(s: Settings) -> None:
     finite_at_least("style scale", s.style_scale, 0.0, strict=True)
     if not 0.0 <= s.ema < 1.0:
         raise JaxstyleError(f"ema must be a decay in [0, 1), not {s.ema}")
+    if s.warm_start and s.optimizer != "adam":
+        raise JaxstyleError("warm start carries Adam's moments from scale to scale; it needs --optimizer adam")
     if s.style_blend is not None and (
         not all(math.isfinite(b) and b >= 0 for b in s.style_blend) or sum(s.style_blend) <= 0
     ):
@@ -223,6 +229,7 @@ PRESETS: dict[str, Settings] = {
         # is the same step in torchvision's network input units.
         lr=0.0885,
         ema=0.99,
+        warm_start=True,
         steps=500,
         initial_steps=1000,
         min_side=128,

@@ -184,6 +184,25 @@ def init_state(
     )
 
 
+def warm_started_adam(previous: optax.OptState, fresh: optax.OptState) -> optax.OptState:
+    """``fresh`` (an Adam state at the next scale) with ``previous``'s step count and moments.
+
+    The first moment is resized bicubically and the second bilinearly, clipped at 0,
+    to ``fresh``'s image shape, as style-transfer-pytorch's ``scale_adam`` does
+    (``jax.image.resize``'s cubic is Keys' a = -0.5 where PyTorch's is a = -0.75).
+    Leading batch axes, equal in both, are left as they are.
+    """
+    moments = previous.inner_state[0]
+    shape = fresh.inner_state[0].mu.shape
+    mu = jax.image.resize(moments.mu, shape, "cubic")
+    nu = jnp.maximum(jax.image.resize(moments.nu, shape, "linear"), 0)
+    inner = (moments._replace(mu=mu, nu=nu), *fresh.inner_state[1:])
+    return fresh._replace(count=previous.count, inner_state=inner)
+
+
+warm_started_adam_jit = jax.jit(warm_started_adam)
+
+
 def averaged_image(state: SolverState) -> Array:
     """The bias-corrected moving average ``a_n / (1 - d**(n+1))`` (the last iterate when ``d = 0``).
 

@@ -44,7 +44,15 @@ from jaxstyle.color import preserve_color
 from jaxstyle.config import Settings, resolve, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
-from jaxstyle.solve import LOSS_NAMES, Recipe, SolverState, averaged_image, blend_grams, run_in_chunks
+from jaxstyle.solve import (
+    LOSS_NAMES,
+    Recipe,
+    SolverState,
+    averaged_image,
+    blend_grams,
+    run_in_chunks,
+    warm_started_adam_jit,
+)
 from jaxstyle.vgg import LAYER_NAMES, activation_count
 
 SWEPT = ("content_weight", "style_weight", "tv_weight", "lr", "ema")
@@ -352,6 +360,8 @@ def sweep(
         for number, stage in enumerate(plan_stages):
             offset = sum(s.steps for s in plan_stages[:number])
             fresh = init_batch_jit(images, lrs, emas, tols, settings.optimizer, settings.lbfgs_memory)
+            if state is not None and settings.warm_start:
+                fresh = fresh._replace(opt_state=warm_started_adam_jit(state.opt_state, fresh.opt_state))
             # A setting that diverged at an earlier scale stays frozen.
             state = fresh if state is None else fresh._replace(diverged_at=state.diverged_at)
             state, trace = run_steps(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from jaxstyle.color import rgb_to_ycbcr
 from jaxstyle.config import PRESETS, resolve, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.preprocess import TORCHVISION
-from jaxstyle.solve import averaged_image, run_chunk_jit, style_grams_jit
+from jaxstyle.solve import ADAM, averaged_image, init_state, run_chunk_jit, style_grams_jit, warm_started_adam
 from jaxstyle.sweep import SweepPoint, sweep
 
 SIZE = (48, 64)
@@ -218,6 +219,7 @@ PUBLISHED = {
         "optimizer": "adam",
         "lr": 0.02 / 0.226,  # step_size 0.02 in pixels, in network units
         "ema": 0.99,  # avg_decay
+        "warm_start": True,  # scale_adam between scales
         "min_side": 128,  # min_scale
         "max_side": 512,  # end_scale
         "steps": 500,  # iterations
@@ -277,6 +279,44 @@ def test_sweep_batches_ema_blends_scales_and_colour_like_single_runs(images, com
         )
         np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-10)
         np.testing.assert_allclose(result.images[k], single.image, atol=1e-10)
+
+
+def test_warm_start_resizes_adam_moments_and_keeps_the_step_count(rng):
+    coarse = jnp.asarray(rng.normal(size=(1, 6, 8, 3)))
+    state = ADAM.init(coarse)
+    for _ in range(3):  # a few updates, so the moments and the count are not trivial
+        _, state = ADAM.update(jnp.asarray(rng.normal(size=coarse.shape)), state, coarse)
+    fresh = init_state(jnp.zeros((1, 9, 12, 3)), 0.05).opt_state
+    warm = warm_started_adam(state, fresh)
+    moments = warm.inner_state[0]
+    assert int(warm.count) == int(moments.count) == 3
+    assert float(warm.hyperparams["learning_rate"]) == 0.05  # the new scale's learning rate
+    expected_mu = jax.image.resize(state.inner_state[0].mu, (1, 9, 12, 3), "cubic")
+    np.testing.assert_allclose(np.asarray(moments.mu), np.asarray(expected_mu), rtol=1e-12)
+    assert moments.nu.shape == (1, 9, 12, 3) and float(moments.nu.min()) >= 0
+    # Same size: nothing changes; a leading batch axis is left alone.
+    same = warm_started_adam(state, ADAM.init(coarse)).inner_state[0]
+    np.testing.assert_allclose(np.asarray(same.nu), np.asarray(state.inner_state[0].nu), rtol=1e-12)
+    batched = jax.tree.map(lambda x: jnp.stack([x, x]), (state, fresh))
+    np.testing.assert_allclose(
+        np.asarray(warm_started_adam(*batched).inner_state[0].mu[1]), np.asarray(moments.mu), rtol=1e-12
+    )
+
+
+def test_warm_start_changes_the_later_scales_and_sweeps_match_single_runs(images, common):
+    content, style, _ = images
+    shared = {**common, "steps": 3, "scales": 2, "dtype": "float64"}
+    cold = stylize(content, style, **shared)
+    warm = stylize(content, style, warm_start=True, **shared)
+    np.testing.assert_array_equal(cold.trace["total"][:3], warm.trace["total"][:3])  # first scale: the same
+    assert not np.allclose(cold.trace["total"][3:], warm.trace["total"][3:], rtol=1e-6)
+    points = [SweepPoint(0, 0, 1.0, w, 10.0, 0.1) for w in (1e3, 1e4)]
+    result = sweep([content], [style], points, warm_start=True, **shared)
+    for k, point in enumerate(points):
+        single = stylize(content, style, warm_start=True, style_weight=point.style_weight, **shared)
+        np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-10)
+    with pytest.raises(JaxstyleError, match="needs --optimizer adam"):
+        resolve(optimizer="lbfgs", warm_start=True)
 
 
 def test_sweep_runs_lbfgs_per_setting_like_single_runs(images, common):
