@@ -248,10 +248,44 @@ class Problem:
 
     def final_pixels(self, state: SolverState) -> np.ndarray:
         """The averaged iterate as RGB, with the content's colours when ``preserve_color``."""
-        rgb = to_pixels(averaged_image(state)[0], self.convention)
-        if self.settings.preserve_color:
-            rgb = preserve_color(rgb, imageio.resize(self.content_rgb, rgb.shape[:2]))
-        return rgb
+        return output_pixels(averaged_image(state), self.settings, self.convention, [self.content_rgb])[0]
+
+
+def output_pixels(
+    images: jax.Array | np.ndarray,
+    settings: Settings,
+    convention: InputConvention,
+    content_rgbs: Sequence[np.ndarray],
+) -> np.ndarray:
+    """Network-space images ``(B, H, W, 3)`` as RGB in [0, 1]; with ``preserve_color``,
+    row ``b`` takes the colours of ``content_rgbs[b]`` (resized to the output)."""
+    rgb = to_pixels(jnp.asarray(images), convention)
+    if settings.preserve_color:
+        rgb = np.stack(
+            [
+                preserve_color(x, imageio.resize(content, x.shape[:2]))
+                for x, content in zip(rgb, content_rgbs, strict=True)
+            ]
+        )
+    return rgb
+
+
+def blended_style_grams(
+    network: tuple[Any, Any, Recipe],
+    settings: Settings,
+    convention: InputConvention,
+    dtype: jnp.dtype,
+    style_rgbs: Sequence[np.ndarray],
+    blend: Sequence[float] | np.ndarray,
+    size: tuple[int, int],
+) -> tuple[jax.Array, ...]:
+    """Style Gram targets for an output of ``size``: ``sum_s blend[..., s] * G_s`` per layer.
+
+    ``blend`` is one row of weights ``(S,)`` or one row per style target ``(T, S)``.
+    """
+    graphdef, params, recipe = network
+    styles = style_images_net(style_rgbs, size, settings, convention.to_network, dtype)
+    return blend_grams(stacked_style_grams(graphdef, params, recipe, styles), jnp.asarray(blend, dtype))
 
 
 def stage_targets(
@@ -270,10 +304,9 @@ def stage_targets(
     """
     graphdef, params, recipe = network
     content = convention.to_network(jnp.asarray(imageio.resize(content_rgb, size), dtype)[None])
-    styles = style_images_net(style_rgbs, size, settings, convention.to_network, dtype)
     return Targets(
         content=content_targets_jit(graphdef, params, content, recipe),
-        style_gram=blend_grams(stacked_style_grams(graphdef, params, recipe, styles), jnp.asarray(blend, dtype)),
+        style_gram=blended_style_grams(network, settings, convention, dtype, style_rgbs, blend, size),
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -118,10 +119,21 @@ class Settings:
 
     def blend_weights(self, n_styles: int) -> tuple[float, ...]:
         """Weights of ``n_styles`` style images, summing to 1 (equal when unset)."""
-        blend = self.style_blend or (1.0,) * n_styles
-        if len(blend) != n_styles:
-            raise JaxstyleError(f"{len(blend)} style blend weights for {n_styles} style images")
-        return tuple(b / sum(blend) for b in blend)
+        return normalised_blend(self.style_blend or (1.0,) * n_styles, n_styles)
+
+
+def check_blend(blend: Sequence[float]) -> None:
+    """Raise unless every blend weight is finite and >= 0 and their sum is positive."""
+    if not all(math.isfinite(b) and b >= 0 for b in blend) or sum(blend) <= 0:
+        raise JaxstyleError(f"style blend weights must be >= 0 with a positive sum, not {list(blend)}")
+
+
+def normalised_blend(blend: Sequence[float], n_styles: int) -> tuple[float, ...]:
+    """``b_s / sum(b)`` for a checked blend of one weight per style image."""
+    check_blend(blend)
+    if len(blend) != n_styles:
+        raise JaxstyleError(f"{len(blend)} style blend weights for {n_styles} style images")
+    return tuple(b / sum(blend) for b in blend)
 
 
 CHOICES = {
@@ -168,10 +180,8 @@ def validate(s: Settings) -> None:
         raise JaxstyleError(f"ema must be a decay in [0, 1), not {s.ema}")
     if s.warm_start and s.optimizer != "adam":
         raise JaxstyleError("warm start carries Adam's moments from scale to scale; it needs --optimizer adam")
-    if s.style_blend is not None and (
-        not all(math.isfinite(b) and b >= 0 for b in s.style_blend) or sum(s.style_blend) <= 0
-    ):
-        raise JaxstyleError(f"style blend weights must be >= 0 with a positive sum, not {list(s.style_blend)}")
+    if s.style_blend is not None:
+        check_blend(s.style_blend)
     for label, value in (
         ("steps", s.steps),
         ("initial steps", s.initial_steps),

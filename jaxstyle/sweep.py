@@ -29,19 +29,17 @@ from jaxstyle.api import (
     DEFAULT_CHUNK,
     ImageLike,
     as_rgb,
+    blended_style_grams,
     build_network,
     check_stages,
     initial_image,
     load_weights,
+    output_pixels,
     read_init,
-    stacked_style_grams,
-    style_images_net,
-    to_pixels,
     upsample,
 )
 from jaxstyle.batch import Setting, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
-from jaxstyle.color import preserve_color
-from jaxstyle.config import Settings, resolve, stages
+from jaxstyle.config import Settings, finite_at_least, normalised_blend, resolve, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.solve import (
@@ -49,7 +47,6 @@ from jaxstyle.solve import (
     Recipe,
     SolverState,
     averaged_image,
-    blend_grams,
     run_in_chunks,
     warm_started_adam_jit,
 )
@@ -154,11 +151,8 @@ def check_points(points: Sequence[SweepPoint]) -> None:
         if p.ema is not None and not 0 <= p.ema < 1:
             raise JaxstyleError(f"setting {k}: ema must be a decay in [0, 1), not {p.ema}")
         for key in ("content_weight", "style_weight", "tv_weight"):
-            value = getattr(p, key)
-            if not (math.isfinite(value) and value >= 0):
-                raise JaxstyleError(f"setting {k}: {key.replace('_', ' ')} must be a finite number >= 0, not {value}")
-        if not (math.isfinite(p.lr) and p.lr > 0):
-            raise JaxstyleError(f"setting {k}: learning rate must be a finite number > 0, not {p.lr}")
+            finite_at_least(f"setting {k}: {key.replace('_', ' ')}", getattr(p, key), 0.0)
+        finite_at_least(f"setting {k}: learning rate", p.lr, 0.0, strict=True)
 
 
 def bytes_per_setting(size: tuple[int, int], settings: Settings, dtype_bytes: int = 4) -> int:
@@ -246,14 +240,7 @@ def blend_matrix(n_styles: int, blends: Sequence[Sequence[float]] | None) -> np.
     """Rows of style weights, one per style target: the identity, or each blend normalised to sum 1."""
     if not blends:
         return np.eye(n_styles)
-    rows = []
-    for blend in blends:
-        if len(blend) != n_styles:
-            raise JaxstyleError(f"style blend {list(blend)} has {len(blend)} weights for {n_styles} style images")
-        if not all(math.isfinite(b) and b >= 0 for b in blend) or sum(blend) <= 0:
-            raise JaxstyleError(f"style blend {list(blend)}: weights must be >= 0 with a positive sum")
-        rows.append(np.asarray(blend, np.float64) / sum(blend))
-    return np.stack(rows)
+    return np.asarray([normalised_blend(blend, n_styles) for blend in blends], np.float64)
 
 
 def style_target_names(styles: Sequence[str], blends: np.ndarray, blended: bool) -> list[str]:
@@ -328,11 +315,11 @@ def sweep(
     def targets_at(size: tuple[int, int]) -> Targets:
         resized = np.stack([imageio.resize(c, size) for c in content_rgb])
         content_net = convention.to_network(jnp.asarray(resized, dtype)[:, None])
-        styles_net = style_images_net(style_rgb, size, settings, convention.to_network, dtype)
-        grams = stacked_style_grams(graphdef, params, recipe, styles_net)
         targets = Targets(
             content=stack_content_targets_jit(graphdef, params, content_net, recipe),
-            style_gram=blend_grams(grams, jnp.asarray(blends, dtype)),
+            style_gram=blended_style_grams(
+                (graphdef, params, recipe), settings, convention, dtype, style_rgb, blends, size
+            ),
         )
         return meshlib.to_global(targets, meshlib.replicated(mesh))
 
@@ -391,7 +378,8 @@ def sweep(
         state, trace, diverged_at, steps_taken = run_micro_batch(first)
         local += [first + row for row in meshlib.local_rows(state.image) if first + row < k]
         final = meshlib.to_host(averaged_image(state))[:, 0]
-        images.append(final_pixels(final, settings, convention, content_rgb, setting_contents(points, first, batch)))
+        row_contents = [content_rgb[c] for c in setting_contents(points, first, batch)]
+        images.append(output_pixels(final, settings, convention, row_contents))
         diverged.append(diverged_at)
         taken.append(steps_taken)
         traces.append(trace)
@@ -419,19 +407,6 @@ def setting_contents(points: Sequence[SweepPoint], first: int, batch: int) -> li
     """The content index of each row of a micro-batch (0 for padding rows)."""
     rows = [p.content for p in points[first : first + batch]]
     return rows + [0] * (batch - len(rows))
-
-
-def final_pixels(
-    images: np.ndarray, settings: Settings, convention, content_rgb: Sequence[np.ndarray], contents: Sequence[int]
-) -> np.ndarray:
-    """Network-space images ``(B, H, W, 3)`` as RGB, with each content's colours when ``preserve_color``."""
-    rgb = to_pixels(jnp.asarray(images), convention)
-    if settings.preserve_color:
-        size = rgb.shape[1:3]
-        rgb = np.stack(
-            [preserve_color(x, imageio.resize(content_rgb[c], size)) for x, c in zip(rgb, contents, strict=True)]
-        )
-    return rgb
 
 
 def host_settings(
