@@ -116,8 +116,9 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
     import jax
 
     from jaxstyle.batch import init_batch_jit, run_batch_chunk, run_batch_chunk_jit
+    from jaxstyle.pipeline import prepare_job
     from jaxstyle.solve import run_chunk_jit
-    from jaxstyle.sweep import bytes_per_setting, grid_product, host_settings, plan_batch_size
+    from jaxstyle.sweep import grid_product
 
     k = int(mode.rsplit("-", 1)[1])
     p, jnp = jax_problem(size, weights_file, dtype)
@@ -132,13 +133,21 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
 
         state = p.state
     else:
-        batch = plan_batch_size(k, bytes_per_setting(size, p.settings, 4), 1, None)[0]
-        micro_batches = -(-k // batch)
-        points = grid_product(1, 1, [1.0], list(np.geomspace(1e2, 1e4, batch)), [10.0], [0.1])
-        targets = jax.tree.map(lambda t: t[None], p.targets)
-        setting, images, lrs, emas, tols = host_settings(points, p.settings, [p.state.image], p.state.image.dtype)
-        setting = jax.tree.map(jnp.asarray, setting)
-        state = init_batch_jit(*map(jnp.asarray, (images, lrs, emas, tols)), "adam", p.settings.lbfgs_memory)
+        # The job `jaxstyle sweep` would run: its default micro-batch, its per-setting arrays.
+        points = grid_product(1, 1, [1.0], list(np.geomspace(1e2, 1e4, k)), [10.0], [0.1])
+        job = prepare_job(
+            list(bench_images(size)[:1]),
+            list(bench_images(size)[1:]),
+            p.settings,
+            points,
+            weights=weights_file,
+            dtype=str(p.state.image.dtype),
+            compute_dtype="bfloat16" if dtype == "bfloat16" else None,
+        )
+        batch, micro_batches = job.plan.batch_size, len(job.plan.micro_batches)
+        setting, images, lrs, emas, tols = jax.tree.map(lambda x: jnp.asarray(x[:batch]), job.per_setting())
+        targets = job.targets_at(size)
+        state = init_batch_jit(p.graphdef, p.recipe, p.params, targets, setting, images, lrs, emas, tols)
 
         def run(state):
             out = None
@@ -167,6 +176,50 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
         "batch_size": 1 if mode.startswith("jax-seq") else batch,
         "flops_per_step": flops_per_setting_step,
         "device_peak_mib": jax_device_peak_mib(),
+    }
+
+
+def measure_jax_lbfgs(size, steps: int, reps: int, weights_file: str, dtype: str) -> dict:
+    """The ``paper`` recipe with L-BFGS: seconds per step in scanned chunks, and evaluations per step.
+
+    Each step reuses the loss and gradient that the previous line search stored for
+    the point it accepted; its own line search evaluates value and gradient
+    ``num_linesearch_steps`` times (Optax's ``ZoomLinesearchInfo``), and one forward
+    pass gives the trace's per-term losses.
+    """
+    import jax
+    import optax
+
+    from jaxstyle.api import prepare
+    from jaxstyle.solve import optimizer_step, run_chunk_jit
+
+    content, style = bench_images(size)
+    p = prepare(content, style, weights=weights_file, size=size, dtype=dtype, optimizer="lbfgs")
+    step = jax.jit(optimizer_step, static_argnames=("graphdef", "recipe"))
+    state, evaluations = p.state, []
+    for _ in range(steps * reps):
+        state, _ = step(p.graphdef, p.recipe, p.params, p.targets, p.loss_weights, state)
+        evaluations.append(int(optax.tree.get(state.opt_state, "num_linesearch_steps")))
+    state = p.state
+    t0 = time.perf_counter()
+    state, losses = jax.block_until_ready(
+        run_chunk_jit(p.graphdef, p.recipe, steps, p.params, p.targets, p.loss_weights, state)
+    )
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        state, losses = jax.block_until_ready(
+            run_chunk_jit(p.graphdef, p.recipe, steps, p.params, p.targets, p.loss_weights, state)
+        )
+        times.append((time.perf_counter() - t0) / steps)
+    return {
+        "first_call_s": first,
+        "step_s": times,
+        "evaluations_per_step": float(np.mean(evaluations)),
+        "steps_counted": len(evaluations),
+        "device_peak_mib": jax_device_peak_mib(),
+        "final_loss": float(np.asarray(losses["total"])[-1]),
     }
 
 
@@ -227,6 +280,8 @@ def main(argv: list[str]) -> None:
     steps, reps = int(steps), int(reps)
     if mode.startswith("torch"):
         out = measure_torch(mode, size, reps, weights_file, dtype)
+    elif mode == "jax-lbfgs":
+        out = measure_jax_lbfgs(size, steps, reps, weights_file, dtype)
     elif mode.startswith(("jax-sweep", "jax-seq")):
         out = measure_jax_sweep(mode, size, steps, reps, weights_file, dtype)
     else:

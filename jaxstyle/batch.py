@@ -10,7 +10,6 @@ inside the step, so they are neither recomputed nor copied per setting.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax
@@ -18,7 +17,7 @@ from flax import nnx
 from jax import Array
 
 from jaxstyle.losses import LossWeights, Targets
-from jaxstyle.solve import Recipe, SolverState, content_targets, init_state, optimizer_step
+from jaxstyle.solve import Recipe, SolverState, content_targets, objective, optimizer_step, start_state
 
 
 class Setting(NamedTuple):
@@ -54,14 +53,41 @@ def select_targets(stacked: Targets, content_index: Array, style_index: Array) -
 
 
 def init_batch(
-    images: Array, learning_rates: Array, ema_decays: Array, tols: Array, optimizer: str, lbfgs_memory: int
+    graphdef: nnx.GraphDef,
+    recipe: Recipe,
+    params: nnx.State,
+    targets: Targets,
+    settings: Setting,
+    images: Array,
+    learning_rates: Array,
+    ema_decays: Array,
+    tols: Array,
 ) -> SolverState:
     """Initial state of K settings from their images (K, 1, H, W, 3) and per-setting values (K,)."""
-    init = functools.partial(init_state, optimizer=optimizer, lbfgs_memory=lbfgs_memory)
-    return jax.vmap(init)(images, learning_rates, ema_decays, tols)
+
+    def one(setting: Setting, image: Array, lr: Array, ema: Array, tol: Array) -> SolverState:
+        t = select_targets(targets, setting.content_index, setting.style_index)
+        return start_state(graphdef, recipe, params, t, setting.weights, image, lr, ema, tol)
+
+    return jax.vmap(one)(settings, images, learning_rates, ema_decays, tols)
 
 
-init_batch_jit = jax.jit(init_batch, static_argnames=("optimizer", "lbfgs_memory"))
+init_batch_jit = jax.jit(init_batch, static_argnames=("graphdef", "recipe"))
+
+
+def batch_losses(
+    graphdef: nnx.GraphDef, recipe: Recipe, params: nnx.State, targets: Targets, settings: Setting, images: Array
+) -> dict[str, Array]:
+    """``{content, style, tv, total}`` of each setting's image ``images[k]`` (K, 1, H, W, 3); each ``(K,)``."""
+
+    def one(setting: Setting, image: Array) -> dict[str, Array]:
+        t = select_targets(targets, setting.content_index, setting.style_index)
+        return objective(image, graphdef, params, recipe, t, setting.weights)[1]
+
+    return jax.vmap(one)(settings, images)
+
+
+batch_losses_jit = jax.jit(batch_losses, static_argnames=("graphdef", "recipe"))
 
 
 def run_batch_chunk(

@@ -182,7 +182,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
     styles = list(csv_names(args.style))
     problem = prepare(args.content, styles, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype)
-    total = sum(stage.steps for stage in problem.stages)
+    total = problem.job.plan.steps
 
     # No bar when stderr is not a terminal (disable=None); erased if the run fails.
     with tqdm(total=total, unit="step", desc="stylize", disable=True if args.quiet else None) as bar:
@@ -199,7 +199,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         except BaseException:
             bar.leave = False
             raise
-    final = {k: float(v[-1]) for k, v in result.trace.items()}
+    final = result.final_losses
     metadata = {
         "jaxstyle_version": __version__,
         "settings": settings.to_dict(),
@@ -224,6 +224,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
                 "settings": settings.to_dict(),
                 "seconds": result.seconds,
                 **{k: v.tolist() for k, v in result.trace.items()},
+                "final": final,
             },
         )
     if not args.quiet:

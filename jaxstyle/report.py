@@ -88,7 +88,7 @@ def point_record(result: SweepResult, k: int) -> dict:
         "status": result.status(k),
         "diverged_at": int(result.diverged_at[k]) if result.diverged_at[k] >= 0 else None,
         "steps": int(result.steps_taken[k]),
-        "final_losses": {name: finite_or_none(v[-1, k]) for name, v in result.trace.items()},
+        "final_losses": {name: finite_or_none(v[k]) for name, v in result.final_losses.items()},
     }
 
 
@@ -177,7 +177,7 @@ def contact_sheet(result: SweepResult, cell: int = 256) -> tuple[Image.Image, Sh
         if result.status(k) == "diverged":
             caption, colour = f"#{k} DIVERGED @{result.diverged_at[k]}", (200, 0, 0)
         else:
-            caption, colour = f"#{k} loss {result.trace['total'][-1, k]:.3g}", (90, 90, 90)
+            caption, colour = f"#{k} loss {result.final_losses['total'][k]:.3g}", (90, 90, 90)
         draw.text((x + 2, y + ch + 2), caption, fill=colour, font=font)
     return sheet, SheetLayout(boxes=boxes, rows=len(row_labels), columns=len(column_labels))
 
@@ -202,7 +202,7 @@ def loss_plot(result: SweepResult, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("total loss")
-    ax.set_title(f"{len(result.points)} settings, {result.settings.steps} steps")
+    ax.set_title(f"{len(result.points)} settings, {result.steps} steps")
     ax.legend(
         fontsize=7,
         ncol=max(1, math.ceil(len(result.points) / 24)),
@@ -225,14 +225,17 @@ def summary(result: SweepResult) -> dict:
         "contents": result.contents,
         "styles": result.styles,
         "points": [point_record(result, i) for i in range(k)],
-        "steps": result.settings.steps,
+        "steps": result.steps,
+        "scales": [{"size": list(stage.size), "steps": stage.steps} for stage in result.stages],
         "seconds": result.seconds,
-        "seconds_per_setting_step": result.seconds / (k * result.settings.steps),
+        "seconds_per_setting_step": result.seconds / (k * result.steps),
         "batch_size": result.batch_size,
         "plan": result.plan,
         "device_count": result.device_count,
         "process_count": result.process_count,
-        "finished": sum(result.status(i) == "finished" for i in range(k)),
+        # Settings that ran to the end or stopped by tol: what the command line calls finished.
+        "finished": sum(result.status(i) != "diverged" for i in range(k)),
+        "converged": [i for i in range(k) if result.status(i) == "converged"],
         "diverged": [i for i in range(k) if result.status(i) == "diverged"],
     }
 

@@ -1,18 +1,17 @@
-"""The optimisation: pixels of one image, optimised by Adam or L-BFGS inside a jitted scan.
+"""The optimisation of one image's pixels by Adam or L-BFGS: pure functions, no I/O.
 
-Everything here is pure and free of I/O, except :func:`solve`, the Python loop over
-jitted chunks, which calls back to the shell for progress and snapshots.
+:func:`optimizer_step` is one step; :func:`run_chunk` scans it over a chunk of
+steps. The batched form (:mod:`jaxstyle.batch`) vmaps the same step over settings,
+and :mod:`jaxstyle.pipeline` runs the chunks.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax import Array
@@ -153,6 +152,13 @@ def objective(
     return terms["total"], terms
 
 
+def total_loss(
+    image: Array, graphdef: nnx.GraphDef, params: nnx.State, recipe: Recipe, targets: Targets, weights: LossWeights
+) -> Array:
+    """The total loss of ``image`` alone (what L-BFGS's line search evaluates)."""
+    return objective(image, graphdef, params, recipe, targets, weights)[0]
+
+
 def init_state(
     image: Array,
     learning_rate: float | Array,
@@ -160,15 +166,24 @@ def init_state(
     tol: float | Array = 0.0,
     optimizer: str = "adam",
     lbfgs_memory: int = 10,
+    value_and_grad: tuple[Array, Array] | None = None,
 ) -> SolverState:
-    """The initial state for ``image``; learning rate, EMA decay and tolerance are array leaves."""
+    """The initial state for ``image``; learning rate, EMA decay and tolerance are array leaves.
+
+    L-BFGS needs ``value_and_grad``, the total loss and its gradient at ``image``
+    (see :func:`start_state`): its line search stores them for the point it accepts,
+    and each step reads them from the state instead of evaluating them again.
+    """
     dtype = image.dtype
     if optimizer == "adam":
         opt_state = ADAM.init(image)
         lr = jnp.asarray(learning_rate, dtype=dtype)
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
     else:
-        opt_state = lbfgs(lbfgs_memory).init(image)
+        if value_and_grad is None:
+            raise ValueError("L-BFGS starts from the loss and gradient at the initial image; use start_state")
+        value, grad = value_and_grad
+        opt_state = optax.tree.set(lbfgs(lbfgs_memory).init(image), value=value, grad=grad)
     decay = jnp.asarray(ema_decay, dtype)
     return SolverState(
         image=image,
@@ -184,20 +199,49 @@ def init_state(
     )
 
 
+def start_state(
+    graphdef: nnx.GraphDef,
+    recipe: Recipe,
+    params: nnx.State,
+    targets: Targets,
+    weights: LossWeights,
+    image: Array,
+    learning_rate: float | Array,
+    ema_decay: float | Array = 0.0,
+    tol: float | Array = 0.0,
+) -> SolverState:
+    """:func:`init_state` for ``recipe``'s optimiser; for L-BFGS, with the loss and gradient at ``image``."""
+    value_and_grad = None
+    if recipe.optimizer == "lbfgs":
+        value_and_grad = jax.value_and_grad(total_loss)(image, graphdef, params, recipe, targets, weights)
+    return init_state(
+        image, learning_rate, ema_decay, tol, recipe.optimizer, recipe.lbfgs_memory, value_and_grad=value_and_grad
+    )
+
+
+def replace_named(tree: Any, **values: Any) -> Any:
+    """``tree`` with every leaf whose field is named like a keyword replaced by its value (all occurrences)."""
+
+    def pick(path: tuple, leaf: Any) -> Any:
+        return values.get(getattr(path[-1], "name", None), leaf)
+
+    return jax.tree_util.tree_map_with_path(pick, tree)
+
+
 def warm_started_adam(previous: optax.OptState, fresh: optax.OptState) -> optax.OptState:
     """``fresh`` (an Adam state at the next scale) with ``previous``'s step count and moments.
 
     The first moment is resized bicubically and the second bilinearly, clipped at 0,
     to ``fresh``'s image shape, as style-transfer-pytorch's ``scale_adam`` does
     (``jax.image.resize``'s cubic is Keys' a = -0.5 where PyTorch's is a = -0.75).
-    Leading batch axes, equal in both, are left as they are.
+    Leading batch axes, equal in both, are left as they are. The state is read and
+    written by field name (``mu``, ``nu``, ``count``), not by position.
     """
-    moments = previous.inner_state[0]
-    shape = fresh.inner_state[0].mu.shape
-    mu = jax.image.resize(moments.mu, shape, "cubic")
-    nu = jnp.maximum(jax.image.resize(moments.nu, shape, "linear"), 0)
-    inner = (moments._replace(mu=mu, nu=nu), *fresh.inner_state[1:])
-    return fresh._replace(count=previous.count, inner_state=inner)
+    shape = optax.tree.get(fresh, "mu").shape
+    mu = jax.image.resize(optax.tree.get(previous, "mu"), shape, "cubic")
+    nu = jnp.maximum(jax.image.resize(optax.tree.get(previous, "nu"), shape, "linear"), 0)
+    count = optax.tree.get_all_with_path(previous, "count")[0][1]  # every count of an Adam state is the same
+    return replace_named(fresh, mu=mu, nu=nu, count=count)
 
 
 warm_started_adam_jit = jax.jit(warm_started_adam)
@@ -227,18 +271,24 @@ def optimizer_step(
     fell by less than ``tol * |previous loss|`` since the step before is not taken and
     ``converged_at`` records it.
     """
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (total, terms), grad = grad_fn(state.image, graphdef, params, recipe, targets, weights)
     if recipe.optimizer == "lbfgs":
+        # The line search of the previous step stored the loss and gradient of the point
+        # it accepted (init_state stored those of the first): no second evaluation. The
+        # per-term losses of the trace need the network's forward pass only.
+        value, grad = optax.tree.get(state.opt_state, "value"), optax.tree.get(state.opt_state, "grad")
+        terms = objective(state.image, graphdef, params, recipe, targets, weights)[1]
 
-        def total_loss(image: Array) -> Array:
-            return objective(image, graphdef, params, recipe, targets, weights)[0]
+        def value_fn(image: Array) -> Array:
+            return total_loss(image, graphdef, params, recipe, targets, weights)
 
         updates, opt_state = transform(recipe).update(
-            grad, state.opt_state, state.image, value=total, grad=grad, value_fn=total_loss
+            grad, state.opt_state, state.image, value=value, grad=grad, value_fn=value_fn
         )
     else:
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        (_, terms), grad = grad_fn(state.image, graphdef, params, recipe, targets, weights)
         updates, opt_state = ADAM.update(grad, state.opt_state, state.image)
+    total = terms["total"]
     image = optax.apply_updates(state.image, updates)
     decay = state.ema_decay
     moved = state._replace(
@@ -279,80 +329,3 @@ def run_chunk(
 
 
 run_chunk_jit = jax.jit(run_chunk, static_argnames=("graphdef", "recipe", "num_steps"))
-
-ChunkCallback = Callable[[SolverState, dict[str, np.ndarray]], None]
-
-
-def solve(
-    graphdef: nnx.GraphDef,
-    params: nnx.State,
-    recipe: Recipe,
-    targets: Targets,
-    weights: LossWeights,
-    state: SolverState,
-    steps: int,
-    chunk_size: int = 50,
-    on_chunk: ChunkCallback | None = None,
-) -> tuple[SolverState, dict[str, np.ndarray]]:
-    """Run up to ``steps`` optimiser steps as jitted chunks of ``chunk_size`` steps.
-
-    After each chunk, ``on_chunk(state, chunk_losses)`` is called (progress bars,
-    snapshots). A chunk of a new length compiles once; with ``steps`` a multiple of
-    ``chunk_size`` there is one compilation in all. The run ends early, after the
-    chunk in which it converged (see :func:`optimizer_step`).
-
-    Returns:
-      The final state and ``{content, style, tv, total}``, each of shape ``(steps,)``
-      (for a converged run, the losses before each step taken and then the loss of
-      the final image).
-
-    Raises:
-      Diverged: if a loss or the image stops being finite.
-    """
-
-    def check(state: SolverState, losses: dict[str, np.ndarray], done: int) -> bool:
-        diverged_at = int(state.diverged_at)
-        if diverged_at >= 0:
-            row = diverged_at - (done - len(losses["total"]))
-            raise Diverged(diverged_at, {k: float(v[row]) for k, v in losses.items()})
-        if on_chunk is not None:
-            on_chunk(state, losses)
-        return int(state.converged_at) >= 0
-
-    def chunk(state: SolverState, n: int) -> tuple[SolverState, dict[str, jax.Array]]:
-        return run_chunk_jit(graphdef, recipe, n, params, targets, weights, state)
-
-    state, trace = run_in_chunks(chunk, state, steps, chunk_size, check)
-    converged_at = int(state.converged_at)
-    if converged_at >= 0:
-        trace = {k: v[: converged_at + 1] for k, v in trace.items()}
-    return state, trace
-
-
-def run_in_chunks(
-    run: Callable[[Any, int], tuple[Any, dict[str, Array]]],
-    state: Any,
-    steps: int,
-    chunk_size: int,
-    after_chunk: Callable[[Any, dict[str, np.ndarray], int], bool],
-    to_host: Callable[[dict[str, Array]], dict[str, np.ndarray]] | None = None,
-) -> tuple[Any, dict[str, np.ndarray]]:
-    """The Python loop over jitted chunks shared by single runs and sweeps.
-
-    ``run(state, n)`` advances ``n`` steps; ``after_chunk(state, losses, steps_done)``
-    sees each chunk's losses on the host and returns whether to stop. Returns the
-    final state and every loss concatenated along the step axis.
-    """
-    to_host = to_host or (lambda losses: {k: np.asarray(v) for k, v in losses.items()})
-    trace: dict[str, list[np.ndarray]] = {name: [] for name in LOSS_NAMES}
-    done = 0
-    while done < steps:
-        n = min(chunk_size, steps - done)
-        state, losses = run(state, n)
-        losses = to_host(losses)
-        for name in LOSS_NAMES:
-            trace[name].append(losses[name])
-        done += n
-        if after_chunk(state, losses, done):
-            break
-    return state, {name: np.concatenate(v) for name, v in trace.items()}

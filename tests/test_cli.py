@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 import jaxstyle
+from jaxstyle.api import prepare
 from jaxstyle.cli import main
 from jaxstyle.image import read_metadata
+from jaxstyle.solve import objective
 
 SMALL = ["--size", "48x64", "--steps", "4"]
 
@@ -53,10 +55,23 @@ def test_stylize_end_to_end(inputs, weight_files, tmp_path, capsys):
     assert meta["content_sha256"] and set(meta["final_losses"]) == {"content", "style", "tv", "total"}
     losses = json.loads(trace.read_text())
     assert len(losses["total"]) == 4 and losses["settings"]["steps"] == 4
-    assert meta["final_losses"]["total"] == losses["total"][-1]
+    assert meta["final_losses"] == losses["final"]  # the losses of the image written
     assert (tmp_path / "out.step000002.png").is_file()  # a snapshot; none for the final step
     assert not (tmp_path / "out.step000004.png").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files
+
+
+def test_snapshots_follow_the_global_step_across_scales(inputs, weight_files, tmp_path):
+    content, style = inputs
+    out = tmp_path / "out.png"
+    argv = ["stylize", str(content), str(style), "-o", str(out), "--size", "48x64", "--scales", "2"]
+    argv += ["--scale-steps", "3,4", "--save-every", "2", "-q", "--weights", str(weight_files["torchvision"])]
+    assert main(argv) == 0
+    snapshots = sorted(p.name for p in tmp_path.glob("out.step*.png"))
+    # Steps 2, 4 and 6 of 7, across the two scales; none for the last step (the output).
+    assert snapshots == ["out.step000002.png", "out.step000004.png", "out.step000006.png"]
+    assert Image.open(tmp_path / "out.step000002.png").size == (45, 34)  # taken at the first scale
+    assert Image.open(tmp_path / "out.step000004.png").size == (64, 48)
 
 
 def read_metadata_sha(path: Path) -> str:
@@ -82,16 +97,19 @@ def test_output_reproduces_from_its_metadata(inputs, weight_files, tmp_path):
 
 def test_python_api_returns_array_and_trace(inputs, weight_files, rng):
     content = rng.uniform(0, 1, size=(50, 70, 3)).astype(np.float32)
-    result = jaxstyle.stylize(
-        content, inputs[1], weights=weight_files["caffe"], size=(48, 64), steps=4, init="noise", seed=3
-    )
+    caffe = {"weights": weight_files["caffe"], "size": (48, 64), "steps": 4, "init": "noise", "convention": "caffe"}
+    result = jaxstyle.stylize(content, inputs[1], seed=3, **caffe)
     assert result.image.shape == (48, 64, 3) and result.image.dtype == np.float32
-    assert result.image.min() >= 0.0 and result.image.max() <= 1.0
     assert result.trace["total"].shape == (4,) and np.isfinite(result.trace["total"]).all()
+    # The final losses are those of the image returned, not of the iterate before the last step.
+    problem = prepare(content, inputs[1], **caffe)
+    x = problem.job.network.convention.to_network(result.image)[None]
+    terms = objective(x, problem.graphdef, problem.params, problem.recipe, problem.targets, problem.loss_weights)[1]
+    for name, value in result.final_losses.items():
+        assert float(terms[name]) == pytest.approx(value, rel=1e-5), name
+    assert result.final_losses["total"] < result.trace["total"][0]
     assert result.settings.init == "noise" and result.weights_info["convention"] == "caffe"
-    again = jaxstyle.stylize(
-        content, inputs[1], weights=weight_files["caffe"], size=(48, 64), steps=4, init="noise", seed=4
-    )
+    again = jaxstyle.stylize(content, inputs[1], seed=4, **caffe)
     assert not np.array_equal(result.image, again.image)  # the seed matters for noise init
 
 

@@ -21,7 +21,15 @@ from jaxstyle.color import rgb_to_ycbcr
 from jaxstyle.config import PRESETS, resolve, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.preprocess import TORCHVISION
-from jaxstyle.solve import ADAM, averaged_image, init_state, run_chunk_jit, style_grams_jit, warm_started_adam
+from jaxstyle.solve import (
+    ADAM,
+    averaged_image,
+    init_state,
+    objective,
+    run_chunk_jit,
+    style_grams_jit,
+    warm_started_adam,
+)
 from jaxstyle.sweep import SweepPoint, sweep
 
 SIZE = (48, 64)
@@ -125,13 +133,32 @@ def test_preserve_color_keeps_the_contents_chroma(images, weight_files, tmp_path
 
 def test_coarse_to_fine_ends_at_the_size_with_each_scales_steps(images, common):
     content, style, _ = images
-    result = stylize(content, style, scales=3, steps=2, initial_steps=3, **common)
+    snapshots = {}
+    result = stylize(
+        content,
+        style,
+        scales=3,
+        steps=2,
+        initial_steps=3,
+        save_every=3,
+        on_snapshot=lambda step, rgb: snapshots.setdefault(step, rgb),
+        **common,
+    )
     assert [tuple(s.size) for s in result.stages] == [(24, 32), (34, 45), (48, 64)]
     assert [s.steps for s in result.stages] == [3, 2, 2]
     assert result.image.shape == (*SIZE, 3) and len(result.trace["total"]) == 7
-    # The second scale starts from the first one's image, not from the content.
-    single = stylize(content, style, steps=2, **common)
-    assert result.trace["total"][3] != pytest.approx(single.trace["total"][0])
+    assert sorted(snapshots) == [3, 6] and snapshots[3].shape == (24, 32, 3)  # global steps, across scales
+    # The second scale starts from the first one's image, upsampled, not from the content:
+    # its first loss is that of the first scale's result (the step-3 snapshot) resized by hand.
+    second = prepare(content, style, steps=2, **{**common, "size": (34, 45)})
+    start = TORCHVISION.to_network(jnp.asarray(imageio.resize(snapshots[3], (34, 45)))[None])
+    restart = second.state.image  # the content image at 34x45
+    by_hand, from_content = (
+        float(objective(x, second.graphdef, second.params, second.recipe, second.targets, second.loss_weights)[0])
+        for x in (start, restart)
+    )
+    assert result.trace["total"][3] == pytest.approx(by_hand, rel=1e-5)  # 6e-8 when written
+    assert abs(from_content - by_hand) > 0.5 * by_hand  # a restart from the content: 2.1x
     by_min_side = stages(resolve(min_side=30, scale_steps=(5, 4, 3)), SIZE)
     assert [(s.size, s.steps) for s in by_min_side] == [((24, 32), 5), ((34, 45), 4), ((48, 64), 3)]
     with pytest.raises(JaxstyleError, match="2 scale steps for 3 scales"):
@@ -326,4 +353,5 @@ def test_sweep_runs_lbfgs_per_setting_like_single_runs(images, common):
     result = sweep([content], [style], [SweepPoint(0, 0, 1.0, w, 10.0, 0.1) for w in weights], **shared)
     for k, w in enumerate(weights):
         single = stylize(content, style, style_weight=w, **shared)
-        np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-8)
+        np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-10)
+        np.testing.assert_allclose(result.images[k], single.image, atol=1e-10)

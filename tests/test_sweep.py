@@ -14,8 +14,10 @@ import pytest
 from PIL import Image
 
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.plan import batch_size_for
 from jaxstyle.report import contact_sheet, thumbnail
-from jaxstyle.sweep import SweepPoint, grid_product, plan_batch_size, read_grid, sweep
+from jaxstyle.sweep import SweepPoint, grid_product, read_grid, sweep
+from tests.compilation import count_compilations
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (48, 64)
@@ -83,14 +85,14 @@ def test_several_styles_and_contents_in_one_run(images, weight_files):
 
 
 def test_same_count_other_values_does_not_recompile(images, weight_files):
-    from jaxstyle.batch import run_batch_chunk_jit
-
     content, style, _ = images
     common = {"weights": weight_files["torchvision"], "size": SIZE, "steps": 2}
-    sweep([content], [style], grid_product(1, 1, [1.0], [1e2, 1e3], [0.0], [0.1]), **common)
-    before = run_batch_chunk_jit._cache_size()
-    sweep([content], [style], grid_product(1, 1, [3.0], [5.0, 7.0], [2.0], [0.05]), **common)
-    assert run_batch_chunk_jit._cache_size() == before
+    with count_compilations() as first:
+        sweep([content], [style], grid_product(1, 1, [1.0], [1e2, 1e3], [0.0], [0.1]), **common)
+    assert "jit(run_batch_chunk)" in first  # the counter sees the sweep's compilations
+    with count_compilations() as second:
+        sweep([content], [style], grid_product(1, 1, [3.0], [5.0, 7.0], [2.0], [0.05]), **common)
+    assert second == []
 
 
 def test_micro_batches_give_the_same_results(images, weight_files):
@@ -103,17 +105,36 @@ def test_micro_batches_give_the_same_results(images, weight_files):
     np.testing.assert_allclose(parts.trace["total"], whole.trace["total"], rtol=1e-5)
 
 
+def test_summary_counts_every_scales_steps_and_converged_settings_as_finished(images, weight_files):
+    from jaxstyle.report import summary
+
+    content, style, _ = images
+    # Two scales of 3 and 2 steps. tol 0.005 stops the setting of lr 0.001 at the first
+    # step of each scale (its loss falls by 0.14% and 0.11% a step), not that of lr 0.01
+    # (1.4%, 1.4%, then 1.1% at the second scale), when written.
+    common = {"weights": weight_files["torchvision"], "size": SIZE, "scales": 2, "scale_steps": (3, 2), "tol": 0.005}
+    result = sweep([content], [style], grid_product(1, 1, [1.0], [1e4], [10.0], [0.001, 0.01]), **common)
+    assert [result.status(k) for k in range(2)] == ["converged", "finished"]
+    record = summary(result)
+    assert record["steps"] == 5 and [s["steps"] for s in record["scales"]] == [3, 2]
+    assert record["seconds_per_setting_step"] == pytest.approx(result.seconds / (2 * 5))
+    assert record["finished"] == 2 and record["converged"] == [0]
+    assert record["points"][0]["steps"] < 5 == record["points"][1]["steps"]
+
+
 def test_batch_size_plan():
-    assert plan_batch_size(10, 1 << 20, 4, 3)[0] == 4  # rounded up to the device count
-    assert plan_batch_size(3, 1 << 20, 4, None)[0] == 4  # never more than K needs
+    mib, gib = 1 << 20, 1 << 30
+    assert batch_size_for(10, mib, 4, gib, "cpu", 3)[0] == 4  # rounded up to the device count
+    assert batch_size_for(3, mib, 4, gib, "cpu", None)[0] == 4  # never more than K needs
     # On CPU at most 8 settings per device (wider batches gain no speed there); a GPU's
     # batch is bounded by its memory only; an explicit --batch-size is kept.
-    assert plan_batch_size(64, 1 << 20, 2, None, "cpu")[0] == 16
-    assert plan_batch_size(64, 1 << 20, 2, None, "gpu")[0] == 64
-    assert plan_batch_size(64, 1 << 20, 2, 32, "cpu")[0] == 32
-    assert "on CPU" in plan_batch_size(64, 1 << 20, 1, None, "cpu")[1]
+    assert batch_size_for(64, mib, 2, gib, "cpu", None)[0] == 16
+    assert batch_size_for(64, mib, 2, gib, "gpu", None)[0] == 64
+    assert batch_size_for(64, 100 * mib, 2, gib, "gpu", None)[0] == 2 * 7  # 70% of 1 GiB / 100 MiB
+    assert batch_size_for(64, mib, 2, gib, "cpu", 32)[0] == 32
+    assert "on CPU" in batch_size_for(64, mib, 1, gib, "cpu", None)[1]
     with pytest.raises(JaxstyleError, match="at least 1"):
-        plan_batch_size(3, 1 << 20, 1, 0)
+        batch_size_for(3, mib, 1, gib, "cpu", 0)
 
 
 def test_grid_files(tmp_path):
@@ -144,6 +165,7 @@ def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
     assert main([*argv, "--weights", str(weight_files["torchvision"])]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["points"]) == 12 and summary["device_count"] >= 1 and summary["steps"] == 3
+    assert summary["finished"] == 6 and summary["converged"] == []
     assert summary["diverged"] == [k for k in range(12) if summary["points"][k]["lr"] == 1e30]
     for record in summary["points"]:
         meta = read_metadata(out / record["file"])
@@ -162,8 +184,10 @@ def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
         ],
         images=images_on_disk,
         trace={"total": np.zeros((1, 12))},
+        final_losses={"total": np.asarray([r["final_losses"]["total"] or np.nan for r in summary["points"]])},
         diverged_at=np.asarray([r["diverged_at"] if r["diverged_at"] is not None else -1 for r in summary["points"]]),
         steps_taken=np.asarray([r["steps"] for r in summary["points"]]),
+        stages=(),
         settings=None,
         contents=["c.png"],
         styles=["s.png"],

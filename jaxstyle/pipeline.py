@@ -1,0 +1,639 @@
+"""The one pipeline under ``stylize`` and ``sweep``: inputs, network, targets, and the stage runner.
+
+A run is a batch of settings ("points") that share a schedule: one stylization is a
+batch of one point on a one-device mesh that raises on divergence; a sweep is a batch
+of many, sharded over every device of every host. :func:`prepare_job` reads and checks
+everything first, so that a run fails before it starts; :func:`run_job` then runs the
+plan (:mod:`jaxstyle.plan`) stage by stage and chunk by chunk, calling back after
+every chunk for progress and snapshots.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from jaxstyle import image as imageio
+from jaxstyle import mesh as meshlib
+from jaxstyle import weights as weightsio
+from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
+from jaxstyle.color import preserve_color
+from jaxstyle.config import INITS, Settings, finite_at_least, normalised_blend
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.losses import LossWeights, Targets
+from jaxstyle.plan import MEMORY_FACTOR, RunPlan, make_plan
+from jaxstyle.preprocess import InputConvention
+from jaxstyle.solve import LOSS_NAMES, Diverged, Recipe, averaged_image, blend_grams, style_grams_jit
+from jaxstyle.solve import warm_started_adam_jit as warm_started_adam
+from jaxstyle.vgg import LAYER_NAMES, activation_count
+
+ImageLike = str | os.PathLike | np.ndarray
+MIN_STYLE_SIDE = 16  # relu5_1 lies behind four 2x2 poolings
+# The settings a sweep varies per point; everything else is shared by all points.
+SWEPT = ("content_weight", "style_weight", "tv_weight", "lr", "ema")
+
+
+# --------------------------------------------------------------------------- points
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One setting of a batch (a single stylization is a batch of one).
+
+    Attributes:
+      content: index into the run's content images.
+      style: index into the run's style targets (the style images, or the blends).
+      content_weight, style_weight, tv_weight, lr: its loss weights and learning rate.
+      ema: its EMA decay (``None``: the settings' value).
+    """
+
+    content: int
+    style: int
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    lr: float
+    ema: float | None = None
+
+    def swept_values(self) -> dict[str, float]:
+        return {key: getattr(self, key) for key in SWEPT}
+
+
+def settings_point(settings: Settings, content: int = 0, style: int = 0) -> SweepPoint:
+    """The point that runs ``settings``' own values."""
+    return SweepPoint(content, style, *(getattr(settings, key) for key in SWEPT))
+
+
+def check_points(points: Sequence[SweepPoint], n_contents: int, n_styles: int) -> None:
+    """Loss weights finite and >= 0, learning rates finite and > 0, EMA decays in [0, 1), indexes in range."""
+    if not points:
+        raise JaxstyleError("no settings to run")
+    for k, p in enumerate(points):
+        for key in ("content_weight", "style_weight", "tv_weight"):
+            finite_at_least(f"setting {k}: {key.replace('_', ' ')}", getattr(p, key), 0.0)
+        finite_at_least(f"setting {k}: learning rate", p.lr, 0.0, strict=True)
+        if p.ema is not None and not 0.0 <= p.ema < 1.0:
+            raise JaxstyleError(f"setting {k}: ema must be a decay in [0, 1), not {p.ema}")
+        if not (0 <= p.content < n_contents and 0 <= p.style < n_styles):
+            raise JaxstyleError(f"setting {k}: no content image {p.content} or style target {p.style}")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def as_rgb(img: ImageLike) -> np.ndarray:
+    """A path (read from disk) or an array (uint8 or float in [0, 1]) as float32 RGB."""
+    if isinstance(img, (str, os.PathLike)):
+        return imageio.load_image(img)
+    arr = np.asarray(img)
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise JaxstyleError(f"image array of shape {arr.shape}: expected (H, W, 3)")
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    return arr.astype(np.float32)
+
+
+def image_name(img: ImageLike, default: str) -> str:
+    """A path's text, or ``default`` for an in-memory image."""
+    return str(img) if isinstance(img, (str, os.PathLike)) else default
+
+
+def blend_matrix(n_styles: int, blends: Sequence[Sequence[float]] | None) -> np.ndarray:
+    """Rows of style weights, one per style target: the identity, or each blend normalised to sum 1."""
+    if not blends:
+        return np.eye(n_styles)
+    return np.asarray([normalised_blend(blend, n_styles) for blend in blends], np.float64)
+
+
+def read_init(settings: Settings) -> np.ndarray | None:
+    """The ``init`` image file's pixels, or ``None`` when ``init`` names no file."""
+    return None if settings.init in INITS else imageio.load_image(settings.init)
+
+
+@dataclass
+class Inputs:
+    """The images of a run, read and checked.
+
+    Attributes:
+      contents: content images, float32 RGB at their own sizes.
+      styles: style images, likewise.
+      blends: ``(T, S)`` weights of the style images in each style target (rows sum to 1).
+      init_rgb: the ``init`` image file's pixels, if ``init`` names one.
+      output_size: ``(height, width)`` of the output.
+    """
+
+    contents: list[np.ndarray]
+    styles: list[np.ndarray]
+    blends: np.ndarray
+    init_rgb: np.ndarray | None
+    output_size: tuple[int, int]
+
+
+def read_inputs(
+    contents: Sequence[ImageLike],
+    styles: Sequence[ImageLike],
+    settings: Settings,
+    style_blends: Sequence[Sequence[float]] | None = None,
+) -> Inputs:
+    """Read every image of a run; the output size follows the first content image."""
+    if not contents or not styles:
+        raise JaxstyleError("a run needs at least one content and one style image")
+    content_rgbs = [as_rgb(c) for c in contents]
+    style_rgbs = [as_rgb(s) for s in styles]
+    if style_blends is None:
+        style_blends = [settings.blend_weights(len(style_rgbs))]
+    return Inputs(
+        contents=content_rgbs,
+        styles=style_rgbs,
+        blends=blend_matrix(len(style_rgbs), style_blends),
+        init_rgb=read_init(settings),
+        output_size=imageio.output_size(content_rgbs[0].shape[:2], settings.size, settings.max_side),
+    )
+
+
+# --------------------------------------------------------------------------- network
+
+
+@dataclass
+class Network:
+    """The VGG of a weights file, split for the pure core, with how pixels enter it.
+
+    Attributes:
+      graphdef, params: the module's structure and its weights.
+      recipe: the static part of the recipe (layers, TV reduction, optimiser).
+      convention: how pixels map to the network's input space.
+      dtype: dtype of the image, Gram matrices and losses.
+      weights_file: the converted weights file.
+      weights_info: its provenance (source, source file and SHA-256, convention).
+    """
+
+    graphdef: Any
+    params: Any
+    recipe: Recipe
+    convention: InputConvention
+    dtype: jnp.dtype
+    weights_file: Path
+    weights_info: dict[str, str]
+
+
+def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weightsio.LoadedWeights:
+    """The converted weights file named, or the first one found for the preset's convention."""
+    path = Path(weights) if weights is not None else weightsio.find(settings.convention)
+    return weightsio.read_converted(path)
+
+
+def build_network(
+    settings: Settings, weights: str | os.PathLike | None, dtype: str = "float32", compute_dtype: str | None = None
+) -> Network:
+    """Load the weights and split the network for the core.
+
+    ``dtype`` is checked (float64 needs ``jax_enable_x64``); ``compute_dtype`` is the
+    dtype of the convolutions (``None``: ``dtype``).
+    """
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
+    loaded = load_weights(settings, weights)
+    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
+    recipe = Recipe(
+        content=tuple(settings.content_layers),
+        style=tuple(settings.style_layers),
+        tv_reduction=settings.tv_reduction,
+        optimizer=settings.optimizer,
+        lbfgs_memory=settings.lbfgs_memory,
+    )
+    info = {k: v for k, v in loaded.attrs.items() if k.startswith(("source", "convention"))}
+    return Network(graphdef, params, recipe, loaded.convention, dtype, loaded.path, info)
+
+
+def bytes_per_setting(size: tuple[int, int], settings: Settings, dtype_bytes: int = 4) -> int:
+    """Estimated device memory one setting needs during a step."""
+    deepest = max((*settings.content_layers, *settings.style_layers), key=LAYER_NAMES.index)
+    return MEMORY_FACTOR * activation_count(*size, deepest) * dtype_bytes
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def style_size(style_hw: tuple[int, int], output_hw: tuple[int, int], settings: Settings) -> tuple[int, int]:
+    """The size a style image is resized to before its features are taken.
+
+    ``style_shape="output"``: ``style_scale`` times the output's height and width (d2l
+    resizes the style to the output size). ``"own"``: the style's aspect, its longest
+    side ``style_scale`` times the output's longest side (neural-style, style-transfer-pytorch).
+    """
+    scale = settings.style_scale
+    if settings.style_shape == "output":
+        h, w = output_hw
+    else:
+        h, w = style_hw
+        scale *= max(output_hw) / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def check_sizes(settings: Settings, inputs: Inputs, plan: RunPlan) -> None:
+    """The coarsest scale and every style image at every scale at least :data:`MIN_STYLE_SIDE` a side."""
+    h, w = plan.stages[0].size
+    if min(h, w) < MIN_STYLE_SIDE:
+        raise JaxstyleError(
+            f"coarsest scale {h}x{w} is too small: VGG-19 needs at least {MIN_STYLE_SIDE} pixels a side; "
+            "use fewer --scales or a larger --min-side"
+        )
+    for number, rgb in enumerate(inputs.styles, start=1):
+        for stage in plan.stages:
+            sh, sw = style_size(rgb.shape[:2], stage.size, settings)
+            if min(sh, sw) < MIN_STYLE_SIDE:
+                raise JaxstyleError(
+                    f"style image {number} would be {sh}x{sw} pixels at style scale {settings.style_scale}; "
+                    f"VGG-19 needs at least {MIN_STYLE_SIDE} on each side"
+                )
+
+
+def to_network_images(rgbs: Sequence[np.ndarray], size: tuple[int, int], network: Network) -> jax.Array:
+    """Images resized to ``size`` in network space, ``(N, 1, h, w, 3)``."""
+    resized = np.stack([imageio.resize(rgb, size) for rgb in rgbs])
+    return network.convention.to_network(jnp.asarray(resized, network.dtype)[:, None])
+
+
+def stacked_style_grams(network: Network, images: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
+    """Gram matrices of every style image at every style layer; leaves ``(S, 1, C, C)``.
+
+    Style images may differ in size (one compiled function per size); Gram matrices do not.
+    """
+    grams = [style_grams_jit(network.graphdef, network.params, image, network.recipe) for image in images]
+    return tuple(jnp.stack(layer) for layer in zip(*grams, strict=True))
+
+
+def targets_at(network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int]) -> Targets:
+    """Stacked targets for an output of ``size``: content features ``(Nc, 1, ...)`` per content
+    layer, and blended style Gram matrices ``(T, 1, C, C)`` per style layer,
+    ``G_t = sum_s blends[t, s] * G_s``."""
+    styles = [to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0] for rgb in inputs.styles]
+    content = stack_content_targets_jit(
+        network.graphdef, network.params, to_network_images(inputs.contents, size, network), network.recipe
+    )
+    grams = stacked_style_grams(network, styles)
+    return Targets(content=content, style_gram=blend_grams(grams, jnp.asarray(inputs.blends, network.dtype)))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def initial_image(
+    settings: Settings, content: jax.Array, to_network: Callable, init_rgb: np.ndarray | None = None
+) -> jax.Array:
+    """The starting image in network space, shaped like ``content`` (network space, NHWC).
+
+    ``content``: the content image; ``noise``: uniform random pixels; ``gaussian``:
+    ``0.001 * N(0, 1)`` in network space (neural-style's ``-init random``, near the
+    mean colour); a file: ``init_rgb`` resized to the content's size. Random draws use
+    ``settings.seed``.
+    """
+    key = jax.random.key(settings.seed)
+    if settings.init == "content":
+        return content
+    if settings.init == "noise":
+        return to_network(jax.random.uniform(key, content.shape, content.dtype))
+    if settings.init == "gaussian":
+        return 0.001 * jax.random.normal(key, content.shape, content.dtype)
+    rgb = imageio.resize(init_rgb, content.shape[-3:-1])
+    return to_network(jnp.asarray(rgb, content.dtype).reshape(content.shape))
+
+
+def to_pixels(image: jax.Array, convention: InputConvention) -> np.ndarray:
+    """Network-space images (channels last, any leading axes) to float RGB in [0, 1], clipped only here."""
+    return np.asarray(jnp.clip(convention.from_network(image), 0.0, 1.0))
+
+
+def output_pixels(
+    images: jax.Array | np.ndarray,
+    settings: Settings,
+    convention: InputConvention,
+    content_rgbs: Sequence[np.ndarray],
+) -> np.ndarray:
+    """Network-space images ``(B, H, W, 3)`` as RGB in [0, 1]; with ``preserve_color``,
+    row ``b`` takes the colours of ``content_rgbs[b]`` (resized to the output)."""
+    rgb = to_pixels(jnp.asarray(images), convention)
+    if settings.preserve_color:
+        rgb = np.stack(
+            [
+                preserve_color(x, imageio.resize(content, x.shape[:2]))
+                for x, content in zip(rgb, content_rgbs, strict=True)
+            ]
+        )
+    return rgb
+
+
+def upsample(images: jax.Array, size: tuple[int, int], convention: InputConvention) -> jax.Array:
+    """Network-space images ``(..., h, w, 3)`` resized to the next scale: bicubic on pixels, clipped to [0, 1].
+
+    As in style-transfer-pytorch, which clips there too.
+    """
+    pixels = np.asarray(convention.from_network(images))
+    flat = pixels.reshape(-1, *pixels.shape[-3:])
+    resized = np.stack([imageio.resize(rgb, size) for rgb in flat]).reshape(*pixels.shape[:-3], *size, 3)
+    return convention.to_network(jnp.asarray(resized, images.dtype))
+
+
+# --------------------------------------------------------------------------- the job
+
+
+@dataclass
+class Job:
+    """A run ready to start: settings, network, inputs, points and plan, all checked.
+
+    Attributes:
+      settings: the settings every point shares.
+      network: the network and its weights.
+      inputs: the images.
+      points: the settings of the batch, in order.
+      plan: stages, chunks, snapshots and micro-batches.
+    """
+
+    settings: Settings
+    network: Network
+    inputs: Inputs
+    points: list[SweepPoint]
+    plan: RunPlan
+
+    def targets_at(self, size: tuple[int, int]) -> Targets:
+        """Stacked content and style targets at ``size`` (see :func:`targets_at`)."""
+        return targets_at(self.network, self.settings, self.inputs, size)
+
+    def per_setting(self) -> tuple[Setting, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Host arrays with a leading axis K: settings, initial images, learning rates, EMA decays, tolerances."""
+        dtype, points, k = self.network.dtype, self.points, len(self.points)
+        content_layers, style_layers = self.settings.resolved_layer_weights()
+
+        def column(key: str) -> np.ndarray:
+            return np.asarray([getattr(p, key) for p in points], dtype)
+
+        weights = LossWeights(
+            content=column("content_weight"),
+            style=column("style_weight"),
+            tv=column("tv_weight"),
+            content_layers=np.tile(np.asarray(content_layers, dtype), (k, 1)),
+            style_layers=np.tile(np.asarray(style_layers, dtype), (k, 1)),
+        )
+        content_index = np.asarray([p.content for p in points], np.int32)
+        setting = Setting(weights, content_index, np.asarray([p.style for p in points], np.int32))
+        # Every setting of a content image starts from the same image (the same noise
+        # too), so settings differ only in what the batch varies.
+        to_network = self.network.convention.to_network
+        first = self.plan.stages[0].size
+        starts = np.stack(
+            [
+                np.asarray(initial_image(self.settings, image, to_network, self.inputs.init_rgb))
+                for image in to_network_images(self.inputs.contents, first, self.network)
+            ]
+        )
+        emas = np.asarray([self.settings.ema if p.ema is None else p.ema for p in points], dtype)
+        return setting, starts[content_index], column("lr"), emas, np.full(k, self.settings.tol, dtype)
+
+
+def prepare_job(
+    contents: Sequence[ImageLike],
+    styles: Sequence[ImageLike],
+    settings: Settings,
+    points: Sequence[SweepPoint] | None = None,
+    *,
+    style_blends: Sequence[Sequence[float]] | None = None,
+    weights: str | os.PathLike | None = None,
+    dtype: str = "float32",
+    compute_dtype: str | None = None,
+    device_count: int = 1,
+    batch_size: int | None = None,
+    save_every: int | None = None,
+) -> Job:
+    """Read and check everything a run needs, so that a run fails before it starts.
+
+    ``points`` default to every content with every style target at the settings' values.
+    """
+    inputs = read_inputs(contents, styles, settings, style_blends)
+    if points is None:
+        points = [
+            settings_point(settings, c, s) for c in range(len(inputs.contents)) for s in range(len(inputs.blends))
+        ]
+    points = [p if p.ema is not None else dataclasses.replace(p, ema=settings.ema) for p in points]
+    check_points(points, len(inputs.contents), len(inputs.blends))
+    dtype_bytes = jnp.dtype(dtype).itemsize
+    memory, _ = meshlib.device_memory_bytes()
+    plan = make_plan(
+        settings,
+        inputs.output_size,
+        len(points),
+        device_count=device_count,
+        per_setting_bytes=bytes_per_setting(inputs.output_size, settings, dtype_bytes),
+        device_memory=memory,
+        platform=jax.devices()[0].platform,
+        batch_size=batch_size,
+        save_every=save_every,
+    )
+    check_sizes(settings, inputs, plan)
+    network = build_network(settings, weights, dtype, compute_dtype)
+    return Job(settings, network, inputs, points, plan)
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+class ChunkReport(NamedTuple):
+    """What the runner reports after every chunk.
+
+    Attributes:
+      step: global steps done per setting of this micro-batch (all stages counted).
+      steps: global steps per setting in all.
+      stage, stages: the stage (scale) the chunk ran in, counted from 0, and how many there are.
+      micro_batch, micro_batches: likewise for micro-batches.
+      losses: the chunk's per-step losses, each ``(n, B)``.
+    """
+
+    step: int
+    steps: int
+    stage: int
+    stages: int
+    micro_batch: int
+    micro_batches: int
+    losses: dict[str, np.ndarray]
+
+    @property
+    def done(self) -> int:
+        """Setting-steps done over the whole run, counting micro-batches before this one as full."""
+        return self.micro_batch * self.steps + self.step
+
+
+@dataclass
+class RunOutput:
+    """What :func:`run_job` returns; every process holds all of it.
+
+    Attributes:
+      images: final images, float32 RGB in [0, 1], ``(K, H, W, 3)``.
+      trace: per-step losses ``{content, style, tv, total}``, each ``(steps, K)``, the
+        losses before each step, all stages one after the other; a stopped setting
+        repeats its last losses.
+      final_losses: the losses of each final image (what is written, before 8-bit
+        rounding), each ``(K,)``.
+      diverged_at: global step at which each setting diverged, -1 for the others.
+      stage_steps: ``(K, stages)`` steps each setting took at each stage (fewer than
+        planned where it diverged or converged).
+      converged_at: ``(K, stages)`` step within each stage at which it converged, -1 if not.
+      local: indexes of the settings whose shards this process computed.
+      seconds: wall time of the optimisation, compilation included.
+    """
+
+    images: np.ndarray
+    trace: dict[str, np.ndarray]
+    final_losses: dict[str, np.ndarray]
+    diverged_at: np.ndarray
+    stage_steps: np.ndarray
+    converged_at: np.ndarray
+    local: list[int]
+    seconds: float
+
+
+def single_device_mesh() -> Mesh:
+    """A one-device mesh on the first local device (single runs)."""
+    return Mesh(np.asarray(jax.local_devices()[:1]), (meshlib.AXIS,))
+
+
+def run_job(
+    job: Job,
+    mesh: Mesh,
+    on_chunk: Callable[[ChunkReport], None] | None = None,
+    on_snapshot: Callable[[int, range, np.ndarray], None] | None = None,
+    raise_on_divergence: bool = False,
+) -> RunOutput:
+    """Run every micro-batch of ``job`` through every stage of its plan on ``mesh``.
+
+    After each chunk ``on_chunk`` gets a :class:`ChunkReport`; at each snapshot step
+    ``on_snapshot(step, settings, images)`` gets the micro-batch's current output
+    images (RGB in [0, 1]). A setting whose loss or image stops being finite is frozen
+    at its last finite state and reported; with ``raise_on_divergence`` the run stops
+    with :class:`~jaxstyle.solve.Diverged` instead.
+    """
+    plan, network = job.plan, job.network
+    replicated, sharded = meshlib.replicated(mesh), meshlib.batch_sharding(mesh)
+    k, batch = len(job.points), plan.batch_size
+    if batch % mesh.devices.size:
+        raise JaxstyleError(f"batch size {batch} is not a multiple of the {mesh.devices.size} device(s)")
+    per_setting = meshlib.pad_leading(job.per_setting(), meshlib.padded_length(k, batch))
+    params = meshlib.to_global(network.params, replicated)
+    # Targets are computed once per stage, before any optimisation.
+    stage_targets = [meshlib.to_global(job.targets_at(stage.size), replicated) for stage in plan.stages]
+    outputs = []
+    start = time.perf_counter()
+    for number, rows in enumerate(plan.micro_batches):
+        host = jax.tree.map(lambda x, first=rows.start: x[first : first + batch], per_setting)
+        outputs.append(
+            run_micro_batch(
+                job, host, params, stage_targets, rows, number, sharded, on_chunk, on_snapshot, raise_on_divergence
+            )
+        )
+    seconds = time.perf_counter() - start
+
+    def joined(part: str, axis: int = 0) -> Any:
+        return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *(getattr(o, part) for o in outputs))
+
+    trace = joined("trace", axis=1)
+    return RunOutput(
+        images=joined("images")[:k],
+        trace={name: v[:, :k] for name, v in trace.items()},
+        final_losses={name: v[:k] for name, v in joined("final_losses").items()},
+        diverged_at=joined("diverged_at")[:k],
+        stage_steps=joined("stage_steps")[:k],
+        converged_at=joined("converged_at")[:k],
+        local=sorted(i for o in outputs for i in o.local if i < k),
+        seconds=seconds,
+    )
+
+
+def run_micro_batch(
+    job: Job,
+    host: tuple[Setting, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    params: Any,
+    stage_targets: Sequence[Targets],
+    rows: range,
+    number: int,
+    sharded: Any,
+    on_chunk: Callable[[ChunkReport], None] | None,
+    on_snapshot: Callable[[int, range, np.ndarray], None] | None,
+    raise_on_divergence: bool,
+) -> RunOutput:
+    """All stages of one micro-batch (``rows`` are its real settings; the rest is padding)."""
+    plan, network, settings = job.plan, job.network, job.settings
+    graphdef, recipe, convention = network.graphdef, network.recipe, network.convention
+    setting, images, lrs, emas, tols = meshlib.to_global(host, sharded)
+    batch = len(host[1])
+    # Each row's content image (for --preserve-color); padding rows repeat the last setting.
+    contents = [job.inputs.contents[job.points[min(rows.start + row, rows.stop - 1)].content] for row in range(batch)]
+    traces, state = [], None
+    diverged_at = np.full(batch, -1)
+    stage_steps = np.zeros((batch, len(plan.stages)), np.int64)
+    converged_at = np.full((batch, len(plan.stages)), -1)
+    for index, stage in enumerate(plan.stages):
+        targets = stage_targets[index]
+        fresh = init_batch_jit(graphdef, recipe, params, targets, setting, images, lrs, emas, tols)
+        if state is not None and settings.warm_start:
+            fresh = fresh._replace(opt_state=warm_started_adam(state.opt_state, fresh.opt_state))
+        # A setting that diverged at an earlier scale stays frozen.
+        state = fresh if state is None else fresh._replace(diverged_at=state.diverged_at)
+        chunks: list[dict[str, np.ndarray]] = []
+        for n, end in zip(stage.chunks, stage.chunk_ends, strict=True):
+            state, losses = run_batch_chunk_jit(graphdef, recipe, n, params, targets, setting, state)
+            losses = meshlib.to_host(losses)
+            chunks.append(losses)
+            stopped_diverged, stopped_converged, local_diverged = meshlib.to_host(
+                (state.diverged_at >= 0, state.converged_at >= 0, state.diverged_at)
+            )
+            if raise_on_divergence and stopped_diverged[: len(rows)].any():
+                row = int(np.argmax(stopped_diverged[: len(rows)]))
+                at = int(local_diverged[row])
+                in_chunk = at - (end - stage.first_step - n)
+                raise Diverged(stage.first_step + at, {k: float(v[in_chunk, row]) for k, v in losses.items()})
+            if on_chunk is not None:
+                on_chunk(ChunkReport(end, plan.steps, index, len(plan.stages), number, len(plan.micro_batches), losses))
+            if on_snapshot is not None and end in plan.snapshot_steps:
+                current = meshlib.to_host(averaged_image(state))[: len(rows), 0]
+                on_snapshot(end, rows, output_pixels(current, settings, convention, contents[: len(rows)]))
+            if (stopped_diverged | stopped_converged).all():
+                break
+        trace = {name: np.concatenate([c[name] for c in chunks]) for name in LOSS_NAMES}
+        missing = stage.steps - len(trace["total"])
+        if missing:  # every setting stopped early: the last losses repeat
+            trace = {name: np.concatenate([v, np.repeat(v[-1:], missing, axis=0)]) for name, v in trace.items()}
+        traces.append(trace)
+        stage_diverged, stage_converged, taken = meshlib.to_host((state.diverged_at, state.converged_at, state.step))
+        newly = (diverged_at < 0) & (stage_diverged >= 0)
+        diverged_at = np.where(newly, stage.first_step + stage_diverged, diverged_at)
+        stage_steps[:, index] = taken
+        converged_at[:, index] = stage_converged
+        if index + 1 < len(plan.stages):
+            # The next scale starts from each setting's averaged iterate, upsampled.
+            previous = jnp.asarray(meshlib.to_host(averaged_image(state)))
+            images = meshlib.to_global(upsample(previous, plan.stages[index + 1].size, convention), sharded)
+    final = output_pixels(meshlib.to_host(averaged_image(state))[:, 0], settings, convention, contents)
+    # The final losses are those of the image written (clipped to [0, 1], with the
+    # content's colours where asked), not of the iterate before the last step.
+    written = meshlib.to_global(convention.to_network(jnp.asarray(final, network.dtype))[:, None], sharded)
+    final_losses = meshlib.to_host(batch_losses_jit(graphdef, recipe, params, stage_targets[-1], setting, written))
+    local = [rows.start + row for row in meshlib.local_rows(state.image)]
+    return RunOutput(
+        images=final,
+        trace={name: np.concatenate([t[name] for t in traces]) for name in LOSS_NAMES},
+        final_losses=final_losses,
+        diverged_at=diverged_at,
+        stage_steps=stage_steps,
+        converged_at=converged_at,
+        local=local,
+        seconds=0.0,
+    )
