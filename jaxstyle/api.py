@@ -78,8 +78,8 @@ def as_rgb(img: ImageLike) -> np.ndarray:
 
 def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weightsio.LoadedWeights:
     """The converted weights file named, or the first one found for the preset's convention."""
-    path = Path(weights) if weights is not None else weightsio.find(settings.convention)
-    return weightsio.read_converted(path)
+    path = Path(weights) if weights is not None else weightsio.find(settings.network, settings.convention)
+    return weightsio.read_converted(path, network=settings.network)
 
 
 def loss_weights(settings: Settings, dtype: jnp.dtype) -> LossWeights:
@@ -177,7 +177,9 @@ def build_network(
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
-    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
+    graphdef, params = weightsio.split_model(
+        loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype, network=loaded.network
+    )
     recipe = Recipe(
         content=tuple(settings.content_layers),
         style=tuple(settings.style_layers),

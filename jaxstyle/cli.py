@@ -307,7 +307,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_weights_convert(args: argparse.Namespace) -> int:
     from jaxstyle.weights import convert
 
-    dst = convert(Path(args.src), Path(args.output) if args.output else None, convention=args.convention)
+    dst = convert(
+        Path(args.src), Path(args.output) if args.output else None, convention=args.convention, network=args.network
+    )
     print(f"wrote {dst}")
     return 0
 
@@ -367,6 +369,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
     from jaxstyle.config import PRESETS
+    from jaxstyle.nets import NETWORKS
     from jaxstyle.weights import SOURCES
 
     parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
@@ -404,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(sw, swept_lists=True)
     sw.set_defaults(func=cmd_sweep)
 
-    w = sub.add_parser("weights", help="download, convert and inspect VGG-19 weights")
+    w = sub.add_parser("weights", help="download, convert and inspect VGG weights")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     c = wsub.add_parser("convert", help="convert a published weights file (.pth, .safetensors, Keras .h5)")
     c.add_argument("src")
@@ -414,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("torchvision", "caffe"),
         help="input convention, needed for files that match no published hash",
     )
+    c.add_argument("--network", choices=tuple(NETWORKS), help="the network the file holds (default: vgg19)")
     c.set_defaults(func=cmd_weights_convert)
     i = wsub.add_parser("info", help="show a converted weights file's provenance")
     i.add_argument("file")

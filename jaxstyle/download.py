@@ -70,7 +70,7 @@ def download(
         raise JaxstyleError(f"unknown weights source {source!r}; choose from {', '.join(SOURCES)}")
     info = SOURCES[source]
     url = url or info.url
-    dst = Path(dst) if dst is not None else default_path(info.convention)
+    dst = Path(dst) if dst is not None else default_path("vgg19", info.convention)
     want_md5, want_prefix = expected_hashes(info, url)
     want_md5 = md5 or want_md5
     try:

@@ -42,6 +42,7 @@ from jaxstyle.batch import Setting, init_batch_jit, run_batch_chunk_jit, stack_c
 from jaxstyle.config import Settings, finite_at_least, normalised_blend, resolve, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
+from jaxstyle.nets import network
 from jaxstyle.solve import (
     LOSS_NAMES,
     Recipe,
@@ -50,7 +51,6 @@ from jaxstyle.solve import (
     run_in_chunks,
     warm_started_adam_jit,
 )
-from jaxstyle.vgg import LAYER_NAMES, activation_count
 
 SWEPT = ("content_weight", "style_weight", "tv_weight", "lr", "ema")
 # Forward activations kept for the backward pass, their gradients and XLA's
@@ -157,8 +157,9 @@ def check_points(points: Sequence[SweepPoint]) -> None:
 
 def bytes_per_setting(size: tuple[int, int], settings: Settings, dtype_bytes: int = 4) -> int:
     """Estimated device memory one setting needs during a step."""
-    deepest = max((*settings.content_layers, *settings.style_layers), key=LAYER_NAMES.index)
-    return MEMORY_FACTOR * activation_count(*size, deepest) * dtype_bytes
+    spec = network(settings.network)
+    deepest = spec.deepest((*settings.content_layers, *settings.style_layers))
+    return MEMORY_FACTOR * spec.activation_count(*size, deepest) * dtype_bytes
 
 
 def plan_batch_size(

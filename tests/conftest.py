@@ -23,17 +23,17 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-from jaxstyle.vgg import CONV_NAMES, LAYER_NAMES  # noqa: E402
+from jaxstyle.nets import TINY, VGG16, VGG19, NetworkSpec  # noqa: E402
 from jaxstyle.weights import random_convs  # noqa: E402
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
-def state_dict_arrays(convs) -> dict[str, np.ndarray]:
+def state_dict_arrays(convs, spec: NetworkSpec = VGG19) -> dict[str, np.ndarray]:
     """torchvision layout: ``features.N.weight`` OIHW, plus a (small) classifier to ignore."""
     state = {}
     for name, (kernel, bias) in convs.items():
-        i = LAYER_NAMES.index(name)
+        i = spec.torchvision_index(name)
         state[f"features.{i}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
         state[f"features.{i}.bias"] = bias
     state["classifier.0.weight"] = np.ones((4, 8), np.float32)
@@ -55,10 +55,10 @@ def write_safetensors(path: Path, state: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def write_keras_h5(path: Path, convs) -> Path:
+def write_keras_h5(path: Path, convs, spec: NetworkSpec = VGG19) -> Path:
     """The Keras 2 ``save_weights`` layout of ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``."""
     layers = ["input_1"]
-    for name in LAYER_NAMES:
+    for name in spec.layer_names:
         block, rest = name[-3], name[-1]
         if name.startswith("conv"):
             layers.append(f"block{block}_conv{rest}")
@@ -115,4 +115,13 @@ def rng():
     return np.random.default_rng(1234)
 
 
-__all__ = ["CONV_NAMES", "SHARED_IMAGES", "random_convs", "state_dict_arrays", "write_keras_h5", "write_pth"]
+__all__ = [
+    "SHARED_IMAGES",
+    "TINY",
+    "VGG16",
+    "VGG19",
+    "random_convs",
+    "state_dict_arrays",
+    "write_keras_h5",
+    "write_pth",
+]

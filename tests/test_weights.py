@@ -18,13 +18,15 @@ import torch
 from bench import torch_recipe
 from jaxstyle.download import download
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.nets import VGG16, VGG19
+from jaxstyle.preprocess import CONVENTIONS
 from jaxstyle.solve import Recipe, network_features
-from jaxstyle.vgg import LAYER_NAMES
 from jaxstyle.weights import (
     SOURCES,
     convert,
     file_digests,
     find,
+    random_convs,
     read_converted,
     read_source,
     split_model,
@@ -96,8 +98,9 @@ def test_average_pooling_matches_pytorch(weight_files, convs, rng):
 
 
 def test_layer_names_follow_torchvision_indexes():
-    assert tuple(sorted(torch_recipe.LAYER_INDEX, key=torch_recipe.LAYER_INDEX.get)) == LAYER_NAMES
-    assert LAYER_NAMES[25] == "conv4_4" and LAYER_NAMES[21] == "conv4_2" and LAYER_NAMES[28] == "conv5_1"
+    names = VGG19.layer_names
+    assert tuple(sorted(torch_recipe.LAYER_INDEX, key=torch_recipe.LAYER_INDEX.get)) == names
+    assert names[25] == "conv4_4" and names[21] == "conv4_2" and names[28] == "conv5_1"
 
 
 def test_network_stops_at_deepest_requested_layer(weight_files):
@@ -145,12 +148,12 @@ def test_keras_problems_are_named(tmp_path, convs):
         del f["block3_conv2"]["block3_conv2/kernel:0"]
         f["block3_conv2"]["block3_conv2/kernel:0"] = np.ones((3, 3, 256, 128), np.float32)
     with pytest.raises(JaxstyleError, match=r"layer block3_conv2 has kernel \(3, 3, 256, 128\)"):
-        read_source(path)
+        read_source(path, VGG19)
     path = write_keras_h5(tmp_path / "k2.h5", convs)
     with h5py.File(path, "a") as f:
         del f["block5_conv4"]
     with pytest.raises(JaxstyleError, match="layer block5_conv4 is missing"):
-        read_source(path)
+        read_source(path, VGG19)
 
 
 @pytest.mark.parametrize(
@@ -226,7 +229,7 @@ def test_find_search_order(weight_files, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
     with pytest.raises(JaxstyleError) as excinfo:
-        find("torchvision")
+        find("vgg19", "torchvision")
     message = str(excinfo.value)
     assert "jaxstyle weights download --source torchvision" in message
     assert "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
@@ -234,13 +237,13 @@ def test_find_search_order(weight_files, tmp_path, monkeypatch):
     cached = tmp_path / "cache" / "jaxstyle" / "vgg19-torchvision.h5"
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
-    assert find("torchvision") == cached
+    assert find("vgg19", "torchvision") == cached
     local = tmp_path / "weights" / "vgg19-torchvision.h5"
     local.parent.mkdir()
     local.write_bytes(b"x")
-    assert find("torchvision") == Path("weights/vgg19-torchvision.h5")
+    assert find("vgg19", "torchvision") == Path("weights/vgg19-torchvision.h5")
     monkeypatch.setenv("JAXSTYLE_WEIGHTS", str(weight_files["torchvision"]))
-    assert find("torchvision") == weight_files["torchvision"]
+    assert find("vgg19", "torchvision") == weight_files["torchvision"]
 
 
 def test_convert_defaults_to_the_user_cache(weight_files, tmp_path, monkeypatch):
@@ -315,3 +318,85 @@ def test_download_offline_fails_fast_with_instructions(tmp_path):
     assert "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in message
     assert "jaxstyle weights convert vgg19-dcbb9e9d.pth" in message
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- the file records its network
+
+
+def write_format_1(path: Path, convs, convention: str = "torchvision") -> Path:
+    """A converted file exactly as jaxstyle wrote it before networks were data (format version 1)."""
+    conv = CONVENTIONS[convention]
+    with h5py.File(path, "w") as f:
+        f.attrs["format"] = "jaxstyle-vgg19"
+        f.attrs["format_version"] = 1
+        f.attrs["convention"] = conv.name
+        f.attrs["input_order"] = "BGR" if conv.bgr else "RGB"
+        f.attrs["input_scale"] = conv.scale
+        f.attrs["input_mean"] = np.asarray(conv.mean)
+        f.attrs["input_std"] = np.asarray(conv.std)
+        f.attrs["source"] = "torchvision"
+        for name, (kernel, bias) in convs.items():
+            f.create_group(name)
+            f[name].create_dataset("kernel", data=kernel)
+            f[name].create_dataset("bias", data=bias)
+    return path
+
+
+def test_a_format_version_1_file_still_loads_as_vgg19(tmp_path, convs):
+    old = read_converted(write_format_1(tmp_path / "old.h5", convs))
+    assert old.network is VGG19 and old.attrs["network"] == "vgg19" and old.convention.name == "torchvision"
+    for name, (kernel, bias) in convs.items():
+        np.testing.assert_array_equal(old.convs[name][0], kernel)
+        np.testing.assert_array_equal(old.convs[name][1], bias)
+    with pytest.raises(JaxstyleError, match="holds VGG-19 weights, not VGG-16; pass --network vgg19"):
+        read_converted(tmp_path / "old.h5", network="vgg16")
+    with h5py.File(tmp_path / "old.h5", "a") as f:
+        f.attrs["format_version"] = 3
+    with pytest.raises(JaxstyleError, match="weights format version 3; this jaxstyle reads versions 1 and 2"):
+        read_converted(tmp_path / "old.h5")
+
+
+@pytest.fixture(scope="session")
+def vgg16_pth(tmp_path_factory) -> Path:
+    """Seeded random VGG-16 weights in the torchvision state-dict layout."""
+    convs = random_convs(seed=16, network=VGG16)
+    return write_pth(tmp_path_factory.mktemp("vgg16") / "vgg16-random.pth", state_dict_arrays(convs, VGG16))
+
+
+def test_converted_vgg16_records_its_network(vgg16_pth, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    dst = convert(vgg16_pth, convention="torchvision", network="vgg16")
+    assert dst == tmp_path / "jaxstyle" / "vgg16-torchvision.h5"
+    loaded = read_converted(dst, network="vgg16")
+    assert loaded.network is VGG16 and loaded.attrs["network"] == "vgg16" and set(loaded.convs) == set(VGG16.conv_names)
+    with h5py.File(dst) as f:
+        assert f.attrs["format"] == "jaxstyle-vgg" and f.attrs["format_version"] == 2 and f.attrs["network"] == "vgg16"
+    with pytest.raises(JaxstyleError, match=f"{dst}: holds VGG-16 weights, not VGG-19; pass --network vgg16"):
+        read_converted(dst, network="vgg19")
+    with h5py.File(dst, "a") as f:
+        f.attrs["network"] = "vgg11"
+    with pytest.raises(JaxstyleError, match=f"{dst}: unknown network 'vgg11'"):
+        read_converted(dst)
+
+
+def test_a_file_of_the_other_network_says_which_it_is(vgg16_pth, weight_files, tmp_path):
+    hint16, hint19 = "it holds VGG-16 weights: pass --network vgg16", "it holds VGG-19 weights: pass --network vgg19"
+    with pytest.raises(JaxstyleError, match=rf"not a VGG-19 state dict: missing key .* \(12 missing\); {hint16}"):
+        convert(vgg16_pth, tmp_path / "out.h5", convention="torchvision")
+    with pytest.raises(JaxstyleError, match=rf"not a VGG-16 state dict: missing key .* \(6 missing\); {hint19}"):
+        convert(weight_files["pth"], tmp_path / "out.h5", convention="torchvision", network="vgg16")
+    with pytest.raises(JaxstyleError, match=f"layer block3_conv4 is missing; {hint16}"):
+        convert(write_keras_h5(tmp_path / "k16.h5", random_convs(2, VGG16), VGG16), tmp_path / "out.h5")
+    assert not (tmp_path / "out.h5").exists()
+
+
+def test_find_names_the_network(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("JAXSTYLE_WEIGHTS", raising=False)
+    with pytest.raises(JaxstyleError) as excinfo:
+        find("vgg16", "torchvision")
+    message = str(excinfo.value)
+    assert message.startswith("no VGG-16 weights (torchvision convention) found in weights/vgg16-torchvision.h5, ")
+    assert "jaxstyle weights download --network vgg16 --source" in message
+    assert "jaxstyle weights convert --network vgg16 " in message
