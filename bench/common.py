@@ -30,10 +30,10 @@ def bench_weights(workdir: Path) -> tuple[Path, str]:
     from jaxstyle.weights import find, random_convs, write_converted
 
     try:
-        return find("torchvision"), "real"
+        return find("vgg19", "torchvision"), "real"
     except JaxstyleError:
         pass
     path = workdir / "vgg19-random.h5"
     if not path.is_file():
-        write_converted(path, random_convs(0), TORCHVISION, {"source": "random (benchmark)"})
+        write_converted(path, random_convs(0, "vgg19"), TORCHVISION, {"source": "random (benchmark)"}, "vgg19")
     return path, "random (seeded)"

@@ -29,14 +29,15 @@ def main(argv: list[str]) -> None:
     import jax
     import torch
 
-    from jaxstyle.vgg import CONV_NAMES, _conv_same_3x3, conv_shapes
+    from jaxstyle.nets import VGG19
+    from jaxstyle.vgg import _conv_same_3x3
 
     height, width = (int(v) for v in argv[0].split("x"))
     conv = jax.jit(_conv_same_3x3)
     totals = [0.0, 0.0]
     print(f"{'layer':8} {'input':>14} {'channels':>10} {'jax ms':>8} {'torch ms':>9} {'ratio':>6}")
-    shapes = conv_shapes()
-    for name in CONV_NAMES[: CONV_NAMES.index("conv5_1") + 1]:
+    shapes = VGG19.conv_shapes()
+    for name in VGG19.conv_names[: VGG19.conv_names.index("conv5_1") + 1]:
         _, _, cin, cout = shapes[name]
         block = int(name[4]) - 1
         h, w = height >> block, width >> block  # each pooling halves (and floors) the size

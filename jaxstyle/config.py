@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.nets import DEFAULT_NETWORK, network
 from jaxstyle.preprocess import CONVENTIONS
-from jaxstyle.vgg import LAYER_NAMES
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
@@ -68,6 +68,8 @@ class Settings:
         random``) or the path of an image file.
       seed: random seed of ``"noise"`` and ``"gaussian"``.
       convention: input convention of the weights looked up by default.
+      network: the network, ``"vgg19"`` or ``"vgg16"`` (see :mod:`jaxstyle.nets`); the
+        layers are checked against it, and the weights file must hold it.
     """
 
     # d2l takes conv5_1 before its ReLU (an accident of its in-place ReLU); we use
@@ -103,6 +105,7 @@ class Settings:
     init: str = "content"
     seed: int = 0
     convention: str = "torchvision"
+    network: str = DEFAULT_NETWORK
 
     def __post_init__(self) -> None:
         validate(self)
@@ -155,12 +158,11 @@ def finite_at_least(label: str, value: float, low: float, strict: bool = False) 
 
 def validate(s: Settings) -> None:
     """Raise a :class:`JaxstyleError` naming the first setting that makes no sense."""
+    spec = network(s.network)
     for label, layers in (("content layer", s.content_layers), ("style layer", s.style_layers)):
         if not layers:
             raise JaxstyleError(f"at least one {label} is needed")
-        for name in layers:
-            if name not in LAYER_NAMES:
-                raise JaxstyleError(f"unknown {label} {name!r}; VGG-19 has {', '.join(LAYER_NAMES)}")
+        spec.check_layers(layers, label)
     for label, weights, layers in (
         ("content layer weights", s.content_layer_weights, s.content_layers),
         ("style layer weights", s.style_layer_weights, s.style_layers),

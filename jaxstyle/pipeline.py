@@ -31,11 +31,10 @@ from jaxstyle.color import preserve_color
 from jaxstyle.config import INITS, Settings, finite_at_least, normalised_blend
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
-from jaxstyle.plan import MEMORY_FACTOR, RunPlan, make_plan
+from jaxstyle.plan import RunPlan, make_plan
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import LOSS_NAMES, Diverged, Recipe, averaged_image, blend_grams, style_grams_jit
 from jaxstyle.solve import warm_started_adam_jit as warm_started_adam
-from jaxstyle.vgg import LAYER_NAMES, activation_count
 
 ImageLike = str | os.PathLike | np.ndarray
 MIN_STYLE_SIDE = 16  # relu5_1 lies behind four 2x2 poolings
@@ -188,8 +187,8 @@ class Network:
 
 def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weightsio.LoadedWeights:
     """The converted weights file named, or the first one found for the preset's convention."""
-    path = Path(weights) if weights is not None else weightsio.find(settings.convention)
-    return weightsio.read_converted(path)
+    path = Path(weights) if weights is not None else weightsio.find(settings.network, settings.convention)
+    return weightsio.read_converted(path, network=settings.network)
 
 
 def build_network(
@@ -204,7 +203,9 @@ def build_network(
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
     loaded = load_weights(settings, weights)
-    graphdef, params = weightsio.split_model(loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype)
+    graphdef, params = weightsio.split_model(
+        loaded.convs, pool=settings.pool, dtype=dtype, compute_dtype=compute_dtype, network=loaded.network
+    )
     recipe = Recipe(
         content=tuple(settings.content_layers),
         style=tuple(settings.style_layers),
@@ -214,12 +215,6 @@ def build_network(
     )
     info = {k: v for k, v in loaded.attrs.items() if k.startswith(("source", "convention"))}
     return Network(graphdef, params, recipe, loaded.convention, dtype, loaded.path, info)
-
-
-def bytes_per_setting(size: tuple[int, int], settings: Settings, dtype_bytes: int = 4) -> int:
-    """Estimated device memory one setting needs during a step."""
-    deepest = max((*settings.content_layers, *settings.style_layers), key=LAYER_NAMES.index)
-    return MEMORY_FACTOR * activation_count(*size, deepest) * dtype_bytes
 
 
 # --------------------------------------------------------------------------- targets
@@ -246,7 +241,7 @@ def check_sizes(settings: Settings, inputs: Inputs, plan: RunPlan) -> None:
     h, w = plan.stages[0].size
     if min(h, w) < MIN_STYLE_SIDE:
         raise JaxstyleError(
-            f"coarsest scale {h}x{w} is too small: VGG-19 needs at least {MIN_STYLE_SIDE} pixels a side; "
+            f"coarsest scale {h}x{w} is too small: VGG needs at least {MIN_STYLE_SIDE} pixels a side; "
             "use fewer --scales or a larger --min-side"
         )
     for number, rgb in enumerate(inputs.styles, start=1):
@@ -255,7 +250,7 @@ def check_sizes(settings: Settings, inputs: Inputs, plan: RunPlan) -> None:
             if min(sh, sw) < MIN_STYLE_SIDE:
                 raise JaxstyleError(
                     f"style image {number} would be {sh}x{sw} pixels at style scale {settings.style_scale}; "
-                    f"VGG-19 needs at least {MIN_STYLE_SIDE} on each side"
+                    f"VGG needs at least {MIN_STYLE_SIDE} on each side"
                 )
 
 
@@ -426,14 +421,13 @@ def prepare_job(
         ]
     points = [p if p.ema is not None else dataclasses.replace(p, ema=settings.ema) for p in points]
     check_points(points, len(inputs.contents), len(inputs.blends))
-    dtype_bytes = jnp.dtype(dtype).itemsize
     memory, _ = meshlib.device_memory_bytes()
     plan = make_plan(
         settings,
         inputs.output_size,
         len(points),
         device_count=device_count,
-        per_setting_bytes=bytes_per_setting(inputs.output_size, settings, dtype_bytes),
+        dtype_bytes=jnp.dtype(dtype).itemsize,
         device_memory=memory,
         platform=jax.devices()[0].platform,
         batch_size=batch_size,

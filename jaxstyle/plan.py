@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from jaxstyle.config import Settings, Stage, stages
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.nets import network
 
 CHUNK_STEPS = 10  # steps per jitted chunk: progress and divergence checks happen between chunks
 # On CPU one setting already keeps every core busy, so a wider batch adds no
@@ -126,6 +127,14 @@ def schedule(
     return tuple(planned), snapshots
 
 
+def bytes_per_setting(size: tuple[int, int], settings: Settings, dtype_bytes: int = 4) -> int:
+    """Estimated device memory one setting needs during a step: :data:`MEMORY_FACTOR` times
+    the forward activations up to the deepest layer the recipe uses."""
+    spec = network(settings.network)
+    deepest = spec.deepest((*settings.content_layers, *settings.style_layers))
+    return MEMORY_FACTOR * spec.activation_count(*size, deepest) * dtype_bytes
+
+
 def batch_size_for(
     k: int, per_setting_bytes: int, device_count: int, device_memory: int, platform: str, requested: int | None
 ) -> tuple[int, str]:
@@ -159,8 +168,8 @@ def make_plan(
     settings_count: int,
     *,
     device_count: int = 1,
-    per_setting_bytes: int = 1,
-    device_memory: int = 1,
+    dtype_bytes: int = 4,
+    device_memory: int = 1 << 30,
     platform: str = "cpu",
     batch_size: int | None = None,
     save_every: int | None = None,
@@ -168,5 +177,6 @@ def make_plan(
 ) -> RunPlan:
     """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule."""
     planned, snapshots = schedule(settings, output_size, save_every, chunk_steps)
-    batch, why = batch_size_for(settings_count, per_setting_bytes, device_count, device_memory, platform, batch_size)
+    per_setting = bytes_per_setting(output_size, settings, dtype_bytes)
+    batch, why = batch_size_for(settings_count, per_setting, device_count, device_memory, platform, batch_size)
     return RunPlan(planned, snapshots, settings_count, batch, why)

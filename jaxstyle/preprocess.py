@@ -2,14 +2,20 @@
 
 Weights trained in different frameworks expect different inputs; the convention is
 stored in the converted weights file, so weights and preprocessing travel together.
+
+No JAX import: the settings (and the command line's ``--help``) read the conventions'
+names from here. The maps work on JAX and NumPy arrays alike (NumPy constants of the
+input's dtype), and return the input's kind.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import jax.numpy as jnp
-from jax import Array
+import numpy as np
+
+Array = Any  # a jax.Array or a numpy.ndarray
 
 
 @dataclass(frozen=True)
@@ -32,8 +38,8 @@ class InputConvention:
 
     def _channel_constants(self, x: Array) -> tuple[Array, Array]:
         shape = (1,) * (x.ndim - 1) + (3,)
-        mean = jnp.asarray(self.mean, dtype=x.dtype).reshape(shape)
-        std = jnp.asarray(self.std, dtype=x.dtype).reshape(shape)
+        mean = np.asarray(self.mean, dtype=x.dtype).reshape(shape)
+        std = np.asarray(self.std, dtype=x.dtype).reshape(shape)
         return mean, std
 
     def to_network(self, rgb: Array) -> Array:

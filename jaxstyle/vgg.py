@@ -1,8 +1,8 @@
-"""VGG-19's convolutional part as a Flax NNX module returning named activations.
+"""A VGG's convolutional part as a Flax NNX module returning named activations.
 
-Layer names follow the usual convention: ``conv{b}_{n}``, ``relu{b}_{n}`` and
-``pool{b}`` for block ``b`` and layer ``n``. ``LAYER_NAMES[i]`` is the layer at index
-``i`` of torchvision's ``vgg19().features``. Inputs are NHWC.
+The network is data: :class:`VGG` takes a :class:`~jaxstyle.nets.NetworkSpec`
+(VGG-19, VGG-16, or the tiny test network), whose layer names are torchvision's
+``features`` order (see :mod:`jaxstyle.nets`). Inputs are NHWC.
 """
 
 from __future__ import annotations
@@ -14,39 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
-# (output channels, number of 3x3 convolutions) for each of the five blocks.
-BLOCKS: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 4), (512, 4), (512, 4))
-
-
-def _layer_names() -> tuple[str, ...]:
-    names = []
-    for block, (_, convs) in enumerate(BLOCKS, start=1):
-        for n in range(1, convs + 1):
-            names += [f"conv{block}_{n}", f"relu{block}_{n}"]
-        names.append(f"pool{block}")
-    return tuple(names)
-
-
-LAYER_NAMES: tuple[str, ...] = _layer_names()
-CONV_NAMES: tuple[str, ...] = tuple(n for n in LAYER_NAMES if n.startswith("conv"))
-
-
-def conv_shapes() -> dict[str, tuple[int, int, int, int]]:
-    """HWIO kernel shape of every conv layer: ``{"conv1_1": (3, 3, 3, 64), ...}``."""
-    shapes, in_channels = {}, 3
-    for block, (out_channels, convs) in enumerate(BLOCKS, start=1):
-        for n in range(1, convs + 1):
-            shapes[f"conv{block}_{n}"] = (3, 3, in_channels, out_channels)
-            in_channels = out_channels
-    return shapes
-
-
-def check_layers(layers: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming any layer that VGG-19 does not have."""
-    unknown = [name for name in layers if name not in LAYER_NAMES]
-    if unknown:
-        raise ValueError(f"unknown VGG-19 layer(s) {', '.join(unknown)}; known: {', '.join(LAYER_NAMES)}")
-
+from jaxstyle.nets import NetworkSpec, network
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -152,22 +120,24 @@ def pool_2x2(x: Array, kind: str) -> Array:
     raise ValueError(f"pool must be 'max' or 'avg', not {kind!r}")
 
 
-class VGG19(nnx.Module):
-    """The 16 convolutions and 5 poolings of VGG-19.
+class VGG(nnx.Module):
+    """The convolutions and poolings of a VGG network given by its spec.
 
     ``model(x, layers)`` returns ``{name: activation}`` for the requested layer names
     and computes nothing past the deepest of them.
 
     Args:
+      spec: the network (a :class:`~jaxstyle.nets.NetworkSpec` or its name).
       pool: ``"max"`` (as trained) or ``"avg"`` (Gatys et al. suggest it for smoother
         results).
       dtype: computation dtype of the convolutions (``None``: the input's dtype).
       param_dtype: dtype the parameters are created in.
-      rngs: random initialisation; real weights come from :func:`jaxstyle.weights.load`.
+      rngs: random initialisation; real weights come from :func:`jaxstyle.weights.split_model`.
     """
 
     def __init__(
         self,
+        spec: NetworkSpec | str,
         *,
         pool: str = "max",
         dtype: jnp.dtype | None = None,
@@ -176,8 +146,9 @@ class VGG19(nnx.Module):
     ) -> None:
         if pool not in ("max", "avg"):
             raise ValueError(f"pool must be 'max' or 'avg', not {pool!r}")
+        self.spec = network(spec)
         self.pool = pool
-        for name, (kh, kw, cin, cout) in conv_shapes().items():
+        for name, (kh, kw, cin, cout) in self.spec.conv_shapes().items():
             conv = nnx.Conv(
                 cin,
                 cout,
@@ -191,11 +162,10 @@ class VGG19(nnx.Module):
             setattr(self, name, conv)
 
     def __call__(self, x: Array, layers: Sequence[str]) -> dict[str, Array]:
-        check_layers(layers)
         wanted = set(layers)
-        deepest = max(LAYER_NAMES.index(name) for name in wanted)
+        deepest = self.spec.deepest(wanted)
         out = {}
-        for name in LAYER_NAMES[: deepest + 1]:
+        for name in self.spec.layer_names[: self.spec.layer_names.index(deepest) + 1]:
             if name.startswith("conv"):
                 x = getattr(self, name)(x)
             elif name.startswith("relu"):
@@ -205,17 +175,3 @@ class VGG19(nnx.Module):
             if name in wanted:
                 out[name] = x
         return out
-
-
-def activation_count(height: int, width: int, deepest: str) -> int:
-    """Number of activation values one image produces up to layer ``deepest`` (conv, ReLU, pool outputs)."""
-    check_layers([deepest])
-    shapes = conv_shapes()
-    total, channels = 0, 3
-    for name in LAYER_NAMES[: LAYER_NAMES.index(deepest) + 1]:
-        if name.startswith("conv"):
-            channels = shapes[name][3]
-        elif name.startswith("pool"):
-            height, width = height // 2, width // 2
-        total += height * width * channels
-    return total

