@@ -126,6 +126,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         ("text as weights", ["notes.jpg: not a readable HDF5 file"]),
         ("diverging run", ["diverged at step", "try a lower --lr"]),
         ("bad layer", ["unknown style layer 'relu9_9'"]),
+        ("steps not a number", ["--steps 'many': expected a whole number"]),
     ],
 )
 def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_path, case, fragments):
@@ -154,6 +155,8 @@ def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_
         extra += ["--lr", "1e30"]
     elif case == "bad layer":
         extra += ["--style-layers", "relu1_1,relu9_9"]
+    elif case == "steps not a number":
+        extra += ["--steps", "many"]
     proc = run_cli(
         "stylize", args["content"], args["style"], "-o", args["out"], "--size", args["size"], "--steps", "3", *extra
     )

@@ -1,0 +1,138 @@
+"""Settings generate the command line: options, the reproducing command, the presets table.
+
+No image is stylized here; every test reads settings, parsers or text.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+from jaxstyle.cli import build_parser, command_line, option_name, settings_from_args
+from jaxstyle.config import (
+    CONVENTION_NAMES,
+    FIELD_NAMES,
+    PRESETS,
+    SWEPT_FIELDS,
+    Settings,
+    info,
+    option_fields,
+    resolve,
+    short_label,
+    stages,
+)
+from jaxstyle.errors import JaxstyleError
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def parse(*argv: str) -> Settings:
+    """The settings `jaxstyle stylize c.jpg s.jpg -o o.png ARGV` runs with."""
+    return settings_from_args(build_parser().parse_args(["stylize", "c.jpg", "s.jpg", "-o", "o.png", *argv]))
+
+
+def subcommand_options(name: str) -> set[str]:
+    """Every option string of a subcommand of `jaxstyle`."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[name]
+    return {option for action in sub._actions for option in action.option_strings}
+
+
+def test_every_setting_is_an_option_of_stylize_and_sweep_but_the_convention():
+    assert set(FIELD_NAMES) - set(option_fields()) == {"convention"}  # the preset's, checked against the weights
+    for command in ("stylize", "sweep"):
+        options = subcommand_options(command)
+        missing = [name for name in option_fields() if option_name(name) not in options]
+        assert missing == [], (command, missing)
+    assert "--convention" not in subcommand_options("stylize")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_command_line_reproduces_every_preset(name):
+    command = shlex.split(command_line(PRESETS[name], "c.jpg", "s.jpg", "o.png", None, preset=name))
+    assert command[:2] == ["jaxstyle", "stylize"]
+    assert settings_from_args(build_parser().parse_args(command[1:])) == PRESETS[name]
+
+
+@pytest.mark.parametrize(
+    ("preset", "overrides"),
+    [
+        ("gatys", {"optimizer": "adam", "size": (64, 96), "scale_steps": (3, 2), "scales": 2, "warm_start": True}),
+        ("paper", {"min_side": 40, "max_side": 90, "style_blend": (0.25, 0.75), "preserve_color": True}),
+    ],
+)
+def test_command_line_reproduces_overridden_settings(preset, overrides):
+    settings = resolve(preset, **overrides)
+    command = shlex.split(command_line(settings, "c.jpg", "a.jpg,b.jpg", "o.png", "w.h5", "bfloat16", preset))
+    assert command[-4:] == ["--weights", "w.h5", "--compute-dtype", "bfloat16"]
+    assert settings_from_args(build_parser().parse_args(command[1:])) == settings
+
+
+# --------------------------------------------------------------------------- alternatives
+
+
+def test_size_and_scale_alternatives_clear_each_other():
+    assert parse("--preset", "crowsonkb", "--size", "64x96").max_side is None
+    assert parse("--max-side", "128").size is None
+    one_scale = parse("--preset", "crowsonkb", "--scales", "1")  # the preset's scales is already 1
+    assert one_scale.min_side is None and len(stages(one_scale, (512, 384))) == 1
+    from_min_side = parse("--min-side", "64", "--size", "128x128")
+    assert [stage.size for stage in stages(from_min_side, (128, 128))] == [(64, 64), (91, 91), (128, 128)]
+
+
+# --------------------------------------------------------------------------- validation from the metadata
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--optimizer", "sgd"], "optimizer must be one of adam, lbfgs, not 'sgd'"),
+        (["--lr", "0"], "lr must be a finite number > 0, not 0.0"),
+        (["--ema", "1"], "ema must be in [0, 1), not 1.0"),
+        (["--steps", "0"], "steps must be between 1 and 1000000, not 0"),
+        (["--scale-steps", "5,0", "--scales", "2"], "scale steps must be between 1 and 1000000, not 0"),
+        (["--steps", "ten"], "--steps 'ten': expected a whole number"),
+        (["--style-weight", "1e3,1e4"], "--style-weight '1e3,1e4': expected a number"),
+        (["--style-layer-weights", "1,x"], "--style-layer-weights '1,x': expected comma-separated numbers"),
+        (["--size", "300by450"], "size '300by450': expected HEIGHTxWIDTH"),
+        (["--preset", "crowsonkb", "--scales", "3", "--min-side", "64"], "either a number of scales or a min side"),
+    ],
+)
+def test_bad_values_are_one_line_errors_from_the_metadata(argv, message):
+    with pytest.raises(JaxstyleError) as error:
+        parse(*argv)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+# --------------------------------------------------------------------------- one list, read by the others
+
+
+def test_sweep_axes_and_labels_come_from_the_metadata():
+    from jaxstyle.report import SHORT
+    from jaxstyle.sweep import SWEPT
+
+    assert SWEPT_FIELDS == SWEPT == ("content_weight", "style_weight", "tv_weight", "lr", "ema")
+    assert {key: short_label(key) for key in SHORT} == SHORT  # content and style are their own labels
+
+
+def test_convention_names_are_the_preprocessing_conventions():
+    from jaxstyle.preprocess import CONVENTIONS
+
+    assert tuple(CONVENTIONS) == CONVENTION_NAMES == info("convention").choices
+
+
+def test_docstring_and_readme_describe_every_setting():
+    doc = Settings.__doc__
+    for name in FIELD_NAMES:
+        assert f"\n  {name}: {info(name).doc}" in doc.replace("\n    ", " ")
+    readme = README.read_text()
+    assert [name for name in option_fields() if option_name(name) not in readme] == []
+
+
+def test_overrides_are_stored_as_the_fields_types():
+    settings = resolve("paper", style_layers=["relu1_1"], size=[64, 96], scale_steps=[2])
+    assert (settings.style_layers, settings.size, settings.scale_steps) == (("relu1_1",), (64, 96), (2,))
+    with pytest.raises(TypeError, match="unknown setting"):
+        resolve("paper", style_wieght=1.0)
