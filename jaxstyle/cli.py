@@ -83,10 +83,12 @@ def parse_text(form: TextForm, option: str, text: str) -> Any:
 
 
 def option_help(field: str, swept_lists: bool) -> str:
-    """The field's help text and, in sweeps, that lists are swept."""
-    from jaxstyle.config import info
+    """The field's help text, with what giving it resets and, in sweeps, that lists are swept."""
+    from jaxstyle.config import DEPENDENTS, info
 
     text = info(field).doc
+    if DEPENDENTS[field]:
+        text += f" (giving it resets {', '.join(map(option_name, DEPENDENTS[field]))} unless given too)"
     if swept_lists and info(field).swept:
         text += " (comma-separated values are swept)"
     return text

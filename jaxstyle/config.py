@@ -2,11 +2,12 @@
 
 Each field of :class:`Settings` carries, in its metadata (:class:`SettingInfo`, made by
 :func:`setting`), what the rest of jaxstyle needs to know about it: its help text, its
-allowed choices or range, whether sweeps vary it and its short label there. From the
-fields, their types and that metadata come the command line's options, the command
-stored in each output that reproduces it, the ``presets`` table, validation, the sweep's
-axes and the docstring's attribute list: adding a setting means adding a field here and
-using it where the run needs it.
+allowed choices or range, the settings it depends on, the optimisers it matters for,
+whether sweeps vary it and its short label there. From the fields, their types and that
+metadata come the command line's options, the command stored in each output that
+reproduces it, the ``presets`` table, validation, the sweep's axes and the docstring's
+attribute list: adding a setting means adding a field here and using it where the run
+needs it.
 
 ``jaxstyle --help`` and ``jaxstyle presets`` read this module, so it imports no JAX
 (beyond the layer names of :mod:`jaxstyle.vgg`, which validation checks against).
@@ -71,6 +72,10 @@ class SettingInfo:
       doc: what it does, in a sentence (the option's help and the docstring's entry).
       choices: the values it may take, or ``None``.
       bounds: the range it (or each of its elements) must lie in, or ``None``.
+      depends_on: settings that, when given, reset this one to unset (``None``, or its
+        default where it cannot be ``None``) unless it is given too.
+      optimizers: the optimisers it matters for (``None``: all). It depends on
+        ``optimizer``, and a sweep gives it one value under the others.
       swept: whether ``jaxstyle sweep`` takes a list of its values (a sweep axis).
       short: its label in sweep file names and contact sheets (default: its name).
       cli: whether it is a command-line option (``convention`` comes from the preset).
@@ -80,10 +85,16 @@ class SettingInfo:
     doc: str
     choices: tuple[str, ...] | None = None
     bounds: Bounds | None = None
+    depends_on: tuple[str, ...] = ()
+    optimizers: tuple[str, ...] | None = None
     swept: bool = False
     short: str | None = None
     cli: bool = True
     group: str | None = None
+
+    def dependencies(self) -> tuple[str, ...]:
+        """The settings that reset this one when given: ``depends_on``, and ``optimizer`` if optimiser-specific."""
+        return (*self.depends_on, "optimizer") if self.optimizers else self.depends_on
 
 
 def setting(default: Any, doc: str, **facts: Any) -> Any:
@@ -106,6 +117,9 @@ class Settings:
     initialised to the content image and optimised in the network's input space; both
     images resized to 300x450 (height x width).
 
+    Give a field to :func:`resolve` (or ``jaxstyle.stylize``, or as an option) and the
+    fields that depend on it go back to unset unless given too (see each field's
+    ``depends_on`` and ``optimizers``).
     """
 
     # d2l takes conv5_1 before its ReLU (an accident of its in-place ReLU); we use
@@ -115,9 +129,11 @@ class Settings:
     )
     # d2l's content layer (index 25 of torchvision's features); Gatys et al. use relu4_2.
     content_layers: tuple[str, ...] = setting(("relu4_4",), "layers whose features the content loss compares")
-    content_layer_weights: tuple[float, ...] | None = setting(None, "weight of each content layer (unset: all 1)")
+    content_layer_weights: tuple[float, ...] | None = setting(
+        None, "weight of each content layer (unset: all 1)", depends_on=("content_layers",)
+    )
     style_layer_weights: tuple[float, ...] | None = setting(
-        None, "weight of each style layer, e.g. 256,64,16,4,1 (unset: all 1)"
+        None, "weight of each style layer, e.g. 256,64,16,4,1 (unset: all 1)", depends_on=("style_layers",)
     )
     content_weight: float = setting(1.0, "weight of the content loss", bounds=NONNEGATIVE, swept=True, short="cw")
     # d2l used 1e3, later effectively 1e4; the source paper's value is 1e3.
@@ -131,10 +147,11 @@ class Settings:
         0.1,
         "Adam's learning rate, in network input units (L-BFGS's line search picks its own steps)",
         bounds=Bounds(0.0, low_open=True),
+        optimizers=("adam",),
         swept=True,
         short="lr",
     )
-    lbfgs_memory: int = setting(10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000))
+    lbfgs_memory: int = setting(10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000), optimizers=("lbfgs",))
     tol: float = setting(
         0.0,
         "stop once a step lowers the total loss by less than this fraction of it (0: never stop early)",
@@ -151,28 +168,37 @@ class Settings:
         False,
         "with several scales, start each scale's Adam from the previous scale's step count and moments, "
         "resized (style-transfer-pytorch's scale_adam); off: a fresh Adam at each scale",
+        optimizers=("adam",),
     )
     steps: int = setting(500, "optimisation steps at each scale", bounds=STEPS)
-    initial_steps: int | None = setting(None, "steps at the first (coarsest) scale (unset: steps)", bounds=STEPS)
+    initial_steps: int | None = setting(
+        None, "steps at the first (coarsest) scale (unset: steps)", bounds=STEPS, depends_on=("steps",)
+    )
     scale_steps: tuple[int, ...] | None = setting(
         None,
         "steps at each scale, e.g. 1000,500,500, instead of steps and initial steps",
         bounds=STEPS,
+        depends_on=("steps", "initial_steps", "scales", "min_side"),
     )
     scales: int = setting(
         1,
         "number of scales, coarse to fine, each sqrt(2) larger than the one before",
         bounds=Bounds(1, 12),
+        depends_on=("min_side",),
     )
     min_side: int | None = setting(
         None,
         "instead of a number of scales: as many as keep the first scale's longest side at least this many pixels",
         bounds=Bounds(1),
+        depends_on=("scales",),
     )
-    size: tuple[int, int] | None = setting((300, 450), "output height x width (unset: from the max side)", group="size")
+    size: tuple[int, int] | None = setting(
+        (300, 450), "output height x width (unset: from the max side)", depends_on=("max_side",), group="size"
+    )
     max_side: int | None = setting(
         None,
         "longest output side in pixels, keeping the content's aspect (when the size is unset)",
+        depends_on=("size",),
         group="size",
     )
     style_scale: float = setting(
@@ -249,6 +275,11 @@ def optional(name: str) -> bool:
     return isinstance(_TYPES[name], types.UnionType) and type(None) in typing.get_args(_TYPES[name])
 
 
+def unset_value(name: str) -> Any:
+    """What a field goes back to when a setting it depends on is given: ``None``, else its default."""
+    return None if optional(name) else Settings.__dataclass_fields__[name].default
+
+
 def option_fields() -> tuple[str, ...]:
     """The fields that are command-line options, in the dataclass's order."""
     return tuple(name for name in FIELD_NAMES if info(name).cli)
@@ -256,6 +287,9 @@ def option_fields() -> tuple[str, ...]:
 
 SWEPT_FIELDS: tuple[str, ...] = tuple(name for name in FIELD_NAMES if info(name).swept)
 CHOICES: dict[str, tuple[str, ...]] = {name: info(name).choices for name in FIELD_NAMES if info(name).choices}
+DEPENDENTS: dict[str, tuple[str, ...]] = {
+    name: tuple(other for other in FIELD_NAMES if name in info(other).dependencies()) for name in FIELD_NAMES
+}
 
 
 def short_label(name: str) -> str:
@@ -384,26 +418,37 @@ PRESETS: dict[str, Settings] = {
 }
 
 
+def resets(given: Sequence[str]) -> set[str]:
+    """The settings that giving ``given`` resets: their dependents, transitively, except those given."""
+    reset: set[str] = set()
+    todo = list(given)
+    while todo:
+        for dependent in DEPENDENTS[todo.pop()]:
+            if dependent not in given and dependent not in reset:
+                reset.add(dependent)
+                todo.append(dependent)
+    return reset
+
+
 def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     """The preset's settings with every override that is not ``None`` applied.
 
-    Giving ``size`` clears the preset's ``max_side`` and vice versa; likewise
-    ``scales`` and ``min_side``.
+    Each override also resets the settings that depend on it (their ``depends_on`` and
+    ``optimizers``), transitively, to unset unless they are overridden too: new style
+    layers drop the preset's style layer weights, another optimiser drops its learning
+    rate, warm start and L-BFGS memory, new ``steps`` drop ``initial_steps`` and
+    ``scale_steps``, ``size`` drops ``max_side`` and vice versa, and likewise ``scales``
+    and ``min_side``.
     """
     if preset not in PRESETS:
         raise JaxstyleError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(changes) - set(FIELD_NAMES)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - set(FIELD_NAMES)
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    for one, other, cleared in (("size", "max_side", None), ("scales", "min_side", None), ("min_side", "scales", 1)):
-        if one in changes and other not in changes:
-            changes[other] = cleared
-    if "max_side" in changes and "size" not in changes:
-        changes["size"] = None
-    for name, value in changes.items():
-        if value is not None and typing.get_origin(value_type(name)) is tuple:
-            changes[name] = tuple(value)
+    changes = {name: unset_value(name) for name in resets(list(given))}
+    for name, value in given.items():
+        changes[name] = tuple(value) if typing.get_origin(value_type(name)) is tuple else value
     return dataclasses.replace(PRESETS[preset], **changes)
 
 

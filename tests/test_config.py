@@ -59,6 +59,7 @@ def test_command_line_reproduces_every_preset(name):
 @pytest.mark.parametrize(
     ("preset", "overrides"),
     [
+        ("crowsonkb", {"steps": 10, "style_layers": ("relu1_1",), "optimizer": "lbfgs"}),
         ("gatys", {"optimizer": "adam", "size": (64, 96), "scale_steps": (3, 2), "scales": 2, "warm_start": True}),
         ("paper", {"min_side": 40, "max_side": 90, "style_blend": (0.25, 0.75), "preserve_color": True}),
     ],
@@ -70,7 +71,34 @@ def test_command_line_reproduces_overridden_settings(preset, overrides):
     assert settings_from_args(build_parser().parse_args(command[1:])) == settings
 
 
-# --------------------------------------------------------------------------- alternatives
+# --------------------------------------------------------------------------- overrides reset what depends on them
+
+
+def test_new_style_layers_drop_the_presets_layer_weights():
+    settings = parse("--preset", "crowsonkb", "--style-layers", "relu1_1,relu2_1")
+    assert settings.style_layers == ("relu1_1", "relu2_1") and settings.style_layer_weights is None
+    kept = parse("--preset", "crowsonkb", "--style-layers", "relu1_1,relu2_1", "--style-layer-weights", "2,1")
+    assert kept.style_layer_weights == (2.0, 1.0)
+    content = resolve("paper", content_layer_weights=(3.0,)), resolve("paper", content_layers=("relu3_1", "relu4_2"))
+    assert content[0].content_layer_weights == (3.0,) and content[1].content_layer_weights is None
+
+
+def test_another_optimizer_drops_the_presets_optimizer_specific_settings():
+    lbfgs = parse("--preset", "crowsonkb", "--optimizer", "lbfgs")
+    assert lbfgs.optimizer == "lbfgs" and lbfgs.warm_start is False and lbfgs.lr == Settings().lr
+    assert lbfgs.ema == 0.99  # the average of the iterates applies to L-BFGS too: kept
+    adam = parse("--preset", "gatys", "--optimizer", "adam")
+    assert adam.lbfgs_memory == Settings().lbfgs_memory and adam.init == "gaussian"
+    assert parse("--preset", "crowsonkb", "--optimizer", "adam", "--lr", "0.05").lr == 0.05
+    with pytest.raises(JaxstyleError, match="needs --optimizer adam"):
+        parse("--preset", "crowsonkb", "--optimizer", "lbfgs", "--warm-start")
+
+
+def test_steps_set_the_steps_of_every_scale():
+    settings = parse("--preset", "crowsonkb", "--steps", "10")
+    assert [stage.steps for stage in stages(settings, (512, 384))] == [10] * 5
+    first = parse("--preset", "crowsonkb", "--steps", "10", "--initial-steps", "20")
+    assert [stage.steps for stage in stages(first, (512, 384))] == [20, 10, 10, 10, 10]
 
 
 def test_size_and_scale_alternatives_clear_each_other():
@@ -80,6 +108,13 @@ def test_size_and_scale_alternatives_clear_each_other():
     assert one_scale.min_side is None and len(stages(one_scale, (512, 384))) == 1
     from_min_side = parse("--min-side", "64", "--size", "128x128")
     assert [stage.size for stage in stages(from_min_side, (128, 128))] == [(64, 64), (91, 91), (128, 128)]
+
+
+def test_dependents_are_declared_once_in_the_metadata():
+    # Each reset comes from a `depends_on` (or `optimizers`) of the field that is reset.
+    assert info("style_layer_weights").depends_on == ("style_layers",)
+    assert info("warm_start").optimizers == ("adam",) and "optimizer" in info("warm_start").dependencies()
+    assert {name for name in FIELD_NAMES if "steps" in info(name).dependencies()} == {"initial_steps", "scale_steps"}
 
 
 # --------------------------------------------------------------------------- validation from the metadata
