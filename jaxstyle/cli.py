@@ -295,7 +295,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxstyle import mesh as meshlib
-    from jaxstyle.config import SWEPT_FIELDS
+    from jaxstyle.config import SWEPT_FIELDS, check_swept_values
 
     if args.distributed or args.coordinator is not None or args.num_processes is not None:
         meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
@@ -303,14 +303,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from jaxstyle.report import write_outputs
     from jaxstyle.sweep import grid_product, read_grid, sweep
 
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise JaxstyleError(f"{out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise JaxstyleError(f"{out_dir}: cannot create directory ({e.strerror or e})") from None
-    check_writable(out_dir / "summary.json")
     contents, styles = list(csv_names(args.content)), list(csv_names(args.style))
     settings = settings_from_args(args, swept_lists=True)
     blends = style_blends(args)
@@ -322,6 +314,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         points = read_grid(args.grid, settings, contents, styles)
     else:
         points = grid_product(len(contents), len(blends or styles), **swept_values(args, settings))
+    check_swept_values(settings, {field: [getattr(p, field) for p in points] for field in SWEPT_FIELDS})
+    out_dir = Path(args.output)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise JaxstyleError(f"{out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise JaxstyleError(f"{out_dir}: cannot create directory ({e.strerror or e})") from None
+    check_writable(out_dir / "summary.json")
     main_process = jax.process_index() == 0
     quiet = args.quiet or not main_process
     with tqdm(total=1, unit="step", desc="sweep", disable=True if quiet else None) as bar:

@@ -21,7 +21,7 @@ import math
 import textwrap
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -450,6 +450,24 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     for name, value in given.items():
         changes[name] = tuple(value) if typing.get_origin(value_type(name)) is tuple else value
     return dataclasses.replace(PRESETS[preset], **changes)
+
+
+def check_swept_values(settings: Settings, values: Mapping[str, Sequence[float]]) -> None:
+    """Raise when a sweep gives several values of a setting its optimiser ignores.
+
+    ``values`` maps swept settings to the values the sweep takes; a setting that matters
+    only for other optimisers (``optimizers`` in its metadata, e.g. ``lr``: Adam's)
+    would give identical runs.
+    """
+    for name, taken in values.items():
+        optimizers = info(name).optimizers
+        distinct = list(dict.fromkeys(taken))
+        if optimizers and settings.optimizer not in optimizers and len(distinct) > 1:
+            option = "--" + name.replace("_", "-")
+            raise JaxstyleError(
+                f"{option} {','.join(f'{v:g}' for v in distinct)} with --optimizer {settings.optimizer} sweeps "
+                f"identical settings: {option} matters only with --optimizer {' or '.join(optimizers)}"
+            )
 
 
 class Stage(NamedTuple):

@@ -165,6 +165,17 @@ def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_sweeping_lr_under_lbfgs_is_refused(inputs, weight_files, tmp_path):
+    content, style = inputs
+    out = tmp_path / "sweep"
+    proc = run_cli(
+        *("sweep", str(content), str(style), "-o", str(out), *SMALL, "--optimizer", "lbfgs", "--lr", "0.1,0.2"),
+        *("--weights", str(weight_files["torchvision"])),
+    )
+    assert_one_line_error(proc, "--lr 0.1,0.2 with --optimizer lbfgs sweeps identical settings")
+    assert not out.exists()
+
+
 def test_missing_weights_say_how_to_get_them(inputs, tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("JAXSTYLE_WEIGHTS", None)
