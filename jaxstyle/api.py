@@ -17,7 +17,7 @@ import numpy as np
 from jaxstyle import image as imageio
 from jaxstyle import weights as weightsio
 from jaxstyle.color import preserve_color
-from jaxstyle.config import INITS, Settings, Stage, resolve, stages
+from jaxstyle.config import INITS, Settings, Stage, check_convention, resolve, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.preprocess import InputConvention
@@ -77,9 +77,11 @@ def as_rgb(img: ImageLike) -> np.ndarray:
 
 
 def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weightsio.LoadedWeights:
-    """The converted weights file named, or the first one found for the preset's convention."""
+    """The converted weights file named (or the first one found), checked to expect the settings' convention."""
     path = Path(weights) if weights is not None else weightsio.find(settings.convention)
-    return weightsio.read_converted(path)
+    loaded = weightsio.read_converted(path)
+    check_convention(settings, loaded.convention.name, path)
+    return loaded
 
 
 def loss_weights(settings: Settings, dtype: jnp.dtype) -> LossWeights:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 import textwrap
 import types
 import typing
@@ -468,6 +469,23 @@ def check_swept_values(settings: Settings, values: Mapping[str, Sequence[float]]
                 f"{option} {','.join(f'{v:g}' for v in distinct)} with --optimizer {settings.optimizer} sweeps "
                 f"identical settings: {option} matters only with --optimizer {' or '.join(optimizers)}"
             )
+
+
+def check_convention(settings: Settings, convention: str, path: str | os.PathLike) -> None:
+    """Raise unless the weights at ``path`` expect the input ``convention`` the settings are made for.
+
+    ``lr`` and the gaussian init are in network input units, which differ between
+    conventions (a pixel step is about 58 times larger in Caffe's than in torchvision's),
+    so a preset's values only mean what they say on weights of its own convention.
+    """
+    if convention == settings.convention:
+        return
+    made_for = [f"--preset {name}" for name, preset in PRESETS.items() if preset.convention == convention]
+    fix = f"use {settings.convention} weights" + (f", or {' or '.join(made_for)}" if made_for else "")
+    raise JaxstyleError(
+        f"{path}: {convention}-convention weights, but these settings (lr, gaussian init) are in "
+        f"{settings.convention} units; {fix} (from Python: convention={convention!r} with values in its units)"
+    )
 
 
 class Stage(NamedTuple):

@@ -82,16 +82,14 @@ def test_output_reproduces_from_its_metadata(inputs, weight_files, tmp_path):
 
 def test_python_api_returns_array_and_trace(inputs, weight_files, rng):
     content = rng.uniform(0, 1, size=(50, 70, 3)).astype(np.float32)
-    result = jaxstyle.stylize(
-        content, inputs[1], weights=weight_files["caffe"], size=(48, 64), steps=4, init="noise", seed=3
-    )
+    # Caffe weights: the paper's settings, with lr taken in Caffe's input units.
+    caffe = {"weights": weight_files["caffe"], "convention": "caffe", "size": (48, 64), "steps": 4, "init": "noise"}
+    result = jaxstyle.stylize(content, inputs[1], seed=3, **caffe)
     assert result.image.shape == (48, 64, 3) and result.image.dtype == np.float32
     assert result.image.min() >= 0.0 and result.image.max() <= 1.0
     assert result.trace["total"].shape == (4,) and np.isfinite(result.trace["total"]).all()
     assert result.settings.init == "noise" and result.weights_info["convention"] == "caffe"
-    again = jaxstyle.stylize(
-        content, inputs[1], weights=weight_files["caffe"], size=(48, 64), steps=4, init="noise", seed=4
-    )
+    again = jaxstyle.stylize(content, inputs[1], seed=4, **caffe)
     assert not np.array_equal(result.image, again.image)  # the seed matters for noise init
 
 
@@ -126,6 +124,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         ("text as weights", ["notes.jpg: not a readable HDF5 file"]),
         ("diverging run", ["diverged at step", "try a lower --lr"]),
         ("bad layer", ["unknown style layer 'relu9_9'"]),
+        ("caffe weights, paper settings", ["vgg19-caffe.h5: caffe-convention weights", "--preset gatys"]),
         ("steps not a number", ["--steps 'many': expected a whole number"]),
     ],
 )
@@ -155,6 +154,8 @@ def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_
         extra += ["--lr", "1e30"]
     elif case == "bad layer":
         extra += ["--style-layers", "relu1_1,relu9_9"]
+    elif case == "caffe weights, paper settings":
+        extra = ["--weights", str(weight_files["caffe"])]
     elif case == "steps not a number":
         extra += ["--steps", "many"]
     proc = run_cli(

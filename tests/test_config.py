@@ -17,6 +17,7 @@ from jaxstyle.config import (
     PRESETS,
     SWEPT_FIELDS,
     Settings,
+    check_convention,
     check_swept_values,
     info,
     option_fields,
@@ -148,6 +149,17 @@ def test_sweeping_a_setting_the_optimizer_ignores_is_refused():
         check_swept_values(lbfgs, {"lr": [0.1, 0.2, 0.1], "style_weight": [1.0, 2.0, 3.0]})
     check_swept_values(lbfgs, {"lr": [0.1, 0.1], "ema": [0.0, 0.9]})  # one lr; EMA applies to L-BFGS too
     check_swept_values(resolve("paper"), {"lr": [0.1, 0.2]})
+
+
+def test_convention_of_the_weights_must_be_the_settings():
+    check_convention(PRESETS["gatys"], "caffe", "w.h5")
+    with pytest.raises(JaxstyleError) as error:
+        check_convention(PRESETS["paper"], "caffe", "vgg19-caffe.h5")
+    message = str(error.value)
+    assert message.startswith("vgg19-caffe.h5: caffe-convention weights") and "in torchvision units" in message
+    assert "use torchvision weights, or --preset gatys" in message and "\n" not in message
+    with pytest.raises(JaxstyleError, match="--preset paper or --preset crowsonkb"):
+        check_convention(PRESETS["gatys"], "torchvision", "vgg19-torchvision.h5")
 
 
 # --------------------------------------------------------------------------- one list, read by the others
