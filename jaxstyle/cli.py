@@ -420,10 +420,25 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+class SourceNames(Sequence[str]):
+    """The published weights' names, read from :mod:`jaxstyle.weights` (which imports JAX)
+    only when argparse checks a ``--source`` or prints ``weights download --help``."""
+
+    def names(self) -> tuple[str, ...]:
+        from jaxstyle.weights import SOURCES
+
+        return tuple(SOURCES)
+
+    def __getitem__(self, index):
+        return self.names()[index]
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
     from jaxstyle.config import CONVENTION_NAMES, PRESETS
-    from jaxstyle.weights import SOURCES
 
     parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
@@ -475,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.set_defaults(func=cmd_weights_info)
     d = wsub.add_parser("download", help="download, verify and convert published weights")
-    d.add_argument("--source", default="torchvision", choices=sorted(SOURCES))
+    d.add_argument(
+        "--source", default="torchvision", choices=SourceNames(), metavar="SOURCE", help="one of %(choices)s"
+    )
     d.add_argument("-o", "--output", help="converted file (default: the user cache)")
     d.add_argument("--url", help="a mirror serving the same file")
     d.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server")

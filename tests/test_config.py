@@ -6,6 +6,8 @@ No image is stylized here; every test reads settings, parsers or text.
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,20 @@ def test_overrides_are_stored_as_the_fields_types():
     assert (settings.style_layers, settings.size, settings.scale_steps) == (("relu1_1",), (64, 96), (2,))
     with pytest.raises(TypeError, match="unknown setting"):
         resolve("paper", style_wieght=1.0)
+
+
+def test_help_and_presets_import_neither_jax_nor_flax():
+    code = (
+        "import sys, contextlib, io\n"
+        "from jaxstyle.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['presets']) == 0\n"
+        "    for argv in (['--help'], ['stylize', '--help'], ['sweep', '--help']):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as e:\n"
+        "            assert e.code == 0\n"
+        "print(sorted(m for m in ('jax', 'flax', 'optax') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
