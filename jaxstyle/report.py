@@ -11,19 +11,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxstyle import __version__
+from jaxstyle.config import short_label
 from jaxstyle.files import atomic_output, write_json
 from jaxstyle.image import save_image, to_uint8
 from jaxstyle.sweep import SWEPT, SweepPoint, SweepResult
 
-SHORT = {
-    "content": "content",
-    "style": "style",
-    "content_weight": "cw",
-    "style_weight": "sw",
-    "tv_weight": "tv",
-    "lr": "lr",
-    "ema": "ema",
-}
 CAPTION_HEIGHT = 18
 MIN_SLOT_WIDTH = 128  # room for a caption under small thumbnails
 HEADER_HEIGHT = 24
@@ -52,7 +44,7 @@ def value_label(result: SweepResult, key: str, value) -> str:
     if key in ("content", "style"):
         names = result.contents if key == "content" else result.styles
         return image_label(names[value])
-    return f"{SHORT[key]}={value:g}"
+    return f"{short_label(key)}={value:g}"
 
 
 def setting_filename(result: SweepResult, k: int) -> str:
@@ -65,7 +57,7 @@ def setting_filename(result: SweepResult, k: int) -> str:
         parts.append(
             image_label((result.contents if key == "content" else result.styles)[value])
             if key in ("content", "style")
-            else f"{SHORT[key]}{value:g}"
+            else f"{short_label(key)}{value:g}"
         )
     return "_".join(parts) + ".png"
 

@@ -97,7 +97,8 @@ def test_output_reproduces_from_its_metadata(inputs, weight_files, tmp_path):
 
 def test_python_api_returns_array_and_trace(inputs, weight_files, rng):
     content = rng.uniform(0, 1, size=(50, 70, 3)).astype(np.float32)
-    caffe = {"weights": weight_files["caffe"], "size": (48, 64), "steps": 4, "init": "noise", "convention": "caffe"}
+    # Caffe weights: the paper's settings, with lr taken in Caffe's input units.
+    caffe = {"weights": weight_files["caffe"], "convention": "caffe", "size": (48, 64), "steps": 4, "init": "noise"}
     result = jaxstyle.stylize(content, inputs[1], seed=3, **caffe)
     assert result.image.shape == (48, 64, 3) and result.image.dtype == np.float32
     assert result.trace["total"].shape == (4,) and np.isfinite(result.trace["total"]).all()
@@ -144,6 +145,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         ("text as weights", ["notes.jpg: not a readable HDF5 file"]),
         ("diverging run", ["diverged at step", "try a lower --lr"]),
         ("bad layer", ["unknown style layer 'relu9_9'"]),
+        ("caffe weights, paper settings", ["vgg19-caffe.h5: caffe-convention weights", "--preset gatys"]),
+        ("steps not a number", ["--steps 'many': expected a whole number"]),
     ],
 )
 def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_path, case, fragments):
@@ -172,12 +175,27 @@ def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_
         extra += ["--lr", "1e30"]
     elif case == "bad layer":
         extra += ["--style-layers", "relu1_1,relu9_9"]
+    elif case == "caffe weights, paper settings":
+        extra = ["--weights", str(weight_files["caffe"])]
+    elif case == "steps not a number":
+        extra += ["--steps", "many"]
     proc = run_cli(
         "stylize", args["content"], args["style"], "-o", args["out"], "--size", args["size"], "--steps", "3", *extra
     )
     assert_one_line_error(proc, *fragments)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_sweeping_lr_under_lbfgs_is_refused(inputs, weight_files, tmp_path):
+    content, style = inputs
+    out = tmp_path / "sweep"
+    proc = run_cli(
+        *("sweep", str(content), str(style), "-o", str(out), *SMALL, "--optimizer", "lbfgs", "--lr", "0.1,0.2"),
+        *("--weights", str(weight_files["torchvision"])),
+    )
+    assert_one_line_error(proc, "--lr 0.1,0.2 with --optimizer lbfgs sweeps identical settings")
+    assert not out.exists()
 
 
 def test_missing_weights_say_how_to_get_them(inputs, tmp_path):
