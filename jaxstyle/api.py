@@ -19,6 +19,7 @@ from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.pipeline import ImageLike, Job, prepare_job, run_job, single_device_mesh
 from jaxstyle.plan import schedule
+from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import LOSS_NAMES, Diverged, Recipe, SolverState, start_state
 
 
@@ -80,6 +81,11 @@ class Problem:
     @property
     def recipe(self) -> Recipe:
         return self.job.network.recipe
+
+    @property
+    def convention(self) -> InputConvention:
+        """How pixels map to the network's input space (from the weights file)."""
+        return self.job.network.convention
 
     @cached_property
     def targets(self) -> Targets:

@@ -34,7 +34,7 @@ from jaxstyle.config import (
     Settings,
     check_convention,
     check_swept_values,
-    finite_at_least,
+    info,
     normalised_blend,
 )
 from jaxstyle.errors import JaxstyleError
@@ -53,27 +53,22 @@ SWEPT = SWEPT_FIELDS
 # --------------------------------------------------------------------------- points
 
 
-@dataclass(frozen=True)
-class SweepPoint:
-    """One setting of a batch (a single stylization is a batch of one).
+def swept_values(point: Any) -> dict[str, float]:
+    """``{name: value}`` of a point's swept settings."""
+    return {key: getattr(point, key) for key in SWEPT}
 
-    Attributes:
-      content: index into the run's content images.
-      style: index into the run's style targets (the style images, or the blends).
-      content_weight, style_weight, tv_weight, lr: its loss weights and learning rate.
-      ema: its EMA decay (``None``: the settings' value).
-    """
 
-    content: int
-    style: int
-    content_weight: float
-    style_weight: float
-    tv_weight: float
-    lr: float
-    ema: float | None = None
-
-    def swept_values(self) -> dict[str, float]:
-        return {key: getattr(self, key) for key in SWEPT}
+# One setting of a batch (a single stylization is a batch of one): ``content`` and
+# ``style`` index the run's content images and style targets (the style images, or
+# the blends); then one field per swept setting (``swept`` in its metadata), ``None``
+# meaning the shared settings' value. Generated from the metadata, so that a new swept
+# setting needs no edit here.
+SweepPoint = dataclasses.make_dataclass(
+    "SweepPoint",
+    [("content", int), ("style", int), *((key, float | None, dataclasses.field(default=None)) for key in SWEPT)],
+    frozen=True,
+    namespace={"swept_values": swept_values, "__module__": __name__},
+)
 
 
 def settings_point(settings: Settings, content: int = 0, style: int = 0) -> SweepPoint:
@@ -82,15 +77,14 @@ def settings_point(settings: Settings, content: int = 0, style: int = 0) -> Swee
 
 
 def check_points(points: Sequence[SweepPoint], n_contents: int, n_styles: int) -> None:
-    """Loss weights finite and >= 0, learning rates finite and > 0, EMA decays in [0, 1), indexes in range."""
+    """Every swept value within its setting's declared bounds; image indexes in range."""
     if not points:
         raise JaxstyleError("no settings to run")
     for k, p in enumerate(points):
-        for key in ("content_weight", "style_weight", "tv_weight"):
-            finite_at_least(f"setting {k}: {key.replace('_', ' ')}", getattr(p, key), 0.0)
-        finite_at_least(f"setting {k}: learning rate", p.lr, 0.0, strict=True)
-        if p.ema is not None and not 0.0 <= p.ema < 1.0:
-            raise JaxstyleError(f"setting {k}: ema must be a decay in [0, 1), not {p.ema}")
+        for key, value in swept_values(p).items():
+            bounds = info(key).bounds
+            if bounds is not None and not bounds.contains(value):
+                raise JaxstyleError(f"setting {k}: {key.replace('_', ' ')} must be {bounds.describe()}, not {value}")
         if not (0 <= p.content < n_contents and 0 <= p.style < n_styles):
             raise JaxstyleError(f"setting {k}: no content image {p.content} or style target {p.style}")
 
@@ -403,8 +397,7 @@ class Job:
                 for image in to_network_images(self.inputs.contents, first, self.network)
             ]
         )
-        emas = np.asarray([self.settings.ema if p.ema is None else p.ema for p in points], dtype)
-        return setting, starts[content_index], column("lr"), emas, np.full(k, self.settings.tol, dtype)
+        return setting, starts[content_index], column("lr"), column("ema"), np.full(k, self.settings.tol, dtype)
 
 
 def prepare_job(
@@ -430,7 +423,10 @@ def prepare_job(
         points = [
             settings_point(settings, c, s) for c in range(len(inputs.contents)) for s in range(len(inputs.blends))
         ]
-    points = [p if p.ema is not None else dataclasses.replace(p, ema=settings.ema) for p in points]
+    points = [
+        dataclasses.replace(p, **{k: getattr(settings, k) for k, v in swept_values(p).items() if v is None})
+        for p in points
+    ]
     check_points(points, len(inputs.contents), len(inputs.blends))
     check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT})
     memory, _ = meshlib.device_memory_bytes()
