@@ -261,6 +261,13 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
                 flush=True,
             )
         sweep_rows.append(entry)
+    lbfgs = summarise(run_child("jax-lbfgs", sweep_size, chunk, reps, weights, timeout, dtype), peak, None)
+    if "median_s" in lbfgs:
+        print(
+            f"  L-BFGS {sweep_size[0]}x{sweep_size[1]}: {lbfgs['median_s']:.3f} s/step, "
+            f"{lbfgs['evaluations_per_step']:.2f} line-search evaluations per step",
+            flush=True,
+        )
     m = machine()
     results = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -273,6 +280,7 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
         "matmul_peak_flops": peak,
         "rows": rows,
         "sweep": sweep_rows,
+        "lbfgs": lbfgs,
         "wall_s": time.perf_counter() - started,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -356,8 +364,26 @@ def results_markdown(results_dir: Path) -> str:
                 f"{fmt(v.get('achieved_flops') and v['achieved_flops'] / 1e9, '.1f')} | "
                 f"{fmt(v.get('fraction_of_peak') and 100 * v['fraction_of_peak'], '.0f')} |"
             )
+        out += lbfgs_lines(d)
         out.append("")
     return "\n".join(out)
+
+
+def lbfgs_lines(d: dict) -> list[str]:
+    """The L-BFGS paragraph: seconds per step against Adam's at the same size, evaluations per step."""
+    lbfgs = d.get("lbfgs", {})
+    if "median_s" not in lbfgs:
+        return []
+    size = lbfgs["size"]
+    adam = next((r for r in d["rows"] if r["mode"] == "jax-scan" and r["size"] == size and "median_s" in r), None)
+    versus = f" ({lbfgs['median_s'] / adam['median_s']:.2f}x an Adam step, {adam['median_s']:.3f} s)" if adam else ""
+    return [
+        "",
+        f"L-BFGS (`--optimizer lbfgs`, the `paper` losses) at {size[0]}x{size[1]}: {lbfgs['median_s']:.3f} s per "
+        f"step{versus}; its zoom line search evaluated loss and gradient {lbfgs['evaluations_per_step']:.2f} times "
+        f"per step over {lbfgs['steps_counted']} steps, and each step adds one forward pass for the trace's "
+        "per-term losses (the line search's stored loss and gradient are reused, not evaluated again).",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,10 @@
 
 import sys
 
-from jaxstyle.cli import main
+try:
+    from jaxstyle.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python starts: one line, as everywhere else
+    print("jaxstyle: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

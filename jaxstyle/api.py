@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxstyle.batch import select_targets
+from jaxstyle.checkpoint import CheckpointOptions
 from jaxstyle.config import Settings, Stage, resolve
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
-from jaxstyle.pipeline import ImageLike, Job, prepare_job, run_job, single_device_mesh
+from jaxstyle.pipeline import ChunkReport, ImageLike, Job, prepare_job, run_job, single_device_mesh
 from jaxstyle.plan import schedule
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import LOSS_NAMES, Diverged, Recipe, SolverState, start_state
@@ -131,9 +132,11 @@ def prepare(
 
 def optimize(
     problem: Problem,
-    progress: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+    progress: Callable[[ChunkReport], None] | None = None,
     save_every: int | None = None,
     on_snapshot: Callable[[int, np.ndarray], None] | None = None,
+    checkpoint: CheckpointOptions | None = None,
+    stop_signal: Callable[[], int | None] | None = None,
 ) -> Result:
     """Run a prepared problem to the end, scale by scale; arguments as for :func:`stylize`."""
     job, settings = problem.job, problem.settings
@@ -144,9 +147,11 @@ def optimize(
         out = run_job(
             job,
             single_device_mesh(),
-            on_chunk=progress and (lambda r: progress(r.step, {k: v[:, 0] for k, v in r.losses.items()})),
+            on_chunk=progress,
             on_snapshot=on_snapshot and (lambda step, _rows, images: on_snapshot(step, images[0])),
             raise_on_divergence=True,
+            checkpoint=checkpoint,
+            stop_signal=stop_signal,
         )
     except Diverged as e:
         raise JaxstyleError(
@@ -178,9 +183,11 @@ def stylize(
     preset: str = "paper",
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
-    progress: Callable[[int, dict[str, np.ndarray]], None] | None = None,
+    progress: Callable[[ChunkReport], None] | None = None,
     save_every: int | None = None,
     on_snapshot: Callable[[int, np.ndarray], None] | None = None,
+    checkpoint: CheckpointOptions | None = None,
+    stop_signal: Callable[[], int | None] | None = None,
     dtype: str = "float32",
     compute_dtype: str | None = None,
     **overrides,
@@ -193,10 +200,16 @@ def stylize(
       preset: named recipe the settings start from (see ``jaxstyle.config.PRESETS``).
       weights: converted weights file; default: the first found on the search path.
       settings: complete settings, instead of ``preset`` and ``overrides``.
-      progress: called after every chunk of steps with the global step count (all
-        scales counted) and that chunk's per-step losses.
+      progress: called after every chunk of steps with a
+        :class:`~jaxstyle.pipeline.ChunkReport` (global step, all scales counted;
+        scale; that chunk's per-step losses); :class:`jaxstyle.progress.Progress` shows them.
       save_every: call ``on_snapshot(step, image)`` every this many global steps.
       on_snapshot: receives snapshots as float RGB arrays in [0, 1].
+      checkpoint: where and how often to save the run's state, and whether to resume
+        from it (see :class:`~jaxstyle.checkpoint.CheckpointOptions`).
+      stop_signal: asked after every chunk; a signal number stops the run there
+        (after a checkpoint, if ``checkpoint`` is set) with
+        :class:`~jaxstyle.pipeline.Stopped` (see :class:`jaxstyle.signals.StopRequests`).
       dtype: computation dtype, ``"float32"`` (``"float64"`` needs ``jax_enable_x64``).
       compute_dtype: ``"bfloat16"`` runs the convolutions in bfloat16 (Gram matrices and losses stay ``dtype``).
       **overrides: any field of :class:`~jaxstyle.config.Settings`, e.g. ``steps=200``.
@@ -217,4 +230,11 @@ def stylize(
         compute_dtype=compute_dtype,
         **overrides,
     )
-    return optimize(problem, progress=progress, save_every=save_every, on_snapshot=on_snapshot)
+    return optimize(
+        problem,
+        progress=progress,
+        save_every=save_every,
+        on_snapshot=on_snapshot,
+        checkpoint=checkpoint,
+        stop_signal=stop_signal,
+    )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -220,9 +222,51 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def run_options(p: argparse.ArgumentParser) -> None:
+    """Options of a long run: progress reporting, checkpoints, resume."""
+    from jaxstyle.progress import MODES
 
+    g = p.add_argument_group("long runs (see README, 'Running on clusters')")
+    g.add_argument(
+        "--progress",
+        choices=MODES,
+        default="auto",
+        help="a bar on a terminal, else a line every --progress-interval seconds (log), JSON lines (json), or none",
+    )
+    g.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines (log, json)")
+    g.add_argument("--checkpoint-dir", help="save the run's state here at chunk boundaries, and at once on SIGTERM")
+    g.add_argument("--checkpoint-every", type=int, help="save at least every N steps (default: by time only)")
+    g.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save at least every M minutes")
+    g.add_argument("--resume", action="store_true", help="go on from the newest checkpoint in --checkpoint-dir")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary line (--progress none)")
+
+
+def checkpoint_options(args: argparse.Namespace):
+    """The run's :class:`~jaxstyle.checkpoint.CheckpointOptions`, or ``None`` without ``--checkpoint-dir``."""
+    from jaxstyle.checkpoint import CheckpointOptions
+
+    if args.checkpoint_dir is None:
+        if args.resume or args.checkpoint_every is not None:
+            raise JaxstyleError("--resume and --checkpoint-every need a --checkpoint-dir")
+        return None
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise JaxstyleError(f"--checkpoint-every must be at least 1, not {args.checkpoint_every}")
+    if not (math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes > 0):
+        raise JaxstyleError(f"--checkpoint-minutes must be a finite number > 0, not {args.checkpoint_minutes}")
+    return CheckpointOptions(Path(args.checkpoint_dir), args.checkpoint_every, args.checkpoint_minutes, args.resume)
+
+
+def progress_reporter(args: argparse.Namespace, label: str, main_process: bool = True):
+    """The :class:`~jaxstyle.progress.Progress` the options ask for (only process 0 reports)."""
+    from jaxstyle.progress import Progress
+
+    if not (math.isfinite(args.progress_interval) and args.progress_interval >= 0):
+        raise JaxstyleError(f"--progress-interval must be a finite number >= 0, not {args.progress_interval}")
+    mode = "none" if args.quiet or not main_process else args.progress
+    return Progress(label, mode, args.progress_interval)
+
+
+def cmd_stylize(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle import __version__
     from jaxstyle.api import optimize, prepare
     from jaxstyle.files import check_writable, write_json
@@ -232,28 +276,24 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     trace_path = check_writable(args.trace) if args.trace else None
     settings = settings_from_args(args)
     snapshot_name = str(out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}"))
-
+    checkpoint = checkpoint_options(args)
     if args.save_every is not None and args.save_every < 1:
         raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
     styles = list(csv_names(args.style))
     problem = prepare(args.content, styles, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype)
-    total = problem.job.plan.steps
 
-    # No bar when stderr is not a terminal (disable=None); erased if the run fails.
-    with tqdm(total=total, unit="step", desc="stylize", disable=True if args.quiet else None) as bar:
+    def snapshot(step: int, rgb) -> None:
+        save_image(snapshot_name.format(step), rgb)
 
-        def progress(step: int, losses: dict) -> None:
-            bar.update(step - bar.n)
-            bar.set_postfix(loss=f"{float(losses['total'][-1]):.4g}")
-
-        def snapshot(step: int, rgb) -> None:
-            save_image(snapshot_name.format(step), rgb)
-
-        try:
-            result = optimize(problem, progress=progress, save_every=args.save_every, on_snapshot=snapshot)
-        except BaseException:
-            bar.leave = False
-            raise
+    with progress_reporter(args, "stylize") as progress:
+        result = optimize(
+            problem,
+            progress=progress,
+            save_every=args.save_every,
+            on_snapshot=snapshot,
+            checkpoint=checkpoint,
+            stop_signal=stop,
+        )
     final = result.final_losses
     metadata = {
         "jaxstyle_version": __version__,
@@ -291,9 +331,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+def cmd_sweep(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     import jax
-    from tqdm import tqdm
 
     from jaxstyle import mesh as meshlib
     from jaxstyle.config import SWEPT_FIELDS, check_swept_values
@@ -324,34 +363,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except OSError as e:
         raise JaxstyleError(f"{out_dir}: cannot create directory ({e.strerror or e})") from None
     check_writable(out_dir / "summary.json")
+    checkpoint = checkpoint_options(args)
     main_process = jax.process_index() == 0
-    quiet = args.quiet or not main_process
-    with tqdm(total=1, unit="step", desc="sweep", disable=True if quiet else None) as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
-        def plan(line: str) -> None:
-            if not quiet:
-                tqdm.write(f"sweep: {line}", file=sys.stderr)
-
-        try:
-            result = sweep(
-                contents,
-                styles,
-                points,
-                style_blends=blends,
-                settings=settings,
-                weights=args.weights,
-                batch_size=args.batch_size,
-                compute_dtype=args.compute_dtype,
-                progress=progress,
-                on_plan=plan,
-            )
-        except BaseException:
-            bar.leave = False
-            raise
+    with progress_reporter(args, "sweep", main_process) as progress:
+        result = sweep(
+            contents,
+            styles,
+            points,
+            style_blends=blends,
+            settings=settings,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            compute_dtype=args.compute_dtype,
+            progress=progress,
+            on_plan=lambda line: progress.write(f"sweep: {line}"),
+            checkpoint=checkpoint,
+            stop_signal=stop,
+        )
     write_outputs(result, out_dir, jax.process_index())
     if main_process and not args.quiet:
         diverged = int((result.diverged_at >= 0).sum())
@@ -456,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="converted weights file (default: search path, see README)")
     p.add_argument("--save-every", type=int, help="write OUT.stepNNNNNN.png every N steps")
     p.add_argument("--trace", help="write per-step losses to this JSON file")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run_options(p)
     add_settings_options(p)
     p.set_defaults(func=cmd_stylize)
 
@@ -467,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--grid", help="settings from a JSON list or a TOML file of [[setting]] tables")
     sw.add_argument("--weights", help="converted weights file (default: search path, see README)")
     sw.add_argument("--batch-size", type=int, help="settings per compiled micro-batch (default: from memory)")
-    sw.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run_options(sw)
     dist = sw.add_argument_group("several hosts (see README)")
     dist.add_argument(
         "--distributed",
@@ -513,19 +541,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a command; a :class:`JaxstyleError` becomes one line and exit status 2."""
-    args = build_parser().parse_args(argv)
+    """Entry point: run a command; a :class:`JaxstyleError` becomes one line and exit status 2.
+
+    SIGINT and SIGTERM during a run stop it at the next chunk boundary, after saving a
+    checkpoint where a directory is set (:mod:`jaxstyle.signals` gives the exit statuses);
+    a second SIGINT stops at once. Nothing half-written is left behind either way.
+    """
+    from jaxstyle.signals import StopRequests, exit_status
+
     try:
-        return args.func(args)
+        args = build_parser().parse_args(argv)
+        with StopRequests() as stop:
+            status = args.func(args, stop) if args.func in (cmd_stylize, cmd_sweep) else args.func(args)
+        if stop() is not None:  # the signal came after the last chunk: the outputs are complete
+            print(f"jaxstyle: interrupted ({signal_name(stop())}) after writing the outputs", file=sys.stderr)
+            return exit_status(stop(), saved=True)
+        return status
     except JaxstyleError as e:
         print(f"jaxstyle: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("jaxstyle: interrupted", file=sys.stderr)
-        return 130
+        # A second Ctrl-C, or one before the run started. XLA may still be computing in
+        # its own threads, which tearing the interpreter down under them would crash:
+        # leave at once (temporary files were removed as the exception passed).
+        print("jaxstyle: interrupted", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
     except BrokenPipeError:  # e.g. `jaxstyle presets | head`
         sys.stderr.close()
         return 141
+    except Exception as e:
+        from jaxstyle.pipeline import Stopped
+
+        if not isinstance(e, Stopped):
+            raise
+        saved = f"; its state is saved in {e.checkpoint}: run the same command with --resume to go on"
+        print(
+            f"jaxstyle: stopped by {signal_name(e.signum)} after step {e.step}{saved if e.checkpoint else ''}",
+            file=sys.stderr,
+        )
+        return exit_status(e.signum, saved=e.checkpoint is not None)
+
+
+def signal_name(signum: int) -> str:
+    """``SIGINT``, ``SIGTERM``."""
+    import signal
+
+    return signal.Signals(signum).name
 
 
 if __name__ == "__main__":

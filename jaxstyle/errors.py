@@ -1,4 +1,8 @@
-"""The one exception type the command line turns into a one-line message."""
+"""The exceptions the command line turns into one line: bad input, and a run stopped by a signal."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 
 class JaxstyleError(Exception):
@@ -7,3 +11,14 @@ class JaxstyleError(Exception):
     The command line prints ``jaxstyle: <message>`` and exits with status 2;
     no traceback is shown. Messages name the file and the problem.
     """
+
+
+class Stopped(Exception):
+    """A run stopped at a chunk boundary because of signal ``signum``, after ``step`` steps.
+
+    ``checkpoint`` is the directory its state was saved in, if one was set.
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None) -> None:
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"stopped by signal {signum} after step {step}")

@@ -27,6 +27,7 @@ from jaxstyle import image as imageio
 from jaxstyle import mesh as meshlib
 from jaxstyle import weights as weightsio
 from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
+from jaxstyle.checkpoint import CheckpointOptions, Checkpoints, Position, digest
 from jaxstyle.color import preserve_color
 from jaxstyle.config import (
     INITS,
@@ -37,11 +38,19 @@ from jaxstyle.config import (
     info,
     normalised_blend,
 )
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, Stopped
 from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.plan import RunPlan, make_plan
 from jaxstyle.preprocess import InputConvention
-from jaxstyle.solve import LOSS_NAMES, Diverged, Recipe, averaged_image, blend_grams, style_grams_jit
+from jaxstyle.solve import (
+    LOSS_NAMES,
+    Diverged,
+    Recipe,
+    SolverState,
+    averaged_image,
+    blend_grams,
+    style_grams_jit,
+)
 from jaxstyle.solve import warm_started_adam_jit as warm_started_adam
 
 ImageLike = str | os.PathLike | np.ndarray
@@ -174,6 +183,7 @@ class Network:
       recipe: the static part of the recipe (layers, TV reduction, optimiser).
       convention: how pixels map to the network's input space.
       dtype: dtype of the image, Gram matrices and losses.
+      compute_dtype: dtype of the convolutions (``None``: ``dtype``).
       weights_file: the converted weights file.
       weights_info: its provenance (source, source file and SHA-256, convention).
     """
@@ -183,6 +193,7 @@ class Network:
     recipe: Recipe
     convention: InputConvention
     dtype: jnp.dtype
+    compute_dtype: str | None
     weights_file: Path
     weights_info: dict[str, str]
 
@@ -219,7 +230,7 @@ def build_network(
         lbfgs_memory=settings.lbfgs_memory,
     )
     info = {k: v for k, v in loaded.attrs.items() if k.startswith(("source", "convention"))}
-    return Network(graphdef, params, recipe, loaded.convention, dtype, loaded.path, info)
+    return Network(graphdef, params, recipe, loaded.convention, dtype, compute_dtype, loaded.path, info)
 
 
 # --------------------------------------------------------------------------- targets
@@ -508,12 +519,105 @@ def single_device_mesh() -> Mesh:
     return Mesh(np.asarray(jax.local_devices()[:1]), (meshlib.AXIS,))
 
 
+def fingerprint(job: Job) -> dict[str, str]:
+    """What a checkpoint of ``job`` is bound to: settings, inputs, weights, dtypes and plan, each digested."""
+    network, inputs = job.network, job.inputs
+    return {
+        "settings": digest(job.settings.to_dict(), [dataclasses.astuple(p) for p in job.points]),
+        "inputs": digest(*inputs.contents, *inputs.styles, inputs.blends, inputs.init_rgb is None)
+        + (digest(inputs.init_rgb) if inputs.init_rgb is not None else ""),
+        "weights": weightsio.file_digests(network.weights_file)[0],
+        "dtypes": digest(str(network.dtype), str(network.compute_dtype)),
+        # Not the batch plan's reason: it quotes the memory free at the time.
+        "plan": digest(repr(job.plan.stages), sorted(job.plan.snapshot_steps), job.plan.batch_size),
+    }
+
+
+@dataclass
+class Progress:
+    """Where one micro-batch stands between chunks, on the host; with its solver state, enough to go on.
+
+    Attributes:
+      stage: the stage in flight; ``chunks_done`` of its chunks are done.
+      traces: losses of the stages done, each ``{name: (steps, B)}``.
+      chunk_losses: losses of the chunks done at the stage in flight, ``{name: (n, B)}``.
+      diverged_at: global step at which each setting diverged, -1 for the others.
+      stage_steps, converged_at: ``(B, stages)``, as in :class:`RunOutput`.
+    """
+
+    stage: int
+    chunks_done: int
+    traces: list[dict[str, np.ndarray]]
+    chunk_losses: list[dict[str, np.ndarray]]
+    diverged_at: np.ndarray
+    stage_steps: np.ndarray
+    converged_at: np.ndarray
+
+    @classmethod
+    def start(cls, batch: int, stages: int) -> Progress:
+        return cls(0, 0, [], [], np.full(batch, -1), np.zeros((batch, stages), np.int64), np.full((batch, stages), -1))
+
+    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        """Flat named arrays for a checkpoint."""
+        out = {f"{prefix}diverged_at": self.diverged_at, f"{prefix}stage_steps": self.stage_steps}
+        out[f"{prefix}converged_at"] = self.converged_at
+        for number, trace in enumerate(self.traces):
+            out.update({f"{prefix}trace{number}/{name}": v for name, v in trace.items()})
+        if self.chunk_losses:
+            out.update({f"{prefix}chunks/{name}": joined_losses(self.chunk_losses)[name] for name in LOSS_NAMES})
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str, stage: int, chunks_done: int) -> Progress:
+        traces = [{name: arrays[f"{prefix}trace{number}/{name}"] for name in LOSS_NAMES} for number in range(stage)]
+        chunks = [{name: arrays[f"{prefix}chunks/{name}"] for name in LOSS_NAMES}] if chunks_done else []
+        return cls(
+            stage,
+            chunks_done,
+            traces,
+            chunks,
+            arrays[f"{prefix}diverged_at"],
+            arrays[f"{prefix}stage_steps"],
+            arrays[f"{prefix}converged_at"],
+        )
+
+
+def joined_losses(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-chunk losses ``(n, B)`` one after the other."""
+    return {name: np.concatenate([c[name] for c in chunks]) for name in LOSS_NAMES}
+
+
+def output_arrays(output: RunOutput, prefix: str) -> dict[str, np.ndarray]:
+    """A finished micro-batch's results as flat named arrays for a checkpoint."""
+    out = {f"{prefix}images": output.images, f"{prefix}diverged_at": output.diverged_at}
+    out.update({f"{prefix}stage_steps": output.stage_steps, f"{prefix}converged_at": output.converged_at})
+    out[f"{prefix}local"] = np.asarray(output.local, np.int64)
+    out.update({f"{prefix}trace/{name}": v for name, v in output.trace.items()})
+    out.update({f"{prefix}final/{name}": v for name, v in output.final_losses.items()})
+    return out
+
+
+def output_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> RunOutput:
+    return RunOutput(
+        images=arrays[f"{prefix}images"],
+        trace={name: arrays[f"{prefix}trace/{name}"] for name in LOSS_NAMES},
+        final_losses={name: arrays[f"{prefix}final/{name}"] for name in LOSS_NAMES},
+        diverged_at=arrays[f"{prefix}diverged_at"],
+        stage_steps=arrays[f"{prefix}stage_steps"],
+        converged_at=arrays[f"{prefix}converged_at"],
+        local=arrays[f"{prefix}local"].tolist(),
+        seconds=0.0,
+    )
+
+
 def run_job(
     job: Job,
     mesh: Mesh,
     on_chunk: Callable[[ChunkReport], None] | None = None,
     on_snapshot: Callable[[int, range, np.ndarray], None] | None = None,
     raise_on_divergence: bool = False,
+    checkpoint: CheckpointOptions | None = None,
+    stop_signal: Callable[[], int | None] | None = None,
 ) -> RunOutput:
     """Run every micro-batch of ``job`` through every stage of its plan on ``mesh``.
 
@@ -522,120 +626,190 @@ def run_job(
     images (RGB in [0, 1]). A setting whose loss or image stops being finite is frozen
     at its last finite state and reported; with ``raise_on_divergence`` the run stops
     with :class:`~jaxstyle.solve.Diverged` instead.
+
+    With ``checkpoint``, the run starts from the newest checkpoint in its directory
+    (when it resumes) and saves one whenever one is due; when ``stop_signal()`` returns a signal number after
+    a chunk, it saves one at once and raises :class:`Stopped`. A resumed run computes
+    exactly what an uninterrupted one does: the same chunks, from the same states.
     """
-    plan, network = job.plan, job.network
-    replicated, sharded = meshlib.replicated(mesh), meshlib.batch_sharding(mesh)
-    k, batch = len(job.points), plan.batch_size
-    if batch % mesh.devices.size:
-        raise JaxstyleError(f"batch size {batch} is not a multiple of the {mesh.devices.size} device(s)")
-    per_setting = meshlib.pad_leading(job.per_setting(), meshlib.padded_length(k, batch))
-    params = meshlib.to_global(network.params, replicated)
-    # Targets are computed once per stage, before any optimisation.
-    stage_targets = [meshlib.to_global(job.targets_at(stage.size), replicated) for stage in plan.stages]
-    outputs = []
-    start = time.perf_counter()
-    for number, rows in enumerate(plan.micro_batches):
-        host = jax.tree.map(lambda x, first=rows.start: x[first : first + batch], per_setting)
-        outputs.append(
-            run_micro_batch(
-                job, host, params, stage_targets, rows, number, sharded, on_chunk, on_snapshot, raise_on_divergence
-            )
+    checkpoints = Checkpoints(checkpoint, fingerprint(job)) if checkpoint is not None else None
+    runner = Runner(job, mesh, on_chunk, on_snapshot, raise_on_divergence, checkpoints, stop_signal)
+    return runner.run()
+
+
+class Runner:
+    """The chunk loop of :func:`run_job`, micro-batch by micro-batch, stage by stage."""
+
+    def __init__(
+        self,
+        job: Job,
+        mesh: Mesh,
+        on_chunk: Callable[[ChunkReport], None] | None,
+        on_snapshot: Callable[[int, range, np.ndarray], None] | None,
+        raise_on_divergence: bool,
+        checkpoints: Checkpoints | None,
+        stop_signal: Callable[[], int | None] | None,
+    ) -> None:
+        self.job, self.plan, self.network = job, job.plan, job.network
+        self.on_chunk, self.on_snapshot, self.raise_on_divergence = on_chunk, on_snapshot, raise_on_divergence
+        self.checkpoints, self.stop_signal = checkpoints, stop_signal
+        self.replicated, self.sharded = meshlib.replicated(mesh), meshlib.batch_sharding(mesh)
+        self.k, self.batch = len(job.points), self.plan.batch_size
+        if self.batch % mesh.devices.size:
+            raise JaxstyleError(f"batch size {self.batch} is not a multiple of the {mesh.devices.size} device(s)")
+        self.done: list[RunOutput] = []
+
+    def run(self) -> RunOutput:
+        job, plan = self.job, self.plan
+        per_setting = meshlib.pad_leading(job.per_setting(), meshlib.padded_length(self.k, self.batch))
+        self.params = meshlib.to_global(self.network.params, self.replicated)
+        # Targets are computed once per stage, before any optimisation.
+        self.stage_targets = [meshlib.to_global(job.targets_at(s.size), self.replicated) for s in plan.stages]
+        resumed = self.resume(per_setting)
+        start = time.perf_counter()
+        for number, rows in enumerate(plan.micro_batches):
+            if number < len(self.done):
+                continue
+            host = jax.tree.map(lambda x, first=rows.start: x[first : first + self.batch], per_setting)
+            self.done.append(self.micro_batch(host, rows, number, resumed if number == len(self.done) else None))
+            resumed = None
+        seconds = time.perf_counter() - start
+        out = self.done
+
+        def joined(part: str, axis: int = 0) -> Any:
+            return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *(getattr(o, part) for o in out))
+
+        k = self.k
+        return RunOutput(
+            images=joined("images")[:k],
+            trace={name: v[:, :k] for name, v in joined("trace", axis=1).items()},
+            final_losses={name: v[:k] for name, v in joined("final_losses").items()},
+            diverged_at=joined("diverged_at")[:k],
+            stage_steps=joined("stage_steps")[:k],
+            converged_at=joined("converged_at")[:k],
+            local=sorted(i for o in out for i in o.local if i < k),
+            seconds=seconds,
         )
-    seconds = time.perf_counter() - start
 
-    def joined(part: str, axis: int = 0) -> Any:
-        return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *(getattr(o, part) for o in outputs))
+    def resume(self, per_setting: Any) -> tuple[Progress, SolverState] | None:
+        """Load the newest checkpoint, if any: the finished micro-batches, and the one in flight."""
+        found = self.checkpoints.latest() if self.checkpoints is not None else None
+        if found is None:
+            return None
+        done, position, meta = found
+        rows = self.plan.micro_batches[position.micro_batch]
+        host = jax.tree.map(lambda x: x[rows.start : rows.start + self.batch], per_setting)
+        size = self.plan.stages[position.stage].size
+        images = jax.ShapeDtypeStruct((self.batch, 1, *size, 3), self.network.dtype)
+        device = meshlib.to_global(host, self.sharded)
+        abstract = jax.eval_shape(lambda d, im: self.start_state(d, position.stage, im), device, images)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharded), abstract)
+        state, arrays = self.checkpoints.restore(done, meta, abstract)
+        self.done = [output_from_arrays(arrays, f"done{n}/") for n in range(position.micro_batch)]
+        return Progress.from_arrays(arrays, "now/", position.stage, position.chunks_done), state
 
-    trace = joined("trace", axis=1)
-    return RunOutput(
-        images=joined("images")[:k],
-        trace={name: v[:, :k] for name, v in trace.items()},
-        final_losses={name: v[:k] for name, v in joined("final_losses").items()},
-        diverged_at=joined("diverged_at")[:k],
-        stage_steps=joined("stage_steps")[:k],
-        converged_at=joined("converged_at")[:k],
-        local=sorted(i for o in outputs for i in o.local if i < k),
-        seconds=seconds,
-    )
+    def start_state(self, host: tuple, stage: int, images: jax.Array | None = None) -> SolverState:
+        """The fresh solver state of a micro-batch at ``stage`` (from its first images, or ``images``)."""
+        setting, first_images, lrs, emas, tols = host
+        network = self.network
+        images = first_images if images is None else images
+        targets = self.stage_targets[stage]
+        return init_batch_jit(network.graphdef, network.recipe, self.params, targets, setting, images, lrs, emas, tols)
 
-
-def run_micro_batch(
-    job: Job,
-    host: tuple[Setting, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    params: Any,
-    stage_targets: Sequence[Targets],
-    rows: range,
-    number: int,
-    sharded: Any,
-    on_chunk: Callable[[ChunkReport], None] | None,
-    on_snapshot: Callable[[int, range, np.ndarray], None] | None,
-    raise_on_divergence: bool,
-) -> RunOutput:
-    """All stages of one micro-batch (``rows`` are its real settings; the rest is padding)."""
-    plan, network, settings = job.plan, job.network, job.settings
-    graphdef, recipe, convention = network.graphdef, network.recipe, network.convention
-    setting, images, lrs, emas, tols = meshlib.to_global(host, sharded)
-    batch = len(host[1])
-    # Each row's content image (for --preserve-color); padding rows repeat the last setting.
-    contents = [job.inputs.contents[job.points[min(rows.start + row, rows.stop - 1)].content] for row in range(batch)]
-    traces, state = [], None
-    diverged_at = np.full(batch, -1)
-    stage_steps = np.zeros((batch, len(plan.stages)), np.int64)
-    converged_at = np.full((batch, len(plan.stages)), -1)
-    for index, stage in enumerate(plan.stages):
-        targets = stage_targets[index]
-        fresh = init_batch_jit(graphdef, recipe, params, targets, setting, images, lrs, emas, tols)
-        if state is not None and settings.warm_start:
-            fresh = fresh._replace(opt_state=warm_started_adam(state.opt_state, fresh.opt_state))
-        # A setting that diverged at an earlier scale stays frozen.
-        state = fresh if state is None else fresh._replace(diverged_at=state.diverged_at)
-        chunks: list[dict[str, np.ndarray]] = []
-        for n, end in zip(stage.chunks, stage.chunk_ends, strict=True):
-            state, losses = run_batch_chunk_jit(graphdef, recipe, n, params, targets, setting, state)
-            losses = meshlib.to_host(losses)
-            chunks.append(losses)
-            stopped_diverged, stopped_converged, local_diverged = meshlib.to_host(
-                (state.diverged_at >= 0, state.converged_at >= 0, state.diverged_at)
+    def micro_batch(
+        self, host: tuple, rows: range, number: int, resumed: tuple[Progress, SolverState] | None
+    ) -> RunOutput:
+        """All stages of one micro-batch (``rows`` are its real settings; the rest is padding)."""
+        plan, network, settings = self.plan, self.network, self.job.settings
+        graphdef, recipe, convention = network.graphdef, network.recipe, network.convention
+        device = meshlib.to_global(host, self.sharded)
+        setting = device[0]
+        batch = len(host[1])
+        # Each row's content image (for --preserve-color); padding rows repeat the last setting.
+        points = self.job.points
+        contents = [self.job.inputs.contents[points[min(rows.start + r, rows.stop - 1)].content] for r in range(batch)]
+        progress, state = resumed if resumed is not None else (Progress.start(batch, len(plan.stages)), None)
+        for index in range(progress.stage, len(plan.stages)):
+            stage, targets = plan.stages[index], self.stage_targets[index]
+            if progress.chunks_done == 0:
+                state = self.next_stage_state(device, index, state, convention)
+            stopped = meshlib.to_host((state.diverged_at >= 0) | (state.converged_at >= 0))
+            for n, end in list(zip(stage.chunks, stage.chunk_ends, strict=True))[progress.chunks_done :]:
+                if progress.chunks_done and stopped.all():
+                    break  # every setting has stopped
+                state, losses = run_batch_chunk_jit(graphdef, recipe, n, self.params, targets, setting, state)
+                losses = meshlib.to_host(losses)
+                progress.chunk_losses.append(losses)
+                progress.chunks_done += 1
+                diverged, stopped = meshlib.to_host(
+                    (state.diverged_at, (state.diverged_at >= 0) | (state.converged_at >= 0))
+                )
+                if self.raise_on_divergence and (diverged[: len(rows)] >= 0).any():
+                    row = int(np.argmax(diverged[: len(rows)] >= 0))
+                    in_chunk = int(diverged[row]) - (end - stage.first_step - n)
+                    step = stage.first_step + int(diverged[row])
+                    raise Diverged(step, {k: float(v[in_chunk, row]) for k, v in losses.items()})
+                if self.on_chunk is not None:
+                    micro_batches = len(plan.micro_batches)
+                    self.on_chunk(ChunkReport(end, plan.steps, index, len(plan.stages), number, micro_batches, losses))
+                if self.on_snapshot is not None and end in plan.snapshot_steps:
+                    current = meshlib.to_host(averaged_image(state))[: len(rows), 0]
+                    self.on_snapshot(end, rows, output_pixels(current, settings, convention, contents[: len(rows)]))
+                self.after_chunk(Position(number, index, progress.chunks_done, end), state, progress)
+            trace = joined_losses(progress.chunk_losses)
+            missing = stage.steps - len(trace["total"])
+            if missing:  # every setting stopped early: the last losses repeat
+                trace = {name: np.concatenate([v, np.repeat(v[-1:], missing, axis=0)]) for name, v in trace.items()}
+            progress.traces.append(trace)
+            stage_diverged, stage_converged, taken = meshlib.to_host(
+                (state.diverged_at, state.converged_at, state.step)
             )
-            if raise_on_divergence and stopped_diverged[: len(rows)].any():
-                row = int(np.argmax(stopped_diverged[: len(rows)]))
-                at = int(local_diverged[row])
-                in_chunk = at - (end - stage.first_step - n)
-                raise Diverged(stage.first_step + at, {k: float(v[in_chunk, row]) for k, v in losses.items()})
-            if on_chunk is not None:
-                on_chunk(ChunkReport(end, plan.steps, index, len(plan.stages), number, len(plan.micro_batches), losses))
-            if on_snapshot is not None and end in plan.snapshot_steps:
-                current = meshlib.to_host(averaged_image(state))[: len(rows), 0]
-                on_snapshot(end, rows, output_pixels(current, settings, convention, contents[: len(rows)]))
-            if (stopped_diverged | stopped_converged).all():
-                break
-        trace = {name: np.concatenate([c[name] for c in chunks]) for name in LOSS_NAMES}
-        missing = stage.steps - len(trace["total"])
-        if missing:  # every setting stopped early: the last losses repeat
-            trace = {name: np.concatenate([v, np.repeat(v[-1:], missing, axis=0)]) for name, v in trace.items()}
-        traces.append(trace)
-        stage_diverged, stage_converged, taken = meshlib.to_host((state.diverged_at, state.converged_at, state.step))
-        newly = (diverged_at < 0) & (stage_diverged >= 0)
-        diverged_at = np.where(newly, stage.first_step + stage_diverged, diverged_at)
-        stage_steps[:, index] = taken
-        converged_at[:, index] = stage_converged
-        if index + 1 < len(plan.stages):
-            # The next scale starts from each setting's averaged iterate, upsampled.
-            previous = jnp.asarray(meshlib.to_host(averaged_image(state)))
-            images = meshlib.to_global(upsample(previous, plan.stages[index + 1].size, convention), sharded)
-    final = output_pixels(meshlib.to_host(averaged_image(state))[:, 0], settings, convention, contents)
-    # The final losses are those of the image written (clipped to [0, 1], with the
-    # content's colours where asked), not of the iterate before the last step.
-    written = meshlib.to_global(convention.to_network(jnp.asarray(final, network.dtype))[:, None], sharded)
-    final_losses = meshlib.to_host(batch_losses_jit(graphdef, recipe, params, stage_targets[-1], setting, written))
-    local = [rows.start + row for row in meshlib.local_rows(state.image)]
-    return RunOutput(
-        images=final,
-        trace={name: np.concatenate([t[name] for t in traces]) for name in LOSS_NAMES},
-        final_losses=final_losses,
-        diverged_at=diverged_at,
-        stage_steps=stage_steps,
-        converged_at=converged_at,
-        local=local,
-        seconds=0.0,
-    )
+            newly = (progress.diverged_at < 0) & (stage_diverged >= 0)
+            progress.diverged_at = np.where(newly, stage.first_step + stage_diverged, progress.diverged_at)
+            progress.stage_steps[:, index] = taken
+            progress.converged_at[:, index] = stage_converged
+            progress.stage, progress.chunks_done, progress.chunk_losses = index + 1, 0, []
+        final = output_pixels(meshlib.to_host(averaged_image(state))[:, 0], settings, convention, contents)
+        # The final losses are those of the image written (clipped to [0, 1], with the
+        # content's colours where asked), not of the iterate before the last step.
+        written = convention.to_network(jnp.asarray(final, network.dtype))[:, None]
+        written = meshlib.to_global(written, self.sharded)
+        final_losses = batch_losses_jit(graphdef, recipe, self.params, self.stage_targets[-1], setting, written)
+        return RunOutput(
+            images=final,
+            trace=joined_losses(progress.traces),
+            final_losses=meshlib.to_host(final_losses),
+            diverged_at=progress.diverged_at,
+            stage_steps=progress.stage_steps,
+            converged_at=progress.converged_at,
+            local=[rows.start + row for row in meshlib.local_rows(state.image)],
+            seconds=0.0,
+        )
+
+    def next_stage_state(
+        self, device: tuple, index: int, previous: SolverState | None, convention: InputConvention
+    ) -> SolverState:
+        """The state a stage starts from: the first images, or the previous stage's averaged iterate upsampled."""
+        if previous is None:
+            return self.start_state(device, index)
+        # The next scale starts from each setting's averaged iterate, upsampled.
+        size = self.plan.stages[index].size
+        images = upsample(jnp.asarray(meshlib.to_host(averaged_image(previous))), size, convention)
+        fresh = self.start_state(device, index, meshlib.to_global(images, self.sharded))
+        if self.job.settings.warm_start:
+            fresh = fresh._replace(opt_state=warm_started_adam(previous.opt_state, fresh.opt_state))
+        # A setting that diverged at an earlier scale stays frozen.
+        return fresh._replace(diverged_at=previous.diverged_at)
+
+    def after_chunk(self, position: Position, state: SolverState, progress: Progress) -> None:
+        """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""
+        signum = self.stop_signal() if self.stop_signal is not None else None
+        done = position.micro_batch * self.plan.steps + position.step
+        if self.checkpoints is not None and (signum is not None or self.checkpoints.due(done)):
+            arrays = progress.to_arrays("now/")
+            for n, output in enumerate(self.done):
+                arrays.update(output_arrays(output, f"done{n}/"))
+            self.checkpoints.save(done, position, state, arrays)
+        if signum is not None:
+            directory = self.checkpoints.directory if self.checkpoints is not None else None
+            raise Stopped(signum, position.step, directory)

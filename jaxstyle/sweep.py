@@ -22,9 +22,10 @@ import jax
 import numpy as np
 
 from jaxstyle import mesh as meshlib
+from jaxstyle.checkpoint import CheckpointOptions
 from jaxstyle.config import Settings, resolve
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.pipeline import SWEPT, ImageLike, SweepPoint, image_name, prepare_job, run_job
+from jaxstyle.pipeline import SWEPT, ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
 from jaxstyle.plan import StagePlan
 
 __all__ = ["SWEPT", "SweepPoint", "SweepResult", "grid_product", "read_grid", "sweep"]
@@ -159,8 +160,10 @@ def sweep(
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
     batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[ChunkReport], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
+    checkpoint: CheckpointOptions | None = None,
+    stop_signal: Callable[[], int | None] | None = None,
     dtype: str = "float32",
     compute_dtype: str | None = None,
     **overrides,
@@ -176,10 +179,11 @@ def sweep(
         each style image alone, or the settings' ``style_blend`` as the only target).
       preset, weights, settings, **overrides: the shared settings, as for :func:`jaxstyle.stylize`.
       batch_size: settings per compiled micro-batch (default: from a memory estimate).
-      progress: called with ``(steps done, steps in all)`` over the whole sweep.
+      progress: called after every chunk with a :class:`~jaxstyle.pipeline.ChunkReport`.
       on_plan: receives the line that explains the batch size, before the run.
       dtype: computation dtype (``"float64"`` needs ``jax_enable_x64``).
       compute_dtype: dtype of the convolutions (``"bfloat16"``); Gram matrices and losses stay in ``dtype``.
+      checkpoint, stop_signal: as for :func:`jaxstyle.stylize`; each process saves its shards.
 
     Returns:
       A :class:`SweepResult`. A setting whose loss becomes NaN or infinite is frozen
@@ -208,7 +212,7 @@ def sweep(
     )
     if on_plan is not None:
         on_plan(job.plan.batch_reason)
-    out = run_job(job, mesh, on_chunk=progress and (lambda r: progress(r.done, r.steps * r.micro_batches)))
+    out = run_job(job, mesh, on_chunk=progress, checkpoint=checkpoint, stop_signal=stop_signal)
     style_names = [image_name(s, f"style{i}") for i, s in enumerate(styles)]
     return SweepResult(
         points=job.points,

@@ -15,6 +15,7 @@ from bench.harness import ParityError, parity_gate, results_markdown
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # a dozen fresh processes: parity gate, every mode, sweeps, L-BFGS
 def test_tiny_run_writes_results_and_markdown(tmp_path):
     out, md = tmp_path / "results", tmp_path / "RESULTS.md"
     proc = subprocess.run(
@@ -41,6 +42,8 @@ def test_tiny_run_writes_results_and_markdown(tmp_path):
     assert "speedup_vs_torch_eager" in jit
     assert [s["settings"] for s in data["sweep"]] == [1, 2]
     assert all(s["speedup"] > 0 for s in data["sweep"])
+    lbfgs = data["lbfgs"]
+    assert "error" not in lbfgs and lbfgs["steps_counted"] == 4 and lbfgs["evaluations_per_step"] >= 1
     assert md.is_file()  # tiny runs are left out of the tables, but the file is regenerated
 
 

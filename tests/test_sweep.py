@@ -36,6 +36,7 @@ def run_worker(tmp_path: Path, weights: Path, dtype: str, steps: int) -> dict:
     return dict(np.load(out))
 
 
+@pytest.mark.slow  # a fresh process with 4 forced CPU devices
 def test_sharded_sweep_equals_single_runs_float64(tmp_path, weight_files):
     r = run_worker(tmp_path, weight_files["torchvision"], "float64", steps=5)
     assert r["devices"] == 4 and r["batch_size"] == 8  # K = 6 padded to 8 over 4 devices
@@ -45,6 +46,7 @@ def test_sharded_sweep_equals_single_runs_float64(tmp_path, weight_files):
         assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-10, k
 
 
+@pytest.mark.slow
 def test_sharded_sweep_single_step_float32(tmp_path, weight_files):
     # Two steps: the losses at step 0 (same image) and at step 1 (after one Adam step).
     r = run_worker(tmp_path, weight_files["torchvision"], "float32", steps=2)
@@ -212,6 +214,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # three fresh processes, two of them one multi-process run
 def test_two_processes_match_one_process(tmp_path, weight_files, images):
     content, style, _ = images
     Image.fromarray((content * 255).astype(np.uint8)).save(tmp_path / "c.png")

@@ -1,0 +1,187 @@
+"""Runs that survive a cluster: exact resume after SIGTERM or SIGKILL, Ctrl-C at any moment,
+progress lines in log files. Real processes, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxstyle.checkpoint import CheckpointOptions
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.signals import EXIT_INTERRUPTED, EXIT_PREEMPTED
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "resume_worker.py"
+FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+
+
+def worker(out: Path, weights: Path, case: tuple[str, str, str, str], directory: Path, resume: bool):
+    kind, optimizer, scales, dtype = case
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **(FOUR_DEVICES if kind == "sweep" else {})}
+    command = [sys.executable, str(WORKER), str(out), str(weights), dtype, kind, optimizer, scales, str(directory)]
+    return subprocess.Popen(
+        [*command, "1" if resume else "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def signal_at_step(proc: subprocess.Popen, step: int, signum: int) -> None:
+    """Send ``signum`` once the worker reports ``step`` or more steps done."""
+    for line in proc.stdout:
+        if line.startswith("STEP ") and int(line.split()[1]) >= step:
+            proc.send_signal(signum)
+            break
+
+
+def results(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+CASES = [
+    ("stylize", "adam", "1", "float32"),
+    ("stylize", "lbfgs", "2", "float64"),
+    ("sweep", "adam", "2", "float64"),
+    ("sweep", "lbfgs", "1", "float32"),
+]
+
+
+@pytest.mark.slow  # three fresh processes per case
+@pytest.mark.parametrize("case", CASES, ids="-".join)
+def test_resume_after_sigterm_is_exact(tmp_path, weight_files, case):
+    weights = weight_files["torchvision"]
+    reference = worker(tmp_path / "ref.npz", weights, case, tmp_path / "ref-ck", resume=False)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    total = 12 * int(case[2]) * (2 if case[0] == "sweep" else 1)  # sweeps: two micro-batches
+    step = random.Random().randrange(2, total - 2)  # a random step; the run stops at the next chunk end
+    interrupted = worker(tmp_path / "cut.npz", weights, case, tmp_path / "ck", resume=False)
+    signal_at_step(interrupted, step, signal.SIGTERM)
+    assert interrupted.wait(timeout=600) == EXIT_PREEMPTED, (step, interrupted.stderr.read())
+    assert not (tmp_path / "cut.npz").exists() and any((tmp_path / "ck").iterdir())
+    resumed = worker(tmp_path / "cut.npz", weights, case, tmp_path / "ck", resume=True)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    ours, theirs = results(tmp_path / "cut.npz"), results(tmp_path / "ref.npz")
+    for key in ("images", "total", "final"):
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{key}, signal at step {step}")
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_during_a_checkpoint_write(tmp_path, weight_files):
+    """SIGKILL right after a chunk's report, while its checkpoint is being written: the
+    last complete checkpoint stays usable, and the resumed run is exact."""
+    case, weights = ("stylize", "adam", "2", "float32"), weight_files["torchvision"]
+    reference = worker(tmp_path / "ref.npz", weights, case, tmp_path / "ref-ck", resume=False)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    for attempt, step in enumerate((8, 16)):  # killed twice, each time as a checkpoint is due
+        killed = worker(tmp_path / "out.npz", weights, case, tmp_path / "ck", resume=attempt > 0)
+        signal_at_step(killed, step, signal.SIGKILL)
+        assert killed.wait(timeout=600) == -signal.SIGKILL
+    resumed = worker(tmp_path / "out.npz", weights, case, tmp_path / "ck", resume=True)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    ours, theirs = results(tmp_path / "out.npz"), results(tmp_path / "ref.npz")
+    for key in ("images", "total", "final"):
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
+
+
+@pytest.fixture
+def small(weight_files, rng):
+    content, style = rng.uniform(0, 1, (48, 64, 3)), rng.uniform(0, 1, (48, 64, 3))
+    return content, style, {"weights": weight_files["torchvision"], "size": (48, 64), "steps": 4}
+
+
+def test_a_checkpoint_of_another_run_or_format_is_refused(tmp_path, small):
+    from jaxstyle.api import stylize
+
+    content, style, common = small
+    options = CheckpointOptions(tmp_path / "ck", every_steps=2, every_minutes=None)
+    stylize(content, style, checkpoint=options, **common)
+    with pytest.raises(JaxstyleError, match=r"ck: holds checkpoints of an earlier run; pass --resume"):
+        stylize(content, style, checkpoint=options, **common)
+    resume = CheckpointOptions(tmp_path / "ck", every_steps=2, every_minutes=None, resume=True)
+    for changed, part in (({"style_weight": 5.0}, "settings"), ({"steps": 6}, "settings")):
+        with pytest.raises(JaxstyleError, match=rf"made with other {part}; resume with the same command"):
+            stylize(content, style, checkpoint=resume, **{**common, **changed})
+    with pytest.raises(JaxstyleError, match="made with other inputs"):
+        stylize(content[::-1].copy(), style, checkpoint=resume, **common)
+    for meta in (tmp_path / "ck").glob("*/meta/metadata"):
+        data = json.loads(meta.read_text())
+        meta.write_text(json.dumps({**data, "format_version": 99}))
+    with pytest.raises(JaxstyleError, match="checkpoint format version 99, this jaxstyle reads 1"):
+        stylize(content, style, checkpoint=resume, **common)
+
+
+def cli(tmp_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "jaxstyle", "stylize", str(tmp_path / "c.png"), str(tmp_path / "s.png"), *extra]
+
+
+@pytest.fixture
+def images_on_disk(tmp_path, rng):
+    for name, shape in (("c.png", (60, 80, 3)), ("s.png", (50, 50, 3))):
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(tmp_path / name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("moment", ["start-up", "compilation", "mid-run", "last chunk"])
+def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path, weight_files, images_on_disk, moment):
+    out = tmp_path / "out.png"
+    argv = cli(
+        tmp_path, "-o", str(out), "--size", "48x64", "--steps", "40", "--weights", str(weight_files["torchvision"])
+    )
+    argv += ["--checkpoint-dir", str(tmp_path / "ck"), "--progress", "json", "--progress-interval", "0"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    if moment == "start-up":
+        proc.send_signal(signal.SIGINT)
+    elif moment == "compilation":
+        time.sleep(3.0)  # JAX imported, the first chunk compiling (about 10 s on 2 CPU cores)
+        proc.send_signal(signal.SIGINT)
+    lines = []
+    if moment in ("mid-run", "last chunk"):
+        wanted = 10 if moment == "mid-run" else 40
+        for line in proc.stderr:
+            lines.append(line)
+            if line.startswith("{") and json.loads(line)["step"] >= wanted:
+                proc.send_signal(signal.SIGINT)
+                break
+    _, err = proc.communicate(timeout=300)
+    err_lines = [line for line in [*lines, *err.splitlines(keepends=True)] if not line.startswith("{")]
+    assert proc.returncode == EXIT_INTERRUPTED, (moment, err)
+    assert len(err_lines) == 1 and err_lines[0].startswith("jaxstyle: ") and "Traceback" not in err, err_lines
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".part"]
+    assert leftovers == []
+    if moment == "mid-run":
+        assert "stopped by SIGINT after step 10" in err_lines[0] and "--resume" in err_lines[0]
+        assert not out.exists() and any((tmp_path / "ck").iterdir())
+    if moment == "last chunk":  # the outputs were written whole before the exit
+        assert "after writing the outputs" in err_lines[0] or "stopped by SIGINT after step 40" in err_lines[0]
+
+
+def test_progress_lines_in_a_log_file_and_json(tmp_path, weight_files, images_on_disk):
+    weights = ["--weights", str(weight_files["torchvision"]), "--size", "48x64", "--scales", "2", "--steps", "20"]
+    log = tmp_path / "job.log"
+    with open(log, "w") as stderr:  # not a terminal: plain lines, as in a SLURM log
+        proc = subprocess.run(
+            cli(tmp_path, "-o", str(tmp_path / "a.png"), *weights, "--progress-interval", "0"), stderr=stderr, cwd=ROOT
+        )
+    assert proc.returncode == 0
+    lines = log.read_text().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("stylize: step 10/40 scale 1/2 (25%) loss ")
+    assert lines[-1].startswith("stylize: step 40/40 scale 2/2 (100%) loss ") and "steps/s ETA 0s" in lines[-1]
+    proc = subprocess.run(
+        cli(tmp_path, "-o", str(tmp_path / "b.png"), *weights, "--progress", "json", "--progress-interval", "0"),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    records = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert [(r["step"], r["stage"], r["done"]) for r in records] == [(10, 1, 10), (20, 1, 20), (30, 2, 30), (40, 2, 40)]
+    assert records[-1]["eta_seconds"] == 0 and records[-1]["steps_per_second"] > 0
+    assert all(r["loss"] > 0 and r["micro_batches"] == 1 for r in records)
