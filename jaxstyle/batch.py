@@ -102,17 +102,29 @@ def run_batch_chunk(
     """``num_steps`` steps of all K settings: ``lax.scan`` over a ``vmap`` of :func:`optimizer_step`.
 
     Each setting stops on its own when it diverges or converges; losses come back
-    with shape ``(num_steps, K)``.
+    with shape ``(num_steps, K)``. A batch of one (a single stylization) runs the step
+    without ``vmap``: under ``vmap`` the data-dependent ``cond``s of L-BFGS's line
+    search become ``select``s that compute both branches (1.7x the FLOPs of a step at
+    96x128); for Adam the two programs are the same.
     """
 
     def one(setting: Setting, st: SolverState) -> tuple[SolverState, dict[str, Array]]:
         t = select_targets(targets, setting.content_index, setting.style_index)
         return optimizer_step(graphdef, recipe, params, t, setting.weights, st)
 
-    def body(st: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
+    if len(settings.content_index) == 1:
+        first = jax.tree.map(lambda x: x[0], settings)
+
+        def body(st: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
+            return one(first, st)
+
+        final, losses = jax.lax.scan(body, jax.tree.map(lambda x: x[0], state), None, length=num_steps)
+        return jax.tree.map(lambda x: x[None], final), jax.tree.map(lambda x: x[:, None], losses)
+
+    def batched(st: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
         return jax.vmap(one)(settings, st)
 
-    return jax.lax.scan(body, state, None, length=num_steps)
+    return jax.lax.scan(batched, state, None, length=num_steps)
 
 
 run_batch_chunk_jit = jax.jit(run_batch_chunk, static_argnames=("graphdef", "recipe", "num_steps"))
