@@ -34,6 +34,8 @@ GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONVENTION_NAMES = ("torchvision", "caffe")
 INITS = ("content", "noise", "gaussian")  # or the path of an image
 OPTIMIZERS = ("adam", "lbfgs")
+# The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).
+STYLE_LOSS_NAMES = ("gram", "w2")
 
 
 class Bounds(NamedTuple):
@@ -126,7 +128,7 @@ class Settings:
     # d2l takes conv5_1 before its ReLU (an accident of its in-place ReLU); we use
     # relu5_1 for all five style layers, as Gatys et al. do.
     style_layers: tuple[str, ...] = setting(
-        GATYS_STYLE_LAYERS, "layers whose Gram matrices the style loss compares, e.g. relu1_1,relu2_1"
+        GATYS_STYLE_LAYERS, "layers whose statistics the style loss compares, e.g. relu1_1,relu2_1"
     )
     # d2l's content layer (index 25 of torchvision's features); Gatys et al. use relu4_2.
     content_layers: tuple[str, ...] = setting(("relu4_4",), "layers whose features the content loss compares")
@@ -141,7 +143,10 @@ class Settings:
     style_weight: float = setting(1e3, "weight of the style loss", bounds=NONNEGATIVE, swept=True, short="sw")
     tv_weight: float = setting(10.0, "weight of the total-variation loss", bounds=NONNEGATIVE, swept=True, short="tv")
     tv_reduction: str = setting(
-        "mean", "TV as d2l's half mean or neural-style-pt's sum of absolute differences", choices=("mean", "sum")
+        "mean",
+        "TV as d2l's half mean or neural-style-pt's sum of absolute differences, "
+        "or nine: style-transfer-pytorch's mean squared differences over a nine-point stencil",
+        choices=("mean", "sum", "nine"),
     )
     optimizer: str = setting("adam", "Adam, or Optax's L-BFGS with a zoom line search", choices=OPTIMIZERS)
     lr: float = setting(
@@ -151,6 +156,12 @@ class Settings:
         optimizers=("adam",),
         swept=True,
         short="lr",
+    )
+    adam_beta2: float = setting(
+        0.999,
+        "Adam's beta2, the decay of its second-moment estimate (style-transfer-pytorch: 0.99)",
+        bounds=Bounds(0.0, 1.0, high_open=True),
+        optimizers=("adam",),
     )
     lbfgs_memory: int = setting(10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000), optimizers=("lbfgs",))
     tol: float = setting(
@@ -164,6 +175,15 @@ class Settings:
         bounds=Bounds(0.0, 1.0, high_open=True),
         swept=True,
         short="ema",
+    )
+    # After the other swept settings, so that SweepPoint's positional fields keep their order.
+    style_loss: str = setting(
+        "gram",
+        "gram: mean squared error of Gram matrices (Gatys et al.); w2: the Wasserstein-2 distance between "
+        "Gaussians fitted to the features (style-transfer-pytorch since 2023)",
+        choices=STYLE_LOSS_NAMES,
+        swept=True,
+        short="loss",
     )
     warm_start: bool = setting(
         False,
@@ -307,7 +327,9 @@ def short_label(name: str) -> str:
 def attributes_doc() -> str:
     """The docstring's ``Attributes:`` section, from each field's ``doc``."""
     entries = [
-        textwrap.fill(f"{name}: {info(name).doc}.", 88, initial_indent="  ", subsequent_indent="    ")
+        textwrap.fill(
+            f"{name}: {info(name).doc}.", 88, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+        )
         for name in FIELD_NAMES
     ]
     return "\n\nAttributes:\n" + "\n".join(entries)
@@ -440,7 +462,7 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     Each override also resets the settings that depend on it (their ``depends_on`` and
     ``optimizers``), transitively, to unset unless they are overridden too: new style
     layers drop the preset's style layer weights, another optimiser drops its learning
-    rate, warm start and L-BFGS memory, new ``steps`` drop ``initial_steps`` and
+    rate, Adam's beta2, warm start and L-BFGS memory, new ``steps`` drop ``initial_steps`` and
     ``scale_steps``, ``size`` drops ``max_side`` and vice versa, and likewise ``scales``
     and ``min_side``.
     """
@@ -456,20 +478,28 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     return dataclasses.replace(PRESETS[preset], **changes)
 
 
-def check_swept_values(settings: Settings, values: Mapping[str, Sequence[float]]) -> None:
-    """Raise when a sweep gives several values of a setting its optimiser ignores.
+def value_text(value: Any) -> str:
+    """A swept value as labels write it: ``1000``, ``0.1``, ``w2``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_swept_values(settings: Settings, values: Mapping[str, Sequence[Any]]) -> None:
+    """Raise when a sweep gives a value outside a setting's choices, or several values of
+    a setting its optimiser ignores.
 
     ``values`` maps swept settings to the values the sweep takes; a setting that matters
     only for other optimisers (``optimizers`` in its metadata, e.g. ``lr``: Adam's)
     would give identical runs.
     """
     for name, taken in values.items():
-        optimizers = info(name).optimizers
+        optimizers, choices = info(name).optimizers, info(name).choices
         distinct = list(dict.fromkeys(taken))
+        option = "--" + name.replace("_", "-")
+        if choices is not None and (wrong := [v for v in distinct if v not in choices]):
+            raise JaxstyleError(f"{option} must be one of {', '.join(choices)}, not {wrong[0]!r}")
         if optimizers and settings.optimizer not in optimizers and len(distinct) > 1:
-            option = "--" + name.replace("_", "-")
             raise JaxstyleError(
-                f"{option} {','.join(f'{v:g}' for v in distinct)} with --optimizer {settings.optimizer} sweeps "
+                f"{option} {','.join(map(value_text, distinct))} with --optimizer {settings.optimizer} sweeps "
                 f"identical settings: {option} matters only with --optimizer {' or '.join(optimizers)}"
             )
 

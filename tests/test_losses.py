@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from bench import torch_recipe
+from jaxstyle.config import STYLE_LOSS_NAMES
 from jaxstyle.losses import (
+    STYLE_LOSSES,
     W2_EPS,
     GaussianTarget,
     LossWeights,
@@ -122,6 +124,10 @@ def relu_features(rng, shape, spread: float = 1.0) -> np.ndarray:
 
 def to_torch(x: np.ndarray, grad: bool = False) -> torch.Tensor:
     return torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), requires_grad=grad)
+
+
+def test_style_loss_names_match_the_config():
+    assert STYLE_LOSS_NAMES == STYLE_LOSSES
 
 
 def test_feature_moments_and_covariance_by_hand():
