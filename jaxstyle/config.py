@@ -36,6 +36,8 @@ INITS = ("content", "noise", "gaussian")  # or the path of an image
 OPTIMIZERS = ("adam", "lbfgs")
 # The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).
 STYLE_LOSS_NAMES = ("gram", "w2")
+# The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
+CROWSONKB_COMMIT = "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
 
 
 class Bounds(NamedTuple):
@@ -419,19 +421,27 @@ PRESETS: dict[str, Settings] = {
         init="gaussian",
         convention="caffe",
     ),
-    # crowsonkb/style-transfer-pytorch. Its content and TV weights (0.015, 2) belong to
-    # its own scaled-MSE and L2-TV losses; with jaxstyle's losses the paper's balance is
-    # kept instead (style weight 5000 over layer weights summing to 1 = 1000 per layer).
+    # crowsonkb/style-transfer-pytorch as of CROWSONKB_COMMIT (StyleTransfer.__init__ and
+    # stylize's defaults): MSE content loss, Wasserstein-2 style loss, nine-point L2 TV,
+    # Adam with betas (0.9, 0.99). Its weights apply to the same losses here, except TV
+    # and the step size, which it takes in pixels (see below).
     "crowsonkb": Settings(
         content_layers=("relu4_2",),
         style_layers=GATYS_STYLE_LAYERS,
         style_layer_weights=tuple(w / 341 for w in (256, 64, 16, 4, 1)),
-        content_weight=1.0,
-        style_weight=5e3,
-        tv_weight=10.0,
+        content_weight=0.015,
+        # Its style layer weights, normalised to sum 1, are the only style weights.
+        style_weight=1.0,
+        style_loss="w2",
+        # Its TV is taken on pixels in [0, 1]; here on the image in network input units,
+        # x_net = (x - mean_c) / std_c, so a squared difference is std_c^2 times smaller in
+        # pixels: tv_weight 2 times the channels' mean std^2 (each channel within 2.7%).
+        tv_weight=2 * (0.229**2 + 0.224**2 + 0.225**2) / 3,
+        tv_reduction="nine",
         # Its step size 0.02 is in pixel units; 0.02 / 0.226 (the mean ImageNet std)
         # is the same step in torchvision's network input units.
         lr=0.0885,
+        adam_beta2=0.99,
         ema=0.99,
         warm_start=True,
         steps=500,

@@ -8,21 +8,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from bench import torch_recipe
 from jaxstyle import image as imageio
 from jaxstyle.api import optimize, prepare, stylize
 from jaxstyle.cli import build_parser, main, settings_from_args
 from jaxstyle.color import rgb_to_ycbcr
-from jaxstyle.config import PRESETS, resolve, stages
+from jaxstyle.config import CROWSONKB_COMMIT, PRESETS, resolve, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import W2_EPS, sqrtm
-from jaxstyle.pipeline import prepare_job
+from jaxstyle.pipeline import prepare_job, style_size
 from jaxstyle.preprocess import TORCHVISION
 from jaxstyle.solve import (
     ADAM,
@@ -223,7 +226,8 @@ def test_layer_and_pooling_options_reach_the_recipe(images, common):
 
 # The originals' published defaults, written down from their sources:
 # jcjohnson/neural-style (neural_style.lua) and ProGamerGov/neural-style-pt (neural_style.py);
-# crowsonkb/style-transfer-pytorch (StyleTransfer.__init__ and stylize's keyword defaults).
+# crowsonkb/style-transfer-pytorch at CROWSONKB_COMMIT (e7e2c71, 2023-05-21),
+# style_transfer/style_transfer.py: StyleTransfer.__init__ and stylize's keyword defaults.
 PUBLISHED = {
     "gatys": {
         "content_layers": ("relu4_2",),
@@ -243,10 +247,18 @@ PUBLISHED = {
         "convention": "caffe",
     },
     "crowsonkb": {
-        "content_layers": ("relu4_2",),  # features index 22
-        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),  # 1, 6, 11, 20, 29
+        "content_layers": ("relu4_2",),  # self.content_layers = [22]
+        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),  # [1, 6, 11, 20, 29]
+        # style_weights = [256, 64, 16, 4, 1], divided by their sum
         "style_layer_weights": tuple(w / 341 for w in (256, 64, 16, 4, 1)),
-        "optimizer": "adam",
+        "style_weight": 1.0,  # no weight beyond the layer weights
+        "content_weight": 0.015,  # content_weight=0.015, ContentLossMSE (nn.MSELoss)
+        "style_loss": "w2",  # StyleLossW2
+        "tv_reduction": "nine",  # TVLoss: "L2 total variation loss (nine point stencil)"
+        # tv_weight=2. on pixels in [0, 1]: 2 * mean(std_c^2) on network-space pixels
+        "tv_weight": 2 * np.mean(np.square([0.229, 0.224, 0.225])),
+        "optimizer": "adam",  # optimizer='adam'
+        "adam_beta2": 0.99,  # optim.Adam(..., betas=(0.9, 0.99))
         "lr": 0.02 / 0.226,  # step_size 0.02 in pixels, in network units
         "ema": 0.99,  # avg_decay
         "warm_start": True,  # scale_adam between scales
@@ -365,6 +377,46 @@ def test_sweep_runs_lbfgs_per_setting_like_single_runs(images, common):
 # Up to 256 channels: its Newton-Schulz square roots cost 12 * 3 products of C x C
 # matrices per layer and step, whatever the image size (relu4_1 and relu5_1 have 512).
 W2_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+
+def test_crowsonkb_preset_names_its_upstream_commit():
+    assert CROWSONKB_COMMIT == "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert CROWSONKB_COMMIT in readme
+
+
+def test_crowsonkb_recipe_matches_upstreams_code_in_float64(images, common):
+    # The preset's content MSE, W2 style loss with its layer weights, nine-point TV and
+    # Adam with beta2 0.99, against style-transfer-pytorch's own StyleLossW2 and TVLoss
+    # (bench/torch_recipe.py) and torch's Adam with betas (0.9, 0.99); every step after
+    # the first depends on beta2. One scale of 3 steps, three style layers, and a shallow
+    # content layer so that the network stops at relu3_1.
+    content, style, _ = images
+    layer_weights = (0.6, 0.3, 0.1)
+    kw = {"scales": 1, "steps": 3, "style_layers": W2_LAYERS, "style_layer_weights": layer_weights}
+    kw["content_layers"] = ("relu3_1",)
+    result = stylize(content, style, preset="crowsonkb", dtype="float64", **kw, **common)
+    s = result.settings
+    assert (s.style_loss, s.tv_reduction, s.adam_beta2) == ("w2", "nine", 0.99)
+    features = torch_recipe.vgg19_features().to(torch.float64)
+    convention = torch_recipe.load_converted(features, str(common["weights"]))
+    c = torch_recipe.preprocess(imageio.resize(content, SIZE), convention, torch.float64)
+    st = torch_recipe.preprocess(imageio.resize(style, style_size(style.shape[:2], SIZE, s)), convention, torch.float64)
+    recipe = torch_recipe.Recipe(
+        features,
+        c,
+        st,
+        s.content_layers,
+        s.style_layers,
+        (s.content_weight, s.style_weight, s.tv_weight),
+        style_loss="w2",
+        tv="nine",
+        style_layer_weights=layer_weights,
+    )
+    _, trace = recipe.run_adam(c, s.lr, 3, betas=(0.9, 0.99))
+    for name in ("content", "style", "tv", "total"):
+        np.testing.assert_allclose(result.trace[name], trace[name], rtol=1e-10, err_msg=name)
+    assert trace["total"][-1] < trace["total"][0]
 
 
 def test_w2_targets_blend_means_and_second_moments(images, common):
