@@ -26,7 +26,7 @@ class Setting(NamedTuple):
     Attributes:
       weights: its loss weights.
       content_index: which content image (index into the stacked content targets).
-      style_index: which style target (index into the stacked style Gram matrices).
+      style_index: which style target (index into the stacked style targets).
     """
 
     weights: LossWeights
@@ -48,7 +48,8 @@ def select_targets(stacked: Targets, content_index: Array, style_index: Array) -
     """The targets of one setting: ``stacked.content[l][content_index]`` and likewise for styles."""
     return Targets(
         content=tuple(t[content_index] for t in stacked.content),
-        style_gram=tuple(g[style_index] for g in stacked.style_gram),
+        style_gram=jax.tree.map(lambda g: g[style_index], stacked.style_gram),
+        style_w2=jax.tree.map(lambda g: g[style_index], stacked.style_w2),
     )
 
 

@@ -68,7 +68,13 @@ TEXT_FORMS: dict[Any, TextForm] = {
     tuple[str, ...]: TextForm(csv_names, ",".join, "comma-separated names", "NAME,..."),
     tuple[int, int]: TextForm(height_by_width, lambda v: f"{v[0]}x{v[1]}", "HEIGHTxWIDTH, e.g. 300x450", "HxW"),
 }
-SWEPT_FORM = TEXT_FORMS[tuple[float, ...]]  # a swept setting's list of values
+
+
+def swept_form(field: str) -> TextForm:
+    """How a swept setting's list of values is written: numbers, or names (``--style-loss gram,w2``)."""
+    from jaxstyle.config import value_type
+
+    return TEXT_FORMS[tuple[value_type(field), ...]]
 
 
 def option_name(field: str) -> str:
@@ -109,7 +115,7 @@ def option_spec(field: str, swept_lists: bool) -> dict[str, Any]:
     if kind is bool:
         spec["action"] = argparse.BooleanOptionalAction
     elif swept_lists and info(field).swept:
-        spec["metavar"] = SWEPT_FORM.metavar
+        spec["metavar"] = "{" + ",".join(choices) + "},..." if choices else swept_form(field).metavar
     elif swept_lists and field == "style_blend":
         spec["action"], spec["metavar"] = "append", TEXT_FORMS[kind].metavar
         spec["help"] = "weights of a blend of all style images; repeat to sweep blends"
@@ -173,7 +179,8 @@ def swept_values(args: argparse.Namespace, settings) -> dict[str, tuple[float, .
     values = {}
     for field in SWEPT_FIELDS:
         given = getattr(args, field)
-        values[field] = parse_text(SWEPT_FORM, option_name(field), given) if given else (getattr(settings, field),)
+        form = swept_form(field)
+        values[field] = parse_text(form, option_name(field), given) if given else (getattr(settings, field),)
     return values
 
 

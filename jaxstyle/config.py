@@ -34,6 +34,10 @@ GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONVENTION_NAMES = ("torchvision", "caffe")
 INITS = ("content", "noise", "gaussian")  # or the path of an image
 OPTIMIZERS = ("adam", "lbfgs")
+# The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).
+STYLE_LOSS_NAMES = ("gram", "w2")
+# The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
+CROWSONKB_COMMIT = "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
 
 
 class Bounds(NamedTuple):
@@ -126,7 +130,7 @@ class Settings:
     # d2l takes conv5_1 before its ReLU (an accident of its in-place ReLU); we use
     # relu5_1 for all five style layers, as Gatys et al. do.
     style_layers: tuple[str, ...] = setting(
-        GATYS_STYLE_LAYERS, "layers whose Gram matrices the style loss compares, e.g. relu1_1,relu2_1"
+        GATYS_STYLE_LAYERS, "layers whose statistics the style loss compares, e.g. relu1_1,relu2_1"
     )
     # d2l's content layer (index 25 of torchvision's features); Gatys et al. use relu4_2.
     content_layers: tuple[str, ...] = setting(("relu4_4",), "layers whose features the content loss compares")
@@ -141,7 +145,10 @@ class Settings:
     style_weight: float = setting(1e3, "weight of the style loss", bounds=NONNEGATIVE, swept=True, short="sw")
     tv_weight: float = setting(10.0, "weight of the total-variation loss", bounds=NONNEGATIVE, swept=True, short="tv")
     tv_reduction: str = setting(
-        "mean", "TV as d2l's half mean or neural-style-pt's sum of absolute differences", choices=("mean", "sum")
+        "mean",
+        "TV as d2l's half mean or neural-style-pt's sum of absolute differences, "
+        "or nine: style-transfer-pytorch's mean squared differences over a nine-point stencil",
+        choices=("mean", "sum", "nine"),
     )
     optimizer: str = setting("adam", "Adam, or Optax's L-BFGS with a zoom line search", choices=OPTIMIZERS)
     lr: float = setting(
@@ -151,6 +158,12 @@ class Settings:
         optimizers=("adam",),
         swept=True,
         short="lr",
+    )
+    adam_beta2: float = setting(
+        0.999,
+        "Adam's beta2, the decay of its second-moment estimate (style-transfer-pytorch: 0.99)",
+        bounds=Bounds(0.0, 1.0, high_open=True),
+        optimizers=("adam",),
     )
     lbfgs_memory: int = setting(10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000), optimizers=("lbfgs",))
     tol: float = setting(
@@ -164,6 +177,15 @@ class Settings:
         bounds=Bounds(0.0, 1.0, high_open=True),
         swept=True,
         short="ema",
+    )
+    # After the other swept settings, so that SweepPoint's positional fields keep their order.
+    style_loss: str = setting(
+        "gram",
+        "gram: mean squared error of Gram matrices (Gatys et al.); w2: the Wasserstein-2 distance between "
+        "Gaussians fitted to the features (style-transfer-pytorch since 2023)",
+        choices=STYLE_LOSS_NAMES,
+        swept=True,
+        short="loss",
     )
     warm_start: bool = setting(
         False,
@@ -307,7 +329,9 @@ def short_label(name: str) -> str:
 def attributes_doc() -> str:
     """The docstring's ``Attributes:`` section, from each field's ``doc``."""
     entries = [
-        textwrap.fill(f"{name}: {info(name).doc}.", 88, initial_indent="  ", subsequent_indent="    ")
+        textwrap.fill(
+            f"{name}: {info(name).doc}.", 88, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+        )
         for name in FIELD_NAMES
     ]
     return "\n\nAttributes:\n" + "\n".join(entries)
@@ -397,19 +421,27 @@ PRESETS: dict[str, Settings] = {
         init="gaussian",
         convention="caffe",
     ),
-    # crowsonkb/style-transfer-pytorch. Its content and TV weights (0.015, 2) belong to
-    # its own scaled-MSE and L2-TV losses; with jaxstyle's losses the paper's balance is
-    # kept instead (style weight 5000 over layer weights summing to 1 = 1000 per layer).
+    # crowsonkb/style-transfer-pytorch as of CROWSONKB_COMMIT (StyleTransfer.__init__ and
+    # stylize's defaults): MSE content loss, Wasserstein-2 style loss, nine-point L2 TV,
+    # Adam with betas (0.9, 0.99). Its weights apply to the same losses here, except TV
+    # and the step size, which it takes in pixels (see below).
     "crowsonkb": Settings(
         content_layers=("relu4_2",),
         style_layers=GATYS_STYLE_LAYERS,
         style_layer_weights=tuple(w / 341 for w in (256, 64, 16, 4, 1)),
-        content_weight=1.0,
-        style_weight=5e3,
-        tv_weight=10.0,
+        content_weight=0.015,
+        # Its style layer weights, normalised to sum 1, are the only style weights.
+        style_weight=1.0,
+        style_loss="w2",
+        # Its TV is taken on pixels in [0, 1]; here on the image in network input units,
+        # x_net = (x - mean_c) / std_c, so a squared difference is std_c^2 times smaller in
+        # pixels: tv_weight 2 times the channels' mean std^2 (each channel within 2.7%).
+        tv_weight=2 * (0.229**2 + 0.224**2 + 0.225**2) / 3,
+        tv_reduction="nine",
         # Its step size 0.02 is in pixel units; 0.02 / 0.226 (the mean ImageNet std)
         # is the same step in torchvision's network input units.
         lr=0.0885,
+        adam_beta2=0.99,
         ema=0.99,
         warm_start=True,
         steps=500,
@@ -440,7 +472,7 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     Each override also resets the settings that depend on it (their ``depends_on`` and
     ``optimizers``), transitively, to unset unless they are overridden too: new style
     layers drop the preset's style layer weights, another optimiser drops its learning
-    rate, warm start and L-BFGS memory, new ``steps`` drop ``initial_steps`` and
+    rate, Adam's beta2, warm start and L-BFGS memory, new ``steps`` drop ``initial_steps`` and
     ``scale_steps``, ``size`` drops ``max_side`` and vice versa, and likewise ``scales``
     and ``min_side``.
     """
@@ -456,20 +488,28 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     return dataclasses.replace(PRESETS[preset], **changes)
 
 
-def check_swept_values(settings: Settings, values: Mapping[str, Sequence[float]]) -> None:
-    """Raise when a sweep gives several values of a setting its optimiser ignores.
+def value_text(value: Any) -> str:
+    """A swept value as labels write it: ``1000``, ``0.1``, ``w2``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_swept_values(settings: Settings, values: Mapping[str, Sequence[Any]]) -> None:
+    """Raise when a sweep gives a value outside a setting's choices, or several values of
+    a setting its optimiser ignores.
 
     ``values`` maps swept settings to the values the sweep takes; a setting that matters
     only for other optimisers (``optimizers`` in its metadata, e.g. ``lr``: Adam's)
     would give identical runs.
     """
     for name, taken in values.items():
-        optimizers = info(name).optimizers
+        optimizers, choices = info(name).optimizers, info(name).choices
         distinct = list(dict.fromkeys(taken))
+        option = "--" + name.replace("_", "-")
+        if choices is not None and (wrong := [v for v in distinct if v not in choices]):
+            raise JaxstyleError(f"{option} must be one of {', '.join(choices)}, not {wrong[0]!r}")
         if optimizers and settings.optimizer not in optimizers and len(distinct) > 1:
-            option = "--" + name.replace("_", "-")
             raise JaxstyleError(
-                f"{option} {','.join(f'{v:g}' for v in distinct)} with --optimizer {settings.optimizer} sweeps "
+                f"{option} {','.join(map(value_text, distinct))} with --optimizer {settings.optimizer} sweeps "
                 f"identical settings: {option} matters only with --optimizer {' or '.join(optimizers)}"
             )
 

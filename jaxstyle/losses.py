@@ -2,16 +2,36 @@
 
 Features are NHWC activations. Every loss is a mean over elements, as in the d2l
 recipe the ``paper`` preset follows, so a loss does not grow with the image size.
+
+Two style losses: ``gram`` (Gatys et al.: mean squared error of Gram matrices) and
+``w2`` (style-transfer-pytorch since May 2023: the Wasserstein-2 distance between
+Gaussians fitted to the features, with its Newton-Schulz matrix square root). Three
+TV losses: d2l's half mean and neural-style-pt's sum of absolute differences, and
+style-transfer-pytorch's squared differences over a nine-point stencil. The
+style-transfer-pytorch forms follow ``style_transfer/style_transfer.py`` and
+``style_transfer/sqrtm.py`` of crowsonkb/style-transfer-pytorch at commit
+e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060 (2023-05-21).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
+
+STYLE_LOSSES = ("gram", "w2")
+# style-transfer-pytorch's StyleLossW2: eps added to every covariance's diagonal, and
+# the iterations of its matrix square root (sqrtm_ns_lyap, forward and backward).
+W2_EPS = 1e-4
+NEWTON_SCHULZ_ITERATIONS = 12
+# Full float32 (or float64) products in the Newton-Schulz iterations and the W2 loss:
+# accelerators may otherwise run float32 matrix products in TF32 or bfloat16 passes,
+# whose ~1e-3 errors the iterations would carry into the loss.
+HIGHEST = jax.lax.Precision.HIGHEST
 
 
 class LossWeights(NamedTuple):
@@ -23,6 +43,10 @@ class LossWeights(NamedTuple):
       tv: weight of the total-variation loss (scalar).
       content_layers: per-content-layer weights, shape ``(len(content_layers),)``.
       style_layers: per-style-layer weights, shape ``(len(style_layers),)``.
+      style_loss: which style loss the setting uses, one-hot over the recipe's
+        ``style_losses`` (shape ``(len(style_losses),)``); a batch that mixes style
+        losses computes each of them and keeps each setting's own. ``None`` (or
+        anything) when the recipe has one style loss.
     """
 
     content: Array
@@ -30,6 +54,21 @@ class LossWeights(NamedTuple):
     tv: Array
     content_layers: Array
     style_layers: Array
+    style_loss: Array | None = None
+
+
+class GaussianTarget(NamedTuple):
+    """The Gaussian a W2 style loss pulls a layer's features towards.
+
+    Attributes:
+      mean: mean feature ``mu``, ``(N, C)``.
+      cov: covariance ``Sigma + eps I`` (see :func:`covariance`), ``(N, C, C)``.
+      cov_sqrt: its Newton-Schulz square root, computed once with the targets, ``(N, C, C)``.
+    """
+
+    mean: Array
+    cov: Array
+    cov_sqrt: Array
 
 
 class Targets(NamedTuple):
@@ -38,13 +77,17 @@ class Targets(NamedTuple):
     Tuples in the order of the recipe's layer lists (dict pytrees would be re-sorted
     by key under ``jit`` and lose their pairing with the per-layer weights).
 
+    Each style loss has its own field, ``None`` when the recipe does not use it.
+
     Attributes:
       content: features of the content image at each content layer.
-      style_gram: Gram matrix of the style image's features at each style layer.
+      style_gram: Gram matrix of the style image's features at each style layer (``gram``).
+      style_w2: Gaussian statistics of the style image's features at each style layer (``w2``).
     """
 
     content: tuple[Array, ...]
-    style_gram: tuple[Array, ...]
+    style_gram: tuple[Array, ...] | None = None
+    style_w2: tuple[GaussianTarget, ...] | None = None
 
 
 def accumulate(x: Array) -> Array:
@@ -78,6 +121,116 @@ def style_loss(features: Sequence[Array], gram_targets: Sequence[Array], layer_w
     return jnp.dot(layer_weights, jnp.stack(terms))
 
 
+def feature_moments(features: Array) -> tuple[Array, Array]:
+    """Mean and second raw moment of NHWC features over positions, accumulated in >= float32.
+
+    ``mu = (1/P) sum_p f_p`` with shape ``(N, C)`` and ``S = (1/P) sum_p f_p f_p^T`` with
+    shape ``(N, C, C)``, over the ``P = H*W`` positions ``p``. Unlike the covariance,
+    both are linear in the image's contributions, so several styles blend as weighted
+    sums of them (style-transfer-pytorch's ``StyleLossW2.get_target``).
+    """
+    n, h, w, c = features.shape
+    f = accumulate(features).reshape(n, h * w, c)
+    return jnp.mean(f, axis=1), jnp.einsum("npc,npd->ncd", f, f, precision=HIGHEST) / (h * w)
+
+
+def covariance(mean: Array, second_moment: Array, eps: float = W2_EPS) -> Array:
+    """``Sigma + eps I = S - mu mu^T + eps I`` (style-transfer-pytorch's ``srm_to_cov`` plus its eps)."""
+    eye = jnp.broadcast_to(jnp.eye(second_moment.shape[-1], dtype=second_moment.dtype), second_moment.shape)
+    return second_moment - mean[..., :, None] * mean[..., None, :] + eps * eye
+
+
+def newton_schulz_iterations(a: Array, iterations: int) -> Array:
+    """The coupled Newton-Schulz iteration for ``a^(1/2)`` (a batch of SPD matrices).
+
+    With ``||a||`` the Frobenius norm: ``Y_0 = a / ||a||``, ``Z_0 = I``;
+    ``T_k = (3I - Z_k Y_k) / 2``, ``Y_{k+1} = Y_k T_k``, ``Z_{k+1} = T_k Z_k``; returns
+    ``Y_n ||a||^(1/2)``. ``Y_k`` converges quadratically to ``(a/||a||)^(1/2)`` once close;
+    an eigenvalue ``lambda << ||a||`` needs about ``log_1.5(||a|| / lambda) / 2`` iterations
+    to get there (each multiplies its root by at most 1.5). As ``sqrtm_ns`` in
+    style-transfer-pytorch's ``sqrtm.py``.
+    """
+    norm = jnp.sqrt(jnp.sum(jnp.square(a), axis=(-2, -1), keepdims=True))
+    y = a / norm
+    eye = jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
+    z = eye
+    for _ in range(iterations):
+        t = (3 * eye - jnp.matmul(z, y, precision=HIGHEST)) / 2
+        y = jnp.matmul(y, t, precision=HIGHEST)
+        z = jnp.matmul(t, z, precision=HIGHEST)
+    return y * jnp.sqrt(norm)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def sqrtm(a: Array, iterations: int = NEWTON_SCHULZ_ITERATIONS) -> Array:
+    """Matrix square root by ``iterations`` Newton-Schulz steps (:func:`newton_schulz_iterations`).
+
+    Its derivative is not that of the iterations: as style-transfer-pytorch's
+    ``sqrtm_ns_lyap``, the backward pass solves the Sylvester equation
+    ``Z X + X Z = G`` for the cotangent ``X`` of ``a`` (``Z`` the square root, ``G`` its
+    cotangent) by ``iterations`` steps of a coupled Newton-Schulz iteration, which is
+    the derivative of the exact square root where both iterations have converged.
+    """
+    return newton_schulz_iterations(a, iterations)
+
+
+def _sqrtm_fwd(a: Array, iterations: int) -> tuple[Array, Array]:
+    z = newton_schulz_iterations(a, iterations)
+    return z, z
+
+
+def _sqrtm_bwd(iterations: int, z: Array, g: Array) -> tuple[Array]:
+    # style-transfer-pytorch's _MatrixSquareRootNSLyap.backward, line for line.
+    norm = jnp.sqrt(jnp.sum(jnp.square(z), axis=(-2, -1), keepdims=True))
+    a = z / norm
+    eye = 3 * jnp.broadcast_to(jnp.eye(z.shape[-1], dtype=z.dtype), z.shape)
+    q = g / norm
+    for i in range(iterations):
+        eye_a_a = eye - jnp.matmul(a, a, precision=HIGHEST)
+        a_t = jnp.swapaxes(a, -2, -1)
+        inner = jnp.matmul(a_t, q, precision=HIGHEST) - jnp.matmul(q, a, precision=HIGHEST)
+        q = (jnp.matmul(q, eye_a_a, precision=HIGHEST) - jnp.matmul(a_t, inner, precision=HIGHEST)) / 2
+        if i < iterations - 1:
+            a = jnp.matmul(a, eye_a_a, precision=HIGHEST) / 2
+    return (q / 2,)
+
+
+sqrtm.defvjp(_sqrtm_fwd, _sqrtm_bwd)
+
+
+def gaussian_target(mean: Array, second_moment: Array) -> GaussianTarget:
+    """The W2 target of (blended) moments: mean, covariance plus ``eps I``, and its square root."""
+    cov = covariance(mean, second_moment)
+    return GaussianTarget(mean, cov, sqrtm(cov))
+
+
+def w2_distance(features: Array, target: GaussianTarget) -> Array:
+    """style-transfer-pytorch's Wasserstein-2 style loss of one layer.
+
+    ``(|mu - mu_t|^2 + tr(Sigma + Sigma_t - 2 (Sigma_t^(1/2) Sigma Sigma_t^(1/2))^(1/2))) / C``,
+    the squared 2-Wasserstein distance between the Gaussians ``N(mu, Sigma)`` of the
+    features and ``N(mu_t, Sigma_t)`` of the target, divided by the channel count ``C``
+    (its ``mean`` over channels); both covariances carry ``+ eps I``
+    (:data:`W2_EPS`), and the square roots are :func:`sqrtm`'s, so that where 12
+    Newton-Schulz iterations have not converged (small eigenvalues) this is
+    style-transfer-pytorch's value rather than the exact distance. Means over the
+    ``N`` images too.
+    """
+    mean, second_moment = feature_moments(features)
+    cov = covariance(mean, second_moment)
+    mean_diff = jnp.mean(jnp.square(mean - target.mean))
+    product = jnp.matmul(jnp.matmul(target.cov_sqrt, cov, precision=HIGHEST), target.cov_sqrt, precision=HIGHEST)
+    sqrt_term = sqrtm(product)
+    cov_diff = jnp.mean(jnp.diagonal(target.cov + cov - 2 * sqrt_term, axis1=-2, axis2=-1))
+    return mean_diff + cov_diff
+
+
+def w2_style_loss(features: Sequence[Array], targets: Sequence[GaussianTarget], layer_weights: Array) -> Array:
+    """``sum_l w_l * W2_l`` over the style layers ``l`` (:func:`w2_distance`)."""
+    terms = [w2_distance(f, t) for f, t in zip(features, targets, strict=True)]
+    return jnp.dot(layer_weights, jnp.stack(terms))
+
+
 @jax.custom_jvp
 def abs_zero_subgradient(x: Array) -> Array:
     """``|x|`` whose derivative is ``sign(x)``, i.e. 0 at ``x = 0``.
@@ -95,13 +248,36 @@ def _abs_zero_subgradient_jvp(primals, tangents):
     return jnp.abs(x), jnp.sign(x) * dx
 
 
+def tv_nine_point(image: Array) -> Array:
+    """style-transfer-pytorch's L2 total variation over a nine-point stencil, of NHWC images.
+
+    With ``x`` the image padded by one pixel on each side by repeating its edges:
+    ``2 * (mean(h^2) / 3 + mean(v^2) / 3 + mean(d^2) / 12 + mean(a^2) / 12)`` where
+    ``h = x[i, j+1] - x[i, j]`` and ``v = x[i+1, j] - x[i, j]`` over the image's own
+    positions, and ``d = x[i+1, j+1] - x[i, j]`` and ``a = x[i+1, j] - x[i, j+1]`` over
+    the ``(H+1) x (W+1)`` diagonal pairs of the padded image; each mean is over its
+    own pairs, images and channels (its ``TVLoss``).
+    """
+    x = jnp.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+    centre = x[:, 1:-1, 1:-1]
+    h = jnp.mean(jnp.square(x[:, 1:-1, 2:] - centre)) / 3
+    v = jnp.mean(jnp.square(x[:, 2:, 1:-1] - centre)) / 3
+    d = jnp.mean(jnp.square(x[:, 1:, 1:] - x[:, :-1, :-1])) / 12
+    a = jnp.mean(jnp.square(x[:, 1:, :-1] - x[:, :-1, 1:])) / 12
+    return 2 * (h + v + d + a)
+
+
 def tv_loss(image: Array, reduction: str = "mean") -> Array:
-    """Anisotropic total variation of NHWC images.
+    """Total variation of NHWC images.
 
     ``"mean"`` (d2l): ``0.5 * (mean|x[i+1, j] - x[i, j]| + mean|x[i, j+1] - x[i, j]|)``,
     means over all images, positions and channels. ``"sum"`` (neural-style-pt):
-    ``sum|x[i+1, j] - x[i, j]| + sum|x[i, j+1] - x[i, j]|``.
+    ``sum|x[i+1, j] - x[i, j]| + sum|x[i, j+1] - x[i, j]|``. ``"nine"``
+    (style-transfer-pytorch): squared differences over a nine-point stencil
+    (:func:`tv_nine_point`).
     """
+    if reduction == "nine":
+        return tv_nine_point(image)
     dy = abs_zero_subgradient(image[:, 1:, :, :] - image[:, :-1, :, :])
     dx = abs_zero_subgradient(image[:, :, 1:, :] - image[:, :, :-1, :])
     if reduction == "sum":
@@ -116,14 +292,26 @@ def loss_terms(
     targets: Targets,
     weights: LossWeights,
     tv_reduction: str = "mean",
+    style_losses: Sequence[str] = ("gram",),
 ) -> dict[str, Array]:
     """Loss terms and their weighted sum.
 
     ``total = w_c * content + w_s * style + w_tv * tv``; the returned ``content``,
-    ``style`` and ``tv`` entries are the unweighted terms.
+    ``style`` and ``tv`` entries are the unweighted terms. ``style_losses`` (static)
+    are the style losses to compute, ``gram`` and/or ``w2``; with several, ``style``
+    is ``sum_i weights.style_loss[i] * style_i``, the setting's own with a one-hot
+    ``style_loss`` (a non-finite value of another would still poison it: 0 * inf).
     """
     content = content_loss(content_features, targets.content, weights.content_layers)
-    style = style_loss(style_features, targets.style_gram, weights.style_layers)
+    styles = []
+    for name in style_losses:
+        if name == "gram":
+            styles.append(style_loss(style_features, targets.style_gram, weights.style_layers))
+        elif name == "w2":
+            styles.append(w2_style_loss(style_features, targets.style_w2, weights.style_layers))
+        else:
+            raise ValueError(f"unknown style loss {name!r}; choose from {', '.join(STYLE_LOSSES)}")
+    style = styles[0] if len(styles) == 1 else jnp.dot(weights.style_loss, jnp.stack(styles))
     tv = tv_loss(image, tv_reduction)
     total = weights.content * content + weights.style * style + weights.tv * tv
     return {"content": content, "style": style, "tv": tv, "total": total}

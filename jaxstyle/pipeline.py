@@ -31,12 +31,14 @@ from jaxstyle.checkpoint import CheckpointOptions, Checkpoints, Position, digest
 from jaxstyle.color import preserve_color
 from jaxstyle.config import (
     INITS,
+    STYLE_LOSS_NAMES,
     SWEPT_FIELDS,
     Settings,
     check_convention,
     check_swept_values,
     info,
     normalised_blend,
+    value_type,
 )
 from jaxstyle.errors import JaxstyleError, Stopped
 from jaxstyle.losses import LossWeights, Targets
@@ -48,8 +50,9 @@ from jaxstyle.solve import (
     Recipe,
     SolverState,
     averaged_image,
-    blend_grams,
-    style_grams_jit,
+    blend_statistics,
+    style_statistics_jit,
+    style_targets_jit,
 )
 from jaxstyle.solve import warm_started_adam_jit as warm_started_adam
 
@@ -62,7 +65,7 @@ SWEPT = SWEPT_FIELDS
 # --------------------------------------------------------------------------- points
 
 
-def swept_values(point: Any) -> dict[str, float]:
+def swept_values(point: Any) -> dict[str, Any]:
     """``{name: value}`` of a point's swept settings."""
     return {key: getattr(point, key) for key in SWEPT}
 
@@ -70,11 +73,16 @@ def swept_values(point: Any) -> dict[str, float]:
 # One setting of a batch (a single stylization is a batch of one): ``content`` and
 # ``style`` index the run's content images and style targets (the style images, or
 # the blends); then one field per swept setting (``swept`` in its metadata), ``None``
-# meaning the shared settings' value. Generated from the metadata, so that a new swept
-# setting needs no edit here.
+# meaning the shared settings' value. Generated from the metadata and the settings'
+# types (``float``, or ``str`` for the style loss), so that a new swept setting needs
+# no edit here.
 SweepPoint = dataclasses.make_dataclass(
     "SweepPoint",
-    [("content", int), ("style", int), *((key, float | None, dataclasses.field(default=None)) for key in SWEPT)],
+    [
+        ("content", int),
+        ("style", int),
+        *((key, value_type(key) | None, dataclasses.field(default=None)) for key in SWEPT),
+    ],
     frozen=True,
     namespace={"swept_values": swept_values, "__module__": __name__},
 )
@@ -208,12 +216,17 @@ def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weigh
 
 
 def build_network(
-    settings: Settings, weights: str | os.PathLike | None, dtype: str = "float32", compute_dtype: str | None = None
+    settings: Settings,
+    weights: str | os.PathLike | None,
+    dtype: str = "float32",
+    compute_dtype: str | None = None,
+    style_losses: Sequence[str] | None = None,
 ) -> Network:
     """Load the weights and split the network for the core.
 
     ``dtype`` is checked (float64 needs ``jax_enable_x64``); ``compute_dtype`` is the
-    dtype of the convolutions (``None``: ``dtype``).
+    dtype of the convolutions (``None``: ``dtype``); ``style_losses`` are the style
+    losses the batch's settings use (``None``: the settings' own).
     """
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
@@ -228,6 +241,8 @@ def build_network(
         tv_reduction=settings.tv_reduction,
         optimizer=settings.optimizer,
         lbfgs_memory=settings.lbfgs_memory,
+        style_losses=tuple(name for name in STYLE_LOSS_NAMES if name in (style_losses or (settings.style_loss,))),
+        adam_b2=settings.adam_beta2,
     )
     info = {k: v for k, v in loaded.attrs.items() if k.startswith(("source", "convention"))}
     return Network(graphdef, params, recipe, loaded.convention, dtype, compute_dtype, loaded.path, info)
@@ -276,25 +291,27 @@ def to_network_images(rgbs: Sequence[np.ndarray], size: tuple[int, int], network
     return network.convention.to_network(jnp.asarray(resized, network.dtype)[:, None])
 
 
-def stacked_style_grams(network: Network, images: Sequence[jax.Array]) -> tuple[jax.Array, ...]:
-    """Gram matrices of every style image at every style layer; leaves ``(S, 1, C, C)``.
+def stacked_style_grams(network: Network, images: Sequence[jax.Array]) -> tuple[Any, ...]:
+    """Style statistics (:class:`~jaxstyle.solve.StyleStatistics`: Gram matrices, or means
+    and second moments) of every style image at every style layer; leaves ``(S, 1, ...)``.
 
-    Style images may differ in size (one compiled function per size); Gram matrices do not.
+    Style images may differ in size (one compiled function per size); their statistics do not.
     """
-    grams = [style_grams_jit(network.graphdef, network.params, image, network.recipe) for image in images]
-    return tuple(jnp.stack(layer) for layer in zip(*grams, strict=True))
+    stats = [style_statistics_jit(network.graphdef, network.params, image, network.recipe) for image in images]
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *stats)
 
 
 def targets_at(network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int]) -> Targets:
     """Stacked targets for an output of ``size``: content features ``(Nc, 1, ...)`` per content
-    layer, and blended style Gram matrices ``(T, 1, C, C)`` per style layer,
-    ``G_t = sum_s blends[t, s] * G_s``."""
+    layer, and style targets ``(T, 1, ...)`` per style layer from the blended statistics,
+    ``X_t = sum_s blends[t, s] * X_s`` (Gram matrices; means and second moments for W2)."""
     styles = [to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0] for rgb in inputs.styles]
     content = stack_content_targets_jit(
         network.graphdef, network.params, to_network_images(inputs.contents, size, network), network.recipe
     )
-    grams = stacked_style_grams(network, styles)
-    return Targets(content=content, style_gram=blend_grams(grams, jnp.asarray(inputs.blends, network.dtype)))
+    stats = blend_statistics(stacked_style_grams(network, styles), jnp.asarray(inputs.blends, network.dtype))
+    grams, w2 = style_targets_jit(stats, network.recipe)
+    return Targets(content=content, style_gram=grams, style_w2=w2)
 
 
 # --------------------------------------------------------------------------- images
@@ -385,6 +402,7 @@ class Job:
         """Host arrays with a leading axis K: settings, initial images, learning rates, EMA decays, tolerances."""
         dtype, points, k = self.network.dtype, self.points, len(self.points)
         content_layers, style_layers = self.settings.resolved_layer_weights()
+        style_losses = self.network.recipe.style_losses
 
         def column(key: str) -> np.ndarray:
             return np.asarray([getattr(p, key) for p in points], dtype)
@@ -395,6 +413,7 @@ class Job:
             tv=column("tv_weight"),
             content_layers=np.tile(np.asarray(content_layers, dtype), (k, 1)),
             style_layers=np.tile(np.asarray(style_layers, dtype), (k, 1)),
+            style_loss=np.asarray([[p.style_loss == name for name in style_losses] for p in points], dtype),
         )
         content_index = np.asarray([p.content for p in points], np.int32)
         setting = Setting(weights, content_index, np.asarray([p.style for p in points], np.int32))
@@ -453,7 +472,7 @@ def prepare_job(
         save_every=save_every,
     )
     check_sizes(settings, inputs, plan)
-    network = build_network(settings, weights, dtype, compute_dtype)
+    network = build_network(settings, weights, dtype, compute_dtype, [p.style_loss for p in points])
     return Job(settings, network, inputs, points, plan)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxstyle import __version__
-from jaxstyle.config import short_label
+from jaxstyle.config import short_label, value_text
 from jaxstyle.files import atomic_output, write_json
 from jaxstyle.image import save_image, to_uint8
 from jaxstyle.sweep import SWEPT, SweepPoint, SweepResult
@@ -44,7 +44,7 @@ def value_label(result: SweepResult, key: str, value) -> str:
     if key in ("content", "style"):
         names = result.contents if key == "content" else result.styles
         return image_label(names[value])
-    return f"{short_label(key)}={value:g}"
+    return f"{short_label(key)}={value_text(value)}"
 
 
 def setting_filename(result: SweepResult, k: int) -> str:
@@ -57,7 +57,7 @@ def setting_filename(result: SweepResult, k: int) -> str:
         parts.append(
             image_label((result.contents if key == "content" else result.styles)[value])
             if key in ("content", "style")
-            else f"{short_label(key)}{value:g}"
+            else f"{short_label(key)}{value_text(value)}"
         )
     return "_".join(parts) + ".png"
 

@@ -16,13 +16,32 @@ import optax
 from flax import nnx
 from jax import Array
 
-from jaxstyle.losses import LossWeights, Targets, gram_matrix, loss_terms
+from jaxstyle.losses import (
+    GaussianTarget,
+    LossWeights,
+    Targets,
+    feature_moments,
+    gaussian_target,
+    gram_matrix,
+    loss_terms,
+)
 
-# The learning rate is read from the optimiser state (``inject_hyperparams``), so it
-# is an array leaf like the loss weights: a new value never recompiles. The other
-# hyperparameters stay Python floats (injected, they would become float64 arrays
-# under x64 and promote a float32 run).
-ADAM = optax.inject_hyperparams(optax.adam, static_args=("b1", "b2", "eps", "eps_root", "nesterov"))(learning_rate=0.1)
+
+@functools.cache
+def adam(b2: float = 0.999) -> optax.GradientTransformation:
+    """Optax's Adam with second-moment decay ``b2`` (``b1`` 0.9, ``eps`` 1e-8).
+
+    The learning rate is read from the optimiser state (``inject_hyperparams``), so it
+    is an array leaf like the loss weights: a new value never recompiles. The other
+    hyperparameters stay Python floats (injected, they would become float64 arrays
+    under x64 and promote a float32 run): ``b2`` is static, part of the :class:`Recipe`.
+    The state's structure does not depend on ``b2``.
+    """
+    static = ("b1", "b2", "eps", "eps_root", "nesterov")
+    return optax.inject_hyperparams(optax.adam, static_args=static)(learning_rate=0.1, b2=b2)
+
+
+ADAM = adam()
 
 LOSS_NAMES = ("content", "style", "tv", "total")
 
@@ -44,9 +63,12 @@ class Recipe(NamedTuple):
     Attributes:
       content: content layers.
       style: style layers.
-      tv_reduction: ``"mean"`` or ``"sum"`` (see :func:`jaxstyle.losses.tv_loss`).
+      tv_reduction: ``"mean"``, ``"sum"`` or ``"nine"`` (see :func:`jaxstyle.losses.tv_loss`).
       optimizer: ``"adam"`` or ``"lbfgs"``.
       lbfgs_memory: past steps L-BFGS keeps.
+      style_losses: the style losses computed (``"gram"``, ``"w2"``, in that order):
+        a batch's settings choose among them with ``LossWeights.style_loss``.
+      adam_b2: Adam's ``b2``.
     """
 
     content: tuple[str, ...]
@@ -54,11 +76,13 @@ class Recipe(NamedTuple):
     tv_reduction: str = "mean"
     optimizer: str = "adam"
     lbfgs_memory: int = 10
+    style_losses: tuple[str, ...] = ("gram",)
+    adam_b2: float = 0.999
 
 
 def transform(recipe: Recipe) -> optax.GradientTransformation:
     """The Optax optimiser of ``recipe``."""
-    return ADAM if recipe.optimizer == "adam" else lbfgs(recipe.lbfgs_memory)
+    return adam(recipe.adam_b2) if recipe.optimizer == "adam" else lbfgs(recipe.lbfgs_memory)
 
 
 class SolverState(NamedTuple):
@@ -121,23 +145,70 @@ content_targets_jit = jax.jit(content_targets, static_argnames=("graphdef", "rec
 style_grams_jit = jax.jit(style_grams, static_argnames=("graphdef", "recipe"))
 
 
-def blend_grams(grams: tuple[Array, ...], blend: Array) -> tuple[Array, ...]:
-    """``sum_s b_s * G_s`` for each layer: ``grams`` leaves are ``(S, ...)``, ``blend`` is ``(B, S)`` or ``(S,)``.
+class StyleStatistics(NamedTuple):
+    """What a style image gives one style layer's targets, for the recipe's style losses.
 
-    Several style images give one target, the blend of their Gram matrices, as in
-    neural-style's ``-style_blend_weights``.
+    All are linear in the image's contributions, so several style images blend as a
+    weighted sum of them (:func:`blend_statistics`); a field the recipe's losses do not
+    need is ``None``.
+
+    Attributes:
+      gram: Gram matrix ``(N, C, C)`` (``gram``).
+      mean, second_moment: mean ``(N, C)`` and second raw moment ``(N, C, C)`` of the
+        features (``w2``; :func:`jaxstyle.losses.feature_moments`).
     """
-    return tuple(jnp.tensordot(blend, g, axes=1) for g in grams)
+
+    gram: Array | None
+    mean: Array | None
+    second_moment: Array | None
+
+
+def style_statistics(
+    graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
+) -> tuple[StyleStatistics, ...]:
+    """The :class:`StyleStatistics` of a style image at each style layer."""
+    out = []
+    for f in network_features(graphdef, params, image, recipe._replace(content=()))[1]:
+        gram = gram_matrix(f) if "gram" in recipe.style_losses else None
+        mean, second_moment = feature_moments(f) if "w2" in recipe.style_losses else (None, None)
+        out.append(StyleStatistics(gram, mean, second_moment))
+    return tuple(out)
+
+
+style_statistics_jit = jax.jit(style_statistics, static_argnames=("graphdef", "recipe"))
+
+
+def blend_statistics(stats: tuple[StyleStatistics, ...], blend: Array) -> tuple[StyleStatistics, ...]:
+    """``sum_s b_s * X_s`` for every statistic: leaves are ``(S, ...)``, ``blend`` is ``(T, S)`` or ``(S,)``.
+
+    Several style images give one target, the blend of their Gram matrices as in
+    neural-style's ``-style_blend_weights``, or of their means and second moments as in
+    style-transfer-pytorch (whose covariance then follows from the blended moments).
+    """
+    return jax.tree.map(lambda x: jnp.tensordot(blend, x, axes=1), stats)
+
+
+def style_targets(
+    stats: tuple[StyleStatistics, ...], recipe: Recipe
+) -> tuple[tuple[Array, ...] | None, tuple[GaussianTarget, ...] | None]:
+    """``(style_gram, style_w2)`` of :class:`~jaxstyle.losses.Targets` from (blended) statistics.
+
+    W2 targets get their covariance and its square root here, once.
+    """
+    grams = tuple(s.gram for s in stats) if "gram" in recipe.style_losses else None
+    w2 = tuple(gaussian_target(s.mean, s.second_moment) for s in stats) if "w2" in recipe.style_losses else None
+    return grams, w2
+
+
+style_targets_jit = jax.jit(style_targets, static_argnames=("recipe",))
 
 
 def compute_targets(
     graphdef: nnx.GraphDef, params: nnx.State, content_image: Array, style_image: Array, recipe: Recipe
 ) -> Targets:
-    """Content features of ``content_image`` and Gram matrices of ``style_image``."""
-    return Targets(
-        content=content_targets(graphdef, params, content_image, recipe),
-        style_gram=style_grams(graphdef, params, style_image, recipe),
-    )
+    """Content features of ``content_image`` and the style targets of ``style_image``."""
+    grams, w2 = style_targets(style_statistics(graphdef, params, style_image, recipe), recipe)
+    return Targets(content=content_targets(graphdef, params, content_image, recipe), style_gram=grams, style_w2=w2)
 
 
 compute_targets_jit = jax.jit(compute_targets, static_argnames=("graphdef", "recipe"))
@@ -148,7 +219,9 @@ def objective(
 ) -> tuple[Array, dict[str, Array]]:
     """``(total loss, {content, style, tv, total})`` of ``image``."""
     content_features, style_features = network_features(graphdef, params, image, recipe)
-    terms = loss_terms(image, content_features, style_features, targets, weights, recipe.tv_reduction)
+    terms = loss_terms(
+        image, content_features, style_features, targets, weights, recipe.tv_reduction, recipe.style_losses
+    )
     return terms["total"], terms
 
 
@@ -176,7 +249,7 @@ def init_state(
     """
     dtype = image.dtype
     if optimizer == "adam":
-        opt_state = ADAM.init(image)
+        opt_state = ADAM.init(image)  # the same state for every b2
         lr = jnp.asarray(learning_rate, dtype=dtype)
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
     else:
@@ -287,7 +360,7 @@ def optimizer_step(
     else:
         grad_fn = jax.value_and_grad(objective, has_aux=True)
         (_, terms), grad = grad_fn(state.image, graphdef, params, recipe, targets, weights)
-        updates, opt_state = ADAM.update(grad, state.opt_state, state.image)
+        updates, opt_state = transform(recipe).update(grad, state.opt_state, state.image)
     total = terms["total"]
     image = optax.apply_updates(state.image, updates)
     decay = state.ema_decay

@@ -23,7 +23,7 @@ import numpy as np
 
 from jaxstyle import mesh as meshlib
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import Settings, resolve
+from jaxstyle.config import Settings, resolve, value_type
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.pipeline import SWEPT, ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
 from jaxstyle.plan import StagePlan
@@ -39,9 +39,12 @@ def grid_product(
     tv_weight: Sequence[float],
     lr: Sequence[float],
     ema: Sequence[float | None] = (None,),
+    style_loss: Sequence[str | None] = (None,),
 ) -> list[SweepPoint]:
     """The Cartesian product of contents, style targets and the value lists, in that order."""
-    product = itertools.product(range(n_contents), range(n_styles), content_weight, style_weight, tv_weight, lr, ema)
+    product = itertools.product(
+        range(n_contents), range(n_styles), content_weight, style_weight, tv_weight, lr, ema, style_loss
+    )
     return [SweepPoint(*values) for values in product]
 
 
@@ -50,8 +53,8 @@ def read_grid(
 ) -> list[SweepPoint]:
     """Points from a JSON list of objects, or a TOML file with ``[[setting]]`` tables.
 
-    Each entry may set ``content_weight``, ``style_weight``, ``tv_weight``, ``lr``
-    (default: the settings' values) and ``content``/``style`` (one of the given image
+    Each entry may set ``content_weight``, ``style_weight``, ``tv_weight``, ``lr``,
+    ``ema`` and ``style_loss`` (default: the settings' values) and ``content``/``style`` (one of the given image
     paths; default: every given image, crossed with the entry).
     """
     path = Path(path)
@@ -72,9 +75,11 @@ def read_grid(
         content_ids = image_indexes(entry.get("content"), contents, path, number, "content")
         style_ids = image_indexes(entry.get("style"), styles, path, number, "style")
         try:
-            values = [[float(entry.get(key, getattr(base, key)))] for key in SWEPT]
+            values = [[value_type(key)(entry.get(key, getattr(base, key)))] for key in SWEPT]
         except (TypeError, ValueError):
             raise JaxstyleError(f"{path}: entry {number} has a value that is not a number") from None
+        if any(isinstance(entry.get(key), (int, float)) for key in SWEPT if value_type(key) is str):
+            raise JaxstyleError(f"{path}: entry {number} has a number where a name belongs")
         for c, s in itertools.product(content_ids, style_ids):
             points += grid_product(1, 1, *values)
             points[-1] = dataclasses.replace(points[-1], content=c, style=s)

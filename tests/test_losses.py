@@ -1,4 +1,7 @@
-"""Hand-computed values of the Gram matrix and the three losses, and the |x| subgradient."""
+"""Hand-computed values of the Gram matrix and the losses, the |x| subgradient, and
+style-transfer-pytorch's W2 style loss, matrix square root and nine-point TV against
+its own code (ported verbatim in ``bench/torch_recipe.py``) and against exact formulas.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -7,15 +10,27 @@ import pytest
 import torch
 
 from bench import torch_recipe
+from jaxstyle.config import STYLE_LOSS_NAMES
 from jaxstyle.losses import (
+    STYLE_LOSSES,
+    W2_EPS,
+    GaussianTarget,
     LossWeights,
     Targets,
     abs_zero_subgradient,
     content_loss,
+    covariance,
+    feature_moments,
+    gaussian_target,
     gram_matrix,
     loss_terms,
+    newton_schulz_iterations,
+    sqrtm,
     style_loss,
     tv_loss,
+    tv_nine_point,
+    w2_distance,
+    w2_style_loss,
 )
 
 pytestmark = pytest.mark.usefixtures("strict_dtypes")
@@ -83,3 +98,180 @@ def test_loss_terms_weighting():
     expected = 2 * terms["content"] + 3 * terms["style"] + 5 * terms["tv"]
     assert float(terms["total"]) == pytest.approx(float(expected))
     assert float(terms["content"]) == pytest.approx(float(jnp.mean((img * 0.5) ** 2)))
+
+
+# --------------------------------------------------------------------------- W2 and nine-point TV
+
+
+def eig_sqrt(a: np.ndarray) -> np.ndarray:
+    """The exact square root of a symmetric positive definite matrix, by eigendecomposition."""
+    vals, vecs = np.linalg.eigh(a)
+    return vecs @ np.diag(np.sqrt(vals)) @ vecs.T
+
+
+def spd(rng, c: int, smallest: float) -> np.ndarray:
+    """A random SPD matrix whose eigenvalues are geometric from ``smallest`` to 1."""
+    q, _ = np.linalg.qr(rng.normal(size=(c, c)))
+    return q @ np.diag(np.geomspace(smallest, 1.0, c)) @ q.T
+
+
+def relu_features(rng, shape, spread: float = 1.0) -> np.ndarray:
+    """ReLU-like NHWC features: correlated channels, some exact zeros, a mean per channel."""
+    c = shape[-1]
+    mixing = rng.normal(size=(c, c)) / np.sqrt(c)
+    return np.maximum(spread * rng.normal(size=shape) @ mixing + rng.normal(size=c), 0.0)
+
+
+def to_torch(x: np.ndarray, grad: bool = False) -> torch.Tensor:
+    return torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), requires_grad=grad)
+
+
+def test_style_loss_names_match_the_config():
+    assert STYLE_LOSS_NAMES == STYLE_LOSSES
+
+
+def test_feature_moments_and_covariance_by_hand():
+    # One image, H=1, W=2, C=2: positions p0 = (1, 2), p1 = (3, 5).
+    f = jnp.array([[[[1.0, 2.0], [3.0, 5.0]]]])
+    mean, second = feature_moments(f)
+    np.testing.assert_allclose(mean, [[2.0, 3.5]])
+    # (p0 p0^T + p1 p1^T) / 2 = ([[1, 2], [2, 4]] + [[9, 15], [15, 25]]) / 2
+    np.testing.assert_allclose(second, [[[5.0, 8.5], [8.5, 14.5]]])
+    # minus mu mu^T = [[4, 7], [7, 12.25]], plus eps on the diagonal
+    np.testing.assert_allclose(covariance(mean, second), [[[1.0 + W2_EPS, 1.5], [1.5, 2.25 + W2_EPS]]])
+
+
+def test_newton_schulz_converges_to_the_exact_square_root():
+    # float64, C = 32, eigenvalues from 1e-2 to 1 (1.8e-3 of the Frobenius norm): the
+    # error against the eigendecomposition's root, relative to its largest element, was
+    # 4.7e-2 after 8 iterations, 6.0e-10 after 12 and 1.3e-15 after 14.
+    a = spd(np.random.default_rng(0), 32, 1e-2) * 7.0
+    exact = eig_sqrt(a)
+    error = {n: np.abs(np.asarray(newton_schulz_iterations(jnp.asarray(a), n)) - exact).max() for n in (8, 12, 14)}
+    scale = np.abs(exact).max()
+    assert error[8] > 1e-3 * scale  # not there yet: small eigenvalues grow by at most 1.5 a step
+    assert error[12] < 1e-8 * scale
+    assert error[14] < 1e-13 * scale
+    z = np.asarray(sqrtm(jnp.asarray(a), 14))
+    assert np.linalg.norm(z @ z - a) < 1e-13 * np.linalg.norm(a)  # residual of the square
+
+
+def test_newton_schulz_matches_upstreams_forward_and_lyapunov_backward(rng):
+    a = spd(rng, 24, 1e-3)[None] * 3.0  # a batch of one, as the loss uses it
+    g = rng.normal(size=a.shape)
+    z, vjp = jax.vjp(jax.jit(sqrtm), jnp.asarray(a))
+    a_torch = torch.tensor(a, requires_grad=True)
+    z_torch = torch_recipe.sqrtm_ns_lyap(a_torch, num_iters=12)
+    z_torch.backward(torch.tensor(g))
+    np.testing.assert_allclose(np.asarray(z), z_torch.detach().numpy(), rtol=0, atol=1e-14 * np.abs(a).max())
+    grad = np.asarray(vjp(jnp.asarray(g))[0])
+    np.testing.assert_allclose(grad, a_torch.grad.numpy(), rtol=0, atol=1e-13 * np.abs(grad).max())
+
+
+def test_sqrtm_gradient_is_the_exact_derivative_where_converged(rng):
+    # The Lyapunov backward solves Z X + X Z = G. In Z's eigenbasis (Z = V diag(s) V^T):
+    # X = V ((V^T G V)_ij / (s_i + s_j)) V^T, the derivative of the exact root.
+    a = spd(rng, 16, 0.05) * 2.0  # well conditioned: 12 iterations converge
+    g = rng.normal(size=a.shape)
+    _, vjp = jax.vjp(jax.jit(sqrtm), jnp.asarray(a))
+    vals, vecs = np.linalg.eigh(a)
+    s = np.sqrt(vals)
+    exact = vecs @ ((vecs.T @ g @ vecs) / (s[:, None] + s[None, :])) @ vecs.T
+    np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(g))[0]), exact, rtol=0, atol=1e-12 * np.abs(exact).max())
+
+
+def test_w2_loss_matches_upstreams_code(rng):
+    # Two layers of ReLU-like features; upstream's per-layer losses, weighted.
+    shapes = [((1, 12, 16, 16), (1, 10, 14, 16)), ((1, 6, 8, 32), (1, 5, 7, 32))]
+    feats = [relu_features(rng, shape) for shape, _ in shapes]
+    styles = [relu_features(rng, shape, 1.5) for _, shape in shapes]
+    weights = np.array([0.75, 0.25])
+    targets = tuple(jax.jit(lambda x: gaussian_target(*feature_moments(x)))(jnp.asarray(s)) for s in styles)
+    loss_and_grad = jax.jit(jax.value_and_grad(w2_style_loss))
+    value, grads = loss_and_grad([jnp.asarray(f) for f in feats], targets, jnp.asarray(weights))
+    x_torch = [to_torch(f, grad=True) for f in feats]
+    modules = [torch_recipe.StyleLossW2(torch_recipe.StyleLossW2.get_target(to_torch(s))) for s in styles]
+    ref = sum(w * m(x) for w, m, x in zip(weights, modules, x_torch, strict=True))
+    ref.backward()
+    assert float(value) == pytest.approx(float(ref.detach()), rel=1e-13)
+    for g, x in zip(grads, x_torch, strict=True):
+        g_ref = x.grad.numpy().transpose(0, 2, 3, 1)
+        np.testing.assert_allclose(np.asarray(g), g_ref, rtol=0, atol=1e-12 * np.abs(g_ref).max())
+    for t, m in zip(targets, modules, strict=True):  # the precomputed target root, too
+        np.testing.assert_allclose(np.asarray(t.cov_sqrt), m.cov_sqrt.numpy(), rtol=0, atol=1e-14)
+
+
+def test_w2_is_the_gaussian_wasserstein_distance_where_newton_schulz_converges(rng):
+    # Gaussian features with well-conditioned covariances (condition numbers ~5): 12
+    # iterations converge, and the loss is (|mu - mu_t|^2 + tr(S + S_t - 2 (S_t^1/2 S
+    # S_t^1/2)^1/2)) / C exactly. (With mixing 0.3 instead of 0.1 the product's
+    # condition number was ~2000 and the loss 3e-5 away from the exact distance:
+    # upstream's 12 iterations, not the distance, are what the loss computes.)
+    c = 8
+    f = rng.normal(size=(1, 24, 32, c)) @ (np.eye(c) + 0.1 * rng.normal(size=(c, c))) + rng.normal(size=c)
+    s = 1.3 * rng.normal(size=(1, 20, 20, c)) @ (np.eye(c) + 0.1 * rng.normal(size=(c, c))) + rng.normal(size=c)
+    moments = [[np.asarray(m[0]) for m in feature_moments(jnp.asarray(x))] for x in (f, s)]
+    (mu, second), (mu_t, second_t) = moments
+    cov = second - np.outer(mu, mu) + W2_EPS * np.eye(c)
+    cov_t = second_t - np.outer(mu_t, mu_t) + W2_EPS * np.eye(c)
+    root_t = eig_sqrt(cov_t)
+    exact = (np.sum((mu - mu_t) ** 2) + np.trace(cov + cov_t - 2 * eig_sqrt(root_t @ cov @ root_t))) / c
+    value = float(w2_distance(jnp.asarray(f), gaussian_target(*feature_moments(jnp.asarray(s)))))
+    assert value == pytest.approx(exact, rel=1e-10)
+    # Its own target: zero, up to the square roots' rounding.
+    same = float(w2_distance(jnp.asarray(s), gaussian_target(*feature_moments(jnp.asarray(s)))))
+    assert abs(same) < 1e-12 * np.trace(cov_t)
+
+
+def test_w2_accumulates_bfloat16_features_in_float32(rng):
+    f = jnp.asarray(relu_features(rng, (1, 6, 8, 16)), jnp.bfloat16)
+    target = gaussian_target(*feature_moments(jnp.asarray(relu_features(rng, (1, 6, 8, 16)), jnp.float32)))
+    mean, second = feature_moments(f)
+    assert mean.dtype == second.dtype == jnp.float32
+    value = w2_distance(f, target)
+    assert value.dtype == jnp.float32
+    assert float(value) == pytest.approx(float(w2_distance(f.astype(jnp.float32), target)), rel=1e-6)
+
+
+def test_nine_point_tv_by_hand():
+    x = jnp.array([[0.0, 1.0], [3.0, 5.0]])[None, :, :, None]  # H = W = 2, C = 1
+    # Padded by its edges to 4x4. Horizontal differences at the 4 pixels: 1, 0, 2, 0
+    # (mean of squares 5/4); vertical: 3, 4, 0, 0 (25/4); over the 3x3 diagonal pairs
+    # of the padded image, down-right: 0, 1, 0, 3, 5, 4, 0, 2, 0 (55/9) and down-left:
+    # 0, -1, 0, 3, 2, 4, 0, -2, 0 (34/9). 2 * (5/4/3 + 25/4/3 + 55/9/12 + 34/9/12) = 718/108.
+    assert float(tv_nine_point(x)) == pytest.approx(718 / 108, rel=1e-15)
+    assert float(tv_loss(x, "nine")) == float(tv_nine_point(x))
+    assert float(tv_nine_point(jnp.full((1, 4, 5, 3), 0.7))) == 0.0  # flat: no variation
+    # Channels and images are averaged over, not summed.
+    two = jnp.concatenate([x, x], axis=-1)
+    assert float(tv_nine_point(two)) == pytest.approx(718 / 108, rel=1e-15)
+
+
+def test_nine_point_tv_value_and_gradient_match_upstreams_code(rng):
+    img = np.round(rng.uniform(0, 4, size=(1, 12, 16, 3))) / 4
+    img[:, 3:9, 4:12, :] = 0.5
+    value, grad = jax.value_and_grad(tv_nine_point)(jnp.asarray(img))
+    x = to_torch(img, grad=True)
+    ref = torch_recipe.TVLossNinePoint()(x)
+    ref.backward()
+    assert float(value) == pytest.approx(float(ref.detach()), rel=1e-14)
+    np.testing.assert_allclose(np.asarray(grad), x.grad.numpy().transpose(0, 2, 3, 1), rtol=0, atol=1e-16)
+
+
+def test_loss_terms_select_each_settings_style_loss(rng):
+    img = jnp.asarray(relu_features(rng, (1, 6, 8, 4)))
+    style = jnp.asarray(relu_features(rng, (1, 6, 8, 4), 2.0))
+    targets = Targets(
+        content=(img * 0.5,),
+        style_gram=(gram_matrix(style),),
+        style_w2=(gaussian_target(*feature_moments(style)),),
+    )
+    assert isinstance(targets.style_w2[0], GaussianTarget)
+    w = LossWeights(jnp.array(2.0), jnp.array(3.0), jnp.array(5.0), jnp.ones(1), jnp.ones(1))
+    gram_only = loss_terms(img, [img], [img], targets, w, "nine", ("gram",))
+    w2_only = loss_terms(img, [img], [img], targets, w, "nine", ("w2",))
+    assert float(gram_only["style"]) == float(style_loss([img], targets.style_gram, jnp.ones(1)))
+    assert float(w2_only["style"]) == float(w2_style_loss([img], targets.style_w2, jnp.ones(1)))
+    for one_hot, alone in (([1.0, 0.0], gram_only), ([0.0, 1.0], w2_only)):
+        both = loss_terms(img, [img], [img], targets, w._replace(style_loss=jnp.array(one_hot)), "nine", ("gram", "w2"))
+        assert {k: float(v) for k, v in both.items()} == {k: float(v) for k, v in alone.items()}

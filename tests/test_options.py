@@ -6,20 +6,26 @@ Each test would fail without the option it checks. Seeded random weights, 48x64 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from bench import torch_recipe
 from jaxstyle import image as imageio
 from jaxstyle.api import optimize, prepare, stylize
 from jaxstyle.cli import build_parser, main, settings_from_args
 from jaxstyle.color import rgb_to_ycbcr
-from jaxstyle.config import PRESETS, resolve, stages
+from jaxstyle.config import CROWSONKB_COMMIT, PRESETS, resolve, stages
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.losses import W2_EPS, sqrtm
+from jaxstyle.pipeline import prepare_job, style_size
 from jaxstyle.preprocess import TORCHVISION
 from jaxstyle.solve import (
     ADAM,
@@ -220,7 +226,8 @@ def test_layer_and_pooling_options_reach_the_recipe(images, common):
 
 # The originals' published defaults, written down from their sources:
 # jcjohnson/neural-style (neural_style.lua) and ProGamerGov/neural-style-pt (neural_style.py);
-# crowsonkb/style-transfer-pytorch (StyleTransfer.__init__ and stylize's keyword defaults).
+# crowsonkb/style-transfer-pytorch at CROWSONKB_COMMIT (e7e2c71, 2023-05-21),
+# style_transfer/style_transfer.py: StyleTransfer.__init__ and stylize's keyword defaults.
 PUBLISHED = {
     "gatys": {
         "content_layers": ("relu4_2",),
@@ -240,10 +247,18 @@ PUBLISHED = {
         "convention": "caffe",
     },
     "crowsonkb": {
-        "content_layers": ("relu4_2",),  # features index 22
-        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),  # 1, 6, 11, 20, 29
+        "content_layers": ("relu4_2",),  # self.content_layers = [22]
+        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),  # [1, 6, 11, 20, 29]
+        # style_weights = [256, 64, 16, 4, 1], divided by their sum
         "style_layer_weights": tuple(w / 341 for w in (256, 64, 16, 4, 1)),
-        "optimizer": "adam",
+        "style_weight": 1.0,  # no weight beyond the layer weights
+        "content_weight": 0.015,  # content_weight=0.015, ContentLossMSE (nn.MSELoss)
+        "style_loss": "w2",  # StyleLossW2
+        "tv_reduction": "nine",  # TVLoss: "L2 total variation loss (nine point stencil)"
+        # tv_weight=2. on pixels in [0, 1]: 2 * mean(std_c^2) on network-space pixels
+        "tv_weight": 2 * np.mean(np.square([0.229, 0.224, 0.225])),
+        "optimizer": "adam",  # optimizer='adam'
+        "adam_beta2": 0.99,  # optim.Adam(..., betas=(0.9, 0.99))
         "lr": 0.02 / 0.226,  # step_size 0.02 in pixels, in network units
         "ema": 0.99,  # avg_decay
         "warm_start": True,  # scale_adam between scales
@@ -289,7 +304,7 @@ def test_presets_command_lists_every_setting(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert out.split("\n")[0].split() == ["setting", *PRESETS]
-    for field in ("optimizer", "ema", "min_side", "tv_reduction", "style_shape", "convention"):
+    for field in ("optimizer", "ema", "min_side", "tv_reduction", "style_shape", "convention", "style_loss"):
         assert any(line.split()[0] == field for line in out.splitlines())
 
 
@@ -355,3 +370,130 @@ def test_sweep_runs_lbfgs_per_setting_like_single_runs(images, common):
         single = stylize(content, style, style_weight=w, **shared)
         np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-10)
         np.testing.assert_allclose(result.images[k], single.image, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- style-transfer-pytorch (2023)
+
+# Up to 256 channels: its Newton-Schulz square roots cost 12 * 3 products of C x C
+# matrices per layer and step, whatever the image size (relu4_1 and relu5_1 have 512).
+W2_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+
+def test_crowsonkb_preset_names_its_upstream_commit():
+    assert CROWSONKB_COMMIT == "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert CROWSONKB_COMMIT in readme
+
+
+def test_crowsonkb_recipe_matches_upstreams_code_in_float64(images, common):
+    # The preset's content MSE, W2 style loss with its layer weights, nine-point TV and
+    # Adam with beta2 0.99, against style-transfer-pytorch's own StyleLossW2 and TVLoss
+    # (bench/torch_recipe.py) and torch's Adam with betas (0.9, 0.99); every step after
+    # the first depends on beta2. One scale of 3 steps, three style layers, and a shallow
+    # content layer so that the network stops at relu3_1.
+    content, style, _ = images
+    layer_weights = (0.6, 0.3, 0.1)
+    kw = {"scales": 1, "steps": 3, "style_layers": W2_LAYERS, "style_layer_weights": layer_weights}
+    kw["content_layers"] = ("relu3_1",)
+    result = stylize(content, style, preset="crowsonkb", dtype="float64", **kw, **common)
+    s = result.settings
+    assert (s.style_loss, s.tv_reduction, s.adam_beta2) == ("w2", "nine", 0.99)
+    features = torch_recipe.vgg19_features().to(torch.float64)
+    convention = torch_recipe.load_converted(features, str(common["weights"]))
+    c = torch_recipe.preprocess(imageio.resize(content, SIZE), convention, torch.float64)
+    st = torch_recipe.preprocess(imageio.resize(style, style_size(style.shape[:2], SIZE, s)), convention, torch.float64)
+    recipe = torch_recipe.Recipe(
+        features,
+        c,
+        st,
+        s.content_layers,
+        s.style_layers,
+        (s.content_weight, s.style_weight, s.tv_weight),
+        style_loss="w2",
+        tv="nine",
+        style_layer_weights=layer_weights,
+    )
+    _, trace = recipe.run_adam(c, s.lr, 3, betas=(0.9, 0.99))
+    for name in ("content", "style", "tv", "total"):
+        np.testing.assert_allclose(result.trace[name], trace[name], rtol=1e-10, err_msg=name)
+    assert trace["total"][-1] < trace["total"][0]
+
+
+def test_w2_targets_blend_means_and_second_moments(images, common):
+    # style-transfer-pytorch blends styles by their means and second raw moments (linear),
+    # and takes the covariance of the blend, which is not the blend of the covariances.
+    content, style_a, style_b = images
+    kw = {**common, "style_loss": "w2", "style_layers": W2_LAYERS[:2], "dtype": "float64"}
+    blended = prepare(content, [style_a, style_b], style_blend=(0.3, 0.7), **kw).targets
+    alone = [prepare(content, s, **kw).targets for s in (style_a, style_b)]
+    assert blended.style_gram is None  # only what the recipe's loss needs
+    for t, a, b in zip(blended.style_w2, *(x.style_w2 for x in alone), strict=True):
+        a, b = (jax.tree.map(np.asarray, x) for x in (a, b))
+        eye = W2_EPS * np.eye(t.cov.shape[-1])
+        second = [x.cov - eye + x.mean[..., :, None] * x.mean[..., None, :] for x in (a, b)]
+        mean = 0.3 * a.mean + 0.7 * b.mean
+        cov = 0.3 * second[0] + 0.7 * second[1] - mean[..., :, None] * mean[..., None, :] + eye
+        np.testing.assert_allclose(t.mean, mean, rtol=1e-12)
+        np.testing.assert_allclose(t.cov, cov, rtol=0, atol=1e-12 * np.abs(cov).max())
+        np.testing.assert_array_equal(t.cov_sqrt, sqrtm(t.cov))  # computed once, from the blend
+        assert not np.allclose(t.cov, 0.3 * a.cov + 0.7 * b.cov, rtol=1e-3)
+
+
+def test_sweep_mixing_gram_and_w2_matches_single_runs(images, common):
+    content, style_a, style_b = images
+    recipe = {"size": SIZE, "steps": 3, "style_layers": W2_LAYERS[:2], "content_layers": ("relu2_1",)}
+    recipe["tv_reduction"] = "nine"
+    shared = {**recipe, "weights": common["weights"], "dtype": "float64"}
+    blends = [(0.3, 0.7)]
+    points = [
+        SweepPoint(0, 0, 1.0, 1e3, 10.0, 0.1, style_loss="gram"),
+        SweepPoint(0, 0, 1.0, 10.0, 10.0, 0.1, style_loss="w2"),
+    ]
+    # The batch computes both losses, each setting keeps its own (a one-hot weight).
+    job = prepare_job(
+        [content], [style_a, style_b], resolve(**recipe), points, style_blends=blends, weights=common["weights"]
+    )
+    assert job.network.recipe.style_losses == ("gram", "w2")
+    np.testing.assert_array_equal(job.per_setting()[0].weights.style_loss, [[1.0, 0.0], [0.0, 1.0]])
+    result = sweep([content], [style_a, style_b], points, style_blends=blends, **shared)
+    for k, p in enumerate(points):
+        single = stylize(
+            content, [style_a, style_b], style_blend=blends[0], style_loss=p.style_loss, style_weight=p.style_weight,
+            **shared,
+        )  # fmt: skip
+        np.testing.assert_allclose(result.trace["total"][:, k], single.trace["total"], rtol=1e-10)
+        np.testing.assert_allclose(result.images[k], single.image, atol=1e-10)
+    assert prepare(content, style_a, style_loss="w2", **common).recipe.style_losses == ("w2",)
+
+
+def test_style_loss_and_adam_beta2_from_the_command_line(images, weight_files, tmp_path, capsys):
+    from jaxstyle.image import read_metadata
+    from jaxstyle.sweep import read_grid
+
+    content, style, _ = images
+    for name, rgb in (("c.png", content), ("s.png", style)):
+        Image.fromarray(np.round(rgb * 255).astype(np.uint8)).save(tmp_path / name)
+    c, s = str(tmp_path / "c.png"), str(tmp_path / "s.png")
+    small = ["--size", "48x64", "--steps", "2", "--style-layers", "relu1_1,relu2_1", "--content-layers", "relu2_1"]
+    small += ["-q"]
+    small += ["--weights", str(weight_files["torchvision"])]
+    out = tmp_path / "w2.png"
+    argv = ["stylize", c, s, "-o", str(out), "--style-loss", "w2", "--tv-reduction", "nine", "--adam-beta2", "0.99"]
+    assert main([*argv, *small]) == 0
+    meta = read_metadata(out)
+    assert (meta["settings"]["style_loss"], meta["settings"]["adam_beta2"]) == ("w2", 0.99)
+    assert "--style-loss w2" in meta["command"] and "--adam-beta2 0.99" in meta["command"]
+    sweep_dir = tmp_path / "sweep"
+    argv = ["sweep", c, s, "-o", str(sweep_dir), "--style-loss", "gram,w2", "--style-weight", "1e3,10", *small]
+    assert main(argv) == 0
+    points = json.loads((sweep_dir / "summary.json").read_text())["points"]
+    assert [(p["style_loss"], p["style_weight"]) for p in points] == [
+        ("gram", 1e3), ("w2", 1e3), ("gram", 10.0), ("w2", 10.0)
+    ]  # fmt: skip
+    assert points[1]["file"] == "001_sw1000_lossw2.png" and (sweep_dir / points[1]["file"]).is_file()
+    capsys.readouterr()
+    assert main(["sweep", c, s, "-o", str(tmp_path / "bad"), "--style-loss", "gram,wasserstein", *small]) == 2
+    assert "--style-loss must be one of gram, w2, not 'wasserstein'" in capsys.readouterr().err
+    (tmp_path / "grid.toml").write_text('[[setting]]\nstyle_loss = "w2"\n\n[[setting]]\nstyle_weight = 5\n')
+    grid = read_grid(tmp_path / "grid.toml", PRESETS["paper"], [c], [s])
+    assert [(p.style_loss, p.style_weight) for p in grid] == [("w2", 1e3), ("gram", 5.0)]
