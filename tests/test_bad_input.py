@@ -1,0 +1,297 @@
+"""Hostile input through the real command: one line on stderr, exit status 2, no traceback, nothing left behind.
+
+One family per cause of the reliability issue:
+
+* A: converted (and published) weights files whose attributes or arrays have the wrong
+  type, dtype, shape or values, or that link elsewhere;
+* B: output paths the operating system refuses: read-only and full file systems,
+  names at the file-name length limit, non-files;
+* D: sizes and counts beyond what a run can hold: style scale, number of settings,
+  grid files nested or large;
+* E: numbers checked as the run holds them (float32 weights, a 64-bit seed),
+  per-layer weights like the scalar weights;
+* F: outputs that would overwrite an input or another output of the same run, and
+  a second sweep into a used directory.
+
+Seeded random weights (``weight_files``), 48x64 images. Read-only and full file
+systems are real ones: a tmpfs mounted in a private mount namespace (``unshare``),
+which exists only for the one command; where the namespace cannot be made, those
+cases skip and say why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import lpips_pickle, lpips_tree, state_dict_arrays, write_keras1_h5, write_pth, write_safetensors
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--size", "48x64", "--steps", "2", "-q"]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real command, in a fresh process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "jaxstyle", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit status 2 and exactly one line on stderr, ``jaxstyle: ...``, holding every fragment."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert lines[0].startswith("jaxstyle: ") and "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def leftovers(*directories: Path) -> list[str]:
+    """Temporary files (``.NAME.xxxxxxxx.part``) left in any of the directories."""
+    return [p.name for d in directories if d.is_dir() for p in d.iterdir() if p.name.endswith(".part")]
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(11)
+    content, style = tmp_path / "content.png", tmp_path / "style.png"
+    Image.fromarray(rng.integers(0, 256, size=(60, 80, 3), dtype=np.uint8)).save(content)
+    Image.fromarray(rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8)).save(style)
+    return content, style
+
+
+def namespace_runner(tmp_path: Path) -> list[str]:
+    """A command prefix that runs in a private mount namespace, or a skip saying why there is none."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1): cannot mount a private read-only or full file system")
+    for prefix in (["unshare", "-m"], ["unshare", "-rm"]):  # root, then an unprivileged user namespace
+        probe = tmp_path / "probe-mount"
+        probe.mkdir(exist_ok=True)
+        proc = subprocess.run([*prefix, "mount", "-t", "tmpfs", "tmpfs", str(probe)], capture_output=True, timeout=60)
+        if proc.returncode == 0:
+            return prefix
+    pytest.skip(f"cannot mount a tmpfs in a private mount namespace ({proc.stderr.decode().strip()[:200]})")
+
+
+def run_on_tmpfs(tmp_path: Path, options: str, *args: str, fill: int = 0) -> tuple[subprocess.CompletedProcess, str]:
+    """Run the command with a fresh tmpfs mounted (``options``: ``ro``, ``size=...``) at ``tmp_path/mnt``.
+
+    ``fill`` bytes are written there first (to fill it); returns the process and what
+    the tmpfs holds after the command (it vanishes with the namespace).
+    """
+    prefix = namespace_runner(tmp_path)
+    mnt, listing = tmp_path / "mnt", tmp_path / "listing.txt"
+    mnt.mkdir(exist_ok=True)
+    script = (
+        f'mount -t tmpfs -o {options} tmpfs "{mnt}" || exit 97; '
+        + (f'head -c {fill} /dev/zero > "{mnt}/filler" 2>/dev/null; ' if fill else "")
+        + f'PYTHONPATH="{ROOT}" "$@"; rc=$?; ls -A "{mnt}" > "{listing}"; exit $rc'
+    )
+    proc = subprocess.run(
+        [*prefix, "sh", "-c", script, "sh", sys.executable, "-m", "jaxstyle", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 97, proc.stderr
+    return proc, listing.read_text()
+
+
+# --------------------------------------------------------------------------- A: reading weights files
+
+
+def set_attr(name, value):
+    def change(f):
+        f.attrs[name] = value
+
+    return change
+
+
+def replace_dataset(layer, name, value):
+    def change(f):
+        del f[layer][name]
+        f[layer][name] = value
+
+    return change
+
+
+def replace_link(layer, name, link):
+    def change(f):
+        del f[layer][name]
+        f[layer][name] = link(f)
+
+    return change
+
+
+def replace_layer_with_dataset(f):
+    del f["conv2_1"]
+    f["conv2_1"] = np.zeros(3, np.float32)
+
+
+def replace_kernel_with_group(f):
+    del f["conv2_1"]["kernel"]
+    f["conv2_1"].create_group("kernel")
+
+
+CONVERTED_FILE_DAMAGE = {
+    "format_version text": (set_attr("format_version", "two"), "attribute format_version is 'two'"),
+    "format_version float": (set_attr("format_version", 2.0), "expected a whole number"),
+    "format_version array": (set_attr("format_version", [2, 2]), "attribute format_version is"),
+    "network a number": (set_attr("network", 19), "attribute network is 19"),
+    "convention a list": (set_attr("convention", ["torchvision", "caffe"]), "attribute convention is"),
+    "input mean of the other convention": (
+        set_attr("input_mean", np.asarray([103.939, 116.779, 123.68])),
+        "attribute input_mean",
+    ),
+    "input order text of another kind": (set_attr("input_order", "BGR"), "input order 'BGR' contradicts"),
+    "kernel as strings": (
+        replace_dataset("conv1_1", "kernel", np.full((3, 3, 3, 64), b"ab")),
+        "layer conv1_1 kernel holds text values",
+    ),
+    "kernel as integers": (
+        replace_dataset("conv1_1", "kernel", np.ones((3, 3, 3, 64), np.int32)),
+        "layer conv1_1 kernel holds int32 values",
+    ),
+    "bias as complex numbers": (
+        replace_dataset("conv3_1", "bias", np.ones(256, np.complex64)),
+        "layer conv3_1 bias holds complex64 values",
+    ),
+    "kernel beyond float32": (
+        replace_dataset("conv1_1", "kernel", np.full((3, 3, 3, 64), 1e39)),
+        "layer conv1_1 holds NaN or infinite values",
+    ),
+    "kernel a scalar": (replace_dataset("conv1_1", "kernel", np.float32(1)), "layer conv1_1 has kernel ()"),
+    "dangling soft link": (
+        replace_link("conv1_1", "bias", lambda f: h5py.SoftLink("/nowhere")),
+        "layer conv1_1: bias is a soft link",
+    ),
+    "soft link to another layer": (
+        replace_link("conv1_2", "bias", lambda f: h5py.SoftLink("/conv1_1/bias")),
+        "layer conv1_2: bias is a soft link",
+    ),
+    "external link": (
+        replace_link("conv1_1", "kernel", lambda f: h5py.ExternalLink("/nonexistent/w.h5", "/k")),
+        "layer conv1_1: kernel is an external link",
+    ),
+    "layer a dataset": (replace_layer_with_dataset, "layer conv2_1: conv2_1 is a Dataset, expected a Group"),
+    "kernel a group": (replace_kernel_with_group, "layer conv2_1: kernel is a Group, expected a Dataset"),
+}
+
+
+@pytest.fixture
+def damaged(tmp_path, weight_files):
+    """A copy of the converted random weights, changed by a function of the open file."""
+
+    def make(change) -> Path:
+        path = tmp_path / "damaged.h5"
+        shutil.copyfile(weight_files["torchvision"], path)
+        with h5py.File(path, "a") as f:
+            change(f)
+        return path
+
+    return make
+
+
+@pytest.mark.parametrize("case", list(CONVERTED_FILE_DAMAGE))
+def test_a_converted_file_read_is_checked_value_by_value(damaged, case):
+    change, fragment = CONVERTED_FILE_DAMAGE[case]
+    path = damaged(change)
+    assert_one_line_error(run_cli("weights", "info", path), f"{path}: ", fragment)
+
+
+def test_a_damaged_weights_file_stops_stylize_before_any_work(damaged, images, tmp_path):
+    path = damaged(CONVERTED_FILE_DAMAGE["kernel as integers"][0])
+    out = tmp_path / "out.png"
+    proc = run_cli("stylize", *images, "-o", out, *SMALL, "--weights", path)
+    assert_one_line_error(proc, "layer conv1_1 kernel holds int32 values")
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def keras_with_int_kernel(path: Path, convs) -> Path:
+    write_keras1_h5(path, convs)
+    with h5py.File(path, "a") as f:
+        group = f["block1_conv1"]
+        del group["block1_conv1_W_1:0"]
+        group["block1_conv1_W_1:0"] = np.ones((3, 3, 3, 64), np.int64)
+    return path
+
+
+def keras_with_dangling_bias(path: Path, convs) -> Path:
+    write_keras1_h5(path, convs)
+    with h5py.File(path, "a") as f:
+        group = f["block2_conv1"]
+        del group["block2_conv1_b_1:0"]
+        group["block2_conv1_b_1:0"] = h5py.SoftLink("/gone")
+    return path
+
+
+def keras_with_text_layer_names(path: Path, convs) -> Path:
+    write_keras1_h5(path, convs)
+    with h5py.File(path, "a") as f:
+        f.attrs["layer_names"] = "block1_conv1"
+    return path
+
+
+def pth_with_int_kernel(path: Path, convs) -> Path:
+    state = state_dict_arrays(convs)
+    state["features.0.weight"] = np.ones((64, 3, 3, 3), np.int32)
+    return write_pth(path, state)
+
+
+def safetensors_with_int_bias(path: Path, convs) -> Path:
+    state = state_dict_arrays(convs)
+    state["features.2.bias"] = np.ones(64, np.int16)
+    return write_safetensors(path, state)
+
+
+def lpips_with_int_kernel(path: Path, convs) -> Path:
+    from jaxstyle.weights import random_convs
+
+    tree = lpips_tree(random_convs(seed=16, network="vgg16"))
+    tree["VGG16_0"]["Conv_3"]["kernel"] = tree["VGG16_0"]["Conv_3"]["kernel"].astype(np.int32)
+    path.write_bytes(lpips_pickle(tree))
+    return path
+
+
+PUBLISHED_FILE_DAMAGE = {
+    "keras kernel as integers": ("w.h5", keras_with_int_kernel, "layer block1_conv1 kernel holds int64 values"),
+    "keras bias a dangling link": (
+        "w.h5",
+        keras_with_dangling_bias,
+        "layer block2_conv1: block2_conv1_b_1:0 is a soft",
+    ),
+    "keras layer names one text": ("w.h5", keras_with_text_layer_names, "attribute layer_names is"),
+    "pth kernel as integers": ("w.pth", pth_with_int_kernel, "key features.0.weight holds int32 values"),
+    "safetensors bias as integers": ("w.safetensors", safetensors_with_int_bias, "features.2.bias holds int16 values"),
+    "lpips kernel as integers": ("vgg16.ckpt", lpips_with_int_kernel, "VGG16_0/Conv_3/kernel holds int32 values"),
+}
+
+
+@pytest.mark.parametrize("case", list(PUBLISHED_FILE_DAMAGE))
+def test_a_published_files_arrays_must_be_floating_point(tmp_path, convs, case):
+    name, write, fragment = PUBLISHED_FILE_DAMAGE[case]
+    src = write(tmp_path / name, convs)
+    dst = tmp_path / "out" / "converted.h5"
+    network = ["--network", "vgg16"] if name.endswith(".ckpt") else []
+    proc = run_cli("weights", "convert", src, "-o", dst, "--convention", "caffe", *network)
+    assert_one_line_error(proc, fragment)
+    assert not dst.exists() and leftovers(dst.parent) == []
