@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from jaxstyle.errors import JaxstyleError, one_line
-from jaxstyle.files import atomic_output
+from jaxstyle.files import RunFiles, atomic_output, check_writable, make_directory
 from jaxstyle.nets import DEFAULT_NETWORK, NETWORKS, TEST_NETWORKS, NetworkSpec, keras_layer_name, network
 from jaxstyle.preprocess import CONVENTIONS, InputConvention
 
@@ -630,7 +630,7 @@ def write_converted(
 ) -> None:
     """Write jaxstyle's weights file of ``network`` atomically (a temporary file, then a rename)."""
     spec = check_convs(convs, network, dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_directory(dst.parent)
     with atomic_output(dst) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
@@ -690,10 +690,23 @@ def convert(
     to ``<network>-<convention>.h5`` in the user cache, where :func:`find` looks.
     """
     src = Path(src)
-    if not src.is_file():
+    try:
+        is_file = src.is_file()
+    except (OSError, ValueError) as e:
+        raise JaxstyleError(f"{src}: cannot read ({one_line(e)})") from None
+    if not is_file:
         raise JaxstyleError(f"{src}: no such file")
     if convention is not None and convention not in CONVENTIONS:
         raise JaxstyleError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+    # The output is checked before any work (hashing, reading); the default's name needs
+    # the convention, known only later: its directory is checked now, with a name like it.
+    files = RunFiles()
+    files.add_input("weights file to convert", src)
+    if dst is not None:
+        make_directory(Path(dst).parent)
+        files.add_output("converted weights", dst)
+    else:
+        check_writable(make_directory(cache_dir()) / file_name(network or DEFAULT_NETWORK, "torchvision"))
     sha256, md5 = file_digests(src)
     if isinstance(source, str):
         source = get_source(network or DEFAULT_NETWORK, source)
@@ -725,8 +738,9 @@ def convert(
     attrs.update(inner)
     if known and known.package:
         attrs["source_licence"] = known.package.licence
-    dst = Path(dst) if dst is not None else default_path(spec.name, convention)
-    write_converted(dst, convs, CONVENTIONS[convention], attrs, spec)
+    if dst is None:
+        dst = files.add_output("converted weights", default_path(spec.name, convention))
+    write_converted(Path(dst), convs, CONVENTIONS[convention], attrs, spec)
     return dst
 
 

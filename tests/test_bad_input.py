@@ -32,6 +32,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxstyle.errors import JaxstyleError
+
 from .conftest import lpips_pickle, lpips_tree, state_dict_arrays, write_keras1_h5, write_pth, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -295,3 +297,96 @@ def test_a_published_files_arrays_must_be_floating_point(tmp_path, convs, case):
     proc = run_cli("weights", "convert", src, "-o", dst, "--convention", "caffe", *network)
     assert_one_line_error(proc, fragment)
     assert not dst.exists() and leftovers(dst.parent) == []
+
+
+# --------------------------------------------------------------------------- B: output paths
+
+
+def test_b_convert_onto_a_read_only_file_system_is_refused_before_any_work(tmp_path, weight_files):
+    proc, left = run_on_tmpfs(
+        tmp_path, "ro", "weights", "convert", weight_files["safetensors"], "-o", tmp_path / "mnt" / "w.h5",
+        "--convention", "torchvision",
+    )  # fmt: skip
+    # "not writable": the check before any work, not the write after it.
+    assert_one_line_error(proc, "mnt/w.h5: not writable (Read-only file system)")
+    assert left == ""
+
+
+def test_b_stylize_onto_a_read_only_file_system_is_refused(tmp_path, weight_files, images):
+    proc, left = run_on_tmpfs(
+        tmp_path, "ro", "stylize", *images, "-o", tmp_path / "mnt" / "o.png", *SMALL,
+        "--weights", weight_files["torchvision"],
+    )  # fmt: skip
+    assert_one_line_error(proc, "mnt/o.png: not writable (Read-only file system)")
+    assert left == ""
+
+
+def test_b_convert_onto_a_full_file_system_is_one_line_and_leaves_nothing(tmp_path, weight_files):
+    # HDF5 reports the failed write over several lines; the error is one.
+    proc, left = run_on_tmpfs(
+        tmp_path, "size=1m", "weights", "convert", weight_files["safetensors"], "-o", tmp_path / "mnt" / "w.h5",
+        "--convention", "torchvision",
+    )  # fmt: skip
+    assert_one_line_error(proc, "mnt/w.h5: cannot write (", "No space left on device")
+    assert left == ""
+
+
+def test_b_stylize_onto_a_full_file_system_is_one_line_and_leaves_nothing(tmp_path, weight_files, images):
+    proc, left = run_on_tmpfs(
+        tmp_path, "size=64k", "stylize", *images, "-o", tmp_path / "mnt" / "o.png", *SMALL,
+        "--weights", weight_files["torchvision"], fill=64 << 10,
+    )  # fmt: skip
+    assert_one_line_error(proc, "mnt/o.png")
+    assert left.split() == ["filler"]
+
+
+def long_name(directory: Path, length: int, suffix: str) -> Path:
+    return directory / ("n" * (length - len(suffix)) + suffix)
+
+
+@pytest.mark.parametrize("length", [255, 256])
+def test_b_output_names_at_the_length_limit(tmp_path, weight_files, images, length):
+    """255 bytes work (the temporary name is cut to fit); 256 are refused before any work."""
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    converted = long_name(out_dir, length, ".h5")
+    convert = run_cli("weights", "convert", weight_files["safetensors"], "-o", converted, "--convention", "caffe")
+    image = long_name(out_dir, length, ".png")
+    stylize = run_cli("stylize", *images, "-o", image, *SMALL, "--weights", weight_files["torchvision"])
+    if length == 255:
+        assert convert.returncode == 0 and stylize.returncode == 0, (convert.stderr, stylize.stderr)
+        assert converted.is_file() and image.is_file()
+    else:
+        for proc in (convert, stylize):
+            assert_one_line_error(proc, "the file name is 256 bytes long; this file system allows at most 255")
+        assert list(out_dir.iterdir()) == []
+    assert leftovers(out_dir) == []
+
+
+def test_b_temporary_names_never_pass_the_limit(tmp_path):
+    from jaxstyle.files import temporary_prefix
+
+    for length in (1, 200, 240, 255):
+        path = long_name(tmp_path, length, ".png")
+        assert len(temporary_prefix(path)) + 8 + len(".part") <= 255
+
+
+def test_b_non_files_and_unwritable_places(tmp_path, weight_files, images):
+    fifo = tmp_path / "trace.json"
+    os.mkfifo(fifo)
+    args = [*images, "-o", tmp_path / "o.png", *SMALL, "--weights", weight_files["torchvision"]]
+    assert_one_line_error(run_cli("stylize", *args, "--trace", fifo), "trace.json: exists and is not a regular file")
+    assert_one_line_error(
+        run_cli("weights", "convert", weight_files["safetensors"], "-o", "/proc/w.h5", "--convention", "caffe"),
+        "/proc/w.h5: not writable",
+    )
+    dst = long_name(tmp_path, 300, ".h5")
+    download = run_cli("weights", "download", "--url", "http://127.0.0.1:9/vgg19-dcbb9e9d.pth", "-o", dst)
+    assert_one_line_error(download, "the file name is 300 bytes long")  # refused before the download
+    assert not (tmp_path / "o.png").exists() and leftovers(tmp_path) == []
+
+
+def test_b_errors_are_one_line_whatever_their_source():
+    assert str(JaxstyleError("w.h5: cannot write (Can't close file\n  (file write failed)\r\n)")) == (
+        "w.h5: cannot write (Can't close file (file write failed) )"
+    )
