@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from jaxstyle.config import MAX_SIDE, MIN_SIDE  # declared with the settings they bound
 from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import atomic_output, check_writable
 
-MIN_SIDE = 32  # relu5_1 sits behind four 2x2 poolings: 32 px leave it 2x2.
-MAX_SIDE = 8192  # far beyond what fits on one accelerator for VGG-19 at float32.
 MAX_INPUT_PIXELS = 1 << 26  # 67 Mpx: larger files are refused before decoding (bombs).
 METADATA_KEY = "jaxstyle"
 WRITABLE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}

@@ -36,6 +36,7 @@ from jaxstyle.config import (
     check_swept_values,
     info,
     normalised_blend,
+    numbers_checked_as,
 )
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
@@ -427,7 +428,8 @@ def prepare_job(
         dataclasses.replace(p, **{k: getattr(settings, k) for k, v in swept_values(p).items() if v is None})
         for p in points
     ]
-    check_points(points, len(inputs.contents), len(inputs.blends))
+    with numbers_checked_as(dtype):  # loss weights, lr, EMA as the run will hold them
+        check_points(points, len(inputs.contents), len(inputs.blends))
     check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT})
     memory, _ = meshlib.device_memory_bytes()
     plan = make_plan(

@@ -21,6 +21,7 @@ cases skip and say why.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxstyle.config import numbers_checked_as, resolve
 from jaxstyle.errors import JaxstyleError
 
 from .conftest import lpips_pickle, lpips_tree, state_dict_arrays, write_keras1_h5, write_pth, write_safetensors
@@ -390,3 +392,64 @@ def test_b_errors_are_one_line_whatever_their_source():
     assert str(JaxstyleError("w.h5: cannot write (Can't close file\n  (file write failed)\r\n)")) == (
         "w.h5: cannot write (Can't close file (file write failed) )"
     )
+
+
+# --------------------------------------------------------------------------- E: numbers as the run holds them
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--content-weight", "1e39"], "content weight must be a number >= 0 and at most 3.40282e+38"),
+        (["--tv-weight", "inf"], "tv weight must be a number >= 0"),
+        (["--tol", "1e39"], "tol must be a number >= 0 and at most 3.40282e+38"),
+        (["--lr", "1e-50"], "lr must be a number > 0 and at most 3.40282e+38 (the largest float32), not 1e-50 "
+         "(float32, which the run uses, holds it as 0)"),
+        (["--ema", "0.99999999999"], "(float32, which the run uses, holds it as 1)"),
+        (["--seed", "1" * 23, "--init", "noise"], "seed must be between -9223372036854775808 and 9223372036854775807"),
+        (["--style-layer-weights=-1,1,1,1,1"], "style layer weights must be a number >= 0"),
+        (["--content-layer-weights=-0.5"], "content layer weights must be a number >= 0"),
+        (["--style-layer-weights", "1,1,1,1,1e39"], "style layer weights must be a number >= 0 and at most"),
+        (["--style-blend", "1e308,1e308"], "style blend weights must be finite and >= 0 with a positive, finite sum"),
+    ],
+)  # fmt: skip
+def test_e_numbers_are_checked_in_the_dtype_the_run_uses(tmp_path, weight_files, images, options, fragment):
+    content, style = images
+    styles = f"{style},{style}" if "--style-blend" in options else style
+    out = tmp_path / "o.png"
+    proc = run_cli("stylize", content, styles, "-o", out, *SMALL, *options, "--weights", weight_files["torchvision"])
+    assert_one_line_error(proc, fragment)  # one line: no NumPy overflow warning before it
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--style-weight", "1,1e39"], "setting 1: style weight must be a number >= 0 and at most 3.40282e+38"),
+        (["--lr", "0.1,1e-50"], "setting 1: lr must be a number > 0"),
+        (["--ema", "0.5,0.999999999"], "setting 1: ema must be in [0, 1)"),
+    ],
+)
+def test_e_swept_values_are_checked_like_single_values(tmp_path, weight_files, images, options, fragment):
+    out = tmp_path / "sweep"
+    proc = run_cli("sweep", *images, "-o", out, *SMALL, *options, "--weights", weight_files["torchvision"])
+    assert_one_line_error(proc, fragment)
+    assert not (out / "summary.json").exists()
+
+
+def test_e_the_python_api_checks_types_too():
+    for overrides, message in (
+        ({"steps": 2.5}, "steps must be a whole number, not 2.5"),
+        ({"style_weight": "1e3"}, "style weight must be a number, not '1e3'"),
+        ({"tv_weight": True}, "tv weight must be a number, not True"),
+        ({"seed": 2**63}, "seed must be between"),
+    ):
+        with pytest.raises(JaxstyleError, match=message.replace("(", r"\(")):
+            resolve(**overrides)
+    assert resolve(seed=2**63 - 1, style_weight=3.4e38, lr=1e-40).lr == 1e-40  # float32 holds them
+    with pytest.raises(JaxstyleError, match=r"lr must be a number > 0 and at most 3\.40282e"):
+        resolve(lr=1e200)
+    with numbers_checked_as("float64"):  # the float64 parity runs take float64 numbers
+        assert resolve(lr=1e200).lr == 1e200
+        with pytest.raises(JaxstyleError, match="lr must be a finite number > 0, not inf"):
+            resolve(lr=math.inf)
