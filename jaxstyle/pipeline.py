@@ -243,7 +243,8 @@ def style_size(style_hw: tuple[int, int], output_hw: tuple[int, int], settings: 
 
 
 def check_sizes(settings: Settings, inputs: Inputs, plan: RunPlan) -> None:
-    """The coarsest scale and every style image at every scale at least :data:`MIN_STYLE_SIDE` a side."""
+    """The coarsest scale and every style image at every scale at least :data:`MIN_STYLE_SIDE` a side,
+    and no style image larger than an output may be (:data:`jaxstyle.image.MAX_SIDE` a side)."""
     h, w = plan.stages[0].size
     if min(h, w) < MIN_STYLE_SIDE:
         raise JaxstyleError(
@@ -257,6 +258,11 @@ def check_sizes(settings: Settings, inputs: Inputs, plan: RunPlan) -> None:
                 raise JaxstyleError(
                     f"style image {number} would be {sh}x{sw} pixels at style scale {settings.style_scale}; "
                     f"VGG needs at least {MIN_STYLE_SIDE} on each side"
+                )
+            if max(sh, sw) > imageio.MAX_SIDE:  # checked before it is resized
+                raise JaxstyleError(
+                    f"style image {number} would be {sh}x{sw} pixels at style scale {settings.style_scale}; "
+                    f"at most {imageio.MAX_SIDE} on each side: use a smaller --style-scale"
                 )
 
 

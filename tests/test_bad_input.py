@@ -21,6 +21,7 @@ cases skip and say why.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -392,6 +393,97 @@ def test_b_errors_are_one_line_whatever_their_source():
     assert str(JaxstyleError("w.h5: cannot write (Can't close file\n  (file write failed)\r\n)")) == (
         "w.h5: cannot write (Can't close file (file write failed) )"
     )
+
+
+# --------------------------------------------------------------------------- D: sizes and counts
+
+
+def write_deep_json(path: Path) -> Path:
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    return path
+
+
+def write_deep_toml(path: Path) -> Path:
+    path.write_text("setting = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    return path
+
+
+def write_huge_grid(path: Path) -> Path:
+    path.write_text(json.dumps([{"tv_weight": 1.0}] * 100_001))
+    return path
+
+
+def write_sparse_grid(path: Path) -> Path:
+    with open(path, "wb") as f:
+        f.truncate(17 << 20)  # 17 MiB, sparse: nothing is written
+    return path
+
+
+def write_value(value):
+    def write(path: Path) -> Path:
+        path.write_text(f'[{{"style_weight": {value}}}]')
+        return path
+
+    return write
+
+
+GRIDS = {
+    "nested 100000 deep (JSON)": ("g.json", write_deep_json, "g.json: nested too deeply to be a grid file"),
+    "nested 100000 deep (TOML)": ("g.toml", write_deep_toml, "g.toml: nested too deeply to be a grid file"),
+    "100001 settings": ("g.json", write_huge_grid, "entry 100001 makes 100,001 settings; a sweep runs at most 100,000"),
+    "17 MiB": ("g.json", write_sparse_grid, "g.json: 17,825,792 bytes; grid files of up to 16 MiB are read"),
+    "a boolean": ("g.json", write_value("true"), "entry 1: style_weight is True, not a number"),
+    "a string": ("g.json", write_value('"1e3"'), "entry 1: style_weight is '1e3', not a number"),
+    "a 400-digit integer": ("g.json", write_value("1" + "0" * 400), "entry 1: style_weight is too large a number"),
+    "beyond float32": ("g.json", write_value("1e39"), "setting 0: style weight must be a number >= 0 and at most"),
+}
+
+
+@pytest.mark.parametrize("case", list(GRIDS))
+def test_d_grid_files_are_bounded(tmp_path, weight_files, images, case):
+    name, write, fragment = GRIDS[case]
+    grid = write(tmp_path / name)
+    out = tmp_path / "sweep"
+    proc = run_cli("sweep", *images, "-o", out, *SMALL, "--grid", grid, "--weights", weight_files["torchvision"])
+    assert_one_line_error(proc, fragment)
+    assert not (out / "summary.json").exists()
+
+
+def test_d_the_settings_are_counted_before_they_are_made(tmp_path, weight_files, images):
+    values = ",".join(str(v) for v in range(1, 401))
+    out = tmp_path / "sweep"
+    argv = ["sweep", *images, "-o", out, *SMALL, "--style-weight", values, "--tv-weight", values]
+    proc = run_cli(*argv, "--weights", weight_files["torchvision"])
+    assert_one_line_error(proc, "the values given make 160,000 settings; a sweep runs at most 100,000")
+
+
+def test_d_the_images_of_all_settings_must_fit_in_host_memory(tmp_path, weight_files, images):
+    # 10,000 settings at 8192x8192 would hold ~30 TiB of images on the host.
+    values = ",".join(str(v) for v in range(1, 101))
+    out = tmp_path / "sweep"
+    argv = ["sweep", *images, "-o", out, "--size", "8192x8192", "--steps", "2", "-q"]
+    argv += ["--style-weight", values, "--tv-weight", values, "--weights", weight_files["torchvision"]]
+    assert_one_line_error(run_cli(*argv), "10,000 settings at 8192x8192 with 2 steps need about", "GiB of host memory")
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        (["--style-scale", "400"], "style scale must be in (0, 256], not 400.0"),
+        (["--style-scale", "100", "--size", "100x128"], "style image 1 would be 10000x12800 pixels at style scale 100"),
+        (["--style-scale", "200", "--style-shape", "own"], "style image 1 would be 12800x12800 pixels"),
+        (["--max-side", "100000"], "max side must be between 32 and 8192, not 100000"),
+        (["--min-side", "1" + "0" * 30], "min side must be between 1 and 8192"),
+    ],
+)
+def test_d_every_size_a_setting_makes_is_bounded(tmp_path, weight_files, images, options, fragment):
+    out = tmp_path / "o.png"
+    size = [] if {"--size", "--max-side"} & set(options) else ["--size", "48x64"]
+    proc = run_cli(
+        "stylize", *images, "-o", out, *size, "--steps", "2", *options, "--weights", weight_files["torchvision"]
+    )
+    assert_one_line_error(proc, fragment)
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- E: numbers as the run holds them
