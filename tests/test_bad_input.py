@@ -374,6 +374,13 @@ def test_b_temporary_names_never_pass_the_limit(tmp_path):
         assert len(temporary_prefix(path)) + 8 + len(".part") <= 255
 
 
+def test_b_a_long_snapshot_name_is_refused_before_any_work(tmp_path, weight_files, images):
+    out = long_name(tmp_path, 250, ".png")  # fits; OUT.step00000002.png does not
+    proc = run_cli("stylize", *images, "-o", out, *SMALL, "--save-every", "1", "--weights", weight_files["torchvision"])
+    assert_one_line_error(proc, "bytes long; this file system allows at most 255")
+    assert not out.exists()
+
+
 def test_b_non_files_and_unwritable_places(tmp_path, weight_files, images):
     fifo = tmp_path / "trace.json"
     os.mkfifo(fifo)
@@ -545,3 +552,127 @@ def test_e_the_python_api_checks_types_too():
         assert resolve(lr=1e200).lr == 1e200
         with pytest.raises(JaxstyleError, match="lr must be a finite number > 0, not inf"):
             resolve(lr=math.inf)
+
+
+# --------------------------------------------------------------------------- F: outputs never lose data
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["trace is -o", "trace is the content", "-o is the style", "-o links to the content",
+     "-o is a hard link to the content", "trace is the weights", "a snapshot is the content", "trace is a snapshot",
+     "-o is the init image"],
+)  # fmt: skip
+def test_f_no_output_overwrites_an_input_or_another_output(tmp_path, weight_files, images, case):
+    content, style = images
+    weights = Path(weight_files["torchvision"])
+    local_weights = tmp_path / "w.h5"
+    local_weights.symlink_to(weights)
+    out, trace, extra = tmp_path / "o.png", None, []
+    if case == "trace is -o":
+        trace = out
+    elif case == "trace is the content":
+        trace = content
+    elif case == "-o is the style":
+        out = style
+    elif case == "-o links to the content":
+        out = tmp_path / "link.png"
+        out.symlink_to(content)
+    elif case == "-o is a hard link to the content":
+        out = tmp_path / "hard.png"
+        os.link(content, out)
+    elif case == "trace is the weights":
+        trace = local_weights
+    elif case == "a snapshot is the content":
+        content = content.rename(tmp_path / "o.step000001.png")
+        extra = ["--save-every", "1"]
+    elif case == "trace is a snapshot":
+        trace, extra = tmp_path / "o.step000001.png", ["--save-every", "1"]
+    elif case == "-o is the init image":
+        out, extra = tmp_path / "init.png", ["--init", str(tmp_path / "init.png")]
+        shutil.copyfile(style, out)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.is_symlink()}
+    argv = ["stylize", content, style, "-o", out, *SMALL, *extra, "--weights", local_weights]
+    proc = run_cli(*argv, *(["--trace", trace] if trace else []))
+    assert_one_line_error(proc, "give it another name" if case != "trace is -o" else "give each its own name")
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.is_symlink()}
+    assert after == before  # nothing written, nothing changed
+    assert weights.stat().st_size > 0
+
+
+def test_f_convert_never_writes_over_its_source(tmp_path, weight_files):
+    src = tmp_path / "w.safetensors"
+    shutil.copyfile(weight_files["safetensors"], src)
+    before = src.read_bytes()
+    proc = run_cli("weights", "convert", src, "-o", src, "--convention", "caffe")
+    assert_one_line_error(proc, "the converted weights output would overwrite the weights file to convert")
+    assert src.read_bytes() == before
+
+
+def sweep_argv(images, out: Path, weights: Path, *options: str) -> list[str]:
+    return ["sweep", *map(str, images), "-o", str(out), "--size", "48x64", "--steps", "2", "-q", *options,
+            "--weights", str(weights)]  # fmt: skip
+
+
+def test_f_a_second_sweep_into_a_used_directory(tmp_path, weight_files, images):
+    from jaxstyle.cli import main
+
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # other files are allowed, and kept
+    weights = weight_files["torchvision"]
+    assert main(sweep_argv(images, out, weights, "--style-weight", "10,100,1000")) == 0
+    first = sorted(p.name for p in out.iterdir())
+    assert len(first) == 3 + 3 + 1
+
+    refused = run_cli(*sweep_argv(images, out, weights, "--tv-weight", "1,2"))
+    assert_one_line_error(refused, "holds an earlier sweep's outputs (6 files: 000_", "pass --overwrite")
+    assert sorted(p.name for p in out.iterdir()) == first
+
+    assert main(sweep_argv(images, out, weights, "--tv-weight", "1,2", "--overwrite")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    files = {p.name for p in out.iterdir()}
+    # Exactly the second sweep's files (and the user's own): none of the first sweep's images is left.
+    assert files == {
+        "notes.txt",
+        "summary.json",
+        "contact_sheet.png",
+        "losses.png",
+        *(p["file"] for p in summary["points"]),
+    }
+    assert len(summary["points"]) == 2 and (out / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("case", ["grid file is summary.json", "content named like a setting's image"])
+def test_f_a_sweep_never_writes_over_its_inputs(tmp_path, weight_files, images, case):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    content, style = images
+    options = []
+    if case == "grid file is summary.json":
+        (out / "summary.json").write_text('[{"tv_weight": 1}]')
+        options = ["--grid", str(out / "summary.json")]
+        fragment = "the summary.json output would overwrite the grid file"
+    else:
+        content = content.rename(out / "000_cw1_sw1000_tv10_lr0.1_ema0.png")
+        fragment = "the content image has a name that the sweep's images take; give it another name"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for overwrite in ([], ["--overwrite"]):
+        proc = run_cli(*sweep_argv((content, style), out, weight_files["torchvision"], *options, *overwrite))
+        assert_one_line_error(proc, fragment)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_f_setting_file_names_stay_short_whatever_the_image_names(tmp_path, weight_files, images):
+    from jaxstyle.cli import main
+    from jaxstyle.report import SETTING_NAME_MAX
+
+    content, style = images
+    long_content = content.rename(tmp_path / ("c" * 200 + ".png"))
+    long_style = style.rename(tmp_path / ("s" * 200 + ".png"))
+    other = tmp_path / "other.png"
+    shutil.copyfile(long_style, other)
+    out = tmp_path / "sweep"
+    assert main(sweep_argv((long_content, f"{long_style},{other}"), out, weight_files["torchvision"])) == 0
+    names = [p["file"] for p in json.loads((out / "summary.json").read_text())["points"]]
+    assert len(names) == 2 and all(len(name.encode()) <= SETTING_NAME_MAX and (out / name).is_file() for name in names)
