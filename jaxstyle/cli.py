@@ -13,7 +13,7 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from jaxstyle.errors import JaxstyleError
 
@@ -498,12 +498,19 @@ class SourceNames(Sequence[str]):
         return len(self.names())
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line like every other bad input (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"jaxstyle: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
     from jaxstyle.config import CONVENTION_NAMES, PRESETS
     from jaxstyle.nets import NETWORKS
 
-    parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
+    parser = Parser(prog="jaxstyle", description="Neural style transfer in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -554,6 +554,25 @@ def test_e_the_python_api_checks_types_too():
             resolve(lr=math.inf)
 
 
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (
+            ["stylize", "c.png", "s.png", "-o", "o.png", "--save-every", "1e3"],
+            "argument --save-every: invalid int value",
+        ),
+        (["sweep", "c.png", "s.png", "-o", "d", "--batch-size", "x"], "argument --batch-size: invalid int value: 'x'"),
+        (["weights", "download", "--timeout", "soon"], "argument --timeout: invalid float value: 'soon'"),
+        (["stylize", "c.png", "s.png"], "the following arguments are required: -o/--output"),
+        (["weights", "download", "--network", "vgg99"], "argument --network: invalid choice: 'vgg99'"),
+        (["weights", "download", "--timeout", "nan"], "--timeout must be a finite number of seconds > 0, not nan"),
+    ],
+)
+def test_e_options_argparse_reads_are_one_line_errors_too(tmp_path, argv, fragment):
+    line = assert_one_line_error(run_cli(*argv, cwd=tmp_path), fragment)
+    assert list(tmp_path.iterdir()) == [] and ("--help" in line or "timeout" in line)
+
+
 # --------------------------------------------------------------------------- F: outputs never lose data
 
 
