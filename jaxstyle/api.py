@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxstyle.batch import select_targets
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import Settings, Stage, resolve
+from jaxstyle.config import Settings, Stage, numbers_checked_as, resolve
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.pipeline import ChunkReport, ImageLike, Job, prepare_job, run_job, single_device_mesh
@@ -125,7 +125,8 @@ def prepare(
     runs the convolutions in bfloat16 while the image, Gram matrices and losses stay
     in ``dtype``.
     """
-    settings = settings or resolve(preset, **overrides)
+    with numbers_checked_as(dtype):  # a float64 run takes float64 numbers
+        settings = settings or resolve(preset, **overrides)
     job = prepare_job([content], style_list(style), settings, weights=weights, dtype=dtype, compute_dtype=compute_dtype)
     return Problem(job)
 

@@ -10,11 +10,12 @@ import argparse
 import hashlib
 import math
 import os
+import re
 import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from jaxstyle.errors import JaxstyleError
 
@@ -229,6 +230,73 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
+def weights_file(given: str | None, settings) -> str | None:
+    """The weights file a run reads: the one given, else the first on the search path (``None``: none found)."""
+    if given:
+        return given
+    from jaxstyle.weights import find
+
+    try:
+        return str(find(settings.network, settings.convention))
+    except JaxstyleError:  # the run itself says how to get weights
+        return None
+
+
+def run_files(args: argparse.Namespace, settings, contents: Sequence[str], styles: Sequence[str]):
+    """A :class:`~jaxstyle.files.RunFiles` holding every file a run reads: images, init image, weights, grid."""
+    from jaxstyle.config import INITS
+    from jaxstyle.files import RunFiles
+
+    files = RunFiles()
+    for content in contents:
+        files.add_input("content image", content)
+    for style in styles:
+        files.add_input("style image", style)
+    if settings.init not in INITS:
+        files.add_input("init image", settings.init)
+    files.add_input("weights file", weights_file(args.weights, settings))
+    files.add_input("grid file", getattr(args, "grid", None))
+    return files
+
+
+def stylize_files(args: argparse.Namespace, settings) -> tuple[Path, Path | None, str]:
+    """Check every file ``stylize`` writes, before any work: ``(output, trace, snapshot name pattern)``.
+
+    Each is writable, none is an input or another output, and no input or output has
+    a name a snapshot takes (``OUT.stepNNNNNN.png``).
+    """
+    from jaxstyle.image import check_output_path
+
+    files = run_files(args, settings, [args.content], csv_names(args.style))
+    out = files.add_output("-o", check_output_path(args.output))
+    trace = files.add_output("--trace", args.trace) if args.trace else None
+    snapshot_name = str(out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}"))
+    if args.save_every is not None:
+        pattern = re.escape(out.stem) + r"\.step\d{6,}" + re.escape(out.suffix)
+        # 12 scales of 10^6 steps: global step numbers have at most 8 digits.
+        files.add_family("--save-every snapshots", out.parent, pattern, Path(snapshot_name.format(10**8 - 1)).name)
+    return out, trace, snapshot_name
+
+
+def sweep_files(args: argparse.Namespace, settings, contents: Sequence[str], styles: Sequence[str]) -> Path:
+    """Check the sweep's output directory and every file the sweep writes there, before any work.
+
+    The directory is created if missing; one that holds an earlier sweep's outputs is
+    refused unless ``--overwrite`` (see :func:`jaxstyle.report.check_output_dir`); no
+    input may be one of the sweep's outputs or have a name its images take.
+    """
+    from jaxstyle.files import make_directory
+    from jaxstyle.report import SETTING_FILE, SETTING_NAME_MAX, SWEEP_FILES, check_output_dir
+
+    files = run_files(args, settings, contents, styles)
+    out_dir = make_directory(args.output)
+    files.add_family("the sweep's images", out_dir, SETTING_FILE, "0" * (SETTING_NAME_MAX - 5) + "_.png")
+    for name in SWEEP_FILES:
+        files.add_output(name, out_dir / name)
+    check_output_dir(out_dir, args.overwrite)
+    return out_dir
+
+
 def run_options(p: argparse.ArgumentParser) -> None:
     """Options of a long run: progress reporting, checkpoints, resume."""
     from jaxstyle.progress import MODES
@@ -276,13 +344,11 @@ def progress_reporter(args: argparse.Namespace, label: str, main_process: bool =
 def cmd_stylize(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle import __version__
     from jaxstyle.api import optimize, prepare
-    from jaxstyle.files import check_writable, write_json
-    from jaxstyle.image import check_output_path, save_image
+    from jaxstyle.files import write_json
+    from jaxstyle.image import save_image
 
-    out = check_output_path(args.output)
-    trace_path = check_writable(args.trace) if args.trace else None
     settings = settings_from_args(args)
-    snapshot_name = str(out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}"))
+    out, trace_path, snapshot_name = stylize_files(args, settings)
     checkpoint = checkpoint_options(args)
     if args.save_every is not None and args.save_every < 1:
         raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
@@ -346,7 +412,6 @@ def cmd_sweep(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
 
     if args.distributed or args.coordinator is not None or args.num_processes is not None:
         meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
-    from jaxstyle.files import check_writable
     from jaxstyle.report import write_outputs
     from jaxstyle.sweep import grid_product, read_grid, sweep
 
@@ -362,14 +427,7 @@ def cmd_sweep(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     else:
         points = grid_product(len(contents), len(blends or styles), **swept_values(args, settings))
     check_swept_values(settings, {field: [getattr(p, field) for p in points] for field in SWEPT_FIELDS})
-    out_dir = Path(args.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise JaxstyleError(f"{out_dir}: exists and is not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise JaxstyleError(f"{out_dir}: cannot create directory ({e.strerror or e})") from None
-    check_writable(out_dir / "summary.json")
+    out_dir = sweep_files(args, settings, contents, styles)
     checkpoint = checkpoint_options(args)
     main_process = jax.process_index() == 0
     with progress_reporter(args, "sweep", main_process) as progress:
@@ -387,7 +445,7 @@ def cmd_sweep(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             checkpoint=checkpoint,
             stop_signal=stop,
         )
-    write_outputs(result, out_dir, jax.process_index())
+    write_outputs(result, out_dir, jax.process_index(), replace=args.overwrite)
     if main_process and not args.quiet:
         diverged = int((result.diverged_at >= 0).sum())
         print(
@@ -475,12 +533,19 @@ class SourceNames(Sequence[str]):
         return len(self.names())
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse's parser, whose errors are one line like every other bad input (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"jaxstyle: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jaxstyle import __version__
     from jaxstyle.config import CONVENTION_NAMES, PRESETS
     from jaxstyle.nets import NETWORKS
 
-    parser = argparse.ArgumentParser(prog="jaxstyle", description="Neural style transfer in JAX.")
+    parser = Parser(prog="jaxstyle", description="Neural style transfer in JAX.")
     parser.add_argument("--version", action="version", version=f"jaxstyle {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -500,6 +565,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("style", help="style image(s), comma-separated (crossed with the settings)")
     sw.add_argument("-o", "--output", required=True, help="output directory")
     sw.add_argument("--grid", help="settings from a JSON list or a TOML file of [[setting]] tables")
+    sw.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier sweep's outputs in the output directory (otherwise refused)",
+    )
     sw.add_argument("--weights", help="converted weights file (default: search path, see README)")
     sw.add_argument("--batch-size", type=int, help="settings per compiled micro-batch (default: from memory)")
     run_options(sw)

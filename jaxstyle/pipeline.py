@@ -38,6 +38,7 @@ from jaxstyle.config import (
     check_swept_values,
     info,
     normalised_blend,
+    numbers_checked_as,
     value_type,
 )
 from jaxstyle.errors import JaxstyleError, Stopped
@@ -268,7 +269,8 @@ def style_size(style_hw: tuple[int, int], output_hw: tuple[int, int], settings: 
 
 
 def check_sizes(settings: Settings, inputs: Inputs, plan: RunPlan) -> None:
-    """The coarsest scale and every style image at every scale at least :data:`MIN_STYLE_SIDE` a side."""
+    """The coarsest scale and every style image at every scale at least :data:`MIN_STYLE_SIDE` a side,
+    and no style image larger than an output may be (:data:`jaxstyle.image.MAX_SIDE` a side)."""
     h, w = plan.stages[0].size
     if min(h, w) < MIN_STYLE_SIDE:
         raise JaxstyleError(
@@ -282,6 +284,11 @@ def check_sizes(settings: Settings, inputs: Inputs, plan: RunPlan) -> None:
                 raise JaxstyleError(
                     f"style image {number} would be {sh}x{sw} pixels at style scale {settings.style_scale}; "
                     f"VGG needs at least {MIN_STYLE_SIDE} on each side"
+                )
+            if max(sh, sw) > imageio.MAX_SIDE:  # checked before it is resized
+                raise JaxstyleError(
+                    f"style image {number} would be {sh}x{sw} pixels at style scale {settings.style_scale}; "
+                    f"at most {imageio.MAX_SIDE} on each side: use a smaller --style-scale"
                 )
 
 
@@ -457,7 +464,8 @@ def prepare_job(
         dataclasses.replace(p, **{k: getattr(settings, k) for k, v in swept_values(p).items() if v is None})
         for p in points
     ]
-    check_points(points, len(inputs.contents), len(inputs.blends))
+    with numbers_checked_as(dtype):  # loss weights, lr, EMA as the run will hold them
+        check_points(points, len(inputs.contents), len(inputs.blends))
     check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT})
     memory, _ = meshlib.device_memory_bytes()
     plan = make_plan(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from jaxstyle import __version__
 from jaxstyle.config import short_label, value_text
+from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import atomic_output, write_json
 from jaxstyle.image import save_image, to_uint8
 from jaxstyle.sweep import SWEPT, SweepPoint, SweepResult
@@ -20,6 +23,13 @@ CAPTION_HEIGHT = 18
 MIN_SLOT_WIDTH = 128  # room for a caption under small thumbnails
 HEADER_HEIGHT = 24
 GAP = 4
+# The files a sweep writes: these three, and one image per setting named by setting_filename.
+SWEEP_FILES = ("summary.json", "contact_sheet.png", "losses.png")
+SETTING_FILE = r"\d{3,}_.*\.png"
+# Settings' file names are cut to this many bytes (their index keeps them apart): short
+# enough for any file system (eCryptfs allows 143), whatever the image names.
+SETTING_NAME_MAX = 128
+LABEL_MAX = 40
 
 
 def axis_values(result: SweepResult) -> dict[str, list]:
@@ -33,10 +43,13 @@ def axis_values(result: SweepResult) -> dict[str, list]:
 
 
 def image_label(name: str) -> str:
-    """An image's file stem; for a style blend ``a.jpg*0.7+b.jpg*0.3``, ``a0.7+b0.3``."""
+    """An image's file stem; for a style blend ``a.jpg*0.7+b.jpg*0.3``, ``a0.7+b0.3``; at most
+    :data:`LABEL_MAX` characters (file names, captions and the plot's legend stay readable)."""
     if "*" not in name:
-        return Path(name).stem
-    return "+".join(Path(part).stem + weight for part, weight in (p.rsplit("*", 1) for p in name.split("+")))
+        label = Path(name).stem
+    else:
+        label = "+".join(Path(part).stem + weight for part, weight in (p.rsplit("*", 1) for p in name.split("+")))
+    return label if len(label) <= LABEL_MAX else label[: LABEL_MAX - 3] + "..."
 
 
 def value_label(result: SweepResult, key: str, value) -> str:
@@ -59,7 +72,10 @@ def setting_filename(result: SweepResult, k: int) -> str:
             if key in ("content", "style")
             else f"{short_label(key)}{value_text(value)}"
         )
-    return "_".join(parts) + ".png"
+    name = "_".join(parts)
+    while len(os.fsencode(name)) > SETTING_NAME_MAX - len(".png"):
+        name = name[:-1]
+    return name + ".png"
 
 
 def finite_or_none(value: float) -> float | None:
@@ -232,8 +248,13 @@ def summary(result: SweepResult) -> dict:
     }
 
 
-def write_outputs(result: SweepResult, out_dir: Path, process_index: int = 0) -> None:
-    """Every process writes its own settings' PNGs; process 0 also the sheet, plot and summary."""
+def write_outputs(result: SweepResult, out_dir: Path, process_index: int = 0, replace: bool = False) -> None:
+    """Every process writes its own settings' PNGs; process 0 also the sheet, plot and summary.
+
+    With ``replace``, process 0 then removes the files of an earlier sweep in ``out_dir``
+    that this one did not write over, so that the directory holds one sweep, the one
+    ``summary.json`` describes.
+    """
     write_setting_images(result, out_dir, result.local)
     if process_index == 0:
         sheet, _ = contact_sheet(result)
@@ -241,3 +262,39 @@ def write_outputs(result: SweepResult, out_dir: Path, process_index: int = 0) ->
             sheet.save(tmp, format="PNG")
         loss_plot(result, out_dir / "losses.png")
         write_json(out_dir / "summary.json", summary(result))
+        if replace:
+            written = {*SWEEP_FILES, *(setting_filename(result, k) for k in range(len(result.points)))}
+            for name in sweep_outputs_in(out_dir):
+                if name not in written:
+                    try:
+                        (out_dir / name).unlink()
+                    except OSError as e:
+                        raise JaxstyleError(
+                            f"{out_dir / name}: cannot remove the earlier sweep's file ({one_line(e)})"
+                        ) from None
+
+
+def sweep_outputs_in(out_dir: Path) -> list[str]:
+    """The names in ``out_dir`` that a sweep writes (an earlier sweep's outputs), sorted."""
+    try:
+        with os.scandir(out_dir) as entries:
+            names = [e.name for e in entries]
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise JaxstyleError(f"{out_dir}: cannot list the directory ({one_line(e)})") from None
+    return sorted(name for name in names if name in SWEEP_FILES or re.fullmatch(SETTING_FILE, name))
+
+
+def check_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse, unless ``overwrite``, a directory that holds an earlier sweep's outputs.
+
+    A second sweep into it would mix its images with the first's while ``summary.json``
+    listed only its own. Other files in the directory are left alone.
+    """
+    earlier = sweep_outputs_in(out_dir)
+    if earlier and not overwrite:
+        raise JaxstyleError(
+            f"{out_dir}: holds an earlier sweep's outputs ({len(earlier)} files: {', '.join(earlier[:3])}"
+            f"{', ...' if len(earlier) > 3 else ''}); write to a new directory, or pass --overwrite to replace them"
+        )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import os
 import tomllib
 from collections.abc import Callable, Sequence
@@ -23,12 +24,27 @@ import numpy as np
 
 from jaxstyle import mesh as meshlib
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import Settings, resolve, value_type
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.config import Settings, numbers_checked_as, resolve, value_type
+from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.pipeline import SWEPT, ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
 from jaxstyle.plan import StagePlan
 
 __all__ = ["SWEPT", "SweepPoint", "SweepResult", "grid_product", "read_grid", "sweep"]
+
+# At most this many settings in one sweep (points, each content and style target
+# counted): at 300x450 and 500 steps, ~6 days on a GPU that does 100 setting-steps a second.
+MAX_SETTINGS = 100_000
+# Grid files larger than this are refused before they are parsed (a list of 100,000
+# settings with every value given takes about 10 MiB of JSON).
+MAX_GRID_BYTES = 16 << 20
+# Host memory a sweep may plan to hold, as a fraction of the machine's.
+HOST_MEMORY_FRACTION = 0.8
+
+
+def check_count(count: int, what: str) -> None:
+    """Raise if a sweep of ``count`` settings is larger than :data:`MAX_SETTINGS`."""
+    if count > MAX_SETTINGS:
+        raise JaxstyleError(f"{what} {count:,} settings; a sweep runs at most {MAX_SETTINGS:,}: split it")
 
 
 def grid_product(
@@ -41,7 +57,14 @@ def grid_product(
     ema: Sequence[float | None] = (None,),
     style_loss: Sequence[str | None] = (None,),
 ) -> list[SweepPoint]:
-    """The Cartesian product of contents, style targets and the value lists, in that order."""
+    """The Cartesian product of contents, style targets and the value lists, in that order.
+
+    Its size is checked (:data:`MAX_SETTINGS`) before it is built.
+    """
+    check_count(
+        math.prod(map(len, (content_weight, style_weight, tv_weight, lr, ema, style_loss))) * n_contents * n_styles,
+        "the values given make",
+    )
     product = itertools.product(
         range(n_contents), range(n_styles), content_weight, style_weight, tv_weight, lr, ema, style_loss
     )
@@ -59,31 +82,49 @@ def read_grid(
     """
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():  # a directory, a device (/dev/urandom never ends), a pipe
+            raise JaxstyleError(f"{path}: not a regular file")
+        size = path.stat().st_size
+        if size > MAX_GRID_BYTES:
+            raise JaxstyleError(f"{path}: {size:,} bytes; grid files of up to {MAX_GRID_BYTES >> 20} MiB are read")
         text = path.read_text()
         data = tomllib.loads(text).get("setting") if path.suffix == ".toml" else json.loads(text)
     except FileNotFoundError:
         raise JaxstyleError(f"{path}: no such file") from None
-    except (OSError, ValueError) as e:  # JSONDecodeError and TOMLDecodeError are ValueErrors
-        raise JaxstyleError(f"{path}: not a readable grid file ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise JaxstyleError(f"{path}: nested too deeply to be a grid file") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError, TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        raise JaxstyleError(f"{path}: not a readable grid file ({one_line(e)})") from None
     if not isinstance(data, list) or not data or not all(isinstance(entry, dict) for entry in data):
         raise JaxstyleError(f"{path}: expected a non-empty list of settings ([[setting]] tables in TOML)")
     points = []
     for number, entry in enumerate(data, start=1):
         unknown = set(entry) - {*SWEPT, "content", "style"}
         if unknown:
-            raise JaxstyleError(f"{path}: entry {number} has unknown key(s) {', '.join(sorted(unknown))}")
+            raise JaxstyleError(f"{path}: entry {number} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         content_ids = image_indexes(entry.get("content"), contents, path, number, "content")
         style_ids = image_indexes(entry.get("style"), styles, path, number, "style")
-        try:
-            values = [[value_type(key)(entry.get(key, getattr(base, key)))] for key in SWEPT]
-        except (TypeError, ValueError):
-            raise JaxstyleError(f"{path}: entry {number} has a value that is not a number") from None
-        if any(isinstance(entry.get(key), (int, float)) for key in SWEPT if value_type(key) is str):
-            raise JaxstyleError(f"{path}: entry {number} has a number where a name belongs")
+        check_count(len(points) + len(content_ids) * len(style_ids), f"{path}: entry {number} makes")
+        values = [[grid_value(entry.get(key, getattr(base, key)), path, number, key)] for key in SWEPT]
         for c, s in itertools.product(content_ids, style_ids):
             points += grid_product(1, 1, *values)
             points[-1] = dataclasses.replace(points[-1], content=c, style=s)
     return points
+
+
+def grid_value(value: object, path: Path, number: int, key: str) -> float | str:
+    """A grid entry's value: a name for a setting that takes names (``style_loss``), else a number
+    (not a string or a boolean) as a float; ranges and choices are checked later."""
+    if value_type(key) is str:
+        if not isinstance(value, str):
+            raise JaxstyleError(f"{path}: entry {number}: {key} is {value!r:.40}, not a name")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise JaxstyleError(f"{path}: entry {number}: {key} is {value!r:.40}, not a number")
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float
+        raise JaxstyleError(f"{path}: entry {number}: {key} is too large a number") from None
 
 
 def image_indexes(name: str | None, given: Sequence[str], path: Path, number: int, what: str) -> list[int]:
@@ -194,9 +235,12 @@ def sweep(
       A :class:`SweepResult`. A setting whose loss becomes NaN or infinite is frozen
       at its last finite image and reported as diverged; the others are unaffected.
     """
-    settings = settings or resolve(preset, **overrides)
+    with numbers_checked_as(dtype):  # a float64 run takes float64 numbers
+        settings = settings or resolve(preset, **overrides)
     if not contents or not styles:
         raise JaxstyleError("a sweep needs at least one content and one style image")
+    if points is not None:
+        check_count(len(points), "the sweep has")
     if style_blends is None and settings.style_blend is not None:
         style_blends = [settings.style_blend]
     blended = style_blends is not None
@@ -215,6 +259,7 @@ def sweep(
         device_count=mesh.devices.size,
         batch_size=batch_size,
     )
+    check_host_memory(len(job.points), job.inputs.output_size, job.plan.steps, job.network.dtype.itemsize)
     if on_plan is not None:
         on_plan(job.plan.batch_reason)
     out = run_job(job, mesh, on_chunk=progress, checkpoint=checkpoint, stop_signal=stop_signal)
@@ -237,3 +282,37 @@ def sweep(
         device_count=mesh.devices.size,
         process_count=jax.process_count(),
     )
+
+
+def host_bytes_per_setting(size: tuple[int, int], steps: int, dtype_bytes: int = 4) -> int:
+    """Host memory one setting of a sweep holds: its initial image and the padded copy of it, its
+    final float32 image and the copy that joins the micro-batches, and its four losses per step, twice."""
+    h, w = size
+    return 2 * h * w * 3 * (dtype_bytes + 4) + 2 * 4 * steps * dtype_bytes
+
+
+def host_memory_bytes() -> int:
+    """The machine's physical memory, or the container's limit (cgroup v2) where lower."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 1 << 62  # unknown: no limit
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        total = min(total, int(limit)) if limit.isdigit() else total
+    except (OSError, ValueError):
+        pass
+    return total
+
+
+def check_host_memory(count: int, size: tuple[int, int], steps: int, dtype_bytes: int = 4) -> None:
+    """Raise, before anything is allocated, if ``count`` settings of ``size`` and ``steps`` would need more
+    than :data:`HOST_MEMORY_FRACTION` of the host's memory for their images and loss traces."""
+    need = count * host_bytes_per_setting(size, steps, dtype_bytes)
+    have = host_memory_bytes()
+    if need > HOST_MEMORY_FRACTION * have:
+        raise JaxstyleError(
+            f"{count:,} settings at {size[0]}x{size[1]} with {steps} steps need about {need / 2**30:.1f} GiB of host "
+            f"memory for their images and loss traces; this machine has {have / 2**30:.1f} GiB: "
+            "sweep fewer settings at a time, or smaller"
+        )

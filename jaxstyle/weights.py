@@ -27,7 +27,8 @@ import os
 import pickle
 import re
 import tarfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from jaxstyle.errors import JaxstyleError
-from jaxstyle.files import atomic_output
+from jaxstyle.errors import JaxstyleError, one_line
+from jaxstyle.files import RunFiles, atomic_output, check_writable, make_directory
 from jaxstyle.nets import DEFAULT_NETWORK, NETWORKS, TEST_NETWORKS, NetworkSpec, keras_layer_name, network
 from jaxstyle.preprocess import CONVENTIONS, InputConvention
 
@@ -251,10 +252,11 @@ def from_state_dict(tensors: Mapping[str, np.ndarray], path: Path, spec: Network
     for key, shape in expected.items():
         if tuple(tensors[key].shape) != shape:
             raise JaxstyleError(f"{path}: key {key} has shape {tuple(tensors[key].shape)}, expected {shape}")
+        check_float_dtype(tensors[key], path, f"key {key}")
     convs = {}
     for name in spec.conv_names:
-        weight = np.asarray(tensors[f"{spec.torchvision_key(name)}.weight"], dtype=np.float32)
-        bias = np.asarray(tensors[f"{spec.torchvision_key(name)}.bias"], dtype=np.float32)
+        weight = float32_array(tensors[f"{spec.torchvision_key(name)}.weight"])
+        bias = float32_array(tensors[f"{spec.torchvision_key(name)}.bias"])
         convs[name] = (np.ascontiguousarray(weight.transpose(2, 3, 1, 0)), bias)  # OIHW -> HWIO
     return convs
 
@@ -276,7 +278,10 @@ def read_pth(path: Path, spec: NetworkSpec) -> ConvArrays:
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(hasattr(v, "numpy") for v in obj.values()):
         raise JaxstyleError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
-    tensors = {k: v.detach().float().numpy() for k, v in obj.items()}
+    try:  # floating-point tensors (half, bfloat16 too) as float32; others as they are, for from_state_dict to refuse
+        tensors = {k: (v.detach().float() if v.is_floating_point() else v.detach()).numpy() for k, v in obj.items()}
+    except (RuntimeError, TypeError) as e:  # e.g. quantized or complex tensors NumPy cannot hold
+        raise JaxstyleError(f"{path}: holds tensors NumPy cannot read ({one_line(e)})") from None
     return from_state_dict(tensors, path, spec)
 
 
@@ -290,10 +295,6 @@ def read_safetensors(path: Path, spec: NetworkSpec) -> ConvArrays:
     except (SafetensorError, OSError, ValueError) as e:
         raise JaxstyleError(f"{path}: not a readable safetensors file ({one_line(e)})") from None
     return from_state_dict(tensors, path, spec)
-
-
-def _decode(names: np.ndarray | list) -> list[str]:
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
 
 
 def keras_weight_names(layer: str, weight_names: list[str], path: Path) -> tuple[str, str]:
@@ -319,7 +320,7 @@ def keras_weight_names(layer: str, weight_names: list[str], path: Path) -> tuple
 
 def read_keras_h5(f: h5py.File, path: Path, spec: NetworkSpec) -> ConvArrays:
     """Read the Keras applications layout through its ``layer_names``/``weight_names`` attributes."""
-    layer_names = _decode(f.attrs["layer_names"])
+    layer_names = h5_names(f.attrs["layer_names"], path, "attribute layer_names")
     shapes = spec.conv_shapes()
     missing = [keras_layer_name(n) for n in spec.conv_names if keras_layer_name(n) not in layer_names]
     if missing:
@@ -335,26 +336,139 @@ def read_keras_h5(f: h5py.File, path: Path, spec: NetworkSpec) -> ConvArrays:
     convs = {}
     for name in spec.conv_names:
         layer = keras_layer_name(name)
-        if layer not in f:
+        if group_link(f, layer) is None:
             raise JaxstyleError(f"{path}: not a Keras {spec.title} weights file: layer {layer} is missing")
-        group = f[layer]
-        kernel_name, bias_name = keras_weight_names(layer, _decode(group.attrs.get("weight_names", [])), path)
+        group = h5_member(f, layer, path, f"layer {layer}", h5py.Group)
+        listed = h5_names(group.attrs.get("weight_names", []), path, f"layer {layer}'s weight_names")
+        kernel_name, bias_name = keras_weight_names(layer, listed, path)
         for dataset in (kernel_name, bias_name):
-            if dataset not in group:
+            if group_link(group, dataset) is None:
                 raise JaxstyleError(f"{path}: layer {layer} lists {dataset}, which the file does not hold")
-        kernel, bias = np.asarray(group[kernel_name], np.float32), np.asarray(group[bias_name], np.float32)
+        kernel = h5_member(group, kernel_name, path, f"layer {layer}", h5py.Dataset)
+        bias = h5_member(group, bias_name, path, f"layer {layer}", h5py.Dataset)
         if kernel.shape != shapes[name] or bias.shape != (shapes[name][3],):
             raise JaxstyleError(
                 f"{path}: layer {layer} has kernel {kernel.shape} and bias {bias.shape}, "
                 f"expected {shapes[name]} and {(shapes[name][3],)}"
             )
-        convs[name] = (kernel, bias)
+        convs[name] = (h5_floats(kernel, path, f"layer {layer} kernel"), h5_floats(bias, path, f"layer {layer} bias"))
     return convs
+
+
+# h5py raises these for corrupt files, values it cannot convert, and links to nowhere.
+H5_ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError)
+
+
+@contextmanager
+def h5_errors(path: Path) -> Iterator[None]:
+    """Turn whatever h5py raises while reading ``path`` into a one-line :class:`JaxstyleError`."""
+    try:
+        yield
+    except H5_ERRORS as e:
+        raise JaxstyleError(f"{path}: unreadable HDF5 content ({one_line(e)})") from None
+
+
+def described(value: Any) -> str:
+    """``'two' (text)``, ``3.5 (float64)``: a value found in a file, short, with its type."""
+    kind = value.dtype if isinstance(value, (np.ndarray, np.generic)) else type(value).__name__
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value.decode(errors="replace") if isinstance(value, bytes) else value)
+    return f"{text if len(text) <= 40 else text[:37] + '...'} ({kind})"
+
+
+def h5_scalar(value: Any) -> Any:
+    """A zero-dimensional array's element; anything else as it is."""
+    return value[()] if isinstance(value, np.ndarray) and value.shape == () else value
+
+
+def h5_text(value: Any, path: Path, what: str) -> str:
+    """An HDF5 attribute that must be text (stored as str or as UTF-8 bytes)."""
+    value = h5_scalar(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            pass
+    elif isinstance(value, str):
+        return str(value)
+    raise JaxstyleError(f"{path}: {what} is {described(value)}, expected text")
+
+
+def h5_int(value: Any, path: Path, what: str) -> int:
+    """An HDF5 attribute that must be a whole number (an integer type, not a float or a string)."""
+    value = h5_scalar(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return int(value)
+    raise JaxstyleError(f"{path}: {what} is {described(value)}, expected a whole number")
+
+
+def group_link(group: h5py.Group, name: str) -> Any:
+    """The link ``name`` in ``group`` (``None``: there is none); a path through a missing group is none too."""
+    try:
+        return group.get(name, getlink=True)
+    except KeyError:
+        return None
+
+
+def h5_names(value: Any, path: Path, what: str) -> list[str]:
+    """An HDF5 attribute that must be a list of names (an empty array of any type is an empty list)."""
+    array = np.asarray(value)
+    if array.size == 0:
+        return []
+    if array.ndim != 1:
+        raise JaxstyleError(f"{path}: {what} is {described(value)}, expected a list of names")
+    return [h5_text(item, path, f"an entry of {what}") for item in array]
+
+
+def check_float_dtype(array: Any, path: Path, where: str) -> None:
+    """Raise unless ``array`` holds floating-point numbers: weights stored as integers or text are no weights."""
+    dtype = np.dtype(getattr(array, "dtype", object))
+    if dtype.kind != "f":
+        raise JaxstyleError(f"{path}: {where} holds {dtype_words(dtype)} values, expected floating-point numbers")
+
+
+def float32_array(array: Any) -> np.ndarray:
+    """A floating-point array as float32; values beyond its range become infinite, for :func:`check_finite`."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(array, np.float32)
+
+
+def dtype_words(dtype: np.dtype) -> str:
+    """``int32``, ``text``: what a dataset's values are, for messages."""
+    return {"S": "text", "U": "text", "O": "object", "V": "compound", "b": "boolean"}.get(dtype.kind, str(dtype))
+
+
+def h5_member(group: h5py.Group, name: str, path: Path, where: str, kind: type) -> Any:
+    """``group[name]``, which must be stored in the file itself (no soft or external link) and be a ``kind``."""
+    link = group_link(group, name)
+    if link is None:
+        raise JaxstyleError(f"{path}: {where} is missing" + ("" if kind is h5py.Group else f" its {name}"))
+    if not isinstance(link, h5py.HardLink):
+        kind_of_link = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+        raise JaxstyleError(f"{path}: {where}: {name} is {kind_of_link}; a weights file holds its arrays itself")
+    member = group[name]
+    if not isinstance(member, kind):
+        raise JaxstyleError(f"{path}: {where}: {name} is a {type(member).__name__}, expected a {kind.__name__}")
+    return member
+
+
+def h5_floats(dataset: h5py.Dataset, path: Path, where: str) -> np.ndarray:
+    """A dataset of floating-point numbers, read as float32 (integers, strings and other types refused).
+
+    Values beyond float32's range become infinite here, for :func:`check_finite` to refuse.
+    """
+    check_float_dtype(dataset, path, where)
+    return float32_array(dataset[()])
 
 
 def is_converted(f: h5py.File) -> bool:
     """Whether an open HDF5 file is jaxstyle's own converted file (of any format version)."""
-    return f.attrs.get("format") in (FORMAT, LEGACY_FORMAT)
+    fmt = h5_scalar(f.attrs.get("format"))
+    fmt = fmt.decode(errors="replace") if isinstance(fmt, bytes) else fmt
+    return isinstance(fmt, str) and fmt in (FORMAT, LEGACY_FORMAT)
 
 
 class ArrayUnpickler(pickle.Unpickler):
@@ -429,12 +543,14 @@ def from_lpips_tree(tree: Any, path: Path, spec: NetworkSpec) -> ConvArrays:
         kernel, bias = entry["kernel"], entry["bias"]
         if not (isinstance(kernel, np.ndarray) and isinstance(bias, np.ndarray)):
             raise JaxstyleError(f"{path}: VGG16_0/{key} holds {type(kernel).__name__}, not NumPy arrays")
+        check_float_dtype(kernel, path, f"VGG16_0/{key}/kernel")
+        check_float_dtype(bias, path, f"VGG16_0/{key}/bias")
         if kernel.shape != shapes[name] or bias.shape != (shapes[name][3],):
             raise JaxstyleError(
                 f"{path}: VGG16_0/{key} has kernel {kernel.shape} and bias {bias.shape}, "
                 f"expected {shapes[name]} and {(shapes[name][3],)}"
             )
-        convs[name] = (np.asarray(kernel, np.float32), np.asarray(bias, np.float32))
+        convs[name] = (float32_array(kernel), float32_array(bias))
     return convs
 
 
@@ -477,7 +593,7 @@ def read_source(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, st
     if suffix == ".safetensors":
         return read_safetensors(path, spec), {}
     if suffix in (".h5", ".hdf5"):
-        with open_h5(path) as f:
+        with open_h5(path) as f, h5_errors(path):
             if is_converted(f):
                 raise JaxstyleError(f"{path}: already a converted jaxstyle weights file; use it with --weights")
             if "layer_names" not in f.attrs:
@@ -499,12 +615,6 @@ def open_h5(path: Path) -> h5py.File:
         raise JaxstyleError(f"{path}: not a readable HDF5 file ({one_line(e)})") from None
 
 
-def one_line(e: BaseException) -> str:
-    """An exception's message on one line, without the noise of long reprs."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) < 200 else text[:197] + "..."
-
-
 # --------------------------------------------------------------------------- converted file
 
 
@@ -520,7 +630,7 @@ def write_converted(
 ) -> None:
     """Write jaxstyle's weights file of ``network`` atomically (a temporary file, then a rename)."""
     spec = check_convs(convs, network, dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_directory(dst.parent)
     with atomic_output(dst) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
@@ -580,10 +690,23 @@ def convert(
     to ``<network>-<convention>.h5`` in the user cache, where :func:`find` looks.
     """
     src = Path(src)
-    if not src.is_file():
+    try:
+        is_file = src.is_file()
+    except (OSError, ValueError) as e:
+        raise JaxstyleError(f"{src}: cannot read ({one_line(e)})") from None
+    if not is_file:
         raise JaxstyleError(f"{src}: no such file")
     if convention is not None and convention not in CONVENTIONS:
         raise JaxstyleError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+    # The output is checked before any work (hashing, reading); the default's name needs
+    # the convention, known only later: its directory is checked now, with a name like it.
+    files = RunFiles()
+    files.add_input("weights file to convert", src)
+    if dst is not None:
+        make_directory(Path(dst).parent)
+        files.add_output("converted weights", dst)
+    else:
+        check_writable(make_directory(cache_dir()) / file_name(network or DEFAULT_NETWORK, "torchvision"))
     sha256, md5 = file_digests(src)
     if isinstance(source, str):
         source = get_source(network or DEFAULT_NETWORK, source)
@@ -615,19 +738,21 @@ def convert(
     attrs.update(inner)
     if known and known.package:
         attrs["source_licence"] = known.package.licence
-    dst = Path(dst) if dst is not None else default_path(spec.name, convention)
-    write_converted(dst, convs, CONVENTIONS[convention], attrs, spec)
+    if dst is None:
+        dst = files.add_output("converted weights", default_path(spec.name, convention))
+    write_converted(Path(dst), convs, CONVENTIONS[convention], attrs, spec)
     return dst
 
 
 def file_network(f: h5py.File, path: Path) -> NetworkSpec:
     """The network a converted file holds: its ``network`` attribute; VGG-19 for format version 1 files."""
     fmt = f.attrs.get("format")
-    if fmt not in (FORMAT, LEGACY_FORMAT):
+    if not is_converted(f):
         keras = "layer_names" in f.attrs
         hint = " (a Keras file: convert it first with `jaxstyle weights convert`)" if keras else ""
         raise JaxstyleError(f"{path}: not a converted jaxstyle weights file{hint}")
-    version = int(f.attrs.get("format_version", -1))
+    fmt = h5_text(fmt, path, "attribute format")
+    version = h5_int(f.attrs.get("format_version", -1), path, "attribute format_version")
     if (fmt, version) == (LEGACY_FORMAT, LEGACY_FORMAT_VERSION):
         return network_spec(LEGACY_NETWORK)
     if (fmt, version) != (FORMAT, FORMAT_VERSION):
@@ -635,19 +760,26 @@ def file_network(f: h5py.File, path: Path) -> NetworkSpec:
             f"{path}: weights format version {version}; this jaxstyle reads versions "
             f"{LEGACY_FORMAT_VERSION} and {FORMAT_VERSION}"
         )
-    name = f.attrs.get("network")
-    return network_spec(name.decode() if isinstance(name, bytes) else str(name), path)
+    return network_spec(h5_text(f.attrs.get("network"), path, "attribute network"), path)
 
 
 def read_converted(path: Path, network: str | NetworkSpec | None = None) -> LoadedWeights:
-    """Read and check a converted file: format, network, every layer's shapes, finite values.
+    """Read and check a converted file: format, network, input convention, every layer's
+    arrays (stored in the file, floating point, of the network's shapes, finite).
 
-    With ``network``, the file must hold that network's weights.
+    Every way the file can be unusable is a one-line :class:`JaxstyleError` naming it:
+    attributes of the wrong type, arrays of strings or integers, links to nowhere or to
+    other files, and whatever else h5py refuses to read. With ``network``, the file must
+    hold that network's weights.
     """
     path = Path(path)
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError) as e:
+        raise JaxstyleError(f"{path}: cannot read ({one_line(e)})") from None
+    if not is_file:
         raise JaxstyleError(f"{path}: no such weights file")
-    with open_h5(path) as f:
+    with open_h5(path) as f, h5_errors(path):
         spec = file_network(f, path)
         if network is not None and network_spec(network) != spec:
             wanted = network_spec(network)
@@ -655,22 +787,49 @@ def read_converted(path: Path, network: str | NetworkSpec | None = None) -> Load
                 f"{path}: holds {spec.title} weights, not {wanted.title}; pass --network {spec.name} "
                 f"or a {wanted.title} weights file"
             )
-        name = str(f.attrs.get("convention"))
+        name = h5_text(f.attrs.get("convention"), path, "attribute convention")
         if name not in CONVENTIONS:
             raise JaxstyleError(f"{path}: unknown input convention {name!r}")
+        check_recorded_convention(f.attrs, CONVENTIONS[name], path)
         convs: ConvArrays = {}
         for conv, shape in spec.conv_shapes().items():
-            if conv not in f or "kernel" not in f[conv] or "bias" not in f[conv]:
-                raise JaxstyleError(f"{path}: layer {conv} is missing")
-            kernel, bias = np.asarray(f[conv]["kernel"], np.float32), np.asarray(f[conv]["bias"], np.float32)
+            group = h5_member(f, conv, path, f"layer {conv}", h5py.Group)
+            kernel = h5_member(group, "kernel", path, f"layer {conv}", h5py.Dataset)
+            bias = h5_member(group, "bias", path, f"layer {conv}", h5py.Dataset)
             if kernel.shape != shape or bias.shape != (shape[3],):
-                raise JaxstyleError(f"{path}: layer {conv} has kernel {kernel.shape}, expected {shape}")
-            convs[conv] = (kernel, bias)
+                raise JaxstyleError(
+                    f"{path}: layer {conv} has kernel {kernel.shape} and bias {bias.shape}, "
+                    f"expected {shape} and {(shape[3],)}"
+                )
+            convs[conv] = (h5_floats(kernel, path, f"layer {conv} kernel"), h5_floats(bias, path, f"layer {conv} bias"))
         attrs = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in f.attrs.items()}
     check_finite(convs, path)
-    attrs = {k: str(v) for k, v in attrs.items()}
+    attrs = {k: v.decode(errors="replace") if isinstance(v, bytes) else str(v) for k, v in attrs.items()}
     attrs.setdefault("network", spec.name)  # format version 1: VGG-19, by definition
     return LoadedWeights(convs=convs, convention=CONVENTIONS[name], attrs=attrs, path=path, network=spec)
+
+
+def check_recorded_convention(attrs: h5py.AttributeManager, convention: InputConvention, path: Path) -> None:
+    """Raise unless the ``input_*`` attributes a file records (where it has them) are its convention's.
+
+    The preprocessing is taken from the convention's name; a file whose recorded
+    channel order, scale, mean or standard deviation say otherwise is corrupt.
+    """
+    if "input_order" in attrs:
+        order = h5_text(attrs["input_order"], path, "attribute input_order")
+        if order != ("BGR" if convention.bgr else "RGB"):
+            raise JaxstyleError(f"{path}: input order {order!r} contradicts its {convention.name} convention")
+    for key, expected in (
+        ("input_scale", [convention.scale]),
+        ("input_mean", convention.mean),
+        ("input_std", convention.std),
+    ):
+        if key in attrs:
+            value = np.asarray(attrs[key])
+            if value.dtype.kind not in "iuf" or value.size != len(expected) or not np.allclose(value.ravel(), expected):
+                raise JaxstyleError(
+                    f"{path}: attribute {key} {one_line(Exception(value))} contradicts its {convention.name} convention"
+                )
 
 
 # --------------------------------------------------------------------------- where files live
