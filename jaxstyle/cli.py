@@ -328,7 +328,11 @@ def checkpoint_options(args: argparse.Namespace):
         raise JaxstyleError(f"--checkpoint-every must be at least 1, not {args.checkpoint_every}")
     if not (math.isfinite(args.checkpoint_minutes) and args.checkpoint_minutes > 0):
         raise JaxstyleError(f"--checkpoint-minutes must be a finite number > 0, not {args.checkpoint_minutes}")
-    return CheckpointOptions(Path(args.checkpoint_dir), args.checkpoint_every, args.checkpoint_minutes, args.resume)
+    from jaxstyle.files import check_writable, make_directory
+
+    directory = make_directory(args.checkpoint_dir)  # checked before any work, like every output
+    check_writable(directory / "checkpoint")
+    return CheckpointOptions(directory, args.checkpoint_every, args.checkpoint_minutes, args.resume)
 
 
 def progress_reporter(args: argparse.Namespace, label: str, main_process: bool = True):
@@ -647,6 +651,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `jaxstyle presets | head`
         sys.stderr.close()
         return 141
+    except MemoryError:
+        print("jaxstyle: out of host memory; try a smaller --size or --max-side, or a --batch-size", file=sys.stderr)
+        return 2
     except Exception as e:
         from jaxstyle.pipeline import Stopped
 

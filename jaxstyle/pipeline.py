@@ -661,7 +661,16 @@ def run_job(
     """
     checkpoints = Checkpoints(checkpoint, fingerprint(job)) if checkpoint is not None else None
     runner = Runner(job, mesh, on_chunk, on_snapshot, raise_on_divergence, checkpoints, stop_signal)
-    return runner.run()
+    try:
+        return runner.run()
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        h, w = job.plan.stages[-1].size
+        raise JaxstyleError(
+            f"out of device memory at {h}x{w} with micro-batches of {job.plan.batch_size} setting(s); "
+            "use a smaller --size or --max-side, or a smaller --batch-size"
+        ) from None
 
 
 class Runner:
