@@ -132,8 +132,9 @@ BF16_LOSS_RTOL = 0.03
 BF16_BLOCK = 16
 BF16_BLOCK_ATOL = 0.015
 # L-BFGS (gatys's settings, 72x96 px, 60 steps) against Adam at the same number of
-# value-and-gradient evaluations (61): final loss measured 8.32 against 9.22 (Adam lr 0.05;
-# 9.42 at lr 0.02, 10.57 at 0.1): ratio 0.90 -> at most 0.97
+# value-and-gradient evaluations (61), both images clipped to [0, 1] as written: final loss
+# measured 8.36 against 9.22 (Adam lr 0.05; 9.42 at lr 0.02, 10.57 at 0.1): ratio 0.91 -> at
+# most 0.97. Every L-BFGS step lowered the loss by at least 0.14% of the initial loss.
 LBFGS_SIDE, LBFGS_STEPS, ADAM_LR = 96, 60, 0.05
 LBFGS_OVER_ADAM = 0.97
 
@@ -216,11 +217,12 @@ def test_lbfgs_lowers_the_loss_at_every_step_and_beats_adam_at_equal_evaluations
     Adam runs the same recipe for as many steps as L-BFGS used evaluations.
     """
     import jax
+    import jax.numpy as jnp
     import optax
 
     import jaxstyle
     from jaxstyle.api import prepare
-    from jaxstyle.solve import optimizer_step, start_state
+    from jaxstyle.solve import optimizer_step, start_state, total_loss
 
     common = dict(preset="gatys", convention="torchvision", network="vgg16", weights=real_vgg16)
     common.update(max_side=LBFGS_SIDE)
@@ -243,4 +245,10 @@ def test_lbfgs_lowers_the_loss_at_every_step_and_beats_adam_at_equal_evaluations
         images["content"], images["style"], optimizer="adam", lr=ADAM_LR, steps=evaluations, **common
     )
     assert adam.settings.init == "gaussian" and len(adam.trace["total"]) == evaluations
-    assert totals[-1] <= LBFGS_OVER_ADAM * adam.final_losses["total"], (totals[-1], adam.final_losses["total"])
+    # Like for like: stylize's final losses are those of the image written, clipped to [0, 1].
+    pixels = jnp.clip(p.convention.from_network(state.image), 0.0, 1.0)
+    loss = jax.jit(total_loss, static_argnames=("graphdef", "recipe"))
+    lbfgs_final = float(
+        loss(p.convention.to_network(pixels), p.graphdef, p.params, p.recipe, p.targets, p.loss_weights)
+    )
+    assert lbfgs_final <= LBFGS_OVER_ADAM * adam.final_losses["total"], (lbfgs_final, adam.final_losses["total"])
