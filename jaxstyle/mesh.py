@@ -75,6 +75,24 @@ def to_host(tree: Any) -> Any:
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def agreed(signum: int | None, due: bool) -> tuple[int | None, bool]:
+    """Whether any process was asked to stop (by which signal) and whether any finds a checkpoint due.
+
+    Each process catches its own signals and reads its own clock. A process acting on
+    them alone would stop, or enter the checkpoint's barrier, while another runs the next
+    step's collectives, and both would wait forever; so at each chunk boundary every
+    process takes the same decision: ``max`` over processes of the signal number (0 for
+    none) and of ``due``.
+    """
+    if jax.process_count() == 1:
+        return signum, due
+    from jax.experimental import multihost_utils
+
+    flags = np.asarray(multihost_utils.process_allgather(np.array([signum or 0, int(due)], np.int32)))
+    signals, dues = flags.reshape(-1, 2).T
+    return (int(signals.max()) or None), bool(dues.max())
+
+
 def local_rows(array: jax.Array) -> list[int]:
     """Indexes along the leading axis whose data this process holds (first replica only)."""
     rows: set[int] = set()
@@ -98,6 +116,11 @@ def initialize_distributed(
         raise JaxstyleError("--coordinator, --num-processes and --process-id go together")
     # Only CPU devices use this setting; on accelerators it changes nothing.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX's preemption service would take SIGTERM from jaxstyle's own handler (and agree on
+    # it through reached_preemption_sync_point at every step). Off: the runner agrees on any
+    # stop signal, SIGINT too, and on time-based checkpoints, in one collective per chunk
+    # (:func:`agreed`).
+    jax.config.update("jax_enable_preemption_service", False)
     try:
         if coordinator is None:
             jax.distributed.initialize()

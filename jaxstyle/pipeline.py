@@ -618,13 +618,15 @@ def output_arrays(output: RunOutput, prefix: str) -> dict[str, np.ndarray]:
     """A finished micro-batch's results as flat named arrays for a checkpoint."""
     out = {f"{prefix}images": output.images, f"{prefix}diverged_at": output.diverged_at}
     out.update({f"{prefix}stage_steps": output.stage_steps, f"{prefix}converged_at": output.converged_at})
-    out[f"{prefix}local"] = np.asarray(output.local, np.int64)
+    # Not ``output.local``: it differs between processes, and the checkpoint's host arrays
+    # are written by process 0 alone (the rest are the same in every process).
     out.update({f"{prefix}trace/{name}": v for name, v in output.trace.items()})
     out.update({f"{prefix}final/{name}": v for name, v in output.final_losses.items()})
     return out
 
 
-def output_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> RunOutput:
+def output_from_arrays(arrays: dict[str, np.ndarray], prefix: str, local: list[int]) -> RunOutput:
+    """A finished micro-batch from its checkpointed arrays; ``local`` as in :class:`RunOutput`."""
     return RunOutput(
         images=arrays[f"{prefix}images"],
         trace={name: arrays[f"{prefix}trace/{name}"] for name in LOSS_NAMES},
@@ -632,7 +634,7 @@ def output_from_arrays(arrays: dict[str, np.ndarray], prefix: str) -> RunOutput:
         diverged_at=arrays[f"{prefix}diverged_at"],
         stage_steps=arrays[f"{prefix}stage_steps"],
         converged_at=arrays[f"{prefix}converged_at"],
-        local=arrays[f"{prefix}local"].tolist(),
+        local=local,
         seconds=0.0,
     )
 
@@ -741,7 +743,12 @@ class Runner:
         abstract = jax.eval_shape(lambda d, im: self.start_state(d, position.stage, im), device, images)
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharded), abstract)
         state, arrays = self.checkpoints.restore(done, meta, abstract)
-        self.done = [output_from_arrays(arrays, f"done{n}/") for n in range(position.micro_batch)]
+        # This process's rows of a micro-batch: the same offsets in every micro-batch.
+        offsets = meshlib.local_rows(state.image)
+        self.done = [
+            output_from_arrays(arrays, f"done{n}/", [self.plan.micro_batches[n].start + r for r in offsets])
+            for n in range(position.micro_batch)
+        ]
         return Progress.from_arrays(arrays, "now/", position.stage, position.chunks_done), state
 
     def start_state(self, host: tuple, stage: int, images: jax.Array | None = None) -> SolverState:
@@ -841,7 +848,8 @@ class Runner:
         """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""
         signum = self.stop_signal() if self.stop_signal is not None else None
         done = position.micro_batch * self.plan.steps + position.step
-        if self.checkpoints is not None and (signum is not None or self.checkpoints.due(done)):
+        signum, due = meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(done))
+        if self.checkpoints is not None and (signum is not None or due):
             arrays = progress.to_arrays("now/")
             for n, output in enumerate(self.done):
                 arrays.update(output_arrays(output, f"done{n}/"))

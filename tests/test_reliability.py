@@ -191,3 +191,73 @@ def test_progress_lines_in_a_log_file_and_json(tmp_path, weight_files, images_on
     assert [(r["step"], r["stage"], r["done"]) for r in records] == [(10, 1, 10), (20, 1, 20), (30, 2, 30), (40, 2, 40)]
     assert records[-1]["eta_seconds"] == 0 and records[-1]["steps_per_second"] > 0
     assert all(r["loss"] > 0 and r["micro_batches"] == 1 for r in records)
+
+
+@pytest.mark.slow  # five fresh processes, four of them two-process runs
+def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_path, weight_files, images_on_disk):
+    """SIGTERM reaches process 1 only, in the second of three micro-batches: both processes
+    stop at the same chunk end (exit 75) with one shared checkpoint; restarted with
+    --resume, each writes its own settings' images, equal to an uninterrupted run's."""
+    from tests.test_sweep import free_port
+
+    common = [str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--size", "48x64", "--steps", "20"]
+    common += ["--style-weight", "1e2,1e3,1e4", "--tv-weight", "0,10", "--batch-size", "2"]
+    common += ["--weights", str(weight_files["torchvision"]), "--progress", "json", "--progress-interval", "0"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+
+    def two_processes(port: int, *extra: str) -> list[subprocess.Popen]:
+        checkpoints = ("--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "10", *extra)
+        distributed = ("--coordinator", f"127.0.0.1:{port}", "--num-processes", "2")
+        return [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "jaxstyle",
+                    "sweep",
+                    *common,
+                    *checkpoints,
+                    *distributed,
+                    "--process-id",
+                    str(i),
+                    "-o",
+                    str(tmp_path / f"p{i}"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+
+    def finish(procs: list[subprocess.Popen]) -> list[int]:
+        try:
+            return [p.wait(timeout=300) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+
+    procs = two_processes(free_port())
+    for line in procs[0].stderr:  # only process 0 reports progress (after its plan line)
+        if line.startswith("{") and json.loads(line)["done"] >= 30:  # micro-batch 2 of 3 (20 steps each) under way
+            procs[1].send_signal(signal.SIGTERM)
+            break
+    assert finish(procs) == [EXIT_PREEMPTED, EXIT_PREEMPTED], [p.stderr.read() for p in procs]
+    assert not any(p.exists() and any(p.iterdir()) for p in (tmp_path / "p0", tmp_path / "p1"))
+    resumed = two_processes(free_port(), "--resume")
+    assert finish(resumed) == [0, 0], [p.stderr.read() for p in resumed]
+    one = subprocess.run(  # uninterrupted, the same 2-device layout in one process
+        [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(tmp_path / "one")],
+        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr
+    images = {path.name: path for i in range(2) for path in (tmp_path / f"p{i}").glob("0*.png")}
+    reference = sorted((tmp_path / "one").glob("0*.png"))
+    assert sorted(images) == [path.name for path in reference] and len(reference) == 6
+    assert len(list((tmp_path / "p1").glob("0*.png"))) == 3  # process 1 wrote its own three settings
+    for path in reference:
+        np.testing.assert_array_equal(np.asarray(Image.open(images[path.name])), np.asarray(Image.open(path)))
