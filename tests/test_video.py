@@ -20,17 +20,17 @@ import pytest
 pytest.importorskip("cv2")
 pytest.importorskip("imageio_ffmpeg")
 
-from jaxstyle.errors import JaxstyleError  # noqa: E402
-from jaxstyle.flow import consistency_mask, flows, warp  # noqa: E402
-from jaxstyle.losses import TemporalTarget, temporal_loss  # noqa: E402
-from jaxstyle.nets import TINY  # noqa: E402
-from jaxstyle.preprocess import TORCHVISION  # noqa: E402
-from jaxstyle.synthetic import PanZoom, photo_rgb, render, true_flow  # noqa: E402
-from jaxstyle.video import Motion, ffmpeg_exe, read_clip, temporal_error, video, write_clip  # noqa: E402
-from jaxstyle.weights import random_convs, write_converted  # noqa: E402
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.flow import consistency_mask, flows, warp
+from jaxstyle.losses import TemporalTarget, temporal_loss
+from jaxstyle.nets import TINY
+from jaxstyle.preprocess import TORCHVISION
+from jaxstyle.synthetic import PanZoom, photo_rgb, render, true_flow
+from jaxstyle.video import Motion, ffmpeg_exe, read_clip, temporal_error, video, write_clip
+from jaxstyle.weights import random_convs, write_converted
 
-from .real_weights import PHOTO  # noqa: E402
-from .test_bad_input import assert_one_line_error, run_cli  # noqa: E402
+from .real_weights import PHOTO
+from .test_bad_input import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 MOTION = PanZoom(size=(48, 64))
@@ -112,7 +112,8 @@ def test_consistency_criteria():
     # only the boundary criterion (central differences: |∂u/∂x| = 1.5 at columns 19 and 20)
     # drops it; smoothing then lifts it a little from its neighbour at 1.
     mask = consistency_mask(step, -step)
-    assert mask[8:-8, w // 2].max() < 0.1 and mask[8:-8, w // 2 + 3 : -7].min() == 1.0  # the last 4 columns leave the frame
+    # (The last 4 columns leave the frame.)
+    assert mask[8:-8, w // 2].max() < 0.1 and mask[8:-8, w // 2 + 3 : -7].min() == 1.0
 
 
 def test_warp_by_a_known_shift(rng):
@@ -306,7 +307,7 @@ def test_encoder_failure_leaves_nothing(tmp_path, clip, monkeypatch):
     """FFmpeg failing mid-write (here: no such encoder) is one line, and no partial file stays."""
     from jaxstyle import video as videomod
 
-    options, audio = videomod.ENCODINGS[".mp4"]
+    audio = videomod.ENCODINGS[".mp4"][1]
     monkeypatch.setitem(videomod.ENCODINGS, ".mp4", (["-c:v", "no-such-encoder"], audio))
     with pytest.raises(JaxstyleError, match="FFmpeg failed"):
         write_clip(tmp_path / "x.mp4", clip[:2], 8.0)
