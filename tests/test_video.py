@@ -40,6 +40,7 @@ BORDER = 4  # DIS has no data beyond the frame: its flow is judged this far insi
 # 0.11-0.21 px backward per pair, for true motions of about 1.7 px.
 FLOW_TOLERANCE_PX = 0.3
 TINY_RUN = {"network": "tiny", "content_layers": ("relu4_1",), "size": (48, 64)}
+TINY_CLI = ["--network", "tiny", "--content-layers", "relu4_1"]
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +187,8 @@ def test_multipass_on_four_devices_equals_one_float64(tmp_path, tiny_weights):
     assert r["devices"] == 4
     assert np.abs(r["all_frames"] - r["one_frames"]).max() < 1e-10
     np.testing.assert_allclose(r["all_total"], r["one_total"], rtol=1e-10)
-    assert (r["all_temporal"][:-1] > 0).all()  # the last pass ran backward: the end frame has no neighbour
+    # Pass 3 runs forward: every frame but the first is pulled towards its warped predecessor.
+    assert r["all_temporal"][0] == 0 and (r["all_temporal"][1:] > 0).all()
 
 
 # --------------------------------------------------------------------------- files
@@ -293,12 +295,12 @@ def test_cli_broken_video_is_one_line_and_writes_nothing(tmp_path, tiny_weights)
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 4)
     out = tmp_path / "out.mp4"
-    proc = run_cli("video", broken, PHOTO, "-o", out, "--weights", tiny_weights, "--network", "tiny", "-q")
+    proc = run_cli("video", broken, PHOTO, "-o", out, "--weights", tiny_weights, *TINY_CLI, "-q")
     assert_one_line_error(proc, str(broken), "cannot read as a video")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
-    proc = run_cli("video", tmp_path / "missing.webm", PHOTO, "-o", out, "--weights", tiny_weights, "-q")
+    proc = run_cli("video", tmp_path / "missing.webm", PHOTO, "-o", out, "--weights", tiny_weights, *TINY_CLI, "-q")
     assert_one_line_error(proc, "missing.webm", "no such file")
-    proc = run_cli("video", broken, PHOTO, "-o", tmp_path / "out.avi", "--weights", tiny_weights, "-q")
+    proc = run_cli("video", broken, PHOTO, "-o", tmp_path / "out.avi", "--weights", tiny_weights, *TINY_CLI, "-q")
     assert_one_line_error(proc, "out.avi", "unsupported output type")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.mp4"]
 
