@@ -460,10 +460,10 @@ def cmd_sweep(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
 
 
 def cmd_video(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
-    """``jaxstyle video IN STYLE -o OUT``: a clip stylized with temporal consistency (:mod:`jaxstyle.video`)."""
+    """``jaxstyle video IN STYLE -o OUT``: a clip stylized with temporal consistency (:mod:`jaxstyle.clips`)."""
     import jax
 
-    from jaxstyle.video import check_output, read_clip, video
+    from jaxstyle.clips import check_output, read_clip, video
 
     settings = settings_from_args(args)
     files = run_files(args, settings, [], csv_names(args.style))

@@ -385,7 +385,7 @@ def upsample(images: jax.Array, size: tuple[int, int], convention: InputConventi
 
 @dataclass
 class FrameTargets:
-    """Per-point inputs of video frames (:mod:`jaxstyle.video`), host arrays at the output size.
+    """Per-point inputs of video frames (:mod:`jaxstyle.clips`), host arrays at the output size.
 
     Attributes:
       init: each point's starting image, RGB ``(K, H, W, 3)`` (the previous stylized

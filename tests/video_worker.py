@@ -12,8 +12,8 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 
+from jaxstyle.clips import video  # noqa: E402
 from jaxstyle.synthetic import PanZoom, photo_rgb, render  # noqa: E402
-from jaxstyle.video import video  # noqa: E402
 
 out, weights, photo = sys.argv[1], sys.argv[2], sys.argv[3]
 frames = render(photo_rgb(photo), PanZoom(size=(48, 64)), 6)  # 6 frames: padded to 8 over 4 devices
