@@ -337,8 +337,12 @@ def test_encoder_failure_leaves_nothing(tmp_path, clip, monkeypatch):
 
 # The consistency check's clip and recipe: small enough for two CPU runs of about a minute.
 REAL_FRAMES, REAL_STEPS = 5, 40
-# Measured (2 CPU cores, jax 0.10.2): independent frames 0.0000, sequential 0.0000, ratio 0.00.
-CONSISTENCY_FACTOR = 0.0
+# Measured (2 shared AMD EPYC cores, jax 0.10.2, float32): temporal error of independent frames
+# 0.0877, of the sequential video 0.0279, ratio 3.14 (160 s at load average 8). The limit keeps
+# a 20% margin. (At 64x96, 8 frames, 100 steps: 0.0785 against 0.0172, ratio 4.6, with the
+# sequential style loss 1.13x the independent frames'; without the temporal loss but with the
+# warped initialisation, 0.0521.)
+CONSISTENCY_FACTOR = 2.5
 
 
 @pytest.mark.slow
