@@ -231,6 +231,7 @@ def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: float, audio_fr
         try:
             for number, frame in enumerate(frames, start=1):
                 imageio.save_image(tmp / f"frame_{number:06d}.png", frame)
+            os.chmod(tmp, 0o755)  # mkdtemp's 0700, as a new folder would have been made
             if path.exists():
                 path.rmdir()  # empty, checked above
             os.replace(tmp, path)
