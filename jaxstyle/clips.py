@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,6 +52,13 @@ from jaxstyle.config import Settings, numbers_checked_as, resolve
 from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import TEMPORARY_SUFFIX, temporary_prefix
 from jaxstyle.flow import consistency_mask, flows, warp
+
+if TYPE_CHECKING:  # the pipeline imports JAX: only when a run starts
+    from jax.sharding import Mesh
+
+    from jaxstyle.pipeline import ChunkReport, FrameTargets, Job
+
+    OnChunk = Callable[[ChunkReport], None] | None
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv")
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
@@ -361,14 +369,16 @@ class VideoResult:
     temporal_weight: float
 
 
-def no_frames(k: int, hw: tuple[int, int]):
+def no_frames(k: int, hw: tuple[int, int]) -> FrameTargets:
     """Frame targets that change nothing: temporal weight 0 (same pytree as real ones, so no recompile)."""
     from jaxstyle.pipeline import FrameTargets
 
     return FrameTargets(None, np.zeros((k, *hw, 3), np.float32), np.zeros((k, *hw), np.float32), np.zeros(k))
 
 
-def run_sequential(job, frames: np.ndarray, motion: Motion, temporal_weight: float, on_chunk) -> tuple:
+def run_sequential(
+    job: Job, frames: np.ndarray, motion: Motion, temporal_weight: float, on_chunk: OnChunk
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Frame after frame on one device: each starts from, and is pulled towards, the previous result warped."""
     from jaxstyle.pipeline import FrameTargets, run_job, single_device_mesh
 
@@ -387,7 +397,7 @@ def run_sequential(job, frames: np.ndarray, motion: Motion, temporal_weight: flo
     return np.stack(out), {name: np.concatenate([loss[name] for loss in losses]) for name in losses[0]}
 
 
-def pass_targets(p: int, previous: np.ndarray, motion: Motion, temporal_weight: float, blend: float):
+def pass_targets(p: int, previous: np.ndarray, motion: Motion, temporal_weight: float, blend: float) -> FrameTargets:
     """Pass ``p``'s (``p >= 2``) frame targets from the previous pass's frames, artistic_video_multiPass.lua's way.
 
     Even passes run backward (the neighbour is the next frame), odd passes forward
@@ -417,7 +427,14 @@ def pass_targets(p: int, previous: np.ndarray, motion: Motion, temporal_weight: 
 
 
 def run_multipass(
-    job, mesh, frames: np.ndarray, motion: Motion, temporal_weight: float, passes: int, blend: float, on_chunk
+    job: Job,
+    mesh: Mesh,
+    frames: np.ndarray,
+    motion: Motion,
+    temporal_weight: float,
+    passes: int,
+    blend: float,
+    on_chunk: OnChunk,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """All frames as one batch, ``passes`` times (see the module's docstring)."""
     from jaxstyle.pipeline import run_job
@@ -453,7 +470,7 @@ def video(
     settings: Settings | None = None,
     devices: int | None = None,
     batch_size: int | None = None,
-    progress: Callable | None = None,
+    progress: Callable[[ChunkReport], None] | None = None,
     dtype: str = "float32",
     compute_dtype: str | None = None,
     **overrides,
@@ -530,7 +547,7 @@ def video(
     return VideoResult(out, clip.fps, motion, losses, seconds, flow_seconds, settings, mode, passes, temporal_weight)
 
 
-def as_clip(clip, frames: str | None, fps: float | None) -> Clip:
+def as_clip(clip: str | os.PathLike | np.ndarray | Clip, frames: str | None, fps: float | None) -> Clip:
     """A :class:`Clip` from a path, an array or a clip, frames ``START:END`` of it."""
     if isinstance(clip, Clip):
         return clip
