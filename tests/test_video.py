@@ -187,6 +187,27 @@ def test_temporal_loss_makes_frames_consistent_tiny(clip, tiny_weights):
     assert temporal_error(tied.frames, tied.motion) < temporal_error(free.frames, free.motion)
 
 
+def test_multipass_blends_the_neighbour_in_the_pass_direction(rng):
+    """artistic_video_multiPass.lua's start of a pass: ``(x + c w) / (1 + c)``, forward on odd passes."""
+    from jaxstyle.clips import pass_targets
+
+    n, h, w = 4, 6, 8
+    previous = rng.uniform(0, 1, size=(n, h, w, 3)).astype(np.float32)
+    still = np.zeros((n - 1, h, w, 2), np.float32)  # no motion: warping changes nothing
+    mask = rng.uniform(0, 1, size=(n - 1, h, w)).astype(np.float32)
+    motion = Motion(still, still, mask, mask[::-1].copy())
+    forward = pass_targets(3, previous, motion, 200.0, 1.0)
+    c = mask[..., None]
+    np.testing.assert_allclose(forward.init[1:], (previous[1:] + c * previous[:-1]) / (1 + c), rtol=1e-6)
+    np.testing.assert_array_equal(forward.init[0], previous[0])
+    np.testing.assert_array_equal(forward.weight, [0.0, 200.0, 200.0, 200.0])
+    backward = pass_targets(2, previous, motion, 200.0, 0.5)
+    c = 0.5 * mask[::-1][..., None]
+    np.testing.assert_allclose(backward.init[:-1], (previous[:-1] + c * previous[1:]) / (1 + c), rtol=1e-6)
+    np.testing.assert_array_equal(backward.weight, [200.0, 200.0, 200.0, 0.0])
+    np.testing.assert_array_equal(backward.warped[:-1], previous[1:])
+
+
 @pytest.mark.slow  # a fresh process with 4 forced CPU devices
 def test_multipass_on_four_devices_equals_one_float64(tmp_path, tiny_weights):
     if not PHOTO.is_file():
