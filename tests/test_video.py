@@ -175,8 +175,8 @@ def test_sequential_first_frame_is_a_plain_stylization(clip, tiny_weights):
     result = video(clip[:2], clip[0], mode="sequential", **common)
     single = jaxstyle.stylize(clip[0], clip[0], **common)
     np.testing.assert_allclose(result.frames[0], single.image, rtol=0, atol=1e-12)
-    assert result.final_losses["temporal"][0] == 0.0 or result.final_losses["temporal"][0] > 0  # reported
-    assert (result.final_losses["temporal"][1:] > 0).all()
+    # Frame 0's temporal target has an all-zero mask (and weight 0); frame 1's is real.
+    assert result.final_losses["temporal"][0] == 0.0 and result.final_losses["temporal"][1] > 0
 
 
 def test_temporal_loss_makes_frames_consistent_tiny(clip, tiny_weights):
@@ -374,6 +374,8 @@ def test_real_vgg16_sequential_is_more_consistent_than_independent_frames(real_v
     Measured as :func:`temporal_error` (mean absolute difference to the warped predecessor over
     reliable pixels), with the flows and masks of the known motion: the estimator is not judged by itself.
     """
+    if not SHARED_STYLE.is_file():
+        pytest.skip(f"{SHARED_STYLE} is missing")
     style = SHARED_STYLE
     common = {"weights": real_vgg16, "network": "vgg16", "content_layers": ("relu4_2",), "style_weight": 1e5}
     common.update(size=MOTION.size, steps=REAL_STEPS)
