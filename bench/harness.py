@@ -366,6 +366,9 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
+    from bench.video import VIDEO_RESULTS, markdown
+
+    out += markdown(results_dir / VIDEO_RESULTS.name)
     return "\n".join(out)
 
 

@@ -9,16 +9,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["PRESETS", "JaxstyleError", "Result", "Settings", "__version__", "stylize"]
+__all__ = ["PRESETS", "JaxstyleError", "Result", "Settings", "VideoResult", "__version__", "stylize", "video"]
 
 if TYPE_CHECKING:
     from jaxstyle.api import Result, stylize
+    from jaxstyle.clips import VideoResult, video
     from jaxstyle.config import PRESETS, Settings
     from jaxstyle.errors import JaxstyleError
 
 _LAZY = {
     "stylize": "jaxstyle.api",
     "Result": "jaxstyle.api",
+    "video": "jaxstyle.clips",
+    "VideoResult": "jaxstyle.clips",
     "Settings": "jaxstyle.config",
     "PRESETS": "jaxstyle.config",
     "JaxstyleError": "jaxstyle.errors",

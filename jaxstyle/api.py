@@ -10,6 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -97,7 +98,7 @@ class Problem:
     def loss_weights(self) -> LossWeights:
         """The setting's loss weights as arrays."""
         setting = self.job.per_setting()[0]
-        return LossWeights(*(jnp.asarray(leaf[0]) for leaf in setting.weights))
+        return jax.tree.map(lambda leaf: jnp.asarray(leaf[0]), setting.weights)
 
     @cached_property
     def state(self) -> SolverState:

@@ -16,7 +16,7 @@ import jax
 from flax import nnx
 from jax import Array
 
-from jaxstyle.losses import LossWeights, Targets
+from jaxstyle.losses import LossWeights, Targets, TemporalTarget
 from jaxstyle.solve import Recipe, SolverState, content_targets, objective, optimizer_step, start_state
 
 
@@ -27,11 +27,13 @@ class Setting(NamedTuple):
       weights: its loss weights.
       content_index: which content image (index into the stacked content targets).
       style_index: which style target (index into the stacked style targets).
+      temporal: a video frame's own temporal target (``None`` for still images).
     """
 
     weights: LossWeights
     content_index: Array
     style_index: Array
+    temporal: TemporalTarget | None = None
 
 
 def stack_content_targets(
@@ -44,13 +46,22 @@ def stack_content_targets(
 stack_content_targets_jit = jax.jit(stack_content_targets, static_argnames=("graphdef", "recipe"))
 
 
-def select_targets(stacked: Targets, content_index: Array, style_index: Array) -> Targets:
-    """The targets of one setting: ``stacked.content[l][content_index]`` and likewise for styles."""
+def select_targets(
+    stacked: Targets, content_index: Array, style_index: Array, temporal: TemporalTarget | None = None
+) -> Targets:
+    """The targets of one setting: ``stacked.content[l][content_index]`` and likewise for styles;
+    ``temporal`` is the setting's own (per-setting data, not shared)."""
     return Targets(
         content=tuple(t[content_index] for t in stacked.content),
         style_gram=jax.tree.map(lambda g: g[style_index], stacked.style_gram),
         style_w2=jax.tree.map(lambda g: g[style_index], stacked.style_w2),
+        temporal=temporal,
     )
+
+
+def setting_targets(stacked: Targets, setting: Setting) -> Targets:
+    """:func:`select_targets` for ``setting``."""
+    return select_targets(stacked, setting.content_index, setting.style_index, setting.temporal)
 
 
 def init_batch(
@@ -67,7 +78,7 @@ def init_batch(
     """Initial state of K settings from their images (K, 1, H, W, 3) and per-setting values (K,)."""
 
     def one(setting: Setting, image: Array, lr: Array, ema: Array, tol: Array) -> SolverState:
-        t = select_targets(targets, setting.content_index, setting.style_index)
+        t = setting_targets(targets, setting)
         return start_state(graphdef, recipe, params, t, setting.weights, image, lr, ema, tol)
 
     return jax.vmap(one)(settings, images, learning_rates, ema_decays, tols)
@@ -82,7 +93,7 @@ def batch_losses(
     """``{content, style, tv, total}`` of each setting's image ``images[k]`` (K, 1, H, W, 3); each ``(K,)``."""
 
     def one(setting: Setting, image: Array) -> dict[str, Array]:
-        t = select_targets(targets, setting.content_index, setting.style_index)
+        t = setting_targets(targets, setting)
         return objective(image, graphdef, params, recipe, t, setting.weights)[1]
 
     return jax.vmap(one)(settings, images)
@@ -110,7 +121,7 @@ def run_batch_chunk(
     """
 
     def one(setting: Setting, st: SolverState) -> tuple[SolverState, dict[str, Array]]:
-        t = select_targets(targets, setting.content_index, setting.style_index)
+        t = setting_targets(targets, setting)
         return optimizer_step(graphdef, recipe, params, t, setting.weights, st)
 
     if len(settings.content_index) == 1:

@@ -459,6 +459,44 @@ def cmd_sweep(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     return 0
 
 
+def cmd_video(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
+    """``jaxstyle video IN STYLE -o OUT``: a clip stylized with temporal consistency (:mod:`jaxstyle.clips`)."""
+    import jax
+
+    from jaxstyle.clips import check_output, read_clip, video
+
+    settings = settings_from_args(args)
+    files = run_files(args, settings, [], csv_names(args.style))
+    files.add_input("input video", args.input)
+    out = check_output(args.output)
+    if out.suffix:  # a file; a folder output is new or empty, so no input is in it
+        files.add_output("-o", out)
+    clip = read_clip(args.input, args.frames, args.fps)
+    with progress_reporter(args, "video") as progress:
+        result = video(
+            clip,
+            list(csv_names(args.style)),
+            out,
+            mode=args.mode,
+            passes=args.passes,
+            temporal_weight=args.temporal_weight,
+            blend_weight=args.blend_weight,
+            settings=settings,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            progress=progress,
+            compute_dtype=args.compute_dtype,
+        )
+    if not args.quiet:
+        n, h, w = result.frames.shape[:3]
+        devices = 1 if args.mode == "sequential" else len(jax.devices())
+        print(
+            f"wrote {out} ({n} frames, {h}x{w}, {result.fps:g} fps; {args.mode} on {devices} device(s), "
+            f"{result.seconds:.1f} s, flow {result.flow_seconds:.1f} s)"
+        )
+    return 0
+
+
 def cmd_weights_convert(args: argparse.Namespace) -> int:
     from jaxstyle.weights import convert
 
@@ -589,6 +627,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_options(sw, swept_lists=True)
     sw.set_defaults(func=cmd_sweep)
 
+    v = sub.add_parser("video", help="stylize a video with temporal consistency (Ruder et al. 2016)")
+    v.add_argument("input", help="video file (mp4, webm, gif, mov, mkv) or a folder of frames")
+    v.add_argument("style", help="style image, or several comma-separated (blended, see --style-blend)")
+    v.add_argument("-o", "--output", required=True, help="video file (frame rate and audio kept) or a new folder")
+    v.add_argument("--weights", help="converted weights file (default: search path, see README)")
+    vg = v.add_argument_group("video")
+    vg.add_argument(
+        "--mode",
+        choices=("sequential", "multipass"),
+        default="sequential",
+        help="frame after frame on one device, or all frames as one batch over all devices, pass after pass",
+    )
+    vg.add_argument("--passes", type=int, default=6, help="multipass: passes over the clip (default 6)")
+    vg.add_argument(
+        "--temporal-weight", type=float, help="weight of the temporal loss (default: 200 x the content weight)"
+    )
+    vg.add_argument(
+        "--blend-weight", type=float, default=1.0, help="multipass: weight of the warped neighbour in each start"
+    )
+    vg.add_argument("--frames", metavar="START:END", help="the frames to take (END excluded; either may be left out)")
+    vg.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 24), or to override a file's")
+    vg.add_argument("--batch-size", type=int, help="multipass: frames per compiled micro-batch (default: from memory)")
+    vp = v.add_argument_group("progress")
+    from jaxstyle.progress import MODES
+
+    vp.add_argument("--progress", choices=MODES, default="auto", help="as for stylize")
+    vp.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines")
+    vp.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary line")
+    add_settings_options(v)
+    v.set_defaults(func=cmd_video)
+
     w = sub.add_parser("weights", help="download, convert and inspect VGG weights")
     wsub = w.add_subparsers(dest="weights_command", required=True)
     c = wsub.add_parser("convert", help="convert a published weights file (.pth, .safetensors, Keras .h5)")
@@ -633,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         with StopRequests() as stop:
-            status = args.func(args, stop) if args.func in (cmd_stylize, cmd_sweep) else args.func(args)
+            status = args.func(args, stop) if args.func in (cmd_stylize, cmd_sweep, cmd_video) else args.func(args)
         if stop() is not None:  # the signal came after the last chunk: the outputs are complete
             print(f"jaxstyle: interrupted ({signal_name(stop())}) after writing the outputs", file=sys.stderr)
             return exit_status(stop(), saved=True)

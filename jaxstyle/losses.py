@@ -47,6 +47,7 @@ class LossWeights(NamedTuple):
         ``style_losses`` (shape ``(len(style_losses),)``); a batch that mixes style
         losses computes each of them and keeps each setting's own. ``None`` (or
         anything) when the recipe has one style loss.
+      temporal: weight of the temporal loss (scalar; video frames only, ``None`` otherwise).
     """
 
     content: Array
@@ -55,6 +56,24 @@ class LossWeights(NamedTuple):
     content_layers: Array
     style_layers: Array
     style_loss: Array | None = None
+    temporal: Array | None = None
+
+
+class TemporalTarget(NamedTuple):
+    """What a video frame's temporal loss pulls it towards (Ruder et al. 2016, eq. 7).
+
+    A constant of the optimisation: computed on the host from the previous stylized
+    frame, never differentiated through.
+
+    Attributes:
+      image: the neighbouring stylized frame warped into this frame by the optical flow,
+        in network space, ``(N, H, W, 3)``.
+      mask: the per-pixel weight ``c`` in [0, 1]: 0 at occlusions and motion boundaries
+        (see :func:`jaxstyle.flow.consistency_mask`), ``(N, H, W, 1)``.
+    """
+
+    image: Array
+    mask: Array
 
 
 class GaussianTarget(NamedTuple):
@@ -83,11 +102,13 @@ class Targets(NamedTuple):
       content: features of the content image at each content layer.
       style_gram: Gram matrix of the style image's features at each style layer (``gram``).
       style_w2: Gaussian statistics of the style image's features at each style layer (``w2``).
+      temporal: the warped neighbouring frame and its mask (video frames only).
     """
 
     content: tuple[Array, ...]
     style_gram: tuple[Array, ...] | None = None
     style_w2: tuple[GaussianTarget, ...] | None = None
+    temporal: TemporalTarget | None = None
 
 
 def accumulate(x: Array) -> Array:
@@ -285,6 +306,24 @@ def tv_loss(image: Array, reduction: str = "mean") -> Array:
     return 0.5 * (jnp.mean(dy) + jnp.mean(dx))
 
 
+def temporal_loss(image: Array, target: TemporalTarget) -> Array:
+    """Ruder et al.'s short-term temporal loss of NHWC images (their eq. 7, ``mse`` criterion).
+
+    ``(1/D) * sum_k c_k * (x_k - w_k)^2`` with ``D = N*H*W*C`` all elements, ``w`` the
+    warped neighbouring frame and ``c`` its mask (broadcast over channels), as
+    artistic-videos' ``WeightedContentLoss`` on the image (``nn.MSECriterion`` of
+    ``sqrt(c) * x`` against ``sqrt(c) * w``). At a coarser scale than the target's, the
+    target and its mask are resized bilinearly to the image's size.
+    """
+    warped, mask = target.image, target.mask
+    if warped.shape[-3:-1] != image.shape[-3:-1]:
+        h, w = image.shape[-3:-1]
+        warped = jax.image.resize(warped, (*warped.shape[:-3], h, w, warped.shape[-1]), "linear")
+        mask = jax.image.resize(mask, (*mask.shape[:-3], h, w, mask.shape[-1]), "linear")
+    diff = accumulate(image) - accumulate(warped)
+    return jnp.sum(mask * jnp.square(diff)) / diff.size
+
+
 def loss_terms(
     image: Array,
     content_features: Sequence[Array],
@@ -301,6 +340,8 @@ def loss_terms(
     are the style losses to compute, ``gram`` and/or ``w2``; with several, ``style``
     is ``sum_i weights.style_loss[i] * style_i``, the setting's own with a one-hot
     ``style_loss`` (a non-finite value of another would still poison it: 0 * inf).
+    With a temporal target (video frames), ``total`` adds ``w_t * temporal``
+    (:func:`temporal_loss`) and the returned dict has a ``temporal`` entry.
     """
     content = content_loss(content_features, targets.content, weights.content_layers)
     styles = []
@@ -314,4 +355,8 @@ def loss_terms(
     style = styles[0] if len(styles) == 1 else jnp.dot(weights.style_loss, jnp.stack(styles))
     tv = tv_loss(image, tv_reduction)
     total = weights.content * content + weights.style * style + weights.tv * tv
-    return {"content": content, "style": style, "tv": tv, "total": total}
+    terms = {"content": content, "style": style, "tv": tv}
+    if targets.temporal is not None:
+        terms["temporal"] = temporal_loss(image, targets.temporal)
+        total = total + weights.temporal * terms["temporal"]
+    return {**terms, "total": total}

@@ -42,7 +42,7 @@ from jaxstyle.config import (
     value_type,
 )
 from jaxstyle.errors import JaxstyleError, Stopped
-from jaxstyle.losses import LossWeights, Targets
+from jaxstyle.losses import LossWeights, Targets, TemporalTarget
 from jaxstyle.plan import RunPlan, make_plan
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import (
@@ -384,6 +384,24 @@ def upsample(images: jax.Array, size: tuple[int, int], convention: InputConventi
 
 
 @dataclass
+class FrameTargets:
+    """Per-point inputs of video frames (:mod:`jaxstyle.clips`), host arrays at the output size.
+
+    Attributes:
+      init: each point's starting image, RGB ``(K, H, W, 3)`` (the previous stylized
+        frame warped, or a blend of neighbours); ``None``: the settings' ``init``.
+      warped: the neighbouring stylized frame warped into each point's frame, RGB ``(K, H, W, 3)``.
+      mask: its per-pixel weight in [0, 1], ``(K, H, W)``.
+      weight: each point's temporal loss weight, ``(K,)`` (0 where a frame has no neighbour).
+    """
+
+    init: np.ndarray | None
+    warped: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray
+
+
+@dataclass
 class Job:
     """A run ready to start: settings, network, inputs, points and plan, all checked.
 
@@ -393,6 +411,7 @@ class Job:
       inputs: the images.
       points: the settings of the batch, in order.
       plan: stages, chunks, snapshots and micro-batches.
+      frames: per-point temporal targets and starting images of video frames (``None``: still images).
     """
 
     settings: Settings
@@ -400,6 +419,7 @@ class Job:
     inputs: Inputs
     points: list[SweepPoint]
     plan: RunPlan
+    frames: FrameTargets | None = None
 
     def targets_at(self, size: tuple[int, int]) -> Targets:
         """Stacked content and style targets at ``size`` (see :func:`targets_at`)."""
@@ -433,8 +453,21 @@ class Job:
                 np.asarray(initial_image(self.settings, image, to_network, self.inputs.init_rgb))
                 for image in to_network_images(self.inputs.contents, first, self.network)
             ]
-        )
-        return setting, starts[content_index], column("lr"), column("ema"), np.full(k, self.settings.tol, dtype)
+        )[content_index]
+        if self.frames is not None:
+            setting, starts = self.with_frames(setting, starts)
+        return setting, starts, column("lr"), column("ema"), np.full(k, self.settings.tol, dtype)
+
+    def with_frames(self, setting: Setting, starts: np.ndarray) -> tuple[Setting, np.ndarray]:
+        """``setting`` with each video frame's temporal weight and target; its own starting images."""
+        frames, dtype = self.frames, self.network.dtype
+        to_network = self.network.convention.to_network
+        warped = np.asarray(to_network(jnp.asarray(frames.warped, dtype)))[:, None]
+        temporal = TemporalTarget(warped, np.asarray(frames.mask, dtype)[:, None, :, :, None])
+        weights = setting.weights._replace(temporal=np.asarray(frames.weight, dtype))
+        if frames.init is not None:
+            starts = np.asarray(to_network_images(list(frames.init), self.plan.stages[0].size, self.network))
+        return setting._replace(weights=weights, temporal=temporal), starts
 
 
 def prepare_job(

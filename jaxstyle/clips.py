@@ -1,0 +1,564 @@
+"""Video style transfer with temporal consistency (Ruder, Dosovitskiy and Brox 2016).
+
+A clip is read (a video file through the FFmpeg binary that imageio-ffmpeg ships, or a
+folder of frames), resized to the output size, and its optical flow computed between
+consecutive frames in both directions (:mod:`jaxstyle.flow`). Each frame is then a
+stylize problem with two more per-frame inputs, carried as per-setting data through the
+one pipeline (:class:`jaxstyle.pipeline.FrameTargets`): a neighbouring stylized frame
+warped into it, with its consistency mask, for the temporal loss
+(:func:`jaxstyle.losses.temporal_loss`), and the image it starts from.
+
+Two schedules, after artistic-videos (manuelruder/artistic-videos at 40e7447):
+
+- ``sequential`` (``artistic_video.lua``): frame after frame on one device, each
+  initialised with the previous stylized frame warped by the flow (its ``-init
+  prevWarped``) and pulled towards it by the temporal loss.
+- ``multipass`` (``artistic_video_multiPass.lua``): all frames optimised together as
+  one batch (vmapped, sharded over every device and host like a sweep), pass after
+  pass. Pass 1 stylizes each frame on its own; each later pass starts every frame from
+  its previous-pass result blended with its neighbour in the pass's direction, warped
+  (``-blendWeight 1``, the other direction ``-blendWeight_lastPass 0``), and pulls it
+  towards that warped neighbour; the direction alternates. Departure: artistic-videos
+  goes through a pass frame by frame and takes the neighbour from the pass in flight
+  (Gauss-Seidel); here every frame of a pass takes its neighbour from the previous pass
+  (Jacobi), which is what lets a pass run as one batch. It also turns the temporal loss
+  on from pass 2 rather than ``-use_temporalLoss_after 8``, for the fewer passes a batch
+  of all frames affords.
+
+Long-term temporal terms (the paper's ``-flow_relative_indices 1,2,4``...) are not
+implemented. Departure in warping: a point that the flow sends outside the frame takes
+the nearest edge pixel, where artistic-videos pads the initialisation with the mean
+pixel; its mask is 0 there either way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from jaxstyle import image as imageio
+from jaxstyle.config import Settings, numbers_checked_as, resolve
+from jaxstyle.errors import JaxstyleError, one_line
+from jaxstyle.files import TEMPORARY_SUFFIX, temporary_prefix
+from jaxstyle.flow import consistency_mask, flows, warp
+
+if TYPE_CHECKING:  # the pipeline imports JAX: only when a run starts
+    from jax.sharding import Mesh
+
+    from jaxstyle.pipeline import ChunkReport, FrameTargets, Job
+
+    OnChunk = Callable[[ChunkReport], None] | None
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv")
+FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+MODES = ("sequential", "multipass")
+# artistic_video.lua's -temporal_weight 1e3 against -content_weight 5: 200 times the content
+# weight. Both of its losses are means over elements, as jaxstyle's are, and both scale
+# alike with the input convention's pixel range, so the ratio carries over.
+TEMPORAL_PER_CONTENT = 200.0
+DEFAULT_PASSES = 6
+# Frames read from folders carry no frame rate; this is used unless --fps says otherwise.
+DEFAULT_FOLDER_FPS = 24.0
+MAX_FRAMES = 10_000
+# How each output container is encoded: FFmpeg output options, and the audio codec (None: no audio).
+ENCODINGS: dict[str, tuple[list[str], str | None]] = {
+    # H.264 in yuv420p needs even sides: an odd side gets one black row or column.
+    ".mp4": (["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"], "aac"),
+    ".mov": (["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"], "aac"),
+    ".mkv": (["-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", "18", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"], "aac"),
+    ".webm": (["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-crf", "30", "-b:v", "0"], "libopus"),
+    ".gif": (["-vf", "split[a][b];[a]palettegen=stats_mode=diff[p];[b][p]paletteuse=dither=bayer:bayer_scale=3"], None),
+}
+
+
+# --------------------------------------------------------------------------- reading and writing
+
+
+def ffmpeg_exe() -> str:
+    """The FFmpeg binary imageio-ffmpeg ships, or a one-line error saying how to install it."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        raise JaxstyleError("video needs imageio-ffmpeg: pip install 'jaxstyle[video]'") from None
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@dataclass
+class Clip:
+    """Frames read from a video file or a folder.
+
+    Attributes:
+      frames: float32 RGB in [0, 1], ``(N, H, W, 3)``.
+      fps: frames per second.
+      source: the file or folder read.
+      start: index of the first frame taken (``--frames START:END``).
+      has_audio: whether the source file has an audio track.
+    """
+
+    frames: np.ndarray
+    fps: float
+    source: Path
+    start: int
+    has_audio: bool
+
+
+def parse_range(text: str | None) -> tuple[int, int | None]:
+    """``"START:END"`` (either may be empty; END excluded) -> ``(start, end)``; ``None`` -> ``(0, None)``."""
+    if text is None:
+        return 0, None
+    match = re.fullmatch(r"\s*(\d*)\s*:\s*(\d*)\s*", text)
+    if not match:
+        raise JaxstyleError(f"--frames {text!r}: expected START:END, e.g. 0:48 (either may be left out)")
+    start = int(match[1]) if match[1] else 0
+    end = int(match[2]) if match[2] else None
+    if end is not None and end <= start:
+        raise JaxstyleError(f"--frames {text!r}: END must be greater than START")
+    return start, end
+
+
+def is_video_path(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def read_clip(path: str | os.PathLike, frames: str | None = None, fps: float | None = None) -> Clip:
+    """Read a video file or a folder of frames (sorted by name), frames ``START:END`` of it.
+
+    Every way the input can be unusable is a one-line :class:`JaxstyleError`.
+    """
+    path = Path(path)
+    start, end = parse_range(frames)
+    if fps is not None and not (fps > 0 and np.isfinite(fps)):
+        raise JaxstyleError(f"--fps must be a finite number > 0, not {fps}")
+    if not path.exists():
+        raise JaxstyleError(f"{path}: no such file or folder")
+    if path.is_dir():
+        clip = read_folder(path, start, end, fps or DEFAULT_FOLDER_FPS)
+    elif is_video_path(path):
+        clip = read_video(path, start, end)
+        clip = dataclasses.replace(clip, fps=fps or clip.fps)
+    else:
+        raise JaxstyleError(f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) or a folder of frames")
+    if len(clip.frames) < 2:
+        raise JaxstyleError(f"{path}: {len(clip.frames)} frame(s) in range {start}:{end or ''}; a video needs 2")
+    return clip
+
+
+def read_folder(path: Path, start: int, end: int | None, fps: float) -> Clip:
+    """Frames from the image files of a folder, in name order."""
+    names = sorted(p for p in path.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith("."))
+    if not names:
+        raise JaxstyleError(f"{path}: no frames ({', '.join(FRAME_SUFFIXES)} files) in this folder")
+    names = names[start:end]
+    if len(names) > MAX_FRAMES:
+        raise JaxstyleError(f"{path}: {len(names)} frames; at most {MAX_FRAMES}: use --frames START:END")
+    frames = [imageio.load_image(name) for name in names]
+    for name, frame in zip(names, frames, strict=True):
+        if frame.shape != frames[0].shape:
+            h, w = frames[0].shape[:2]
+            raise JaxstyleError(f"{name}: {frame.shape[0]}x{frame.shape[1]}, but the first frame is {h}x{w}")
+    return Clip(np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.float32), fps, path, start, False)
+
+
+def read_video(path: Path, start: int, end: int | None) -> Clip:
+    """Frames ``start:end`` of a video file, decoded by FFmpeg to 8-bit RGB."""
+    ffmpeg_exe()
+    import imageio_ffmpeg
+
+    frames = []
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        meta = next(reader)
+        w, h = meta["size"]
+        for index, raw in enumerate(reader):
+            if end is not None and index >= end:
+                break
+            if index >= start:
+                if len(frames) >= MAX_FRAMES:
+                    raise JaxstyleError(f"{path}: more than {MAX_FRAMES} frames; use --frames START:END")
+                frames.append(np.frombuffer(raw, np.uint8).reshape(h, w, 3))
+        reader.close()
+    except JaxstyleError:
+        raise
+    except (OSError, RuntimeError, StopIteration, KeyError, ValueError) as e:
+        raise JaxstyleError(f"{path}: cannot read as a video ({first_line(e)})") from None
+    fps = float(meta.get("fps") or 0)
+    if not (fps > 0 and np.isfinite(fps)):
+        raise JaxstyleError(f"{path}: no frame rate in the file; give one with --fps")
+    stack = np.stack(frames).astype(np.float32) / 255.0 if frames else np.zeros((0, h, w, 3), np.float32)
+    return Clip(stack, fps, path, start, bool(meta.get("audio_codec")))
+
+
+def first_line(e: BaseException) -> str:
+    """The first meaningful line of an error (FFmpeg's messages run to many lines)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return one_line(lines[-1] if lines else type(e).__name__)[:200]
+
+
+def check_output(path: str | os.PathLike) -> Path:
+    """Fail before any work if ``path`` cannot take a clip: a video suffix, or a folder that is new or empty."""
+    from jaxstyle.files import check_writable
+
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        if path.suffix.lower() not in ENCODINGS:
+            raise JaxstyleError(f"{path}: unsupported output type; use one of {', '.join(ENCODINGS)} or a folder")
+        return check_writable(path)
+    if path.suffix:
+        raise JaxstyleError(f"{path}: unsupported output type; use one of {', '.join(ENCODINGS)} or a folder")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise JaxstyleError(f"{path}: exists and is not an empty folder; frames go to a new or empty folder")
+    check_writable(path.parent / f"{path.name}.probe")
+    return path
+
+
+def write_clip(path: str | os.PathLike, frames: np.ndarray, fps: float, audio_from: Clip | None = None) -> Path:
+    """Write frames ``(N, H, W, 3)`` (RGB in [0, 1]) as a video file or a folder of PNGs, atomically.
+
+    A video keeps ``fps``; with ``audio_from`` (a clip whose source has audio) the
+    output carries that source's audio from the first frame's time for the frames'
+    duration. Written to a temporary name beside ``path`` and renamed when complete:
+    a failure leaves nothing behind.
+    """
+    path = check_output(path)
+    if path.suffix:
+        with temporary_video(path) as tmp:
+            encode(tmp, frames, fps, audio_from)
+    else:
+        tmp = Path(tempfile.mkdtemp(prefix=temporary_prefix(path), suffix=TEMPORARY_SUFFIX, dir=path.parent))
+        try:
+            for number, frame in enumerate(frames, start=1):
+                imageio.save_image(tmp / f"frame_{number:06d}.png", frame)
+            os.chmod(tmp, 0o755)  # mkdtemp's 0700, as a new folder would have been made
+            if path.exists():
+                path.rmdir()  # empty, checked above
+            os.replace(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return path
+
+
+class temporary_video:
+    """A temporary file beside ``path`` with its suffix (FFmpeg picks the container by it), renamed on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> Path:
+        fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(self.path), suffix=self.path.suffix, dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            try:
+                os.chmod(self.tmp, 0o644)
+                os.replace(self.tmp, self.path)
+                return
+            except OSError as e:
+                self.tmp.unlink(missing_ok=True)
+                raise JaxstyleError(f"{self.path}: cannot write ({one_line(e)})") from None
+        self.tmp.unlink(missing_ok=True)
+
+
+def encode(path: Path, frames: np.ndarray, fps: float, audio_from: Clip | None) -> None:
+    """Pipe 8-bit frames into FFmpeg, with ``audio_from``'s audio cut to the frames' span where it fits."""
+    options, audio_codec = ENCODINGS[path.suffix.lower()]
+    n, h, w = frames.shape[:3]
+    command = [ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"]
+    command += ["-s", f"{w}x{h}", "-r", repr(float(fps)), "-i", "-"]
+    audio = audio_from is not None and audio_from.has_audio and audio_codec is not None
+    if audio:
+        command += ["-ss", f"{audio_from.start / audio_from.fps:.6f}", "-t", f"{n / fps:.6f}"]
+        command += ["-i", str(audio_from.source), "-map", "0:v:0", "-map", "1:a:0", "-c:a", audio_codec]
+    command += [*options, "-f", ffmpeg_format(path), str(path)]
+    try:
+        proc = subprocess.run(command, input=imageio.to_uint8(frames).tobytes(), capture_output=True, timeout=3600)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise JaxstyleError(f"{path}: FFmpeg failed ({one_line(e)})") from None
+    if proc.returncode != 0:
+        message = proc.stderr.decode(errors="replace")
+        raise JaxstyleError(f"{path}: FFmpeg failed ({first_line(RuntimeError(message))})")
+
+
+def ffmpeg_format(path: Path) -> str:
+    """FFmpeg's muxer name for a suffix (the temporary name's suffix decides nothing by itself)."""
+    return {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".gif": "gif"}[path.suffix.lower()]
+
+
+# --------------------------------------------------------------------------- the problem
+
+
+@dataclass
+class Motion:
+    """Flows and masks of a clip at the output size (:mod:`jaxstyle.flow` conventions).
+
+    Attributes:
+      forward, backward: ``(N-1, H, W, 2)``: frame ``i`` to ``i+1``, and ``i+1`` to ``i``.
+      mask_prev: ``(N-1, H, W)``: weight of frame ``i`` warped into frame ``i+1`` (by ``backward[i]``).
+      mask_next: ``(N-1, H, W)``: weight of frame ``i+1`` warped into frame ``i`` (by ``forward[i]``).
+    """
+
+    forward: np.ndarray
+    backward: np.ndarray
+    mask_prev: np.ndarray
+    mask_next: np.ndarray
+
+    @classmethod
+    def of(cls, frames: np.ndarray) -> Motion:
+        forward, backward = flows(frames)
+        prev = np.stack([consistency_mask(b, f) for f, b in zip(forward, backward, strict=True)])
+        nxt = np.stack([consistency_mask(f, b) for f, b in zip(forward, backward, strict=True)])
+        return cls(forward, backward, prev, nxt)
+
+    def previous_warped(self, images: np.ndarray) -> np.ndarray:
+        """``out[i] = images[i]`` warped into frame ``i+1``, ``(N-1, H, W, 3)``."""
+        return np.stack([warp(x, f) for x, f in zip(images[:-1], self.backward, strict=True)])
+
+    def next_warped(self, images: np.ndarray) -> np.ndarray:
+        """``out[i] = images[i+1]`` warped into frame ``i``, ``(N-1, H, W, 3)``."""
+        return np.stack([warp(x, f) for x, f in zip(images[1:], self.forward, strict=True)])
+
+
+def temporal_error(stylized: np.ndarray, motion: Motion) -> float:
+    """Mean absolute difference between each frame and its predecessor warped into it, over reliable pixels.
+
+    ``sum_i sum_p c_i(p) |x_i(p) - w(x_{i-1})(p)| / (3 sum_i sum_p c_i(p))`` over frames
+    ``i >= 1``, with ``c`` the consistency mask (0 at occlusions and motion boundaries).
+    """
+    diff = np.abs(stylized[1:] - motion.previous_warped(stylized)).mean(axis=-1)
+    return float((diff * motion.mask_prev).sum() / motion.mask_prev.sum())
+
+
+@dataclass
+class VideoResult:
+    """What :func:`video` returns.
+
+    Attributes:
+      frames: the stylized frames, float32 RGB in [0, 1], ``(N, H, W, 3)``.
+      fps: the clip's frame rate.
+      motion: its flows and masks at the output size.
+      final_losses: each frame's losses in its last pass, ``{name: (N,)}`` (``temporal`` included).
+      seconds: wall time of the optimisation, compilation included (flow excluded).
+      flow_seconds: wall time of the optical flow and masks.
+      settings: the settings used.
+      mode, passes, temporal_weight: how it was run.
+    """
+
+    frames: np.ndarray
+    fps: float
+    motion: Motion
+    final_losses: dict[str, np.ndarray]
+    seconds: float
+    flow_seconds: float
+    settings: Settings
+    mode: str
+    passes: int
+    temporal_weight: float
+
+
+def no_frames(k: int, hw: tuple[int, int]) -> FrameTargets:
+    """Frame targets that change nothing: temporal weight 0 (same pytree as real ones, so no recompile)."""
+    from jaxstyle.pipeline import FrameTargets
+
+    return FrameTargets(None, np.zeros((k, *hw, 3), np.float32), np.zeros((k, *hw), np.float32), np.zeros(k))
+
+
+def run_sequential(
+    job: Job, frames: np.ndarray, motion: Motion, temporal_weight: float, on_chunk: OnChunk
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Frame after frame on one device: each starts from, and is pulled towards, the previous result warped."""
+    from jaxstyle.pipeline import FrameTargets, run_job, single_device_mesh
+
+    mesh, hw = single_device_mesh(), frames.shape[1:3]
+    out, losses = [], []
+    for i, frame in enumerate(frames):
+        targets = no_frames(1, hw)
+        if i > 0:
+            warped = warp(out[-1], motion.backward[i - 1])[None]
+            targets = FrameTargets(warped, warped, motion.mask_prev[i - 1][None], np.full(1, temporal_weight))
+        inputs = dataclasses.replace(job.inputs, contents=[frame])
+        report = on_chunk and (lambda r, i=i: on_chunk(r._replace(micro_batch=i, micro_batches=len(frames))))
+        result = run_job(dataclasses.replace(job, inputs=inputs, frames=targets), mesh, on_chunk=report)
+        out.append(result.images[0])
+        losses.append(result.final_losses)
+    return np.stack(out), {name: np.concatenate([loss[name] for loss in losses]) for name in losses[0]}
+
+
+def pass_targets(p: int, previous: np.ndarray, motion: Motion, temporal_weight: float, blend: float) -> FrameTargets:
+    """Pass ``p``'s (``p >= 2``) frame targets from the previous pass's frames, artistic_video_multiPass.lua's way.
+
+    Even passes run backward (the neighbour is the next frame), odd passes forward
+    (the previous frame). Each frame starts from
+    ``(x_i + d_p c_p w_p + d_n c_n w_n) / (1 + d_p c_p + d_n c_n)`` with ``w`` the warped
+    neighbours, ``c`` their masks, ``d`` = ``blend`` in the pass's direction and 0 in the
+    other (``-blendWeight``, ``-blendWeight_lastPass``); the temporal loss pulls it
+    towards the warped neighbour in the pass's direction. The end frame without such a
+    neighbour keeps its previous result and gets no temporal loss.
+    """
+    from jaxstyle.pipeline import FrameTargets
+
+    n, hw = len(previous), previous.shape[1:3]
+    forward = p % 2 == 1
+    warped = np.zeros((n, *hw, 3), np.float32)
+    mask = np.zeros((n, *hw), np.float32)
+    weight = np.full(n, temporal_weight)
+    if forward:
+        warped[1:], mask[1:] = motion.previous_warped(previous), motion.mask_prev
+        weight[0] = 0.0
+    else:
+        warped[:-1], mask[:-1] = motion.next_warped(previous), motion.mask_next
+        weight[-1] = 0.0
+    c = blend * mask[..., None]
+    init = (previous + c * warped) / (1 + c)
+    return FrameTargets(init.astype(np.float32), warped, mask, weight)
+
+
+def run_multipass(
+    job: Job,
+    mesh: Mesh,
+    frames: np.ndarray,
+    motion: Motion,
+    temporal_weight: float,
+    passes: int,
+    blend: float,
+    on_chunk: OnChunk,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """All frames as one batch, ``passes`` times (see the module's docstring)."""
+    from jaxstyle.pipeline import run_job
+
+    n, hw = len(frames), frames.shape[1:3]
+    current, targets, result = None, no_frames(n, hw), None
+    for p in range(1, passes + 1):
+        if p > 1:
+            targets = pass_targets(p, current, motion, temporal_weight, blend)
+
+        def report(r, p=p):
+            number = (p - 1) * r.micro_batches + r.micro_batch
+            on_chunk(r._replace(micro_batch=number, micro_batches=passes * r.micro_batches))
+
+        result = run_job(dataclasses.replace(job, frames=targets), mesh, on_chunk=report if on_chunk else None)
+        current = result.images
+    return current, result.final_losses
+
+
+def video(
+    clip: str | os.PathLike | np.ndarray | Clip,
+    style: str | os.PathLike | np.ndarray | Sequence,
+    output: str | os.PathLike | None = None,
+    *,
+    mode: str = "sequential",
+    passes: int = DEFAULT_PASSES,
+    temporal_weight: float | None = None,
+    blend_weight: float = 1.0,
+    frames: str | None = None,
+    fps: float | None = None,
+    preset: str = "paper",
+    weights: str | os.PathLike | None = None,
+    settings: Settings | None = None,
+    devices: int | None = None,
+    batch_size: int | None = None,
+    progress: Callable[[ChunkReport], None] | None = None,
+    dtype: str = "float32",
+    compute_dtype: str | None = None,
+    **overrides,
+) -> VideoResult:
+    """Stylize a clip with temporal consistency; write it to ``output`` if given.
+
+    Args:
+      clip: a video file (mp4, webm, gif, mov, mkv), a folder of frames, an array
+        ``(N, H, W, 3)`` (uint8 or float in [0, 1]), or a :class:`Clip`.
+      style: the style image(s), as for :func:`jaxstyle.stylize`.
+      output: a video file (the frame rate and any audio are kept) or a new folder of PNGs.
+      mode: ``"sequential"`` (frame after frame, one device) or ``"multipass"`` (all
+        frames as one batch over ``devices`` devices, ``passes`` times).
+      passes: multi-pass passes (pass 1 stylizes the frames independently).
+      temporal_weight: weight of the temporal loss (default: 200 times the content weight,
+        artistic-videos' ratio); 0 turns it off.
+      blend_weight: multi-pass: weight of the warped neighbour in each pass's starting image.
+      frames: ``"START:END"``, the frames to take (END excluded; either may be left out).
+      fps: the frame rate of a folder or array (default 24), or one that overrides the file's.
+      devices: multi-pass: how many devices of ``jax.devices()`` the batch is spread over (default: all).
+      batch_size: multi-pass: frames per compiled micro-batch (default: from memory).
+      progress: called with each chunk's :class:`~jaxstyle.pipeline.ChunkReport` (frames
+        or passes count as micro-batches).
+      Others as for :func:`jaxstyle.stylize` (every recipe setting, e.g. ``max_side=256``, ``steps=100``).
+    """
+    import jax
+
+    from jaxstyle import mesh as meshlib
+    from jaxstyle.api import style_list
+    from jaxstyle.pipeline import prepare_job, settings_point
+
+    if mode not in MODES:
+        raise JaxstyleError(f"mode {mode!r}: choose from {', '.join(MODES)}")
+    if not (isinstance(passes, int) and 1 <= passes <= 1000):
+        raise JaxstyleError(f"passes must be a whole number between 1 and 1000, not {passes}")
+    if not (np.isfinite(blend_weight) and blend_weight >= 0):
+        raise JaxstyleError(f"blend weight must be a finite number >= 0, not {blend_weight}")
+    if output is not None:
+        check_output(output)
+    with numbers_checked_as(dtype):
+        settings = settings or resolve(preset, **overrides)
+    clip = as_clip(clip, frames, fps)
+    size = imageio.output_size(clip.frames.shape[1:3], settings.size, settings.max_side)
+    frames_rgb = np.stack([imageio.resize(frame, size) for frame in clip.frames])
+    temporal_weight = TEMPORAL_PER_CONTENT * settings.content_weight if temporal_weight is None else temporal_weight
+    if not (np.isfinite(temporal_weight) and temporal_weight >= 0):
+        raise JaxstyleError(f"temporal weight must be a finite number >= 0, not {temporal_weight}")
+    # Every frame at the output size already: the settings name it, whatever size or max_side said.
+    settings = dataclasses.replace(settings, size=size, max_side=None)
+    styles = style_list(style)
+    start = time.perf_counter()
+    motion = Motion.of(frames_rgb)
+    flow_seconds = time.perf_counter() - start
+    common = {"weights": weights, "dtype": dtype, "compute_dtype": compute_dtype}
+    start = time.perf_counter()
+    if mode == "sequential":
+        job = prepare_job([frames_rgb[0]], styles, settings, **common)
+        out, losses = run_sequential(job, frames_rgb, motion, temporal_weight, progress)
+        passes = 1
+    else:
+        available = jax.devices()
+        count = len(available) if devices is None else devices
+        if not 1 <= count <= len(available):
+            raise JaxstyleError(f"devices must be between 1 and {len(available)}, not {count}")
+        mesh = meshlib.Mesh(np.asarray(available[:count]), (meshlib.AXIS,))
+        points = [settings_point(settings, content=i) for i in range(len(frames_rgb))]
+        job = prepare_job(
+            list(frames_rgb), styles, settings, points, device_count=count, batch_size=batch_size, **common
+        )
+        out, losses = run_multipass(job, mesh, frames_rgb, motion, temporal_weight, passes, blend_weight, progress)
+    seconds = time.perf_counter() - start
+    if output is not None:
+        write_clip(output, out, clip.fps, clip)
+    return VideoResult(out, clip.fps, motion, losses, seconds, flow_seconds, settings, mode, passes, temporal_weight)
+
+
+def as_clip(clip: str | os.PathLike | np.ndarray | Clip, frames: str | None, fps: float | None) -> Clip:
+    """A :class:`Clip` from a path, an array or a clip, frames ``START:END`` of it."""
+    if isinstance(clip, Clip):
+        return clip
+    if isinstance(clip, (str, os.PathLike)):
+        return read_clip(clip, frames, fps)
+    array = np.asarray(clip)
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise JaxstyleError(f"clip array of shape {array.shape}: expected (N, H, W, 3)")
+    array = array.astype(np.float32) / 255.0 if array.dtype == np.uint8 else array.astype(np.float32)
+    start, end = parse_range(frames)
+    array = array[start:end]
+    if len(array) < 2:
+        raise JaxstyleError(f"{len(array)} frame(s) in range; a video needs 2")
+    return Clip(array, fps or DEFAULT_FOLDER_FPS, Path("<array>"), start, False)
