@@ -1,0 +1,71 @@
+"""Runs in a fresh process with 4 forced CPU devices: one image split over 1, 2 and 4 devices.
+
+Usage: python tests/shard_worker.py OUT.npz WEIGHTS.h5
+Writes, in float64 with the tiny test network: a three-scale stylization split over 1, 2
+and 4 devices; a sweep of 4 settings on a 2 settings x 2 space mesh and on 4 x 1; and each
+split's per-device memory of a compiled chunk (XLA's memory analysis), for the test to compare.
+"""
+
+import sys
+
+import jax
+import numpy as np
+
+from jaxstyle.api import stylize
+from jaxstyle.batch import run_batch_chunk_jit
+from jaxstyle.config import resolve
+from jaxstyle.mesh import single_run_mesh
+from jaxstyle.pipeline import Runner, prepare_job
+from jaxstyle.sweep import grid_product, sweep
+
+jax.config.update("jax_enable_x64", True)
+out, weights = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(5)
+content = rng.uniform(0, 1, size=(128, 64, 3))
+content[20:70, 10:40] = 0.3
+style = rng.uniform(0, 1, size=(80, 60, 3))
+# relu4_1 and relu5_1 lie behind 3 and 4 poolings: a split height is a multiple of 16 x shards.
+# Three scales, 64x32, 91x46 and 128x64: the middle one cannot be split and runs whole on each device.
+# The style image is 0.75 of the output: 96 rows at the last scale, split over 2 devices, not 4.
+common = {
+    "weights": weights,
+    "network": "tiny",
+    "content_layers": ("relu4_1",),
+    "size": (128, 64),
+    "style_scale": 0.75,
+    "dtype": "float64",
+}
+results = {}
+for shards in (1, 2, 4):
+    r = stylize(content, style, scales=3, steps=3, spatial_shards=shards, **common)
+    results[f"stylize{shards}_image"] = r.image
+    results[f"stylize{shards}_total"] = r.trace["total"]
+
+points = grid_product(1, 1, [1.0], [1e2, 1e3], [0.0, 10.0], [0.1])
+for shards in (1, 2):
+    r = sweep([content], [style], points, steps=4, spatial_shards=shards, **common)
+    results[f"sweep{shards}_images"] = r.images
+    results[f"sweep{shards}_total"] = r.trace["total"]
+    results[f"sweep{shards}_batch"] = r.batch_size
+
+
+def chunk_bytes(shards: int) -> int:
+    """Per-device bytes of a compiled 2-step chunk at 128x64: arguments, outputs and temporaries."""
+    fields = {k: v for k, v in common.items() if k not in ("weights", "dtype")}
+    settings = resolve("paper", steps=2, spatial_shards=shards, **fields)
+    job = prepare_job([content], [style], settings, weights=weights, dtype="float64", space_devices=4)
+    runner = Runner(job, single_run_mesh(shards), None, None, False, None, None)
+    runner.params = jax.device_put(job.network.params, runner.replicated)
+    runner.stage_targets = [runner.targets(0)]
+    device = runner.to_device(job.per_setting())
+    state = runner.start_state(device, 0)
+    net, targets = job.network, runner.stage_targets[0]
+    lowered = run_batch_chunk_jit.lower(net.graphdef, net.recipe, 2, runner.params, targets, device[0], state)
+    compiled = lowered.compile()
+    m = compiled.memory_analysis()
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+results["memory"] = np.asarray([chunk_bytes(n) for n in (1, 2, 4)])
+results["devices"] = len(jax.devices())
+np.savez(out, **results)
