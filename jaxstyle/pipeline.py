@@ -885,9 +885,10 @@ class Runner:
     def next_stage_state(
         self, device: tuple, index: int, previous: SolverState | None, convention: InputConvention
     ) -> SolverState:
-        """The state a stage starts from: the first images, or the previous stage's averaged iterate upsampled."""
+        """The state a stage starts from: the first images, or the previous stage's averaged iterate upsampled;
+        each leaf placed as :meth:`state_sharding` says (Adam's fresh moments would otherwise be whole everywhere)."""
         if previous is None:
-            return self.start_state(device, index)
+            return self.placed(self.start_state(device, index), index)
         # The next scale starts from each setting's averaged iterate, upsampled.
         size = self.plan.stages[index].size
         images = upsample(jnp.asarray(meshlib.to_host(averaged_image(previous))), size, convention)
@@ -895,7 +896,11 @@ class Runner:
         if self.job.settings.warm_start:
             fresh = fresh._replace(opt_state=warm_started_adam(previous.opt_state, fresh.opt_state))
         # A setting that diverged at an earlier scale stays frozen.
-        return fresh._replace(diverged_at=previous.diverged_at)
+        return self.placed(fresh._replace(diverged_at=previous.diverged_at), index)
+
+    def placed(self, state: SolverState, index: int) -> SolverState:
+        """``state`` with every leaf where :meth:`state_sharding` puts it at stage ``index``."""
+        return jax.device_put(state, jax.tree.map(lambda x: self.state_sharding(index, x), state))
 
     def after_chunk(self, position: Position, state: SolverState, progress: Progress) -> None:
         """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""
