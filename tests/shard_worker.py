@@ -2,18 +2,23 @@
 
 Usage: python tests/shard_worker.py OUT.npz WEIGHTS.h5
 Writes, in float64 with the tiny test network: a three-scale stylization whole and split
-over 4 devices; a sweep of 4 settings on a 2 settings x 2 space mesh and on 4 x 1; and each
+over 4 devices, and the split one stopped after its first scale and resumed from its
+checkpoint; a sweep of 4 settings on a 2 settings x 2 space mesh and on 4 x 1; and each
 split's per-device memory of a compiled chunk (XLA's memory analysis), for the test to compare.
 """
 
+import signal
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 
 from jaxstyle.api import stylize
 from jaxstyle.batch import run_batch_chunk_jit
+from jaxstyle.checkpoint import CheckpointOptions
 from jaxstyle.config import resolve
+from jaxstyle.errors import Stopped
 from jaxstyle.mesh import single_run_mesh
 from jaxstyle.pipeline import Runner, prepare_job
 from jaxstyle.sweep import grid_product, sweep
@@ -40,6 +45,35 @@ for shards in (1, 4):  # 2 shards: the sweep below
     r = stylize(content, style, scales=3, steps=2, spatial_shards=shards, **common)
     results[f"stylize{shards}_image"] = r.image
     results[f"stylize{shards}_total"] = r.trace["total"]
+
+# Stopped after the first scale's chunk (split over 4) and resumed from its checkpoint.
+directory = Path(out).with_suffix(".checkpoints")
+chunks: list[int] = []
+
+
+def stop_once() -> int | None:
+    chunks.append(1)
+    return signal.SIGTERM if len(chunks) == 1 else None
+
+
+try:
+    stylize(
+        content,
+        style,
+        scales=3,
+        steps=2,
+        spatial_shards=4,
+        **common,
+        checkpoint=CheckpointOptions(directory),
+        stop_signal=stop_once,
+    )
+    raise AssertionError("the run did not stop")
+except Stopped:
+    pass
+r = stylize(
+    content, style, scales=3, steps=2, spatial_shards=4, **common, checkpoint=CheckpointOptions(directory, resume=True)
+)
+results["resumed4_image"], results["resumed4_total"] = r.image, r.trace["total"]
 
 points = grid_product(1, 1, [1.0], [1e2, 1e3], [0.0, 10.0], [0.1])
 for shards in (1, 2):

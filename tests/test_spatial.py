@@ -18,7 +18,7 @@ from jaxstyle.nets import TINY
 from jaxstyle.plan import bytes_per_setting, make_plan, spatial_multiple, spatial_shards_for, stage_is_split
 from jaxstyle.preprocess import TORCHVISION
 from jaxstyle.weights import random_convs, write_converted
-from tests.test_sweep import free_port
+from tests.test_sweep import sweep_in_two_processes_and_one
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = {"network": "tiny", "content_layers": ("relu4_1",)}  # relu5_1, the deepest, behind 4 poolings
@@ -76,6 +76,9 @@ def test_split_image_equals_whole_image_float64(tmp_path, tiny_weights):
     # Three scales: split over 4, whole on each device (91 rows), split over 4.
     assert np.linalg.norm(r["stylize4_image"] - whole) / np.linalg.norm(whole) < 1e-10
     np.testing.assert_allclose(r["stylize4_total"], r["stylize1_total"], rtol=1e-10)
+    # Stopped after the first scale and resumed from its checkpoint: the same run, exactly.
+    np.testing.assert_array_equal(r["resumed4_image"], r["stylize4_image"])
+    np.testing.assert_array_equal(r["resumed4_total"], r["stylize4_total"])
     # 4 settings: 2 settings x 2 devices that split each image, against 4 x 1.
     assert r["sweep1_batch"] == r["sweep2_batch"] == 4
     np.testing.assert_allclose(r["sweep2_total"], r["sweep1_total"], rtol=1e-10)
@@ -97,38 +100,7 @@ def test_two_processes_split_one_image(tmp_path, tiny_weights):
     common = [str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--size", "64x48", "--steps", "3", "-q"]
     common += ["--network", "tiny", "--content-layers", "relu4_1", "--style-weight", "1e2,1e3"]
     common += ["--weights", str(tiny_weights), "--spatial-shards", "2"]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    port = free_port()
-
-    def joining(i: int) -> list[str]:
-        return ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)]
-
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(tmp_path / f"p{i}"), *joining(i)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    try:
-        for p in procs:
-            p.wait(timeout=300)
-    finally:
-        for p in procs:
-            p.kill()
-    assert [p.returncode for p in procs] == [0, 0], [p.stderr.read() for p in procs]
-    # The same split over 2 devices of one process.
-    one = subprocess.run(
-        [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(tmp_path / "one")],
-        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert one.returncode == 0, one.stderr
+    sweep_in_two_processes_and_one(tmp_path, common)  # the one process: 2 devices, split likewise
     # Each image's top rows, hence its file, are on process 0; process 1 held the bottom rows.
     names = ["000_sw100.png", "001_sw1000.png"]
     written = sorted(p.name for p in (tmp_path / "p0").iterdir())
