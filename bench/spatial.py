@@ -26,6 +26,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.common import bench_weights
     from bench.harness import device_slug, machine, results_markdown
 
-    weights, _ = bench_weights(RESULTS)
+    weights, _ = bench_weights(Path(tempfile.mkdtemp(prefix="jaxstyle-bench-")))  # never beside the results
     budget = args.budget_gib * 2**30
     m = machine()
     print(f"largest square step within {args.budget_gib:g} GiB per device", flush=True)
