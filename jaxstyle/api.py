@@ -128,7 +128,15 @@ def prepare(
     """
     with numbers_checked_as(dtype):  # a float64 run takes float64 numbers
         settings = settings or resolve(preset, **overrides)
-    job = prepare_job([content], style_list(style), settings, weights=weights, dtype=dtype, compute_dtype=compute_dtype)
+    job = prepare_job(
+        [content],
+        style_list(style),
+        settings,
+        weights=weights,
+        dtype=dtype,
+        compute_dtype=compute_dtype,
+        space_devices=jax.device_count(),
+    )
     return Problem(job)
 
 
@@ -148,7 +156,7 @@ def optimize(
     try:
         out = run_job(
             job,
-            single_device_mesh(),
+            single_device_mesh(job.plan.spatial_shards),
             on_chunk=progress,
             on_snapshot=on_snapshot and (lambda step, _rows, images: on_snapshot(step, images[0])),
             raise_on_divergence=True,

@@ -327,6 +327,13 @@ class Settings:
         DEFAULT_NETWORK,
         f"the network ({', '.join(NETWORKS)}); the layers are checked against it, and the weights file must hold it",
     )
+    # One image over many devices (README "One image over many devices"): its height is
+    # split over a 'space' axis of the device mesh; XLA inserts the convolutions' halos.
+    spatial_shards: int = setting(
+        0,
+        "devices one image's height is split over (0: automatic, as few as make a step fit in a device's memory)",
+        bounds=Bounds(0, 4096),
+    )
 
     def __post_init__(self) -> None:
         validate(self)

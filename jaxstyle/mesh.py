@@ -1,9 +1,15 @@
-"""Spreading a batch of settings over every device of every host.
+"""Spreading a batch of settings, and each image's rows, over every device of every host.
 
-The settings axis is sharded over a one-dimensional ``jax.sharding.Mesh`` of all
-devices; the network and the targets are replicated. Arrays are built as global
-arrays from data every process holds in full (each process computes the same
-settings list), so the same code runs on one device, many devices, or many hosts.
+The mesh has two axes, ``settings x space``: the settings axis holds the batch; the
+space axis (one device unless images are split) holds each image's rows. An image
+``(B, 1, H, W, 3)`` and every array shaped like it (Adam's moments, the moving average)
+are split ``P('settings', None, 'space')``; the content targets' features along their
+rows too; the network and the style targets are replicated. XLA's sharding
+propagation keeps the activations split by rows inside the jitted step and inserts the
+convolutions' halo exchanges and the all-reduces of the Gram matrices and losses.
+Arrays are built as global arrays from data every process holds in full (each process
+computes the same settings list), so the same code runs on one device, many devices,
+or many hosts.
 """
 
 from __future__ import annotations
@@ -18,11 +24,29 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxstyle.errors import JaxstyleError
 
 AXIS = "settings"
+SPACE = "space"
 
 
-def settings_mesh() -> Mesh:
-    """A 1-D mesh named ``settings`` over all devices of all processes."""
-    return Mesh(np.asarray(jax.devices()), (AXIS,))
+def settings_mesh(spatial_shards: int = 1) -> Mesh:
+    """A ``settings x space`` mesh over all devices of all processes, ``spatial_shards`` along space."""
+    devices = np.asarray(jax.devices())
+    return Mesh(devices.reshape(-1, spatial_shards), (AXIS, SPACE))
+
+
+def single_run_mesh(spatial_shards: int = 1) -> Mesh:
+    """The mesh of one stylization: its first local device, or the first ``spatial_shards``
+    devices of all processes along space."""
+    devices = jax.local_devices()[:1] if spatial_shards == 1 else jax.devices()[:spatial_shards]
+    return Mesh(np.asarray(devices).reshape(1, -1), (AXIS, SPACE))
+
+
+def image_sharding(mesh: Mesh, ndim: int = 5, split: bool = True, batched: bool = True) -> NamedSharding:
+    """An image-shaped array ``(..., H, W, 3)`` of ``ndim`` axes: the leading axis over settings
+    (when ``batched``), its rows over space (when ``split``)."""
+    spec = [AXIS if batched else None] + [None] * (ndim - 1)
+    if split:
+        spec[ndim - 3] = SPACE
+    return NamedSharding(mesh, PartitionSpec(*spec))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -94,10 +118,11 @@ def agreed(signum: int | None, due: bool) -> tuple[int | None, bool]:
 
 
 def local_rows(array: jax.Array) -> list[int]:
-    """Indexes along the leading axis whose data this process holds (first replica only)."""
+    """Indexes along the leading axis whose data this process holds (first replica only; for an
+    image split over space, the process holding its top rows)."""
     rows: set[int] = set()
     for shard in array.addressable_shards:
-        if shard.replica_id == 0:
+        if shard.replica_id == 0 and all(s.start in (None, 0) for s in shard.index[1:]):
             rows.update(range(*shard.index[0].indices(array.shape[0])))
     return sorted(rows)
 

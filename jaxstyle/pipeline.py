@@ -43,7 +43,7 @@ from jaxstyle.config import (
 )
 from jaxstyle.errors import JaxstyleError, Stopped
 from jaxstyle.losses import LossWeights, Targets, TemporalTarget
-from jaxstyle.plan import RunPlan, make_plan
+from jaxstyle.plan import RunPlan, make_plan, spatial_multiple, stage_is_split
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import (
     LOSS_NAMES,
@@ -308,13 +308,26 @@ def stacked_style_grams(network: Network, images: Sequence[jax.Array]) -> tuple[
     return jax.tree.map(lambda *xs: jnp.stack(xs), *stats)
 
 
-def targets_at(network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int]) -> Targets:
+def targets_at(
+    network: Network,
+    settings: Settings,
+    inputs: Inputs,
+    size: tuple[int, int],
+    place: Callable[[jax.Array], jax.Array] | None = None,
+) -> Targets:
     """Stacked targets for an output of ``size``: content features ``(Nc, 1, ...)`` per content
     layer, and style targets ``(T, 1, ...)`` per style layer from the blended statistics,
-    ``X_t = sum_s blends[t, s] * X_s`` (Gram matrices; means and second moments for W2)."""
-    styles = [to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0] for rgb in inputs.styles]
+    ``X_t = sum_s blends[t, s] * X_s`` (Gram matrices; means and second moments for W2).
+
+    ``place`` puts each network-space image where its features are computed (a run whose
+    images are split over devices computes them split too); by default, the default device.
+    """
+    place = place or (lambda x: x)
+    styles = [
+        place(to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0]) for rgb in inputs.styles
+    ]
     content = stack_content_targets_jit(
-        network.graphdef, network.params, to_network_images(inputs.contents, size, network), network.recipe
+        network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
     stats = blend_statistics(stacked_style_grams(network, styles), jnp.asarray(inputs.blends, network.dtype))
     grams, w2 = style_targets_jit(stats, network.recipe)
@@ -421,9 +434,9 @@ class Job:
     plan: RunPlan
     frames: FrameTargets | None = None
 
-    def targets_at(self, size: tuple[int, int]) -> Targets:
+    def targets_at(self, size: tuple[int, int], place: Callable[[jax.Array], jax.Array] | None = None) -> Targets:
         """Stacked content and style targets at ``size`` (see :func:`targets_at`)."""
-        return targets_at(self.network, self.settings, self.inputs, size)
+        return targets_at(self.network, self.settings, self.inputs, size, place)
 
     def per_setting(self) -> tuple[Setting, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Host arrays with a leading axis K: settings, initial images, learning rates, EMA decays, tolerances."""
@@ -483,10 +496,13 @@ def prepare_job(
     device_count: int = 1,
     batch_size: int | None = None,
     save_every: int | None = None,
+    space_devices: int | None = None,
 ) -> Job:
     """Read and check everything a run needs, so that a run fails before it starts.
 
-    ``points`` default to every content with every style target at the settings' values.
+    ``points`` default to every content with every style target at the settings' values;
+    ``device_count`` devices hold the batch, and one image may be split over
+    ``space_devices`` (default ``device_count``; see :func:`jaxstyle.plan.make_plan`).
     """
     inputs = read_inputs(contents, styles, settings, style_blends)
     if points is None:
@@ -511,6 +527,7 @@ def prepare_job(
         platform=jax.devices()[0].platform,
         batch_size=batch_size,
         save_every=save_every,
+        space_devices=space_devices,
     )
     check_sizes(settings, inputs, plan)
     network = build_network(settings, weights, dtype, compute_dtype, [p.style_loss for p in points])
@@ -574,9 +591,9 @@ class RunOutput:
     seconds: float
 
 
-def single_device_mesh() -> Mesh:
-    """A one-device mesh on the first local device (single runs)."""
-    return Mesh(np.asarray(jax.local_devices()[:1]), (meshlib.AXIS,))
+def single_device_mesh(spatial_shards: int = 1) -> Mesh:
+    """The mesh of a single run: the first local device, or ``spatial_shards`` devices its image is split over."""
+    return meshlib.single_run_mesh(spatial_shards)
 
 
 def fingerprint(job: Job) -> dict[str, str]:
@@ -704,7 +721,7 @@ def run_job(
         h, w = job.plan.stages[-1].size
         raise JaxstyleError(
             f"out of device memory at {h}x{w} with micro-batches of {job.plan.batch_size} setting(s); "
-            "use a smaller --size or --max-side, or a smaller --batch-size"
+            "use a smaller --size or --max-side, a smaller --batch-size, or more --spatial-shards"
         ) from None
 
 
@@ -724,10 +741,15 @@ class Runner:
         self.job, self.plan, self.network = job, job.plan, job.network
         self.on_chunk, self.on_snapshot, self.raise_on_divergence = on_chunk, on_snapshot, raise_on_divergence
         self.checkpoints, self.stop_signal = checkpoints, stop_signal
+        self.mesh = mesh
         self.replicated, self.sharded = meshlib.replicated(mesh), meshlib.batch_sharding(mesh)
         self.k, self.batch = len(job.points), self.plan.batch_size
-        if self.batch % mesh.devices.size:
-            raise JaxstyleError(f"batch size {self.batch} is not a multiple of the {mesh.devices.size} device(s)")
+        groups = mesh.shape[meshlib.AXIS]
+        if self.batch % groups:
+            raise JaxstyleError(f"batch size {self.batch} is not a multiple of the {groups} device(s)")
+        # Which stages split their image's rows over the space axis (see jaxstyle.plan.stage_is_split).
+        shards = mesh.shape.get(meshlib.SPACE, 1)
+        self.split = [stage_is_split(stage.size[0], job.settings, shards) for stage in self.plan.stages]
         self.done: list[RunOutput] = []
 
     def run(self) -> RunOutput:
@@ -735,7 +757,7 @@ class Runner:
         per_setting = meshlib.pad_leading(job.per_setting(), meshlib.padded_length(self.k, self.batch))
         self.params = meshlib.to_global(self.network.params, self.replicated)
         # Targets are computed once per stage, before any optimisation.
-        self.stage_targets = [meshlib.to_global(job.targets_at(s.size), self.replicated) for s in plan.stages]
+        self.stage_targets = [self.targets(index) for index in range(len(plan.stages))]
         resumed = self.resume(per_setting)
         start = time.perf_counter()
         for number, rows in enumerate(plan.micro_batches):
@@ -762,6 +784,42 @@ class Runner:
             seconds=seconds,
         )
 
+    def targets(self, index: int) -> Targets:
+        """The targets of stage ``index`` on the mesh: replicated, or for a stage split over space, computed
+        from images split by rows, the content features left split by rows and the style targets replicated."""
+        size = self.plan.stages[index].size
+        if not self.split[index]:
+            return meshlib.to_global(self.job.targets_at(size), self.replicated)
+        multiple = spatial_multiple(self.job.settings, self.mesh.shape[meshlib.SPACE])
+
+        def place(images: jax.Array) -> jax.Array:
+            # A style image whose height cannot be split is taken whole on every device.
+            split = images.shape[-3] % multiple == 0
+            return meshlib.to_global(images, meshlib.image_sharding(self.mesh, images.ndim, split, batched=False))
+
+        targets = self.job.targets_at(size, place)
+        content = tuple(
+            jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in targets.content
+        )
+        return jax.device_put(targets._replace(content=()), self.replicated)._replace(content=content)
+
+    def images_sharding(self, index: int, ndim: int = 5) -> jax.sharding.NamedSharding:
+        """Where image-shaped arrays ``(B, ..., H, W, 3)`` of stage ``index`` live."""
+        return meshlib.image_sharding(self.mesh, ndim, self.split[index])
+
+    def to_device(self, host: tuple) -> tuple:
+        """A micro-batch's per-setting host arrays on the mesh, its first images as those of stage 0."""
+        setting, images, *rest = host
+        placed = meshlib.to_global((setting, *rest), self.sharded)
+        return (placed[0], meshlib.to_global(images, self.images_sharding(0)), *placed[1:])
+
+    def state_sharding(self, index: int, leaf: Any) -> jax.sharding.NamedSharding:
+        """Where a state leaf of stage ``index`` lives: image-shaped leaves like the image, the rest by setting."""
+        h, w = self.plan.stages[index].size
+        if leaf.ndim >= 5 and tuple(leaf.shape[-3:]) == (h, w, 3):
+            return self.images_sharding(index, leaf.ndim)
+        return self.sharded
+
     def resume(self, per_setting: Any) -> tuple[Progress, SolverState] | None:
         """Load the newest checkpoint, if any: the finished micro-batches, and the one in flight."""
         found = self.checkpoints.latest() if self.checkpoints is not None else None
@@ -772,9 +830,11 @@ class Runner:
         host = jax.tree.map(lambda x: x[rows.start : rows.start + self.batch], per_setting)
         size = self.plan.stages[position.stage].size
         images = jax.ShapeDtypeStruct((self.batch, 1, *size, 3), self.network.dtype)
-        device = meshlib.to_global(host, self.sharded)
+        device = self.to_device(host)
         abstract = jax.eval_shape(lambda d, im: self.start_state(d, position.stage, im), device, images)
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharded), abstract)
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.state_sharding(position.stage, x)), abstract
+        )
         state, arrays = self.checkpoints.restore(done, meta, abstract)
         # This process's rows of a micro-batch: the same offsets in every micro-batch.
         offsets = meshlib.local_rows(state.image)
@@ -798,7 +858,7 @@ class Runner:
         """All stages of one micro-batch (``rows`` are its real settings; the rest is padding)."""
         plan, network, settings = self.plan, self.network, self.job.settings
         graphdef, recipe, convention = network.graphdef, network.recipe, network.convention
-        device = meshlib.to_global(host, self.sharded)
+        device = self.to_device(host)
         setting = device[0]
         batch = len(host[1])
         # Each row's content image (for --preserve-color); padding rows repeat the last setting.
@@ -849,7 +909,7 @@ class Runner:
         # The final losses are those of the image written (clipped to [0, 1], with the
         # content's colours where asked), not of the iterate before the last step.
         written = convention.to_network(jnp.asarray(final, network.dtype))[:, None]
-        written = meshlib.to_global(written, self.sharded)
+        written = meshlib.to_global(written, self.images_sharding(len(plan.stages) - 1))
         final_losses = batch_losses_jit(graphdef, recipe, self.params, self.stage_targets[-1], setting, written)
         return RunOutput(
             images=final,
@@ -865,17 +925,22 @@ class Runner:
     def next_stage_state(
         self, device: tuple, index: int, previous: SolverState | None, convention: InputConvention
     ) -> SolverState:
-        """The state a stage starts from: the first images, or the previous stage's averaged iterate upsampled."""
+        """The state a stage starts from: the first images, or the previous stage's averaged iterate upsampled;
+        each leaf placed as :meth:`state_sharding` says (Adam's fresh moments would otherwise be whole everywhere)."""
         if previous is None:
-            return self.start_state(device, index)
+            return self.placed(self.start_state(device, index), index)
         # The next scale starts from each setting's averaged iterate, upsampled.
         size = self.plan.stages[index].size
         images = upsample(jnp.asarray(meshlib.to_host(averaged_image(previous))), size, convention)
-        fresh = self.start_state(device, index, meshlib.to_global(images, self.sharded))
+        fresh = self.start_state(device, index, meshlib.to_global(images, self.images_sharding(index)))
         if self.job.settings.warm_start:
             fresh = fresh._replace(opt_state=warm_started_adam(previous.opt_state, fresh.opt_state))
         # A setting that diverged at an earlier scale stays frozen.
-        return fresh._replace(diverged_at=previous.diverged_at)
+        return self.placed(fresh._replace(diverged_at=previous.diverged_at), index)
+
+    def placed(self, state: SolverState, index: int) -> SolverState:
+        """``state`` with every leaf where :meth:`state_sharding` puts it at stage ``index``."""
+        return jax.device_put(state, jax.tree.map(lambda x: self.state_sharding(index, x), state))
 
     def after_chunk(self, position: Position, state: SolverState, progress: Progress) -> None:
         """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""

@@ -68,7 +68,8 @@ class RunPlan:
       snapshot_steps: global steps after which a snapshot is taken (never the last).
       settings_count: number of settings ``K``.
       batch_size: settings per compiled micro-batch (a multiple of the device count).
-      batch_reason: one line saying why that batch size.
+      batch_reason: one line saying why that batch size (and that spatial split).
+      spatial_shards: devices each image's height is split over (:func:`spatial_shards_for`).
     """
 
     stages: tuple[StagePlan, ...]
@@ -76,6 +77,7 @@ class RunPlan:
     settings_count: int
     batch_size: int
     batch_reason: str
+    spatial_shards: int = 1
 
     @property
     def steps(self) -> int:
@@ -162,6 +164,62 @@ def batch_size_for(
     return batch, f"{k} settings on {device_count} device(s); {why}; micro-batches of {batch}"
 
 
+def pools_before_deepest(settings: Settings) -> int:
+    """The 2x2 poolings in front of the deepest layer the recipe uses (4 for relu5_1)."""
+    spec = network(settings.network)
+    deepest = spec.deepest((*settings.content_layers, *settings.style_layers))
+    return sum(name.startswith("pool") for name in spec.layer_names[: spec.layer_names.index(deepest)])
+
+
+def spatial_multiple(settings: Settings, shards: int) -> int:
+    """What an image's height must be a multiple of to be split over ``shards`` devices:
+    ``shards * 2**p``, ``p`` the poolings in front of the deepest layer used, so that every
+    device holds whole, even rows at every level (each pooling window lies on one device)."""
+    return shards * 2 ** pools_before_deepest(settings)
+
+
+def stage_is_split(height: int, settings: Settings, shards: int) -> bool:
+    """Whether a stage of ``height`` rows is split over the ``shards`` devices of the space axis.
+
+    A coarse stage whose height is not a multiple of :func:`spatial_multiple` runs whole
+    on each of them (the same work on every one; coarse stages are the small ones).
+    """
+    return shards > 1 and height % spatial_multiple(settings, shards) == 0
+
+
+def spatial_shards_for(
+    settings: Settings, output_size: tuple[int, int], devices: int, device_memory: int, dtype_bytes: int = 4
+) -> tuple[int, str]:
+    """Devices the image's height is split over, and a line saying why.
+
+    ``settings.spatial_shards`` if given (at most ``devices``; the output height a multiple of
+    :func:`spatial_multiple`). ``0`` (automatic): the fewest divisors ``n`` of ``devices``
+    with a valid height for which one setting's step, ``bytes_per_setting / n`` (halos
+    neglected), fits in 70% of a device's memory; the most of them when none does. This
+    is the one place the decision is made: a better memory model enters through
+    :func:`bytes_per_setting`.
+    """
+    height = output_size[0]
+    requested = settings.spatial_shards
+    if requested >= 1:
+        if requested > devices:
+            raise JaxstyleError(f"--spatial-shards {requested} needs {requested} devices; this run has {devices}")
+        multiple = spatial_multiple(settings, requested)
+        if requested > 1 and height % multiple:
+            raise JaxstyleError(
+                f"output height {height} cannot be split over {requested} devices: it must be a multiple of "
+                f"{multiple} ({requested} x 2^{pools_before_deepest(settings)}, whole even rows per device at "
+                "every pooling); use another --size or --spatial-shards"
+            )
+        return requested, f"image split over {requested} device(s) as asked"
+    need = bytes_per_setting(output_size, settings, dtype_bytes)
+    valid = [n for n in range(1, devices + 1) if devices % n == 0 and (n == 1 or stage_is_split(height, settings, n))]
+    fitting = [n for n in valid if need / n <= 0.7 * device_memory]
+    shards = fitting[0] if fitting else valid[-1]
+    why = f"~{need / 2**20:.0f} MiB per image step: split over {shards} of {devices} device(s)"
+    return shards, why + ("" if fitting else " (the most a valid height allows; it may not fit)")
+
+
 def make_plan(
     settings: Settings,
     output_size: tuple[int, int],
@@ -174,9 +232,21 @@ def make_plan(
     batch_size: int | None = None,
     save_every: int | None = None,
     chunk_steps: int = CHUNK_STEPS,
+    space_devices: int | None = None,
 ) -> RunPlan:
-    """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule."""
+    """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule.
+
+    ``device_count`` devices hold the batch (a settings x space mesh when images are
+    split); ``space_devices`` (default ``device_count``) is how many one image may be
+    split over (a single stylization: every device, with one setting).
+    """
     planned, snapshots = schedule(settings, output_size, save_every, chunk_steps)
     per_setting = bytes_per_setting(output_size, settings, dtype_bytes)
-    batch, why = batch_size_for(settings_count, per_setting, device_count, device_memory, platform, batch_size)
-    return RunPlan(planned, snapshots, settings_count, batch, why)
+    shards, split = spatial_shards_for(settings, output_size, space_devices or device_count, device_memory, dtype_bytes)
+    if device_count > 1 and device_count % shards:
+        raise JaxstyleError(f"--spatial-shards {shards} does not divide the {device_count} devices")
+    groups = max(1, device_count // shards)
+    batch, why = batch_size_for(settings_count, -(-per_setting // shards), groups, device_memory, platform, batch_size)
+    if shards > 1:
+        why += f"; {split}"
+    return RunPlan(planned, snapshots, settings_count, batch, why, shards)

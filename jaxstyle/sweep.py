@@ -246,7 +246,6 @@ def sweep(
     blended = style_blends is not None
     if not blended:
         style_blends = np.eye(len(styles)).tolist()  # each style image alone is a target
-    mesh = meshlib.settings_mesh()
     job = prepare_job(
         contents,
         styles,
@@ -256,9 +255,10 @@ def sweep(
         weights=weights,
         dtype=dtype,
         compute_dtype=compute_dtype,
-        device_count=mesh.devices.size,
+        device_count=jax.device_count(),
         batch_size=batch_size,
     )
+    mesh = meshlib.settings_mesh(job.plan.spatial_shards)
     check_host_memory(len(job.points), job.inputs.output_size, job.plan.steps, job.network.dtype.itemsize)
     if on_plan is not None:
         on_plan(job.plan.batch_reason)

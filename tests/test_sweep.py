@@ -216,45 +216,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow  # three fresh processes, two of them one multi-process run
-def test_two_processes_match_one_process(tmp_path, weight_files, images):
-    content, style, _ = images
-    Image.fromarray((content * 255).astype(np.uint8)).save(tmp_path / "c.png")
-    Image.fromarray((style * 255).astype(np.uint8)).save(tmp_path / "s.png")
-    common = [
-        str(tmp_path / "c.png"),
-        str(tmp_path / "s.png"),
-        "--size",
-        "48x64",
-        "--steps",
-        "3",
-        "-q",
-        "--style-weight",
-        "1e2,1e3,1e4",
-        "--tv-weight",
-        "0,10",
-        "--weights",
-        str(weight_files["torchvision"]),
-    ]
+def sweep_in_two_processes_and_one(tmp_path: Path, common: list[str]) -> None:
+    """``jaxstyle sweep *common`` as two processes on 127.0.0.1 (one CPU device each), writing to
+    ``tmp_path/p0`` and ``p1``, then as one process with 2 forced devices, writing to ``tmp_path/one``."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     port = free_port()
+
+    def joining(i: int) -> list[str]:
+        return ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)]
+
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jaxstyle",
-                "sweep",
-                *common,
-                "-o",
-                str(tmp_path / f"p{i}"),
-                "--coordinator",
-                f"127.0.0.1:{port}",
-                "--num-processes",
-                "2",
-                "--process-id",
-                str(i),
-            ],
+            [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(tmp_path / f"p{i}"), *joining(i)],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -278,6 +251,29 @@ def test_two_processes_match_one_process(tmp_path, weight_files, images):
         timeout=300,
     )
     assert one.returncode == 0, one.stderr
+
+
+@pytest.mark.slow  # three fresh processes, two of them one multi-process run
+def test_two_processes_match_one_process(tmp_path, weight_files, images):
+    content, style, _ = images
+    Image.fromarray((content * 255).astype(np.uint8)).save(tmp_path / "c.png")
+    Image.fromarray((style * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    common = [
+        str(tmp_path / "c.png"),
+        str(tmp_path / "s.png"),
+        "--size",
+        "48x64",
+        "--steps",
+        "3",
+        "-q",
+        "--style-weight",
+        "1e2,1e3,1e4",
+        "--tv-weight",
+        "0,10",
+        "--weights",
+        str(weight_files["torchvision"]),
+    ]
+    sweep_in_two_processes_and_one(tmp_path, common)
     names_one = sorted(p.name for p in (tmp_path / "one").iterdir())
     p0, p1 = (sorted(p.name for p in (tmp_path / f"p{i}").iterdir()) for i in range(2))
     # Each process wrote its own shard; process 0 also the sheet, plot and summary.

@@ -1,0 +1,116 @@
+"""One image over many devices: a split image computes what the whole one does, in less memory per device."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jaxstyle.config import resolve
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.nets import TINY
+from jaxstyle.plan import bytes_per_setting, make_plan, spatial_multiple, spatial_shards_for, stage_is_split
+from jaxstyle.preprocess import TORCHVISION
+from jaxstyle.weights import random_convs, write_converted
+from tests.test_sweep import sweep_in_two_processes_and_one
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_RECIPE = {"network": "tiny", "content_layers": ("relu4_1",)}  # relu5_1, the deepest, behind 4 poolings
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("tiny") / "tiny-torchvision.h5"
+    write_converted(path, random_convs(seed=1, network=TINY), TORCHVISION, {"source": "random (test)"}, TINY)
+    return path
+
+
+def test_a_split_height_is_a_multiple_of_shards_times_two_to_the_poolings():
+    settings = resolve("paper", **TINY_RECIPE)
+    assert spatial_multiple(settings, 4) == 64
+    assert spatial_multiple(resolve("paper", **TINY_RECIPE, style_layers=("relu1_1", "relu2_1")), 4) == 4 * 8
+    assert stage_is_split(128, settings, 2) and stage_is_split(64, settings, 4)
+    assert not stage_is_split(91, settings, 2) and not stage_is_split(128, settings, 1)
+
+
+def test_asked_shards_are_checked_in_one_line():
+    settings = resolve("paper", **TINY_RECIPE, spatial_shards=4)
+    assert spatial_shards_for(settings, (128, 64), devices=4, device_memory=1 << 30)[0] == 4
+    with pytest.raises(JaxstyleError, match=r"output height 96 cannot be split over 4 devices: .* multiple of 64"):
+        spatial_shards_for(settings, (96, 64), devices=4, device_memory=1 << 30)
+    with pytest.raises(JaxstyleError, match="--spatial-shards 4 needs 4 devices; this run has 2"):
+        spatial_shards_for(settings, (128, 64), devices=2, device_memory=1 << 30)
+    with pytest.raises(JaxstyleError, match="does not divide the 6 devices"):
+        make_plan(settings, (128, 64), 6, device_count=6)
+
+
+def test_automatic_shards_are_the_fewest_that_fit():
+    settings = resolve("paper", **TINY_RECIPE)  # spatial_shards 0: automatic
+    step = bytes_per_setting((256, 64), settings)  # the estimate of one step
+    assert spatial_shards_for(settings, (256, 64), 4, device_memory=2 * step)[0] == 1
+    assert spatial_shards_for(settings, (256, 64), 4, device_memory=step)[0] == 2  # 0.7 of it holds half a step
+    shards, why = spatial_shards_for(settings, (256, 64), 4, device_memory=step // 8)
+    assert shards == 4 and "it may not fit" in why
+    # 160 rows split over 2 devices (a multiple of 32), not over 4 (of 64): 4 is never tried.
+    assert spatial_shards_for(settings, (160, 64), 4, device_memory=step // 8)[0] == 2
+    plan = make_plan(settings, (256, 64), 8, device_count=4, device_memory=step)
+    # Half a step per device, one setting in 0.7 of a device, 2 groups of 2 devices: micro-batches of 2.
+    assert plan.spatial_shards == 2 and plan.batch_size == 2 and "split over 2 of 4 device(s)" in plan.batch_reason
+
+
+@pytest.mark.slow  # a fresh process with 4 forced CPU devices
+def test_split_image_equals_whole_image_float64(tmp_path, tiny_weights):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = tmp_path / "split.npz"
+    worker = [sys.executable, str(ROOT / "tests" / "shard_worker.py"), str(out), str(tiny_weights)]
+    subprocess.run(worker, check=True, env=env, cwd=ROOT, timeout=600)
+    r = dict(np.load(out))
+    assert r["devices"] == 4
+    whole = r["stylize1_image"]
+    # Three scales: split over 4, whole on each device (91 rows), split over 4.
+    assert np.linalg.norm(r["stylize4_image"] - whole) / np.linalg.norm(whole) < 1e-10
+    np.testing.assert_allclose(r["stylize4_total"], r["stylize1_total"], rtol=1e-10)
+    # Stopped after the first scale and resumed from its checkpoint: the same run, exactly.
+    np.testing.assert_array_equal(r["resumed4_image"], r["stylize4_image"])
+    np.testing.assert_array_equal(r["resumed4_total"], r["stylize4_total"])
+    # 4 settings: 2 settings x 2 devices that split each image, against 4 x 1.
+    assert r["sweep1_batch"] == r["sweep2_batch"] == 4
+    np.testing.assert_allclose(r["sweep2_total"], r["sweep1_total"], rtol=1e-10)
+    for k in range(4):
+        a, b = r["sweep2_images"][k], r["sweep1_images"][k]
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-10, k
+    # Per-device bytes of a compiled chunk (arguments, outputs, temporaries) over 1, 2, 4 devices.
+    # After a chunk the image, Adam's two moments and the average are split (none on one device).
+    assert r["split_leaves"].tolist() == [[4, 0], [4, 4], [4, 4]]
+    one, two, four = r["memory"]
+    assert two < 0.65 * one and four < 0.65 * two, r["memory"]
+
+
+@pytest.mark.slow  # three fresh processes, two of them one multi-process run
+def test_two_processes_split_one_image(tmp_path, tiny_weights):
+    rng = np.random.default_rng(3)
+    for name in ("c", "s"):
+        Image.fromarray((rng.uniform(0, 1, (64, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    common = [str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--size", "64x48", "--steps", "3", "-q"]
+    common += ["--network", "tiny", "--content-layers", "relu4_1", "--style-weight", "1e2,1e3"]
+    common += ["--weights", str(tiny_weights), "--spatial-shards", "2"]
+    sweep_in_two_processes_and_one(tmp_path, common)  # the one process: 2 devices, split likewise
+    # Each image's top rows, hence its file, are on process 0; process 1 held the bottom rows.
+    names = ["000_sw100.png", "001_sw1000.png"]
+    written = sorted(p.name for p in (tmp_path / "p0").iterdir())
+    assert written == [*names, "contact_sheet.png", "losses.png", "summary.json"]
+    assert not (tmp_path / "p1").exists() or not any((tmp_path / "p1").iterdir())
+    for name in names:
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tmp_path / "p0" / name)), np.asarray(Image.open(tmp_path / "one" / name)), name
+        )
+    two, single = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("p0", "one"))
+    assert two["process_count"] == 2 and two["device_count"] == 2 and "split over 2 device(s)" in two["plan"]
+    for a, b in zip(two["points"], single["points"], strict=True):
+        assert a["final_losses"] == b["final_losses"]
