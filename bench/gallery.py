@@ -151,9 +151,9 @@ PANELS = (
         "tubingen.jpg",
         ("starry_night.jpg",),
         (Run("crowsonkb", ("--preset", "crowsonkb", "--network", "vgg16", "--scale-steps", "300,200,150,100,100")),),
-        note="The crowsonkb preset on VGG-16 (its content layer is relu4_2 already) with 300, 200, 150, 100, 100 "
-        "steps at its five scales instead of 1000, 500, 500, 500, 500 (2-core CPU). Its style weight per unit of "
-        "layer weight is the paper's 1000, and on VGG-16 it barely stylizes, as the paper's does in the sweep.",
+        note="The crowsonkb preset (style-transfer-pytorch since May 2023: Wasserstein-2 style loss, nine-point TV, "
+        "Adam beta2 0.99) on VGG-16, whose relu4_2 is its content layer too, with 300, 200, 150, 100, 100 steps at "
+        "its five scales instead of 1000, 500, 500, 500, 500 (2-core CPU shared with other jobs).",
     ),
     Panel(
         "preserve_color",
@@ -221,18 +221,27 @@ def execute(command: list[str]) -> float:
     out.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     print("$", shlex.join(["jaxstyle", *command[3:]]), flush=True)
-    # Other jobs on the machine slow the run: its load at the start goes into the caption.
+    # Other jobs on the machine slow the run: the load it ran under goes into the caption.
     out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.load").write_text(f"{os.getloadavg()[0]:.1f}")
     t0 = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, env=env, check=True)
-    return time.perf_counter() - t0
+    if subprocess.run(command, cwd=ROOT, env=env).returncode != 0:
+        raise SystemExit(f"bench/gallery.py: `jaxstyle {shlex.join(command[3:])}` failed (its message is above)")
+    seconds = time.perf_counter() - t0
+    Path(f"{out}.load").write_text(f"{load_average_over(seconds):.1f}")
+    return seconds
 
 
-def load_at_start(out: Path) -> str:
-    """The 1-minute load average when the run that wrote ``out`` started."""
+def load_average_over(seconds: float) -> float:
+    """The system's load average over the window (1, 5 or 15 minutes) nearest to the last ``seconds``."""
+    windows = (60.0, 300.0, 900.0)
+    nearest = min(range(3), key=lambda i: abs(windows[i] - seconds))
+    return os.getloadavg()[nearest]
+
+
+def load_during(out: Path) -> str:
+    """The load average the run that wrote ``out`` ran under (see :func:`load_average_over`)."""
     path = Path(f"{out}.load")
-    return path.read_text() if path.exists() else "?"
+    return path.read_text().strip() if path.exists() else "?"
 
 
 # --------------------------------------------------------------------------- captions from metadata
@@ -324,7 +333,9 @@ def font(size: int = FONT, bold: bool = False) -> ImageFont.FreeTypeFont:
     import matplotlib
 
     name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
-    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name), size)
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+    # The basic layout: some Pillow builds' raqm layout fails on plain Latin text.
+    return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)
 
 
 def wrap(text: str, f: ImageFont.FreeTypeFont, width: int) -> list[str]:
@@ -411,9 +422,9 @@ def make_stylize_panel(panel: Panel, images: Path, work: Path, weights: Path | N
     lines.append(describe_weights(metas[0]["weights"]))
     if panel.note:
         lines.append(panel.note)
-    loads = ", ".join(load_at_start(p) for p in outputs)
+    loads = ", ".join(load_during(p) for p in outputs)
     lines.append(
-        f"Seconds: optimisation incl. compilation (PNG metadata), on {cpu}, load average {loads} at the start. "
+        f"Seconds: optimisation incl. compilation (PNG metadata), on {cpu}, under load average {loads}. "
         f"{credits(panel)}"
     )
     sheet = compose(tiles, panel.title, lines)
@@ -448,8 +459,8 @@ def make_sweep_panel(panel: Panel, images: Path, work: Path, weights: Path | Non
         lines.append(describe_weights({**attrs, "network": summary["settings"]["network"]}))
     lines.append(
         f"{len(summary['points'])} settings vmapped in one jitted program, {summary['seconds']:.0f} s in all "
-        f"({summary['seconds_per_setting_step']:.2f} s per setting-step) on {cpu_name()}, load average "
-        f"{load_at_start(out)} at the start."
+        f"({summary['seconds_per_setting_step']:.2f} s per setting-step) on {cpu_name()}, under load "
+        f"average {load_during(out)}."
     )
     if panel.note:
         lines.append(panel.note)
