@@ -198,7 +198,7 @@ def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_p
     """SIGTERM reaches process 1 only, in the second of three micro-batches: both processes
     stop at the same chunk end (exit 75) with one shared checkpoint; restarted with
     --resume, each writes its own settings' images, equal to an uninterrupted run's."""
-    from tests.test_sweep import free_port
+    from tests.test_sweep import free_port, sweep_in_one_process_on_two_devices
 
     common = [str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--size", "48x64", "--steps", "20"]
     common += ["--style-weight", "1e2,1e3,1e4", "--tv-weight", "0,10", "--batch-size", "2"]
@@ -247,14 +247,7 @@ def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_p
     assert not any(p.exists() and any(p.iterdir()) for p in (tmp_path / "p0", tmp_path / "p1"))
     resumed = two_processes(free_port(), "--resume")
     assert finish(resumed) == [0, 0], [p.stderr.read() for p in resumed]
-    one = subprocess.run(  # uninterrupted, the same 2-device layout in one process
-        [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(tmp_path / "one")],
-        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert one.returncode == 0, one.stderr
+    sweep_in_one_process_on_two_devices(tmp_path / "one", common)  # uninterrupted
     images = {path.name: path for i in range(2) for path in (tmp_path / f"p{i}").glob("0*.png")}
     reference = sorted((tmp_path / "one").glob("0*.png"))
     assert sorted(images) == [path.name for path in reference] and len(reference) == 6

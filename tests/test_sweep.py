@@ -242,10 +242,15 @@ def sweep_in_two_processes_and_one(tmp_path: Path, common: list[str]) -> None:
         for p in procs:
             p.kill()
     assert [p.returncode for p in procs] == [0, 0], [p.stderr.read() for p in procs]
-    # The same 2-device layout in one process.
+    sweep_in_one_process_on_two_devices(tmp_path / "one", common)
+
+
+def sweep_in_one_process_on_two_devices(out: Path, common: list[str]) -> None:
+    """``jaxstyle sweep *common -o out`` in one process with 2 forced CPU devices: the layout of two processes."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     one = subprocess.run(
-        [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(tmp_path / "one")],
-        env={**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+        [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(out)],
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
