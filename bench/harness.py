@@ -366,9 +366,10 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
-    from bench.video import VIDEO_RESULTS, markdown
+    from bench import spatial, video
 
-    out += markdown(results_dir / VIDEO_RESULTS.name)
+    out += video.markdown(results_dir / video.VIDEO_RESULTS.name)
+    out += spatial.markdown(results_dir)
     return "\n".join(out)
 
 
