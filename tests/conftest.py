@@ -222,6 +222,17 @@ def weight_files(tmp_path_factory, convs) -> dict[str, Path]:
     return files
 
 
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """The tiny test network (``--network tiny``) with seeded random weights, converted (torchvision convention)."""
+    from jaxstyle.preprocess import TORCHVISION
+    from jaxstyle.weights import write_converted
+
+    path = tmp_path_factory.mktemp("tiny") / "tiny-torchvision.h5"
+    write_converted(path, random_convs(seed=1, network=TINY), TORCHVISION, {"source": "random (test)"}, TINY)
+    return path
+
+
 @pytest.fixture
 def strict_dtypes():
     with jax.numpy_dtype_promotion("strict"):

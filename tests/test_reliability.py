@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, Stopped
 from jaxstyle.signals import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,3 +254,37 @@ def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_p
     assert len(list((tmp_path / "p1").glob("0*.png"))) == 3  # process 1 wrote its own three settings
     for path in reference:
         np.testing.assert_array_equal(np.asarray(Image.open(images[path.name])), np.asarray(Image.open(path)))
+
+
+@pytest.mark.slow  # four vmapped L-BFGS sweeps, each compiled
+def test_a_vmapped_lbfgs_sweep_stopped_twice_resumes_exactly(tmp_path, tiny_weights, rng):
+    """A vmapped L-BFGS sweep of two micro-batches and two scales, stopped at the second scale
+    of the first micro-batch and again in the second micro-batch, each time resumed from its
+    checkpoint: the same images, losses and final losses as a run never stopped, bit for bit
+    (L-BFGS's memory and its line search's stored value and gradient are in the state)."""
+    from jaxstyle.sweep import grid_product, sweep
+
+    content, style = rng.uniform(0, 1, (32, 48, 3)), rng.uniform(0, 1, (32, 48, 3))
+    points = grid_product(1, 1, [1.0], [1e2, 1e3, 1e4], [0.0], [1.0])
+    common = {"weights": tiny_weights, "network": "tiny", "content_layers": ("relu4_1",), "size": (32, 48)}
+    common |= {"steps": 12, "scales": 2, "optimizer": "lbfgs", "batch_size": 2}
+    reference = sweep([content], [style], points, **common)
+
+    def stop_at_call(n: int):
+        calls = []
+
+        def stop() -> int | None:
+            calls.append(1)  # asked once per chunk; 12 steps a scale are chunks of 10 and 2
+            return signal.SIGTERM if len(calls) == n else None
+
+        return stop
+
+    directory = tmp_path / "ck"
+    for attempt, call in enumerate((3, 3)):  # micro-batch 1, scale 2; then micro-batch 2, scale 1
+        options = CheckpointOptions(directory, every_steps=5, every_minutes=None, resume=attempt > 0)
+        with pytest.raises(Stopped):
+            sweep([content], [style], points, checkpoint=options, stop_signal=stop_at_call(call), **common)
+    resumed = sweep([content], [style], points, checkpoint=CheckpointOptions(directory, resume=True), **common)
+    np.testing.assert_array_equal(resumed.images, reference.images)
+    np.testing.assert_array_equal(resumed.trace["total"], reference.trace["total"])
+    np.testing.assert_array_equal(resumed.final_losses["total"], reference.final_losses["total"])

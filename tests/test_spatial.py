@@ -14,21 +14,11 @@ from PIL import Image
 
 from jaxstyle.config import resolve
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.nets import TINY
 from jaxstyle.plan import bytes_per_setting, make_plan, spatial_multiple, spatial_shards_for, stage_is_split
-from jaxstyle.preprocess import TORCHVISION
-from jaxstyle.weights import random_convs, write_converted
 from tests.test_sweep import sweep_in_two_processes_and_one
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = {"network": "tiny", "content_layers": ("relu4_1",)}  # relu5_1, the deepest, behind 4 poolings
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "tiny-torchvision.h5"
-    write_converted(path, random_convs(seed=1, network=TINY), TORCHVISION, {"source": "random (test)"}, TINY)
-    return path
 
 
 def test_a_split_height_is_a_multiple_of_shards_times_two_to_the_poolings():

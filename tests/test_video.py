@@ -24,10 +24,7 @@ from jaxstyle.clips import Motion, ffmpeg_exe, read_clip, temporal_error, video,
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.flow import consistency_mask, flows, warp
 from jaxstyle.losses import TemporalTarget, temporal_loss
-from jaxstyle.nets import TINY
-from jaxstyle.preprocess import TORCHVISION
 from jaxstyle.synthetic import PanZoom, photo_rgb, render, true_flow
-from jaxstyle.weights import random_convs, write_converted
 
 from .real_weights import PHOTO
 from .test_bad_input import assert_one_line_error, run_cli
@@ -70,13 +67,6 @@ def true_motion(motion: PanZoom, count: int) -> Motion:
 
 def imageio_size(path: Path) -> tuple[int, int]:
     return photo_rgb(str(path)).shape[:2]
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("tiny") / "tiny-torchvision.h5"
-    write_converted(path, random_convs(seed=1, network=TINY), TORCHVISION, {"source": "random (test)"}, TINY)
-    return path
 
 
 # --------------------------------------------------------------------------- flow and masks
