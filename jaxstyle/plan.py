@@ -28,9 +28,27 @@ CHUNK_STEPS = 10  # steps per jitted chunk: progress and divergence checks happe
 # parallelism, only memory traffic: at 150x225 on 2 cores, 2-8 settings vmapped ran
 # 2-3% faster per setting than one at a time and 16 ran 4-12% slower.
 CPU_SETTINGS_PER_DEVICE = 8
-# Forward activations kept for the backward pass, their gradients and XLA's
-# workspace: about three times the forward activations (measured, order of magnitude).
-MEMORY_FACTOR = 3
+# The memory model of one optimisation step (see step_bytes): bytes = fixed + factor *
+# A(H, W), A the float32 bytes of the forward activations up to the deepest layer the
+# recipe uses (NetworkSpec.activation_count). Fitted by `python -m bench.memory fit` to
+# XLA's compiled memory analysis (arguments + outputs + temporaries) of one Adam step of
+# the `paper` recipe at 128x128, 256x256 and 384x384, jax 0.10.2 on XLA:CPU (AMD EPYC,
+# 2 cores), 2026-11-24; checked at other sizes by tests/test_memory.py and
+# bench/RESULTS.md. Keys: (network, compute dtype, remat); values: (fixed bytes, factor).
+MEMORY_MODEL: dict[tuple[str, str, str], tuple[int, float]] = {}
+MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 cores, 2026-11-24"
+# Peak resident memory of a fresh CPU process running steps (see host_peak_bytes):
+# base + scale * step_bytes, fitted by `python -m bench.memory runs` on VGG-19 `paper`
+# steps at 256, 512 and 768 square (bench/results/memory/runs.json). Keys: (compute
+# dtype, remat); values: (base bytes, scale).
+HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {}
+# A network or dtype the table lacks (the tiny test network, float64) takes VGG-19's
+# float32 factor with no fixed part, scaled by its dtype's size.
+FALLBACK_FACTOR = 3.0
+# Rematerialisation modes, fastest first: `auto` takes the first whose estimate fits.
+REMAT_MODES = ("none", "blocks")
+# Fraction of a device's memory the plan fills (the rest: XLA's other buffers, the host process).
+MEMORY_FILL = 0.7
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,8 @@ class RunPlan:
       settings_count: number of settings ``K``.
       batch_size: settings per compiled micro-batch (a multiple of the device count).
       batch_reason: one line saying why that batch size.
+      remat: the rematerialisation mode (``"auto"`` resolved by :func:`choose_remat`).
+      memory_reason: one line with the memory estimate and why that remat mode.
     """
 
     stages: tuple[StagePlan, ...]
@@ -76,6 +96,8 @@ class RunPlan:
     settings_count: int
     batch_size: int
     batch_reason: str
+    remat: str = "none"
+    memory_reason: str = ""
 
     @property
     def steps(self) -> int:
@@ -127,12 +149,68 @@ def schedule(
     return tuple(planned), snapshots
 
 
-def bytes_per_setting(size: tuple[int, int], settings: Settings, dtype_bytes: int = 4) -> int:
-    """Estimated device memory one setting needs during a step: :data:`MEMORY_FACTOR` times
-    the forward activations up to the deepest layer the recipe uses."""
+def step_bytes(
+    size: tuple[int, int], settings: Settings, dtype: str = "float32", remat: str = "none", compute_dtype: str | None = None
+) -> int:
+    """Estimated memory of one optimisation step of one setting at ``size``:
+    ``fixed + factor * A(H, W)`` (:data:`MEMORY_MODEL`).
+
+    ``A(H, W)`` is 4 bytes times the number of forward activation values up to the
+    deepest layer the recipe uses; ``fixed`` (weights, their flipped copies for the
+    input gradient) and ``factor`` (activations kept for the backward pass, gradients,
+    workspace) are fitted per network, compute dtype and remat mode. The image, the
+    optimiser state and the targets are counted in both.
+    """
     spec = network(settings.network)
     deepest = spec.deepest((*settings.content_layers, *settings.style_layers))
-    return MEMORY_FACTOR * spec.activation_count(*size, deepest) * dtype_bytes
+    activations = 4 * spec.activation_count(*size, deepest)
+    compute = compute_dtype or dtype
+    fitted = MEMORY_MODEL.get((spec.name, compute, remat))
+    if fitted is None:
+        scale = {"float64": 2.0, "bfloat16": 0.5, "float16": 0.5}.get(compute, 1.0)
+        return int(FALLBACK_FACTOR * scale * activations)
+    fixed, factor = fitted
+    return int(fixed + factor * activations)
+
+
+def host_peak_bytes(
+    size: tuple[int, int], settings: Settings, dtype: str = "float32", remat: str = "none", compute_dtype: str | None = None
+) -> int:
+    """Estimated peak resident memory of a CPU process that runs one setting at ``size``:
+    ``base + scale * step_bytes`` (:data:`HOST_MODEL`: the Python process, JAX, the
+    weights, the targets' computation, and the allocator's slack over XLA's buffers)."""
+    base, scale = HOST_MODEL.get((compute_dtype or dtype, remat), HOST_MODEL.get(("float32", remat), (0, 1.0)))
+    return int(base + scale * step_bytes(size, settings, dtype, remat, compute_dtype))
+
+
+def choose_remat(
+    settings: Settings,
+    size: tuple[int, int],
+    device_memory: int,
+    dtype: str = "float32",
+    compute_dtype: str | None = None,
+) -> tuple[str, int, str]:
+    """The remat mode of a run at ``size``, its estimated step memory, and a line saying why.
+
+    ``settings.remat`` as asked, or for ``auto`` the fastest mode (:data:`REMAT_MODES`
+    order) whose estimate fits :data:`MEMORY_FILL` of ``device_memory``; where none
+    fits, the one with the smallest estimate (the run may then fail out of memory).
+    """
+    estimates = {m: step_bytes(size, settings, dtype, m, compute_dtype) for m in REMAT_MODES}
+    budget = MEMORY_FILL * device_memory
+    h, w = size
+    if settings.remat != "auto":
+        mode, why = settings.remat, "as asked"
+    else:
+        fitting = [m for m in REMAT_MODES if estimates[m] <= budget]
+        mode = fitting[0] if fitting else min(REMAT_MODES, key=estimates.get)
+        why = "auto: fastest that fits" if fitting else "auto: nothing fits, smallest estimate"
+    line = (
+        f"remat {mode} ({why}); estimated {estimates[mode] / 2**20:.0f} MiB per step at {h}x{w} "
+        f"({', '.join(f'{m} {v / 2**20:.0f}' for m, v in estimates.items())} MiB), "
+        f"{MEMORY_FILL:.0%} of {device_memory / 2**30:.1f} GiB usable"
+    )
+    return mode, estimates[mode], line
 
 
 def batch_size_for(
@@ -140,7 +218,7 @@ def batch_size_for(
 ) -> tuple[int, str]:
     """Settings per compiled micro-batch (a multiple of the device count) and a line saying why.
 
-    Default: as many settings as fit in 70% of a device's memory, and on CPU at most
+    Default: as many settings as fit in :data:`MEMORY_FILL` of a device's memory, and on CPU at most
     ``CPU_SETTINGS_PER_DEVICE``; never more than ``k`` needs.
     """
     if requested is not None:
@@ -149,7 +227,7 @@ def batch_size_for(
         per_device = math.ceil(requested / device_count)
         why = f"batch size {requested} as asked"
     else:
-        per_device = max(1, int(0.7 * device_memory) // per_setting_bytes)
+        per_device = max(1, int(MEMORY_FILL * device_memory) // per_setting_bytes)
         why = (
             f"~{per_setting_bytes / 2**20:.0f} MiB per setting, {device_memory / 2**30:.1f} GiB per device: "
             f"up to {per_device} settings per device"
@@ -174,9 +252,11 @@ def make_plan(
     batch_size: int | None = None,
     save_every: int | None = None,
     chunk_steps: int = CHUNK_STEPS,
+    compute_dtype: str | None = None,
 ) -> RunPlan:
     """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule."""
     planned, snapshots = schedule(settings, output_size, save_every, chunk_steps)
-    per_setting = bytes_per_setting(output_size, settings, dtype_bytes)
+    dtype = "float64" if dtype_bytes == 8 else "float32"
+    remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, dtype, compute_dtype)
     batch, why = batch_size_for(settings_count, per_setting, device_count, device_memory, platform, batch_size)
-    return RunPlan(planned, snapshots, settings_count, batch, why)
+    return RunPlan(planned, snapshots, settings_count, batch, why, remat, memory_why)

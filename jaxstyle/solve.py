@@ -18,11 +18,13 @@ from jax import Array
 
 from jaxstyle.losses import (
     GaussianTarget,
+    LayerStatistics,
     LossWeights,
     Targets,
     feature_moments,
     gaussian_target,
     gram_matrix,
+    layer_statistics,
     loss_terms,
 )
 
@@ -69,6 +71,9 @@ class Recipe(NamedTuple):
       style_losses: the style losses computed (``"gram"``, ``"w2"``, in that order):
         a batch's settings choose among them with ``LossWeights.style_loss``.
       adam_b2: Adam's ``b2``.
+      remat: ``"none"``, or ``"blocks"``: each VGG block, with the style statistics of
+        its layers, is a ``jax.checkpoint`` recomputed in the backward pass
+        (:func:`objective_features`). Never ``"auto"``: the planner resolves that.
     """
 
     content: tuple[str, ...]
@@ -78,6 +83,10 @@ class Recipe(NamedTuple):
     lbfgs_memory: int = 10
     style_losses: tuple[str, ...] = ("gram",)
     adam_b2: float = 0.999
+    remat: str = "none"
+
+
+REMAT_MODES = ("none", "blocks")
 
 
 def transform(recipe: Recipe) -> optax.GradientTransformation:
@@ -129,6 +138,42 @@ def network_features(
     model = nnx.merge(graphdef, params)
     acts = model(image, layers.content + layers.style)
     return tuple(acts[n] for n in layers.content), tuple(acts[n] for n in layers.style)
+
+
+def objective_features(
+    graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
+) -> tuple[tuple[Array, ...], tuple[Array | LayerStatistics, ...]]:
+    """What the losses of ``image`` read: content features, and the style layers' features
+    (``remat="none"``) or their :class:`~jaxstyle.losses.LayerStatistics` (``"blocks"``).
+
+    ``"blocks"``: each block of the network (convolutions, ReLUs, the pooling closing it)
+    runs inside a ``jax.checkpoint`` that returns the block's output, its content
+    features and the Gram matrices / moments of its style layers. The backward pass
+    keeps only the block inputs and the small statistics, and recomputes one block's
+    activations at a time: the same arithmetic, so the same loss and gradient, for a
+    second forward pass.
+    """
+    if recipe.remat == "none":
+        return network_features(graphdef, params, image, recipe)
+    if recipe.remat != "blocks":
+        raise ValueError(f"remat must be one of {', '.join(REMAT_MODES)}, not {recipe.remat!r}")
+    spec = nnx.merge(graphdef, params).spec
+    layers = recipe.content + recipe.style
+    content: dict[str, Array] = {}
+    style: dict[str, LayerStatistics] = {}
+    x = image
+    for names in spec.blocks_until(spec.deepest(layers)):
+
+        def block(x: Array, params: nnx.State, names: tuple[str, ...] = names) -> tuple[Array, dict, dict]:
+            y, acts = nnx.merge(graphdef, params).run(x, names, layers)
+            c = {n: a for n, a in acts.items() if n in recipe.content}
+            s = {n: layer_statistics(a, recipe.style_losses) for n, a in acts.items() if n in recipe.style}
+            return y, c, s
+
+        x, c, s = jax.checkpoint(block)(x, params)
+        content.update(c)
+        style.update(s)
+    return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
 
 
 def content_targets(graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe) -> tuple[Array, ...]:
@@ -218,7 +263,7 @@ def objective(
     image: Array, graphdef: nnx.GraphDef, params: nnx.State, recipe: Recipe, targets: Targets, weights: LossWeights
 ) -> tuple[Array, dict[str, Array]]:
     """``(total loss, {content, style, tv, total})`` of ``image``."""
-    content_features, style_features = network_features(graphdef, params, image, recipe)
+    content_features, style_features = objective_features(graphdef, params, image, recipe)
     terms = loss_terms(
         image, content_features, style_features, targets, weights, recipe.tv_reduction, recipe.style_losses
     )
