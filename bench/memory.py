@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import subprocess
@@ -33,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT = HERE / "results" / "memory"
 FIT_SIZES = [(128, 128), (256, 256), (384, 384)]
-CHECK_SIZES = [(200, 300), (512, 512), (640, 960)]
+CHECK_SIZES = [(200, 300), (512, 512)]
 CONFIGS = [(n, d, r) for n in ("vgg19", "vgg16") for d in ("float32", "bfloat16") for r in ("none", "blocks")]
 RUN_SIDES = [256, 512, 768, 1024, 2048]
 HOST_FIT_SIDES = (256, 512, 768)
@@ -51,7 +50,7 @@ def machine() -> dict:
 
 
 def now() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def weights_file(net: str, workdir: Path) -> Path:
@@ -118,7 +117,7 @@ def fit(workdir: Path) -> dict:
         a = np.array([activation_bytes(net, tuple(r["size"])) for r in pts], float)
         y = np.array([r["total"] for r in pts], float)
         factor, fixed = np.polyfit(a, y, 1)
-        model[f"{net},{compute},{remat}"] = [int(round(fixed)), round(float(factor), 4)]
+        model[f"{net},{compute},{remat}"] = [round(float(fixed)), round(float(factor), 4)]
     result = {"machine": machine(), "sizes": FIT_SIZES, "rows": rows, "model": model}
     save("fit", result)
     print("MEMORY_MODEL = {")
@@ -135,8 +134,11 @@ def check(workdir: Path) -> dict:
 
     rows = []
     for net, compute, remat in CONFIGS:
+        if net != "vgg19" and (compute, remat) != ("float32", "none"):
+            continue  # VGG-16: float32 without remat only (each check compiles a step)
         w = weights_file(net, workdir)
-        for size in CHECK_SIZES:
+        large = [(1024, 1024), (2048, 2048)] if (net, remat) == ("vgg19", "none") else []
+        for size in CHECK_SIZES + large:
             b = analysed_bytes(compiled_step(net, size, compute, remat, w)[0])
             model = step_bytes(size, resolve("paper", **recipe(net)), "float32", remat, compute)
             rows.append({"network": net, "dtype": compute, "remat": remat, "size": size, "model": model, **b})
@@ -221,7 +223,11 @@ def budget(workdir: Path, verify: bool) -> dict:
     rows = []
     for label in models:
         side = largest_side(label, models, BUDGET_GIB * 1024)
-        row = {"label": label, "side": side, "predicted_mib": models[label][0] + models[label][1] * model_x(label, side)}
+        row = {
+            "label": label,
+            "side": side,
+            "predicted_mib": models[label][0] + models[label][1] * model_x(label, side),
+        }
         if verify:
             dtype, remat = next(((m[1], m[2]) for m in RUN_MODES if m[0] == label), ("float32", "none"))
             mode = "torch-eager" if label == "torch-eager" else "jax-jit"
@@ -316,13 +322,24 @@ def markdown() -> list[str]:
             if len(pts) >= 2:
                 slopes.append(f"{lb} {slope(pts):.2f}")
         out += ["", f"Log-log slope of seconds per step against pixels, 256² to 2048²: {', '.join(slopes)}.", ""]
+        at_2048 = [r for r in run["rows"] if r["label"] == "none" and r["side"] == 2048 and "step_s" in r]
+        pts = [
+            (r["side"] ** 2, float(np.median(r["step_s"])))
+            for r in run["rows"]
+            if r["label"] == "none" and "step_s" in r
+        ]
+        prints = prints_lines(
+            float(np.median(at_2048[0]["step_s"])) if at_2048 else None, slope(pts) if len(pts) >= 2 else None
+        )
         if models:
             out += [
                 "Host model `peak RSS = base + scale * x` fitted on "
                 f"{', '.join(str(s) for s in HOST_FIT_SIDES)}-px squares (x: jaxstyle's step estimate in MiB; "
                 "PyTorch eager: Mpx), against the runs above it was not fitted on:",
                 "",
-                "| mode | base MiB | scale | " + " | ".join(f"{s}² predicted / measured" for s in sides if s > 768) + " |",
+                "| mode | base MiB | scale | "
+                + " | ".join(f"{s}² predicted / measured" for s in sides if s > 768)
+                + " |",
                 "|---|---|---|" + "---|" * len([s for s in sides if s > 768]),
             ]
             for lb, (base, scale) in models.items():
@@ -356,7 +373,61 @@ def markdown() -> list[str]:
             "in this session: there is no GPU 4096² row.",
             "",
         ]
+    out += fits_lines()
+    if run:
+        out += prints
     return out
+
+
+def largest_square(budget_bytes: float, compute: str, remat: str = "none") -> int:
+    """The largest square side (a multiple of 16) whose step estimate (:func:`jaxstyle.plan.step_bytes`)
+    fits ``budget_bytes`` of device memory, VGG-19 ``paper`` recipe."""
+    from jaxstyle.config import resolve
+    from jaxstyle.plan import step_bytes
+
+    s = resolve("paper")
+    side = 16
+    while step_bytes((side + 16, side + 16), s, "float32", remat, compute) <= budget_bytes:
+        side += 16
+    return side
+
+
+def fits_lines() -> list[str]:
+    """What fits where: the model's largest square per memory size, float32 and bfloat16."""
+    budgets = [8, 12, 16, 24, 40, 80, 141]
+    out = [
+        "What fits where (device memory for one step of one setting, VGG-19 `paper` recipe, from the model; "
+        "a GPU's estimate is the CPU-fitted model, not measured on a GPU; keep 30% free, as the planner does):",
+        "",
+        "| memory | " + " | ".join(f"{b} GiB" for b in budgets) + " |",
+        "|---|" + "---|" * len(budgets),
+    ]
+    for compute in ("float32", "bfloat16"):
+        sides = [largest_square(0.7 * b * 2**30, compute) for b in budgets]
+        out.append(f"| {compute} | " + " | ".join(f"{s}²" for s in sides) + " |")
+    return [*out, ""]
+
+
+def prints_lines(seconds_at_2048: float | None, slope_value: float | None) -> list[str]:
+    """The scales of coarse-to-fine print runs (``--scales``, each sqrt(2) larger) with their step memory
+    (model) and seconds per step on this CPU (extrapolated from 2048² with the measured log-log slope)."""
+    from jaxstyle.config import resolve
+    from jaxstyle.plan import step_bytes
+
+    s = resolve("paper")
+    out = [
+        "Coarse-to-fine print runs: the last scales of a square print, the step memory of each (model) and "
+        "seconds per step on this CPU, extrapolated from the measured 2048² step with the measured slope:",
+        "",
+        "| side | float32 GiB | bfloat16 GiB | s/step here (float32) |",
+        "|---|---|---|---|",
+    ]
+    for side in (1024, 1448, 2048, 2896, 4096, 5793, 8192):
+        f32 = step_bytes((side, side), s, "float32", "none") / 2**30
+        bf16 = step_bytes((side, side), s, "float32", "none", "bfloat16") / 2**30
+        secs = f"{seconds_at_2048 * (side / 2048) ** (2 * slope_value):.0f}" if seconds_at_2048 and slope_value else "—"
+        out.append(f"| {side} | {f32:.1f} | {bf16:.1f} | {secs} |")
+    return [*out, ""]
 
 
 def main(argv: list[str] | None = None) -> int:

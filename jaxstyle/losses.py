@@ -294,7 +294,9 @@ def w2_distance(features: Array | LayerStatistics, target: GaussianTarget) -> Ar
     return mean_diff + cov_diff
 
 
-def w2_style_loss(features: Sequence[Array | LayerStatistics], targets: Sequence[GaussianTarget], layer_weights: Array) -> Array:
+def w2_style_loss(
+    features: Sequence[Array | LayerStatistics], targets: Sequence[GaussianTarget], layer_weights: Array
+) -> Array:
     """``sum_l w_l * W2_l`` over the style layers ``l`` (:func:`w2_distance`)."""
     terms = [w2_distance(f, t) for f, t in zip(features, targets, strict=True)]
     return jnp.dot(layer_weights, jnp.stack(terms))

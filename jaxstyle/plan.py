@@ -35,7 +35,16 @@ CPU_SETTINGS_PER_DEVICE = 8
 # the `paper` recipe at 128x128, 256x256 and 384x384, jax 0.10.2 on XLA:CPU (AMD EPYC,
 # 2 cores), 2026-11-24; checked at other sizes by tests/test_memory.py and
 # bench/RESULTS.md. Keys: (network, compute dtype, remat); values: (fixed bytes, factor).
-MEMORY_MODEL: dict[tuple[str, str, str], tuple[int, float]] = {}
+MEMORY_MODEL: dict[tuple[str, str, str], tuple[int, float]] = {
+    ("vgg19", "float32", "none"): (108045135, 0.9398),
+    ("vgg19", "float32", "blocks"): (108045135, 0.9398),
+    ("vgg19", "bfloat16", "none"): (155091257, 0.5779),
+    ("vgg19", "bfloat16", "blocks"): (202145282, 0.6526),
+    ("vgg16", "float32", "none"): (84636349, 0.9806),
+    ("vgg16", "float32", "blocks"): (84336755, 0.9879),
+    ("vgg16", "bfloat16", "none"): (121719462, 0.6018),
+    ("vgg16", "bfloat16", "blocks"): (147877890, 0.7226),
+}
 MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 cores, 2026-11-24"
 # Peak resident memory of a fresh CPU process running steps (see host_peak_bytes):
 # base + scale * step_bytes, fitted by `python -m bench.memory runs` on VGG-19 `paper`
@@ -150,7 +159,11 @@ def schedule(
 
 
 def step_bytes(
-    size: tuple[int, int], settings: Settings, dtype: str = "float32", remat: str = "none", compute_dtype: str | None = None
+    size: tuple[int, int],
+    settings: Settings,
+    dtype: str = "float32",
+    remat: str = "none",
+    compute_dtype: str | None = None,
 ) -> int:
     """Estimated memory of one optimisation step of one setting at ``size``:
     ``fixed + factor * A(H, W)`` (:data:`MEMORY_MODEL`).
@@ -174,7 +187,11 @@ def step_bytes(
 
 
 def host_peak_bytes(
-    size: tuple[int, int], settings: Settings, dtype: str = "float32", remat: str = "none", compute_dtype: str | None = None
+    size: tuple[int, int],
+    settings: Settings,
+    dtype: str = "float32",
+    remat: str = "none",
+    compute_dtype: str | None = None,
 ) -> int:
     """Estimated peak resident memory of a CPU process that runs one setting at ``size``:
     ``base + scale * step_bytes`` (:data:`HOST_MODEL`: the Python process, JAX, the
