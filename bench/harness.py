@@ -366,6 +366,9 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
+    from bench.memory import markdown as memory_markdown  # results of `python -m bench.memory`
+
+    out += memory_markdown(results_dir / "memory")
     return "\n".join(out)
 
 

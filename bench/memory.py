@@ -8,7 +8,7 @@
 * ``runs``: fresh processes (``bench.measure``) at :data:`RUN_SIDES` for each jaxstyle
   mode and PyTorch eager: seconds per step and peak resident memory; the log-log slope
   of seconds against pixels; a host model ``RSS = base + scale * estimate`` fitted on
-  the sizes up to 768 and checked on the larger ones; the largest square whose step
+  256² and 512² and checked on the larger ones; the largest square whose step
   fits :data:`BUDGET_GIB`, each against PyTorch eager's, then one real run at each.
 * ``markdown``: the section of ``bench/RESULTS.md`` (``python -m bench`` appends it).
 
@@ -33,11 +33,17 @@ ROOT = HERE.parent
 OUT = HERE / "results" / "memory"
 FIT_SIZES = [(128, 128), (256, 256), (384, 384)]
 CHECK_SIZES = [(200, 300), (512, 512)]
-CONFIGS = [(n, d, r) for n in ("vgg19", "vgg16") for d in ("float32", "bfloat16") for r in ("none", "blocks")]
-RUN_SIDES = [256, 512, 768, 1024, 2048]
-HOST_FIT_SIDES = (256, 512, 768)
+CONFIGS = [(n, d, r) for n in ("vgg19", "vgg16") for d in ("float32", "bfloat16") for r in ("none", "blocks", "bands")]
+RUN_SIDES = [256, 512, 1024, 2048]
+HOST_FIT_SIDES = (256, 512)
 # jaxstyle modes of the fresh-process runs: (label, dtype, remat).
-RUN_MODES = [("none", "float32", "none"), ("blocks", "float32", "blocks"), ("bfloat16", "bfloat16", "none")]
+RUN_MODES = [
+    ("none", "float32", "none"),
+    ("blocks", "float32", "blocks"),
+    ("bfloat16", "bfloat16", "none"),
+    ("bands", "float32", "bands"),
+    ("bands+bfloat16", "bfloat16", "bands"),
+]
 BUDGET_GIB = 8.0
 
 
@@ -103,9 +109,13 @@ def activation_bytes(net: str, size: tuple[int, int]) -> int:
     return 4 * spec.activation_count(*size, spec.deepest((*s.content_layers, *s.style_layers)))
 
 
-def fit(workdir: Path) -> dict:
-    rows = []
+def fit(workdir: Path, only: list[str]) -> dict:
+    """Fit every configuration (``only``: those remat modes, the others' rows kept from the last fit)."""
+    previous = load("fit") or {"rows": []}
+    rows = [r for r in previous["rows"] if only and r["remat"] not in only]
     for net, compute, remat in CONFIGS:
+        if only and remat not in only:
+            continue
         w = weights_file(net, workdir)
         for size in FIT_SIZES:
             b = analysed_bytes(compiled_step(net, size, compute, remat, w)[0])
@@ -128,12 +138,15 @@ def fit(workdir: Path) -> dict:
     return result
 
 
-def check(workdir: Path) -> dict:
+def check(workdir: Path, only: list[str]) -> dict:
     from jaxstyle.config import resolve
     from jaxstyle.plan import step_bytes
 
-    rows = []
+    previous = load("check") or {"rows": []}
+    rows = [r for r in previous["rows"] if only and r["remat"] not in only]
     for net, compute, remat in CONFIGS:
+        if only and remat not in only:
+            continue
         if net != "vgg19" and (compute, remat) != ("float32", "none"):
             continue  # VGG-16: float32 without remat only (each check compiles a step)
         w = weights_file(net, workdir)
@@ -158,14 +171,16 @@ def measure(mode: str, side: int, dtype: str, remat: str, weights: Path, reps: i
     return json.loads(line[len("RESULT ") :])
 
 
-def runs(workdir: Path, sides: list[int]) -> dict:
-    """Fresh-process step time and peak RSS per mode and size (torch eager included)."""
+def runs(workdir: Path, sides: list[int], labels: list[str] | None = None) -> dict:
+    """Fresh-process step time and peak RSS per mode and size (torch eager included); ``labels``: only these."""
     w = weights_file("vgg19", workdir)
     path = OUT / "runs.json"
     result = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     result["machine"] = machine()
     for side in sides:
         for label, dtype, remat in [*RUN_MODES, ("torch-eager", "float32", "none")]:
+            if labels and label not in labels:
+                continue
             reps = 1 if side >= 1024 else 3
             mode = "torch-eager" if label == "torch-eager" else "jax-jit"
             load = os.getloadavg()[0]
@@ -215,8 +230,9 @@ def largest_side(label: str, models: dict, budget_mib: float) -> int:
     return lo
 
 
-def budget(workdir: Path, verify: bool) -> dict:
-    """The largest square per mode in :data:`BUDGET_GIB`, from the host models, checked by one real run each."""
+def budget(workdir: Path, verify: list[str]) -> dict:
+    """The largest square per mode in :data:`BUDGET_GIB`, from the host models, checked by one real run
+    for the modes in ``verify``."""
     runs_data = json.loads((OUT / "runs.json").read_text())
     models = host_models(runs_data["rows"])
     w = weights_file("vgg19", workdir)
@@ -228,7 +244,7 @@ def budget(workdir: Path, verify: bool) -> dict:
             "side": side,
             "predicted_mib": models[label][0] + models[label][1] * model_x(label, side),
         }
-        if verify:
+        if label in verify:
             dtype, remat = next(((m[1], m[2]) for m in RUN_MODES if m[0] == label), ("float32", "none"))
             mode = "torch-eager" if label == "torch-eager" else "jax-jit"
             row["load_before"] = os.getloadavg()[0]
@@ -251,15 +267,17 @@ def slope(points: list[tuple[float, float]]) -> float:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def load(what: str) -> dict | None:
-    path = OUT / f"{what}.json"
+def load(what: str, directory: Path = OUT) -> dict | None:
+    path = directory / f"{what}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def markdown() -> list[str]:
-    """The memory section of ``bench/RESULTS.md`` from ``bench/results/memory/*.json``."""
+def markdown(directory: Path = OUT) -> list[str]:
+    """The memory section of ``bench/RESULTS.md`` from ``directory``'s JSON (``bench/results/memory``)."""
+    fitted, checked, run, fits = (load(what, directory) for what in ("fit", "check", "runs", "budget"))
+    if not (fitted or checked or run or fits):
+        return []
     out = ["## Memory and large images (`python -m bench.memory`)", ""]
-    fitted, checked, run, fits = load("fit"), load("check"), load("runs"), load("budget")
     if fitted:
         m = fitted["machine"]
         out += [
@@ -338,13 +356,13 @@ def markdown() -> list[str]:
                 "PyTorch eager: Mpx), against the runs above it was not fitted on:",
                 "",
                 "| mode | base MiB | scale | "
-                + " | ".join(f"{s}² predicted / measured" for s in sides if s > 768)
+                + " | ".join(f"{s}² predicted / measured" for s in sides if s > 512)
                 + " |",
-                "|---|---|---|" + "---|" * len([s for s in sides if s > 768]),
+                "|---|---|---|" + "---|" * len([s for s in sides if s > 512]),
             ]
             for lb, (base, scale) in models.items():
                 cells = []
-                for side in [s for s in sides if s > 768]:
+                for side in [s for s in sides if s > 512]:
                     r = next((x for x in run["rows"] if x["label"] == lb and x["side"] == side), None)
                     pred = base + scale * model_x(lb, side)
                     meas = f"{r['host_peak_mib']:.0f}" if r and "host_peak_mib" in r else "—"
@@ -434,18 +452,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("fit", "check", "runs", "budget", "markdown"))
     parser.add_argument("--sides", default=",".join(map(str, RUN_SIDES)), help="runs: square sides")
-    parser.add_argument("--no-verify", action="store_true", help="budget: no real run at the predicted sizes")
+    parser.add_argument("--remat", default="", help="fit, check: only these remat modes (comma-separated)")
+    parser.add_argument("--labels", default="", help="runs: only these modes (comma-separated)")
+    parser.add_argument("--verify", default="", help="budget: modes checked by a real run at the predicted size")
     parser.add_argument("--workdir", default="/tmp/jaxstyle-bench-memory", help="random weights files")
     args = parser.parse_args(argv)
     workdir = Path(args.workdir)
+    only = [x for x in args.remat.split(",") if x]
     if args.what == "fit":
-        fit(workdir)
+        fit(workdir, only)
     elif args.what == "check":
-        check(workdir)
+        check(workdir, only)
     elif args.what == "runs":
-        runs(workdir, [int(s) for s in args.sides.split(",")])
+        runs(workdir, [int(s) for s in args.sides.split(",")], [x for x in args.labels.split(",") if x])
     elif args.what == "budget":
-        budget(workdir, not args.no_verify)
+        budget(workdir, [x for x in args.verify.split(",") if x])
     else:
         print("\n".join(markdown()))
     return 0

@@ -313,9 +313,10 @@ class Settings:
     pool: str = setting("max", "VGG pooling", choices=("max", "avg"))
     remat: str = setting(
         "auto",
-        "rematerialisation: none, blocks (jax.checkpoint around each VGG block, recomputed in the backward pass), "
+        "rematerialisation: none; blocks (jax.checkpoint around each VGG block, recomputed in the backward pass); "
+        "bands (the first two blocks computed and recomputed band by band of image rows); "
         "or auto: the fastest whose memory estimate fits the device",
-        choices=("auto", "none", "blocks"),
+        choices=("auto", "none", "blocks", "bands"),
     )
     init: str = setting(
         "content",

@@ -48,14 +48,14 @@ MEMORY_MODEL: dict[tuple[str, str, str], tuple[int, float]] = {
 MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 cores, 2026-11-24"
 # Peak resident memory of a fresh CPU process running steps (see host_peak_bytes):
 # base + scale * step_bytes, fitted by `python -m bench.memory runs` on VGG-19 `paper`
-# steps at 256, 512 and 768 square (bench/results/memory/runs.json). Keys: (compute
+# steps at 256 and 512 square (bench/results/memory/runs.json). Keys: (compute
 # dtype, remat); values: (base bytes, scale).
 HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {}
 # A network or dtype the table lacks (the tiny test network, float64) takes VGG-19's
 # float32 factor with no fixed part, scaled by its dtype's size.
 FALLBACK_FACTOR = 3.0
 # Rematerialisation modes, fastest first: `auto` takes the first whose estimate fits.
-REMAT_MODES = ("none", "blocks")
+REMAT_MODES = ("none", "blocks", "bands")
 # Fraction of a device's memory the plan fills (the rest: XLA's other buffers, the host process).
 MEMORY_FILL = 0.7
 

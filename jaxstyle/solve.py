@@ -24,9 +24,9 @@ from jaxstyle.losses import (
     feature_moments,
     gaussian_target,
     gram_matrix,
-    layer_statistics,
     loss_terms,
 )
+from jaxstyle.remat import REMAT_MODES, banded_network_features, block_features
 
 
 @functools.cache
@@ -71,9 +71,8 @@ class Recipe(NamedTuple):
       style_losses: the style losses computed (``"gram"``, ``"w2"``, in that order):
         a batch's settings choose among them with ``LossWeights.style_loss``.
       adam_b2: Adam's ``b2``.
-      remat: ``"none"``, or ``"blocks"``: each VGG block, with the style statistics of
-        its layers, is a ``jax.checkpoint`` recomputed in the backward pass
-        (:func:`objective_features`). Never ``"auto"``: the planner resolves that.
+      remat: ``"none"``, ``"blocks"`` or ``"bands"`` (:mod:`jaxstyle.remat`); never
+        ``"auto"``: the planner resolves that.
     """
 
     content: tuple[str, ...]
@@ -84,9 +83,6 @@ class Recipe(NamedTuple):
     style_losses: tuple[str, ...] = ("gram",)
     adam_b2: float = 0.999
     remat: str = "none"
-
-
-REMAT_MODES = ("none", "blocks")
 
 
 def transform(recipe: Recipe) -> optax.GradientTransformation:
@@ -144,35 +140,17 @@ def objective_features(
     graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
 ) -> tuple[tuple[Array, ...], tuple[Array | LayerStatistics, ...]]:
     """What the losses of ``image`` read: content features, and the style layers' features
-    (``remat="none"``) or their :class:`~jaxstyle.losses.LayerStatistics` (``"blocks"``).
-
-    ``"blocks"``: each block of the network (convolutions, ReLUs, the pooling closing it)
-    runs inside a ``jax.checkpoint`` that returns the block's output, its content
-    features and the Gram matrices / moments of its style layers. The backward pass
-    keeps only the block inputs and the small statistics, and recomputes one block's
-    activations at a time: the same arithmetic, so the same loss and gradient, for a
-    second forward pass.
-    """
+    or their :class:`~jaxstyle.losses.LayerStatistics`, computed as ``recipe.remat`` says
+    (:mod:`jaxstyle.remat`: the same values, less memory kept for the backward pass)."""
     if recipe.remat == "none":
         return network_features(graphdef, params, image, recipe)
-    if recipe.remat != "blocks":
+    model = nnx.merge(graphdef, params)
+    if recipe.remat == "blocks":
+        content, style = block_features(model, image, recipe.content, recipe.style, recipe.style_losses)
+    elif recipe.remat == "bands":
+        content, style = banded_network_features(model, image, recipe.content, recipe.style, recipe.style_losses)
+    else:
         raise ValueError(f"remat must be one of {', '.join(REMAT_MODES)}, not {recipe.remat!r}")
-    spec = nnx.merge(graphdef, params).spec
-    layers = recipe.content + recipe.style
-    content: dict[str, Array] = {}
-    style: dict[str, LayerStatistics] = {}
-    x = image
-    for names in spec.blocks_until(spec.deepest(layers)):
-
-        def block(x: Array, params: nnx.State, names: tuple[str, ...] = names) -> tuple[Array, dict, dict]:
-            y, acts = nnx.merge(graphdef, params).run(x, names, layers)
-            c = {n: a for n, a in acts.items() if n in recipe.content}
-            s = {n: layer_statistics(a, recipe.style_losses) for n, a in acts.items() if n in recipe.style}
-            return y, c, s
-
-        x, c, s = jax.checkpoint(block)(x, params)
-        content.update(c)
-        style.update(s)
     return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
 
 
