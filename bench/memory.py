@@ -42,7 +42,6 @@ RUN_MODES = [
     ("blocks", "float32", "blocks"),
     ("bfloat16", "bfloat16", "none"),
     ("bands", "float32", "bands"),
-    ("bands+bfloat16", "bfloat16", "bands"),
 ]
 BUDGET_GIB = 8.0
 
@@ -171,10 +170,13 @@ def measure(mode: str, side: int, dtype: str, remat: str, weights: Path, reps: i
     return json.loads(line[len("RESULT ") :])
 
 
-def runs(workdir: Path, sides: list[int], labels: list[str] | None = None) -> dict:
-    """Fresh-process step time and peak RSS per mode and size (torch eager included); ``labels``: only these."""
+def runs(workdir: Path, sides: list[int], labels: list[str] | None = None, name: str = "runs") -> dict:
+    """Fresh-process step time and peak RSS per mode and size (torch eager included); ``labels``: only these.
+
+    Saved to ``<name>.json`` (``runs*.json`` are read together: two chains of runs may
+    write their own files at once)."""
     w = weights_file("vgg19", workdir)
-    path = OUT / "runs.json"
+    path = OUT / f"{name}.json"
     result = json.loads(path.read_text()) if path.is_file() else {"rows": []}
     result["machine"] = machine()
     for side in sides:
@@ -188,7 +190,7 @@ def runs(workdir: Path, sides: list[int], labels: list[str] | None = None) -> di
             row = {"label": label, "side": side, "load_before": load, **r}
             result["rows"] = [x for x in result["rows"] if (x["label"], x["side"]) != (label, side)] + [row]
             print(label, side, r.get("host_peak_mib"), r.get("step_s"), r.get("error", ""), flush=True)
-            save("runs", result)
+            save(name, result)
     return result
 
 
@@ -233,7 +235,7 @@ def largest_side(label: str, models: dict, budget_mib: float) -> int:
 def budget(workdir: Path, verify: list[str]) -> dict:
     """The largest square per mode in :data:`BUDGET_GIB`, from the host models, checked by one real run
     for the modes in ``verify``."""
-    runs_data = json.loads((OUT / "runs.json").read_text())
+    runs_data = load("runs")
     models = host_models(runs_data["rows"])
     w = weights_file("vgg19", workdir)
     rows = []
@@ -268,6 +270,13 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 
 def load(what: str, directory: Path = OUT) -> dict | None:
+    """``<what>.json``; for ``runs``, the rows of every ``runs*.json`` together (the newest file's machine)."""
+    if what == "runs":
+        files = sorted(directory.glob("runs*.json"), key=lambda p: p.stat().st_mtime)
+        if not files:
+            return None
+        parts = [json.loads(p.read_text()) for p in files]
+        return {"machine": parts[-1]["machine"], "rows": [r for part in parts for r in part["rows"]]}
     path = directory / f"{what}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -417,12 +426,12 @@ def fits_lines() -> list[str]:
         "What fits where (device memory for one step of one setting, VGG-19 `paper` recipe, from the model; "
         "a GPU's estimate is the CPU-fitted model, not measured on a GPU; keep 30% free, as the planner does):",
         "",
-        "| memory | " + " | ".join(f"{b} GiB" for b in budgets) + " |",
+        "| mode | " + " | ".join(f"{b} GiB" for b in budgets) + " |",
         "|---|" + "---|" * len(budgets),
     ]
-    for compute in ("float32", "bfloat16"):
-        sides = [largest_square(0.7 * b * 2**30, compute) for b in budgets]
-        out.append(f"| {compute} | " + " | ".join(f"{s}²" for s in sides) + " |")
+    for compute, remat in (("float32", "none"), ("bfloat16", "none"), ("float32", "bands"), ("bfloat16", "bands")):
+        sides = [largest_square(0.7 * b * 2**30, compute, remat) for b in budgets]
+        out.append(f"| {compute}, remat {remat} | " + " | ".join(f"{s}²" for s in sides) + " |")
     return [*out, ""]
 
 
@@ -437,14 +446,15 @@ def prints_lines(seconds_at_2048: float | None, slope_value: float | None) -> li
         "Coarse-to-fine print runs: the last scales of a square print, the step memory of each (model) and "
         "seconds per step on this CPU, extrapolated from the measured 2048² step with the measured slope:",
         "",
-        "| side | float32 GiB | bfloat16 GiB | s/step here (float32) |",
-        "|---|---|---|---|",
+        "| side | float32 GiB | bfloat16 GiB | float32, remat bands GiB | s/step here (float32) |",
+        "|---|---|---|---|---|",
     ]
     for side in (1024, 1448, 2048, 2896, 4096, 5793, 8192):
         f32 = step_bytes((side, side), s, "float32", "none") / 2**30
         bf16 = step_bytes((side, side), s, "float32", "none", "bfloat16") / 2**30
+        bands = step_bytes((side, side), s, "float32", "bands") / 2**30
         secs = f"{seconds_at_2048 * (side / 2048) ** (2 * slope_value):.0f}" if seconds_at_2048 and slope_value else "—"
-        out.append(f"| {side} | {f32:.1f} | {bf16:.1f} | {secs} |")
+        out.append(f"| {side} | {f32:.1f} | {bf16:.1f} | {bands:.1f} | {secs} |")
     return [*out, ""]
 
 
@@ -453,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("what", choices=("fit", "check", "runs", "budget", "markdown"))
     parser.add_argument("--sides", default=",".join(map(str, RUN_SIDES)), help="runs: square sides")
     parser.add_argument("--remat", default="", help="fit, check: only these remat modes (comma-separated)")
+    parser.add_argument("--name", default="runs", help="runs: results file name (runs*.json are read together)")
     parser.add_argument("--labels", default="", help="runs: only these modes (comma-separated)")
     parser.add_argument("--verify", default="", help="budget: modes checked by a real run at the predicted size")
     parser.add_argument("--workdir", default="/tmp/jaxstyle-bench-memory", help="random weights files")
@@ -464,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "check":
         check(workdir, only)
     elif args.what == "runs":
-        runs(workdir, [int(s) for s in args.sides.split(",")], [x for x in args.labels.split(",") if x])
+        runs(workdir, [int(s) for s in args.sides.split(",")], [x for x in args.labels.split(",") if x], args.name)
     elif args.what == "budget":
         budget(workdir, [x for x in args.verify.split(",") if x])
     else:

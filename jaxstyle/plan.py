@@ -38,12 +38,16 @@ CPU_SETTINGS_PER_DEVICE = 8
 MEMORY_MODEL: dict[tuple[str, str, str], tuple[int, float]] = {
     ("vgg19", "float32", "none"): (108045135, 0.9398),
     ("vgg19", "float32", "blocks"): (108045135, 0.9398),
+    ("vgg19", "float32", "bands"): (139330893, 0.2384),
     ("vgg19", "bfloat16", "none"): (155091257, 0.5779),
     ("vgg19", "bfloat16", "blocks"): (202145282, 0.6526),
+    ("vgg19", "bfloat16", "bands"): (180115113, 0.2987),
     ("vgg16", "float32", "none"): (84636349, 0.9806),
     ("vgg16", "float32", "blocks"): (84336755, 0.9879),
+    ("vgg16", "float32", "bands"): (114499039, 0.2631),
     ("vgg16", "bfloat16", "none"): (121719462, 0.6018),
     ("vgg16", "bfloat16", "blocks"): (147877890, 0.7226),
+    ("vgg16", "bfloat16", "bands"): (144721065, 0.3242),
 }
 MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 cores, 2026-11-24"
 # Peak resident memory of a fresh CPU process running steps (see host_peak_bytes):

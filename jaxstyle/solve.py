@@ -155,8 +155,9 @@ def objective_features(
 
 
 def content_targets(graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe) -> tuple[Array, ...]:
-    """Features of the content image at each content layer."""
-    return network_features(graphdef, params, image, recipe._replace(style=()))[0]
+    """Features of the content image at each content layer (computed as ``recipe.remat`` says:
+    with ``bands``, the first blocks' full-size activations never exist here either)."""
+    return objective_features(graphdef, params, image, recipe._replace(style=()))[0]
 
 
 def style_grams(graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe) -> tuple[Array, ...]:
@@ -189,9 +190,13 @@ class StyleStatistics(NamedTuple):
 def style_statistics(
     graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
 ) -> tuple[StyleStatistics, ...]:
-    """The :class:`StyleStatistics` of a style image at each style layer."""
+    """The :class:`StyleStatistics` of a style image at each style layer (computed as
+    ``recipe.remat`` says, as :func:`content_targets`)."""
     out = []
-    for f in network_features(graphdef, params, image, recipe._replace(content=()))[1]:
+    for f in objective_features(graphdef, params, image, recipe._replace(content=()))[1]:
+        if isinstance(f, LayerStatistics):  # reduced where it was made (remat)
+            out.append(StyleStatistics(f.gram, f.mean, f.second_moment))
+            continue
         gram = gram_matrix(f) if "gram" in recipe.style_losses else None
         mean, second_moment = feature_moments(f) if "w2" in recipe.style_losses else (None, None)
         out.append(StyleStatistics(gram, mean, second_moment))

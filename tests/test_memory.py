@@ -24,7 +24,7 @@ from jaxstyle.config import resolve
 from jaxstyle.losses import gram_matrix
 from jaxstyle.nets import VGG19
 from jaxstyle.plan import MEMORY_FILL, MEMORY_MODEL, choose_remat, host_peak_bytes, step_bytes
-from jaxstyle.solve import objective, optimizer_step
+from jaxstyle.solve import content_targets, objective, optimizer_step, style_statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_TOLERANCE = 0.15  # the bound: the model within 15% of the measured peak
@@ -72,6 +72,12 @@ def test_remat_gives_the_same_loss_and_gradient_float64(weight_files, monkeypatc
     for name in ("content", "style", "tv"):
         assert abs(float(t1[name] - t0[name])) <= 1e-10 * abs(float(t0[name]))
     assert float(jnp.linalg.norm(g1 - g0)) <= 1e-10 * float(jnp.linalg.norm(g0))
+    # The targets are computed the same way (with bands, no full-size activation there either).
+    for m in ("none", mode):
+        recipe = p.recipe._replace(remat=m)
+        out[m] = style_statistics(p.graphdef, p.params, x, recipe), content_targets(p.graphdef, p.params, x, recipe)
+    for a, b in zip(jax.tree.leaves(out["none"]), jax.tree.leaves(out[mode]), strict=True):
+        assert float(jnp.max(jnp.abs(b - a))) <= 1e-10 * float(jnp.max(jnp.abs(a)))
 
 
 def compiled_total(p, mode: str = "none") -> tuple[int, int]:
@@ -111,7 +117,7 @@ def test_memory_model_has_every_network_dtype_and_mode():
         for compute in ("float32", "bfloat16"):
             for mode in ("none", "blocks", "bands"):
                 fixed, factor = MEMORY_MODEL[(net, compute, mode)]
-                assert 0 < fixed < 2**30 and 0.3 < factor < 3
+                assert 0 < fixed < 2**30 and 0.1 < factor < 3
 
 
 def test_gram_gradient_makes_no_copy_of_the_features():
