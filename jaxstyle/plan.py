@@ -55,8 +55,8 @@ MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 
 # steps at 256 and 512 square (bench/results/memory/runs.json). Keys: (compute
 # dtype, remat); values: (base bytes, scale).
 HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {}
-# A network or dtype the table lacks (the tiny test network, float64) takes VGG-19's
-# float32 factor with no fixed part, scaled by its dtype's size.
+# A network the table lacks (the tiny test network) takes this factor with no fixed part,
+# scaled by its dtype's size; float64 takes the float32 entry twice over.
 FALLBACK_FACTOR = 3.0
 # Rematerialisation modes, fastest first: `auto` takes the first whose estimate fits.
 REMAT_MODES = ("none", "blocks", "bands")
@@ -183,11 +183,13 @@ def step_bytes(
     activations = 4 * spec.activation_count(*size, deepest)
     compute = compute_dtype or dtype
     fitted = MEMORY_MODEL.get((spec.name, compute, remat))
-    if fitted is None:
-        scale = {"float64": 2.0, "bfloat16": 0.5, "float16": 0.5}.get(compute, 1.0)
-        return int(FALLBACK_FACTOR * scale * activations)
-    fixed, factor = fitted
-    return int(fixed + factor * activations)
+    if fitted is not None:
+        fixed, factor = fitted
+        return int(fixed + factor * activations)
+    # Not fitted: float64 is float32's model twice over; another network or mode, the fallback.
+    scale = {"float64": 2.0, "bfloat16": 0.5, "float16": 0.5}.get(compute, 1.0)
+    fixed, factor = MEMORY_MODEL.get((spec.name, "float32", remat), (0, FALLBACK_FACTOR))
+    return int(scale * (fixed + factor * activations))
 
 
 def host_peak_bytes(
