@@ -44,7 +44,7 @@ INSIDE = {"content_layers": ("relu2_1",), "style_layers": ("relu1_1", "relu1_2",
     ("mode", "style_loss", "layers"),
     [
         ("blocks", "gram", {}),
-        ("bands", "gram", {}),
+        pytest.param("bands", "gram", {}, marks=pytest.mark.slow),
         ("bands", "gram", INSIDE),
         pytest.param("blocks", "w2", {}, marks=pytest.mark.slow),
         pytest.param("bands", "w2", INSIDE, marks=pytest.mark.slow),
