@@ -1,7 +1,8 @@
-"""One measurement in a fresh process: ``python -m bench.measure MODE HxW STEPS REPS WEIGHTS [DTYPE]``.
+"""One measurement in a fresh process: ``python -m bench.measure MODE HxW STEPS REPS WEIGHTS [DTYPE [REMAT]]``.
 
 DTYPE (optional): ``float32`` (default), ``float64``, or ``bfloat16`` (bfloat16
 convolutions with float32 image, Gram matrices and losses; PyTorch under autocast).
+REMAT (optional, JAX modes): ``none`` (default) or ``blocks`` (``--remat``).
 
 Modes: ``jax-jit`` (one jitted Adam step per call), ``jax-scan`` (a jitted
 ``lax.scan`` chunk of STEPS steps), ``torch-eager``, ``torch-compile``, and
@@ -39,7 +40,7 @@ def peak_host_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def jax_problem(size, weights_file, dtype):
+def jax_problem(size, weights_file, dtype, remat="none"):
     """The ``paper`` problem; ``dtype="bfloat16"`` means bfloat16 convolutions, float32 image and losses."""
     import jax.numpy as jnp
 
@@ -48,7 +49,8 @@ def jax_problem(size, weights_file, dtype):
     content, style = bench_images(size)
     compute = "bfloat16" if dtype == "bfloat16" else None
     dtype = "float32" if compute else dtype
-    return prepare(content, style, weights=weights_file, size=size, dtype=dtype, compute_dtype=compute), jnp
+    p = prepare(content, style, weights=weights_file, size=size, dtype=dtype, compute_dtype=compute, remat=remat)
+    return p, jnp
 
 
 def jax_device_peak_mib() -> float | None:
@@ -65,12 +67,12 @@ def flops_of(compiled) -> float | None:
     return float(cost["flops"]) if cost and "flops" in cost else None
 
 
-def measure_jax(mode: str, size, steps: int, reps: int, weights_file: str, dtype: str) -> dict:
+def measure_jax(mode: str, size, steps: int, reps: int, weights_file: str, dtype: str, remat: str = "none") -> dict:
     import jax
 
     from jaxstyle.solve import optimizer_step, run_chunk
 
-    p, _ = jax_problem(size, weights_file, dtype)
+    p, _ = jax_problem(size, weights_file, dtype, remat)
     static = ("graphdef", "recipe")
     if mode == "jax-jit":
         fn = jax.jit(optimizer_step, static_argnames=static)
@@ -276,6 +278,7 @@ def measure_torch(mode: str, size, reps: int, weights_file: str, dtype: str = "f
 def main(argv: list[str]) -> None:
     mode, size_text, steps, reps, weights_file = argv[:5]
     dtype = argv[5] if len(argv) > 5 else "float32"
+    remat = argv[6] if len(argv) > 6 else "none"
     size = tuple(int(v) for v in size_text.split("x"))
     steps, reps = int(steps), int(reps)
     if mode.startswith("torch"):
@@ -285,8 +288,8 @@ def main(argv: list[str]) -> None:
     elif mode.startswith(("jax-sweep", "jax-seq")):
         out = measure_jax_sweep(mode, size, steps, reps, weights_file, dtype)
     else:
-        out = measure_jax(mode, size, steps, reps, weights_file, dtype)
-    out.update(mode=mode, size=list(size), dtype=dtype, host_peak_mib=peak_host_mib())
+        out = measure_jax(mode, size, steps, reps, weights_file, dtype, remat)
+    out.update(mode=mode, size=list(size), dtype=dtype, remat=remat, host_peak_mib=peak_host_mib())
     print("RESULT " + json.dumps(out))
 
 

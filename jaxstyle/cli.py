@@ -358,6 +358,8 @@ def cmd_stylize(args: argparse.Namespace, stop: Callable[[], int | None]) -> int
         raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
     styles = list(csv_names(args.style))
     problem = prepare(args.content, styles, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype)
+    if not args.quiet:
+        print(f"stylize: {problem.job.plan.memory_reason}", file=sys.stderr)
 
     def snapshot(step: int, rgb) -> None:
         save_image(snapshot_name.format(step), rgb)

@@ -311,6 +311,13 @@ class Settings:
         "as neural-style's -original_colors 1",
     )
     pool: str = setting("max", "VGG pooling", choices=("max", "avg"))
+    remat: str = setting(
+        "auto",
+        "rematerialisation: none; blocks (jax.checkpoint around each VGG block, recomputed in the backward pass); "
+        "bands (the first two blocks computed and recomputed band by band of image rows); "
+        "or auto: the fastest whose memory estimate fits the device",
+        choices=("auto", "none", "blocks", "bands"),
+    )
     init: str = setting(
         "content",
         "initial image: content, noise (uniform random pixels), gaussian (0.001 N(0, 1) in network input space, "

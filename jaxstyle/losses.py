@@ -111,23 +111,86 @@ class Targets(NamedTuple):
     temporal: TemporalTarget | None = None
 
 
+def accumulation_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """float32 for bfloat16/float16, else ``dtype`` itself (see :func:`accumulate`)."""
+    return jnp.dtype(jnp.float32) if jnp.finfo(dtype).bits < 32 else jnp.dtype(dtype)
+
+
 def accumulate(x: Array) -> Array:
     """``x`` in at least float32: bfloat16/float16 features are summed in float32.
 
     Departure from tools that keep everything in half precision: Gram sums over H*W
     positions overflow float16 and lose most digits in bfloat16.
     """
-    return x.astype(jnp.float32) if jnp.finfo(x.dtype).bits < 32 else x
+    return x.astype(accumulation_dtype(x.dtype))
+
+
+@jax.custom_vjp
+def gram_product(f: Array) -> Array:
+    """``F^T F`` of ``(N, P, C)`` features, per image, accumulated in >= float32: ``(N, C, C)``.
+
+    Its gradient is one product in the features' own layout, ``dF = F (dG + dG^T)``.
+    Autodiff of the einsum computes ``dG F^T`` and ``dG^T F^T`` separately, each a
+    ``(C, P)`` array, adds them and transposes the sum back with a copy: three extra
+    buffers the size of ``H*W*C`` at every style layer (XLA:CPU's compiled memory
+    analysis: 3 of the 6 largest temporaries at 256x256 were these); this form needs
+    none. bfloat16 features enter both products as they are, accumulated in float32
+    (``preferred_element_type``), not as a float32 copy; their gradient's
+    ``dG + dG^T`` is rounded to bfloat16 first, as the gradient itself is.
+    """
+    return jnp.einsum("npc,npd->ncd", f, f, preferred_element_type=accumulation_dtype(f.dtype))
+
+
+def _gram_product_fwd(f: Array) -> tuple[Array, Array]:
+    return gram_product(f), f
+
+
+def _gram_product_bwd(f: Array, dg: Array) -> tuple[Array]:
+    sym = (dg + jnp.swapaxes(dg, 1, 2)).astype(f.dtype)
+    return (jnp.einsum("npc,ncd->npd", f, sym, preferred_element_type=accumulation_dtype(f.dtype)).astype(f.dtype),)
+
+
+gram_product.defvjp(_gram_product_fwd, _gram_product_bwd)
 
 
 def gram_matrix(features: Array) -> Array:
     """Normalised Gram matrix of NHWC features, one per image, accumulated in >= float32.
 
-    ``G = F^T F / (C*H*W)`` with ``F`` of shape ``(H*W, C)``; returns ``(N, C, C)``.
+    ``G = F^T F / (C*H*W)`` with ``F`` of shape ``(H*W, C)``; returns ``(N, C, C)``
+    (:func:`gram_product`).
     """
     n, h, w, c = features.shape
-    f = accumulate(features).reshape(n, h * w, c)
-    return jnp.einsum("npc,npd->ncd", f, f) / (c * h * w)
+    return gram_product(features.reshape(n, h * w, c)) / (c * h * w)
+
+
+class LayerStatistics(NamedTuple):
+    """What the style losses read of one layer's features, reduced where the features are made.
+
+    With rematerialisation by blocks (:func:`jaxstyle.solve.objective`), each block
+    reduces its style layers to these inside its checkpoint, so that the full-size
+    features are not kept for the backward pass. A field its style losses do not need
+    is ``None``.
+
+    Attributes:
+      gram: :func:`gram_matrix` ``(N, C, C)``.
+      mean, second_moment: :func:`feature_moments`.
+    """
+
+    gram: Array | None
+    mean: Array | None
+    second_moment: Array | None
+
+
+def layer_statistics(features: Array, style_losses: Sequence[str]) -> LayerStatistics:
+    """The :class:`LayerStatistics` of NHWC ``features`` that ``style_losses`` read."""
+    gram = gram_matrix(features) if "gram" in style_losses else None
+    mean, second_moment = feature_moments(features) if "w2" in style_losses else (None, None)
+    return LayerStatistics(gram, mean, second_moment)
+
+
+def layer_gram(features: Array | LayerStatistics) -> Array:
+    """:func:`gram_matrix` of features, or the one already in their :class:`LayerStatistics`."""
+    return features.gram if isinstance(features, LayerStatistics) else gram_matrix(features)
 
 
 def content_loss(features: Sequence[Array], targets: Sequence[Array], layer_weights: Array) -> Array:
@@ -136,9 +199,12 @@ def content_loss(features: Sequence[Array], targets: Sequence[Array], layer_weig
     return jnp.dot(layer_weights, jnp.stack(terms))
 
 
-def style_loss(features: Sequence[Array], gram_targets: Sequence[Array], layer_weights: Array) -> Array:
-    """``sum_l w_l * mean((G(F_l) - G_l)^2)`` over the style layers ``l``, G the Gram matrix."""
-    terms = [jnp.mean(jnp.square(gram_matrix(f) - g)) for f, g in zip(features, gram_targets, strict=True)]
+def style_loss(
+    features: Sequence[Array | LayerStatistics], gram_targets: Sequence[Array], layer_weights: Array
+) -> Array:
+    """``sum_l w_l * mean((G(F_l) - G_l)^2)`` over the style layers ``l``, G the Gram matrix
+    (features or their :class:`LayerStatistics`)."""
+    terms = [jnp.mean(jnp.square(layer_gram(f) - g)) for f, g in zip(features, gram_targets, strict=True)]
     return jnp.dot(layer_weights, jnp.stack(terms))
 
 
@@ -225,7 +291,7 @@ def gaussian_target(mean: Array, second_moment: Array) -> GaussianTarget:
     return GaussianTarget(mean, cov, sqrtm(cov))
 
 
-def w2_distance(features: Array, target: GaussianTarget) -> Array:
+def w2_distance(features: Array | LayerStatistics, target: GaussianTarget) -> Array:
     """style-transfer-pytorch's Wasserstein-2 style loss of one layer.
 
     ``(|mu - mu_t|^2 + tr(Sigma + Sigma_t - 2 (Sigma_t^(1/2) Sigma Sigma_t^(1/2))^(1/2))) / C``,
@@ -235,9 +301,12 @@ def w2_distance(features: Array, target: GaussianTarget) -> Array:
     (:data:`W2_EPS`), and the square roots are :func:`sqrtm`'s, so that where 12
     Newton-Schulz iterations have not converged (small eigenvalues) this is
     style-transfer-pytorch's value rather than the exact distance. Means over the
-    ``N`` images too.
+    ``N`` images too. ``features`` may be their :class:`LayerStatistics`.
     """
-    mean, second_moment = feature_moments(features)
+    if isinstance(features, LayerStatistics):
+        mean, second_moment = features.mean, features.second_moment
+    else:
+        mean, second_moment = feature_moments(features)
     cov = covariance(mean, second_moment)
     mean_diff = jnp.mean(jnp.square(mean - target.mean))
     product = jnp.matmul(jnp.matmul(target.cov_sqrt, cov, precision=HIGHEST), target.cov_sqrt, precision=HIGHEST)
@@ -246,7 +315,9 @@ def w2_distance(features: Array, target: GaussianTarget) -> Array:
     return mean_diff + cov_diff
 
 
-def w2_style_loss(features: Sequence[Array], targets: Sequence[GaussianTarget], layer_weights: Array) -> Array:
+def w2_style_loss(
+    features: Sequence[Array | LayerStatistics], targets: Sequence[GaussianTarget], layer_weights: Array
+) -> Array:
     """``sum_l w_l * W2_l`` over the style layers ``l`` (:func:`w2_distance`)."""
     terms = [w2_distance(f, t) for f, t in zip(features, targets, strict=True)]
     return jnp.dot(layer_weights, jnp.stack(terms))

@@ -84,6 +84,18 @@ class NetworkSpec:
         self.check_layers(layers)
         return max(layers, key=self.layer_names.index)
 
+    def blocks_until(self, deepest: str) -> tuple[tuple[str, ...], ...]:
+        """The layers up to ``deepest`` cut into blocks, each ending at its pooling (the last at ``deepest``)."""
+        blocks, current = [], []
+        for name in self.layer_names[: self.layer_names.index(deepest) + 1]:
+            current.append(name)
+            if name.startswith("pool"):
+                blocks.append(tuple(current))
+                current = []
+        if current:
+            blocks.append(tuple(current))
+        return tuple(blocks)
+
     def activation_count(self, height: int, width: int, deepest: str) -> int:
         """Number of activation values one image produces up to layer ``deepest`` (conv, ReLU, pool outputs)."""
         self.check_layers([deepest])

@@ -222,12 +222,14 @@ def build_network(
     dtype: str = "float32",
     compute_dtype: str | None = None,
     style_losses: Sequence[str] | None = None,
+    remat: str = "none",
 ) -> Network:
     """Load the weights and split the network for the core.
 
     ``dtype`` is checked (float64 needs ``jax_enable_x64``); ``compute_dtype`` is the
     dtype of the convolutions (``None``: ``dtype``); ``style_losses`` are the style
-    losses the batch's settings use (``None``: the settings' own).
+    losses the batch's settings use (``None``: the settings' own); ``remat`` the
+    resolved rematerialisation mode (the plan's).
     """
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
@@ -244,6 +246,7 @@ def build_network(
         lbfgs_memory=settings.lbfgs_memory,
         style_losses=tuple(name for name in STYLE_LOSS_NAMES if name in (style_losses or (settings.style_loss,))),
         adam_b2=settings.adam_beta2,
+        remat=remat,
     )
     info = {k: v for k, v in loaded.attrs.items() if k.startswith(("source", "convention"))}
     return Network(graphdef, params, recipe, loaded.convention, dtype, compute_dtype, loaded.path, info)
@@ -528,9 +531,10 @@ def prepare_job(
         batch_size=batch_size,
         save_every=save_every,
         space_devices=space_devices,
+        compute_dtype=compute_dtype,
     )
     check_sizes(settings, inputs, plan)
-    network = build_network(settings, weights, dtype, compute_dtype, [p.style_loss for p in points])
+    network = build_network(settings, weights, dtype, compute_dtype, [p.style_loss for p in points], plan.remat)
     return Job(settings, network, inputs, points, plan)
 
 

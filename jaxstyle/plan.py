@@ -28,9 +28,47 @@ CHUNK_STEPS = 10  # steps per jitted chunk: progress and divergence checks happe
 # parallelism, only memory traffic: at 150x225 on 2 cores, 2-8 settings vmapped ran
 # 2-3% faster per setting than one at a time and 16 ran 4-12% slower.
 CPU_SETTINGS_PER_DEVICE = 8
-# Forward activations kept for the backward pass, their gradients and XLA's
-# workspace: about three times the forward activations (measured, order of magnitude).
-MEMORY_FACTOR = 3
+# The memory model of one optimisation step (see step_bytes): bytes = fixed + factor *
+# A(H, W), A the float32 bytes of the forward activations up to the deepest layer the
+# recipe uses (NetworkSpec.activation_count). Fitted by `python -m bench.memory fit` to
+# XLA's compiled memory analysis (arguments + outputs + temporaries) of one Adam step of
+# the `paper` recipe at 128x128, 256x256 and 384x384, jax 0.10.2 on XLA:CPU (AMD EPYC,
+# 2 cores), 2026-11-24; checked at other sizes by tests/test_memory.py and
+# bench/RESULTS.md. Keys: (network, compute dtype, remat); values: (fixed bytes, factor).
+MEMORY_MODEL: dict[tuple[str, str, str], tuple[int, float]] = {
+    ("vgg19", "float32", "none"): (108045135, 0.9398),
+    ("vgg19", "float32", "blocks"): (108045135, 0.9398),
+    ("vgg19", "float32", "bands"): (139330893, 0.2384),
+    ("vgg19", "bfloat16", "none"): (155091257, 0.5779),
+    ("vgg19", "bfloat16", "blocks"): (202145282, 0.6526),
+    ("vgg19", "bfloat16", "bands"): (180115113, 0.2987),
+    ("vgg16", "float32", "none"): (84636349, 0.9806),
+    ("vgg16", "float32", "blocks"): (84336755, 0.9879),
+    ("vgg16", "float32", "bands"): (114499039, 0.2631),
+    ("vgg16", "bfloat16", "none"): (121719462, 0.6018),
+    ("vgg16", "bfloat16", "blocks"): (147877890, 0.7226),
+    ("vgg16", "bfloat16", "bands"): (144721065, 0.3242),
+}
+MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 cores, 2026-11-24"
+# Peak resident memory of a fresh CPU process running steps (see host_peak_bytes):
+# base + scale * step_bytes, fitted (bench.memory.host_models) on fresh-process VGG-19
+# `paper` steps at 256 and 512 square (bench/results/memory/runs*.json), AMD EPYC 2
+# cores, 2026-11-24. Keys: (compute dtype, remat); values: (base bytes, scale). With
+# bands the scale is larger: what is left outside XLA's step (the images on the host,
+# JAX's runtime) weighs more once the step itself is small.
+HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {
+    ("float32", "none"): (526751294, 1.106),
+    ("float32", "blocks"): (535792668, 1.058),
+    ("bfloat16", "none"): (467676628, 1.318),
+    ("float32", "bands"): (443205089, 1.843),
+}
+# A network the table lacks (the tiny test network) takes this factor with no fixed part,
+# scaled by its dtype's size; float64 takes the float32 entry twice over.
+FALLBACK_FACTOR = 3.0
+# Rematerialisation modes, fastest first: `auto` takes the first whose estimate fits.
+REMAT_MODES = ("none", "blocks", "bands")
+# Fraction of a device's memory the plan fills (the rest: XLA's other buffers, the host process).
+MEMORY_FILL = 0.7
 
 
 @dataclass(frozen=True)
@@ -70,6 +108,8 @@ class RunPlan:
       batch_size: settings per compiled micro-batch (a multiple of the device count).
       batch_reason: one line saying why that batch size (and that spatial split).
       spatial_shards: devices each image's height is split over (:func:`spatial_shards_for`).
+      remat: the rematerialisation mode (``"auto"`` resolved by :func:`choose_remat`).
+      memory_reason: one line with the memory estimate and why that remat mode.
     """
 
     stages: tuple[StagePlan, ...]
@@ -78,6 +118,8 @@ class RunPlan:
     batch_size: int
     batch_reason: str
     spatial_shards: int = 1
+    remat: str = "none"
+    memory_reason: str = ""
 
     @property
     def steps(self) -> int:
@@ -129,12 +171,90 @@ def schedule(
     return tuple(planned), snapshots
 
 
-def bytes_per_setting(size: tuple[int, int], settings: Settings, dtype_bytes: int = 4) -> int:
-    """Estimated device memory one setting needs during a step: :data:`MEMORY_FACTOR` times
-    the forward activations up to the deepest layer the recipe uses."""
+def step_bytes(
+    size: tuple[int, int],
+    settings: Settings,
+    dtype: str = "float32",
+    remat: str = "none",
+    compute_dtype: str | None = None,
+) -> int:
+    """Estimated memory of one optimisation step of one setting at ``size``:
+    ``fixed + factor * A(H, W)`` (:data:`MEMORY_MODEL`).
+
+    ``A(H, W)`` is 4 bytes times the number of forward activation values up to the
+    deepest layer the recipe uses; ``fixed`` (weights, their flipped copies for the
+    input gradient) and ``factor`` (activations kept for the backward pass, gradients,
+    workspace) are fitted per network, compute dtype and remat mode. The image, the
+    optimiser state and the targets are counted in both.
+    """
     spec = network(settings.network)
     deepest = spec.deepest((*settings.content_layers, *settings.style_layers))
-    return MEMORY_FACTOR * spec.activation_count(*size, deepest) * dtype_bytes
+    activations = 4 * spec.activation_count(*size, deepest)
+    compute = compute_dtype or dtype
+    fitted = MEMORY_MODEL.get((spec.name, compute, remat))
+    if fitted is not None:
+        fixed, factor = fitted
+        return int(fixed + factor * activations)
+    # Not fitted: float64 is float32's model twice over; another network or mode, the fallback.
+    scale = {"float64": 2.0, "bfloat16": 0.5, "float16": 0.5}.get(compute, 1.0)
+    fixed, factor = MEMORY_MODEL.get((spec.name, "float32", remat), (0, FALLBACK_FACTOR))
+    return int(scale * (fixed + factor * activations))
+
+
+def host_peak_bytes(
+    size: tuple[int, int],
+    settings: Settings,
+    dtype: str = "float32",
+    remat: str = "none",
+    compute_dtype: str | None = None,
+) -> int:
+    """Estimated peak resident memory of a CPU process that runs one setting at ``size``:
+    ``base + scale * step_bytes`` (:data:`HOST_MODEL`: the Python process, JAX, the
+    weights, the targets' computation, and the allocator's slack over XLA's buffers)."""
+    base, scale = HOST_MODEL.get((compute_dtype or dtype, remat), HOST_MODEL.get(("float32", remat), (0, 1.0)))
+    return int(base + scale * step_bytes(size, settings, dtype, remat, compute_dtype))
+
+
+def choose_remat(
+    settings: Settings,
+    size: tuple[int, int],
+    device_memory: int,
+    dtype: str = "float32",
+    compute_dtype: str | None = None,
+    shards: int = 1,
+) -> tuple[str, int, str]:
+    """The remat mode of a run at ``size``, its estimated step memory, and a line saying why.
+
+    ``settings.remat`` as asked, or for ``auto`` the fastest mode (:data:`REMAT_MODES`
+    order) whose estimate fits :data:`MEMORY_FILL` of ``device_memory``; where none
+    fits, the one with the smallest estimate (the run may then fail out of memory).
+    With the image's rows split over ``shards`` devices, the estimates are one device's
+    share, ``step_bytes / shards`` (halos neglected), and ``bands`` is left out: it scans
+    over the rows that the split spreads over devices.
+    """
+    modes = REMAT_MODES if shards == 1 else tuple(m for m in REMAT_MODES if m != "bands")
+    if settings.remat == "bands" and shards > 1:
+        raise JaxstyleError(
+            f"--remat bands computes each image band by band of rows, which --spatial-shards {shards} splits "
+            "over devices: use --remat blocks or none with it"
+        )
+    estimates = {m: step_bytes(size, settings, dtype, m, compute_dtype) // shards for m in modes}
+    budget = MEMORY_FILL * device_memory
+    h, w = size
+    if settings.remat != "auto":
+        mode, why = settings.remat, "as asked"
+    else:
+        fitting = [m for m in modes if estimates[m] <= budget]
+        mode = fitting[0] if fitting else min(modes, key=estimates.get)
+        why = "auto: fastest that fits" if fitting else "auto: nothing fits, smallest estimate"
+    if shards > 1:
+        why += f"; one of {shards} devices' share"
+    line = (
+        f"remat {mode} ({why}); estimated {estimates[mode] / 2**20:.0f} MiB per step at {h}x{w} "
+        f"({', '.join(f'{m} {v / 2**20:.0f}' for m, v in estimates.items())} MiB), "
+        f"{MEMORY_FILL:.0%} of {device_memory / 2**30:.1f} GiB usable"
+    )
+    return mode, estimates[mode], line
 
 
 def batch_size_for(
@@ -142,7 +262,7 @@ def batch_size_for(
 ) -> tuple[int, str]:
     """Settings per compiled micro-batch (a multiple of the device count) and a line saying why.
 
-    Default: as many settings as fit in 70% of a device's memory, and on CPU at most
+    Default: as many settings as fit in :data:`MEMORY_FILL` of a device's memory, and on CPU at most
     ``CPU_SETTINGS_PER_DEVICE``; never more than ``k`` needs.
     """
     if requested is not None:
@@ -151,7 +271,7 @@ def batch_size_for(
         per_device = math.ceil(requested / device_count)
         why = f"batch size {requested} as asked"
     else:
-        per_device = max(1, int(0.7 * device_memory) // per_setting_bytes)
+        per_device = max(1, int(MEMORY_FILL * device_memory) // per_setting_bytes)
         why = (
             f"~{per_setting_bytes / 2**20:.0f} MiB per setting, {device_memory / 2**30:.1f} GiB per device: "
             f"up to {per_device} settings per device"
@@ -188,16 +308,16 @@ def stage_is_split(height: int, settings: Settings, shards: int) -> bool:
 
 
 def spatial_shards_for(
-    settings: Settings, output_size: tuple[int, int], devices: int, device_memory: int, dtype_bytes: int = 4
+    settings: Settings, output_size: tuple[int, int], devices: int, device_memory: int, step_bytes: int
 ) -> tuple[int, str]:
     """Devices the image's height is split over, and a line saying why.
 
     ``settings.spatial_shards`` if given (at most ``devices``; the output height a multiple of
     :func:`spatial_multiple`). ``0`` (automatic): the fewest divisors ``n`` of ``devices``
-    with a valid height for which one setting's step, ``bytes_per_setting / n`` (halos
-    neglected), fits in 70% of a device's memory; the most of them when none does. This
-    is the one place the decision is made: a better memory model enters through
-    :func:`bytes_per_setting`.
+    with a valid height for which one setting's whole-image step estimate ``step_bytes``
+    (:func:`choose_remat`), divided by ``n`` (halos neglected), fits in :data:`MEMORY_FILL`
+    of a device's memory; the most of them when none does. This is the one place the
+    decision is made.
     """
     height = output_size[0]
     requested = settings.spatial_shards
@@ -212,9 +332,9 @@ def spatial_shards_for(
                 "every pooling); use another --size or --spatial-shards"
             )
         return requested, f"image split over {requested} device(s) as asked"
-    need = bytes_per_setting(output_size, settings, dtype_bytes)
+    need = step_bytes
     valid = [n for n in range(1, devices + 1) if devices % n == 0 and (n == 1 or stage_is_split(height, settings, n))]
-    fitting = [n for n in valid if need / n <= 0.7 * device_memory]
+    fitting = [n for n in valid if need / n <= MEMORY_FILL * device_memory]
     shards = fitting[0] if fitting else valid[-1]
     why = f"~{need / 2**20:.0f} MiB per image step: split over {shards} of {devices} device(s)"
     return shards, why + ("" if fitting else " (the most a valid height allows; it may not fit)")
@@ -233,6 +353,7 @@ def make_plan(
     save_every: int | None = None,
     chunk_steps: int = CHUNK_STEPS,
     space_devices: int | None = None,
+    compute_dtype: str | None = None,
 ) -> RunPlan:
     """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule.
 
@@ -241,12 +362,19 @@ def make_plan(
     split over (a single stylization: every device, with one setting).
     """
     planned, snapshots = schedule(settings, output_size, save_every, chunk_steps)
-    per_setting = bytes_per_setting(output_size, settings, dtype_bytes)
-    shards, split = spatial_shards_for(settings, output_size, space_devices or device_count, device_memory, dtype_bytes)
+    dtype = "float64" if dtype_bytes == 8 else "float32"
+    remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, dtype, compute_dtype)
+    devices = space_devices or device_count
+    shards, split = spatial_shards_for(settings, output_size, devices, device_memory, per_setting)
+    if shards > 1:
+        # Split rows: the remat mode and the estimate are chosen again for one device's share.
+        remat, per_setting, memory_why = choose_remat(
+            settings, output_size, device_memory, dtype, compute_dtype, shards=shards
+        )
     if device_count > 1 and device_count % shards:
         raise JaxstyleError(f"--spatial-shards {shards} does not divide the {device_count} devices")
     groups = max(1, device_count // shards)
-    batch, why = batch_size_for(settings_count, -(-per_setting // shards), groups, device_memory, platform, batch_size)
+    batch, why = batch_size_for(settings_count, per_setting, groups, device_memory, platform, batch_size)
     if shards > 1:
         why += f"; {split}"
-    return RunPlan(planned, snapshots, settings_count, batch, why, shards)
+    return RunPlan(planned, snapshots, settings_count, batch, why, shards, remat, memory_why)

@@ -18,6 +18,7 @@ from jax import Array
 
 from jaxstyle.losses import (
     GaussianTarget,
+    LayerStatistics,
     LossWeights,
     Targets,
     feature_moments,
@@ -25,6 +26,7 @@ from jaxstyle.losses import (
     gram_matrix,
     loss_terms,
 )
+from jaxstyle.remat import REMAT_MODES, banded_network_features, block_features
 
 
 @functools.cache
@@ -69,6 +71,8 @@ class Recipe(NamedTuple):
       style_losses: the style losses computed (``"gram"``, ``"w2"``, in that order):
         a batch's settings choose among them with ``LossWeights.style_loss``.
       adam_b2: Adam's ``b2``.
+      remat: ``"none"``, ``"blocks"`` or ``"bands"`` (:mod:`jaxstyle.remat`); never
+        ``"auto"``: the planner resolves that.
     """
 
     content: tuple[str, ...]
@@ -78,6 +82,7 @@ class Recipe(NamedTuple):
     lbfgs_memory: int = 10
     style_losses: tuple[str, ...] = ("gram",)
     adam_b2: float = 0.999
+    remat: str = "none"
 
 
 def transform(recipe: Recipe) -> optax.GradientTransformation:
@@ -131,9 +136,28 @@ def network_features(
     return tuple(acts[n] for n in layers.content), tuple(acts[n] for n in layers.style)
 
 
+def objective_features(
+    graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
+) -> tuple[tuple[Array, ...], tuple[Array | LayerStatistics, ...]]:
+    """What the losses of ``image`` read: content features, and the style layers' features
+    or their :class:`~jaxstyle.losses.LayerStatistics`, computed as ``recipe.remat`` says
+    (:mod:`jaxstyle.remat`: the same values, less memory kept for the backward pass)."""
+    if recipe.remat == "none":
+        return network_features(graphdef, params, image, recipe)
+    model = nnx.merge(graphdef, params)
+    if recipe.remat == "blocks":
+        content, style = block_features(model, image, recipe.content, recipe.style, recipe.style_losses)
+    elif recipe.remat == "bands":
+        content, style = banded_network_features(model, image, recipe.content, recipe.style, recipe.style_losses)
+    else:
+        raise ValueError(f"remat must be one of {', '.join(REMAT_MODES)}, not {recipe.remat!r}")
+    return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
+
+
 def content_targets(graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe) -> tuple[Array, ...]:
-    """Features of the content image at each content layer."""
-    return network_features(graphdef, params, image, recipe._replace(style=()))[0]
+    """Features of the content image at each content layer (computed as ``recipe.remat`` says:
+    with ``bands``, the first blocks' full-size activations never exist here either)."""
+    return objective_features(graphdef, params, image, recipe._replace(style=()))[0]
 
 
 def style_grams(graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe) -> tuple[Array, ...]:
@@ -166,9 +190,13 @@ class StyleStatistics(NamedTuple):
 def style_statistics(
     graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
 ) -> tuple[StyleStatistics, ...]:
-    """The :class:`StyleStatistics` of a style image at each style layer."""
+    """The :class:`StyleStatistics` of a style image at each style layer (computed as
+    ``recipe.remat`` says, as :func:`content_targets`)."""
     out = []
-    for f in network_features(graphdef, params, image, recipe._replace(content=()))[1]:
+    for f in objective_features(graphdef, params, image, recipe._replace(content=()))[1]:
+        if isinstance(f, LayerStatistics):  # reduced where it was made (remat)
+            out.append(StyleStatistics(f.gram, f.mean, f.second_moment))
+            continue
         gram = gram_matrix(f) if "gram" in recipe.style_losses else None
         mean, second_moment = feature_moments(f) if "w2" in recipe.style_losses else (None, None)
         out.append(StyleStatistics(gram, mean, second_moment))
@@ -218,7 +246,7 @@ def objective(
     image: Array, graphdef: nnx.GraphDef, params: nnx.State, recipe: Recipe, targets: Targets, weights: LossWeights
 ) -> tuple[Array, dict[str, Array]]:
     """``(total loss, {content, style, tv, total})`` of ``image``."""
-    content_features, style_features = network_features(graphdef, params, image, recipe)
+    content_features, style_features = objective_features(graphdef, params, image, recipe)
     terms = loss_terms(
         image, content_features, style_features, targets, weights, recipe.tv_reduction, recipe.style_losses
     )

@@ -226,7 +226,8 @@ def sweep(
       preset, weights, settings, **overrides: the shared settings, as for :func:`jaxstyle.stylize`.
       batch_size: settings per compiled micro-batch (default: from a memory estimate).
       progress: called after every chunk with a :class:`~jaxstyle.pipeline.ChunkReport`.
-      on_plan: receives the line that explains the batch size, before the run.
+      on_plan: receives the lines that explain the memory estimate (and remat mode) and the batch
+        size, before the run.
       dtype: computation dtype (``"float64"`` needs ``jax_enable_x64``).
       compute_dtype: dtype of the convolutions (``"bfloat16"``); Gram matrices and losses stay in ``dtype``.
       checkpoint, stop_signal: as for :func:`jaxstyle.stylize`; each process saves its shards.
@@ -261,6 +262,7 @@ def sweep(
     mesh = meshlib.settings_mesh(job.plan.spatial_shards)
     check_host_memory(len(job.points), job.inputs.output_size, job.plan.steps, job.network.dtype.itemsize)
     if on_plan is not None:
+        on_plan(job.plan.memory_reason)
         on_plan(job.plan.batch_reason)
     out = run_job(job, mesh, on_chunk=progress, checkpoint=checkpoint, stop_signal=stop_signal)
     style_names = [image_name(s, f"style{i}") for i, s in enumerate(styles)]

@@ -74,6 +74,32 @@ def conv_general_dilated(x: Array, kernel: Array, window_strides, padding, **kwa
     return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, **kwargs)
 
 
+@jax.custom_vjp
+def relu(x: Array) -> Array:
+    """``max(x, 0)`` whose backward pass reads its output, not its input: ``dx = dy * (y > 0)``.
+
+    ``y > 0`` exactly where ``x > 0``, so this is ``jax.nn.relu``'s gradient (0 at 0,
+    as PyTorch's). Saving ``y``, which the next convolution saves anyway as its input,
+    instead of ``x`` keeps one activation per conv layer for the backward pass instead
+    of two, as PyTorch's autograd does (its ReLU saves its result). XLA's compiled
+    memory analysis of a VGG-19 step at 512x512 with bfloat16 convolutions: 500 MiB of
+    temporaries with ``jax.nn.relu``, 421 MiB with this; float32 unchanged (593 MiB).
+    """
+    return jnp.maximum(x, 0)
+
+
+def _relu_fwd(x: Array) -> tuple[Array, Array]:
+    y = jnp.maximum(x, 0)
+    return y, y
+
+
+def _relu_bwd(y: Array, dy: Array) -> tuple[Array]:
+    return (jnp.where(y > 0, dy, jnp.zeros_like(dy)),)
+
+
+relu.defvjp(_relu_fwd, _relu_bwd)
+
+
 _WINDOW = (1, 2, 2, 1)
 
 
@@ -95,12 +121,17 @@ def _max_pool_fwd(x: Array) -> tuple[Array, Array]:
 
 
 def _max_pool_bwd(x: Array, dy: Array) -> tuple[Array]:
-    """``dx`` at the first maximum of each window (row-major) is ``dy``; elsewhere 0."""
+    """``dx`` at the first maximum of each window (row-major) is ``dy``; elsewhere 0.
+
+    The four corners of the windows are strided slices of ``x``, each the size of the
+    output, so nothing the size of ``x`` is made but ``dx`` itself (comparing ``x``
+    with its window maxima broadcast back to ``x``'s shape made a float32 copy of it).
+    """
     n, h, w, c = x.shape
     h2, w2 = h // 2, w // 2
-    windows = x[:, : 2 * h2, : 2 * w2].reshape(n, h2, 2, w2, 2, c)  # (.., row, .., col, ..)
-    hit = windows == jnp.max(windows, axis=(2, 4))[:, :, None, :, None]
-    h00, h01, h10, h11 = hit[:, :, 0, :, 0], hit[:, :, 0, :, 1], hit[:, :, 1, :, 0], hit[:, :, 1, :, 1]
+    corners = [x[:, i : 2 * h2 : 2, j : 2 * w2 : 2] for i in (0, 1) for j in (0, 1)]  # 00, 01, 10, 11
+    top = jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
+    h00, h01, h10, h11 = (corner == top for corner in corners)
     first = (h00, h01 & ~h00, h10 & ~(h00 | h01), h11 & ~(h00 | h01 | h10))
     g00, g01, g10, g11 = (jnp.where(f, dy, jnp.zeros_like(dy)) for f in first)
     dx = jnp.stack([jnp.stack([g00, g01], axis=3), jnp.stack([g10, g11], axis=3)], axis=2)
@@ -162,16 +193,23 @@ class VGG(nnx.Module):
             setattr(self, name, conv)
 
     def __call__(self, x: Array, layers: Sequence[str]) -> dict[str, Array]:
-        wanted = set(layers)
-        deepest = self.spec.deepest(wanted)
-        out = {}
-        for name in self.spec.layer_names[: self.spec.layer_names.index(deepest) + 1]:
+        deepest = self.spec.deepest(layers)
+        return self.run(x, self.spec.layer_names[: self.spec.layer_names.index(deepest) + 1], layers)[1]
+
+    def run(self, x: Array, names: Sequence[str], layers: Sequence[str]) -> tuple[Array, dict[str, Array]]:
+        """Apply the consecutive layers ``names`` to ``x`` (the input of the first of them).
+
+        Returns the output of the last one and ``{name: activation}`` for those of
+        ``names`` in ``layers``.
+        """
+        wanted, out = set(layers), {}
+        for name in names:
             if name.startswith("conv"):
                 x = getattr(self, name)(x)
             elif name.startswith("relu"):
-                x = jax.nn.relu(x)
+                x = relu(x)
             else:
                 x = pool_2x2(x, self.pool)
             if name in wanted:
                 out[name] = x
-        return out
+        return x, out

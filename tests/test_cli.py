@@ -44,7 +44,11 @@ def test_stylize_end_to_end(inputs, weight_files, tmp_path, capsys):
     argv = ["stylize", str(content), str(style), "-o", str(out), *SMALL, "--save-every", "2"]
     argv += ["--weights", str(weight_files["torchvision"]), "--trace", str(trace), "--style-weight", "500"]
     assert main(argv) == 0
-    assert f"wrote {out} (48x64, 4 steps" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"wrote {out} (48x64, 4 steps" in printed.out
+    # The plan's memory line: the remat mode auto chose and the step's estimate.
+    assert "stylize: remat none (auto: fastest that fits); estimated" in printed.err
+    assert "MiB per step at 48x64" in printed.err
     img = Image.open(out)
     assert img.size == (64, 48) and img.mode == "RGB"
     meta = read_metadata(out)

@@ -233,7 +233,7 @@ def test_vgg_convolutions_and_max_pools_take_the_custom_vjp_fast_path(weight_fil
     image = jnp.zeros((1, 32, 32, 3), jnp.float32)
     jaxpr = jax.make_jaxpr(lambda x: network_features(graphdef, params, x, LAYERS))(image).jaxpr
     primitives = [eqn.primitive.name for eqn in jaxpr.eqns]
-    # Up to relu5_1: 13 convolutions (conv3x3) and 4 max-pools, each a custom VJP; no
-    # convolution or pooling outside them.
-    assert primitives.count("custom_vjp_call") == 13 + 4
+    # Up to relu5_1: 13 convolutions (conv3x3), 13 ReLUs (vgg.relu, whose backward reads
+    # its output) and 4 max-pools, each a custom VJP; no convolution or pooling outside them.
+    assert primitives.count("custom_vjp_call") == 13 + 13 + 4
     assert not {"conv_general_dilated", "reduce_window_max"} & set(primitives)

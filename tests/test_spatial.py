@@ -14,7 +14,7 @@ from PIL import Image
 
 from jaxstyle.config import resolve
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.plan import bytes_per_setting, make_plan, spatial_multiple, spatial_shards_for, stage_is_split
+from jaxstyle.plan import make_plan, spatial_multiple, spatial_shards_for, stage_is_split, step_bytes
 from tests.test_sweep import sweep_in_two_processes_and_one
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,24 +31,25 @@ def test_a_split_height_is_a_multiple_of_shards_times_two_to_the_poolings():
 
 def test_asked_shards_are_checked_in_one_line():
     settings = resolve("paper", **TINY_RECIPE, spatial_shards=4)
-    assert spatial_shards_for(settings, (128, 64), devices=4, device_memory=1 << 30)[0] == 4
+    assert spatial_shards_for(settings, (128, 64), devices=4, device_memory=1 << 30, step_bytes=1 << 20)[0] == 4
     with pytest.raises(JaxstyleError, match=r"output height 96 cannot be split over 4 devices: .* multiple of 64"):
-        spatial_shards_for(settings, (96, 64), devices=4, device_memory=1 << 30)
+        spatial_shards_for(settings, (96, 64), devices=4, device_memory=1 << 30, step_bytes=1 << 20)
     with pytest.raises(JaxstyleError, match="--spatial-shards 4 needs 4 devices; this run has 2"):
-        spatial_shards_for(settings, (128, 64), devices=2, device_memory=1 << 30)
+        spatial_shards_for(settings, (128, 64), devices=2, device_memory=1 << 30, step_bytes=1 << 20)
     with pytest.raises(JaxstyleError, match="does not divide the 6 devices"):
         make_plan(settings, (128, 64), 6, device_count=6)
 
 
 def test_automatic_shards_are_the_fewest_that_fit():
-    settings = resolve("paper", **TINY_RECIPE)  # spatial_shards 0: automatic
-    step = bytes_per_setting((256, 64), settings)  # the estimate of one step
-    assert spatial_shards_for(settings, (256, 64), 4, device_memory=2 * step)[0] == 1
-    assert spatial_shards_for(settings, (256, 64), 4, device_memory=step)[0] == 2  # 0.7 of it holds half a step
-    shards, why = spatial_shards_for(settings, (256, 64), 4, device_memory=step // 8)
+    # spatial_shards 0: automatic; no remat, so that a step's estimate is the one below
+    settings = resolve("paper", **TINY_RECIPE, remat="none")
+    step = step_bytes((256, 64), settings)  # the estimate of one step
+    assert spatial_shards_for(settings, (256, 64), 4, 2 * step, step)[0] == 1
+    assert spatial_shards_for(settings, (256, 64), 4, step, step)[0] == 2  # 0.7 of it holds half a step
+    shards, why = spatial_shards_for(settings, (256, 64), 4, step // 8, step)
     assert shards == 4 and "it may not fit" in why
     # 160 rows split over 2 devices (a multiple of 32), not over 4 (of 64): 4 is never tried.
-    assert spatial_shards_for(settings, (160, 64), 4, device_memory=step // 8)[0] == 2
+    assert spatial_shards_for(settings, (160, 64), 4, step // 8, step)[0] == 2
     plan = make_plan(settings, (256, 64), 8, device_count=4, device_memory=step)
     # Half a step per device, one setting in 0.7 of a device, 2 groups of 2 devices: micro-batches of 2.
     assert plan.spatial_shards == 2 and plan.batch_size == 2 and "split over 2 of 4 device(s)" in plan.batch_reason

@@ -1,0 +1,177 @@
+"""The memory of one step: rematerialisation keeps the numerics, the model holds, the Gram gradient copies nothing.
+
+The model (``jaxstyle.plan.step_bytes``) is checked against XLA's compiled memory
+analysis at sizes it was not fitted on (compilation only, nothing runs), and, in a
+fresh process, against the peak resident memory of a real step (``slow``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxstyle import remat
+from jaxstyle.api import prepare
+from jaxstyle.config import resolve
+from jaxstyle.losses import gram_matrix
+from jaxstyle.nets import VGG19
+from jaxstyle.plan import MEMORY_FILL, MEMORY_MODEL, choose_remat, host_peak_bytes, step_bytes
+from jaxstyle.solve import content_targets, objective, optimizer_step, style_statistics
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_TOLERANCE = 0.15  # the issue's bound: the model within 15% of the measured peak
+
+
+def noise_problem(weights: Path, size: tuple[int, int], **overrides):
+    rng = np.random.default_rng(3)
+    content, style = rng.uniform(0, 1, (2, *size, 3)).astype(np.float32)
+    return prepare(content, style, weights=weights, size=size, **overrides)
+
+
+# A layer list whose content and style taps fall inside the banded blocks, a pooling among them.
+INSIDE = {"content_layers": ("relu2_1",), "style_layers": ("relu1_1", "relu1_2", "pool1", "relu2_2", "relu3_1")}
+
+
+@pytest.mark.parametrize(
+    ("mode", "style_loss", "layers"),
+    [
+        ("blocks", "gram", {}),
+        pytest.param("bands", "gram", {}, marks=pytest.mark.slow),
+        ("bands", "gram", INSIDE),
+        pytest.param("blocks", "w2", {}, marks=pytest.mark.slow),
+        pytest.param("bands", "w2", INSIDE, marks=pytest.mark.slow),
+    ],
+)
+def test_remat_gives_the_same_loss_and_gradient_float64(weight_files, monkeypatch, mode, style_loss, layers):
+    """``--remat blocks|bands`` recompute in the backward pass: the same loss and gradient, to 1e-10.
+
+    37x50 (odd: VGG's poolings drop an edge row and column) in bands of 8 rows: 5 bands,
+    with their halos, image borders and the dropped rows all exercised.
+    """
+    monkeypatch.setattr(remat, "BAND_ROWS", 8)
+    p = noise_problem(weight_files["torchvision"], (37, 50), dtype="float64", style_loss=style_loss, **layers)
+    assert remat.band_geometry(VGG19.layer_names[:10], 37)[3] == 5  # the first two blocks, in 5 bands
+    x = p.state.image + 0.1 * jnp.asarray(np.random.default_rng(4).normal(size=p.state.image.shape))
+    out = {}
+    for m in ("none", mode):
+        recipe = p.recipe._replace(remat=m)
+        grad_fn = jax.value_and_grad(objective, has_aux=True)
+        (value, terms), grad = grad_fn(x, p.graphdef, p.params, recipe, p.targets, p.loss_weights)
+        out[m] = value, terms, grad
+    (v0, t0, g0), (v1, t1, g1) = out["none"], out[mode]
+    assert g0.dtype == jnp.float64
+    assert abs(float(v1 - v0)) <= 1e-10 * abs(float(v0))
+    for name in ("content", "style", "tv"):
+        assert abs(float(t1[name] - t0[name])) <= 1e-10 * abs(float(t0[name]))
+    assert float(jnp.linalg.norm(g1 - g0)) <= 1e-10 * float(jnp.linalg.norm(g0))
+    # The targets are computed the same way (with bands, no full-size activation there either).
+    for m in ("none", mode):
+        recipe = p.recipe._replace(remat=m)
+        out[m] = style_statistics(p.graphdef, p.params, x, recipe), content_targets(p.graphdef, p.params, x, recipe)
+    for a, b in zip(jax.tree.leaves(out["none"]), jax.tree.leaves(out[mode]), strict=True):
+        assert float(jnp.max(jnp.abs(b - a))) <= 1e-10 * float(jnp.max(jnp.abs(a)))
+
+
+def compiled_total(p, mode: str = "none") -> tuple[int, int]:
+    """``(arguments + outputs + temporaries, temporaries)`` of one compiled Adam step."""
+    step = jax.jit(optimizer_step, static_argnames=("graphdef", "recipe"))
+    lowered = step.lower(p.graphdef, p.recipe._replace(remat=mode), p.params, p.targets, p.loss_weights, p.state)
+    m = lowered.compile().memory_analysis()
+    total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+    return total, m.temp_size_in_bytes
+
+
+# Fitted at 128, 256 and 384 square (bench/memory.py): two sizes it never saw.
+UNFITTED = [(192, 288), (448, 448)]
+
+
+@pytest.mark.parametrize("size", UNFITTED)
+def test_memory_model_holds_at_unfitted_sizes(weight_files, size):
+    """VGG-19 float32, the ``paper`` recipe: the model within 15% of XLA's compiled memory analysis."""
+    p = noise_problem(weight_files["torchvision"], size)
+    total, _ = compiled_total(p)
+    model = step_bytes(size, p.settings, "float32", "none")
+    assert abs(model / total - 1) <= MODEL_TOLERANCE, (size, model / 2**20, total / 2**20)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("compute", "mode"), [("bfloat16", "none"), ("float32", "bands"), ("bfloat16", "bands")])
+def test_memory_model_holds_for_bfloat16_and_remat(weight_files, compute, mode):
+    size = UNFITTED[1]
+    p = noise_problem(weight_files["torchvision"], size, compute_dtype=None if compute == "float32" else compute)
+    total, _ = compiled_total(p, mode)
+    model = step_bytes(size, p.settings, "float32", mode, compute)
+    assert abs(model / total - 1) <= MODEL_TOLERANCE, (compute, mode, model / 2**20, total / 2**20)
+
+
+def test_memory_model_has_every_network_dtype_and_mode():
+    for net in ("vgg19", "vgg16"):
+        for compute in ("float32", "bfloat16"):
+            for mode in ("none", "blocks", "bands"):
+                fixed, factor = MEMORY_MODEL[(net, compute, mode)]
+                assert 0 < fixed < 2**30 and 0.1 < factor < 3
+
+
+def test_gram_gradient_makes_no_copy_of_the_features():
+    """The Gram matrix's gradient is one ``(HW, C) x (C, C)`` product written as the output:
+    the temporaries hold only ``C x C`` arrays, not a copy of the ``H*W*C`` features
+    (autodiff of the einsum needed three: ``dG F^T``, ``dG^T F^T``, their transposed sum)."""
+    h, w, c = 128, 128, 64
+    features = jnp.ones((1, h, w, c), jnp.float32)
+    target = jnp.zeros((1, c, c), jnp.float32)
+
+    def loss(f):
+        return jnp.mean(jnp.square(gram_matrix(f) - target))
+
+    m = jax.jit(jax.grad(loss)).lower(features).compile().memory_analysis()
+    feature_bytes = h * w * c * 4
+    assert m.output_size_in_bytes == feature_bytes
+    assert m.temp_size_in_bytes <= 0.1 * feature_bytes
+
+
+def test_step_temporaries_are_bounded_by_the_largest_layer(weight_files):
+    """A whole VGG-19 step at 256x256: temporaries at most 12.5x the largest activation
+    (relu1_1, H*W*64 floats); measured 11.7x (13.5x with autodiff's Gram gradient)."""
+    size = (256, 256)
+    p = noise_problem(weight_files["torchvision"], size)
+    _, temp = compiled_total(p)
+    assert temp <= 12.5 * size[0] * size[1] * 64 * 4
+
+
+def test_auto_remat_takes_the_fastest_mode_that_fits():
+    s = resolve("paper")
+    size = (1024, 1024)
+    none = step_bytes(size, s, "float32", "none")
+    assert choose_remat(s, size, 100 * none)[0] == "none"
+    mode, estimate, line = choose_remat(s, size, 10 * 2**20)  # fits nowhere: the smallest estimate
+    assert estimate == min(step_bytes(size, s, "float32", m) for m in ("none", "blocks", "bands"))
+    assert "nothing fits" in line and f"{mode}" in line
+    bands = step_bytes(size, s, "float32", "bands")
+    assert bands < none / 2  # the first two blocks never whole: less than half the memory
+    assert choose_remat(s, size, (bands + none) / 2 / MEMORY_FILL)[0] == "bands"
+    forced = resolve("paper", remat="blocks")
+    assert choose_remat(forced, size, 100 * none)[:2] == ("blocks", step_bytes(size, s, "float32", "blocks"))
+    assert f"{MEMORY_FILL:.0%}" in choose_remat(s, size, 100 * none)[2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("side", [320, 448])
+def test_host_model_holds_for_a_fresh_process(weight_files, side):
+    """Peak resident memory of a fresh process running a VGG-19 step (``bench.measure``)
+    within 15% of :func:`jaxstyle.plan.host_peak_bytes` (fitted on 256 and 512 squares)."""
+    args = [sys.executable, "-m", "bench.measure", "jax-jit", f"{side}x{side}", "1", "1"]
+    args += [str(weight_files["torchvision"]), "float32", "none"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
+    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
+    measured = json.loads(line[len("RESULT ") :])["host_peak_mib"] * 2**20
+    model = host_peak_bytes((side, side), resolve("paper"), "float32", "none")
+    assert abs(model / measured - 1) <= MODEL_TOLERANCE, (side, model / 2**20, measured / 2**20)
