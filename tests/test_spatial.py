@@ -38,6 +38,12 @@ def test_asked_shards_are_checked_in_one_line():
         spatial_shards_for(settings, (128, 64), devices=2, device_memory=1 << 30, step_bytes=1 << 20)
     with pytest.raises(JaxstyleError, match="does not divide the 6 devices"):
         make_plan(settings, (128, 64), 6, device_count=6)
+    bands = resolve("paper", **TINY_RECIPE, spatial_shards=4, remat="bands")
+    with pytest.raises(JaxstyleError, match=r"--remat bands computes each image band by band .* --spatial-shards 4"):
+        make_plan(bands, (128, 64), 1, device_count=4)
+    # Automatic remat with a split: chosen for one device's share, never bands.
+    auto = make_plan(settings, (128, 64), 1, device_count=4, device_memory=1 << 10)
+    assert auto.spatial_shards == 4 and auto.remat in ("none", "blocks") and "share" in auto.memory_reason
 
 
 def test_automatic_shards_are_the_fewest_that_fit():
