@@ -15,9 +15,12 @@ import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from jaxstyle.errors import JaxstyleError
+
+if TYPE_CHECKING:
+    from jaxstyle.plan import RunPlan
 
 
 def csv_floats(text: str) -> tuple[float, ...]:
@@ -345,6 +348,15 @@ def progress_reporter(args: argparse.Namespace, label: str, main_process: bool =
     return Progress(label, mode, args.progress_interval)
 
 
+def plan_memory_line(plan: RunPlan) -> str | None:
+    """The plan's memory line where it changes how the step runs (a remat mode, a split image); else None.
+
+    A small image on one device needs no word about memory, and stays out of a log that
+    would otherwise hold only progress, or only a one-line error.
+    """
+    return plan.memory_reason if plan.remat != "none" or plan.spatial_shards > 1 else None
+
+
 def cmd_stylize(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle import __version__
     from jaxstyle.api import optimize, prepare
@@ -358,8 +370,9 @@ def cmd_stylize(args: argparse.Namespace, stop: Callable[[], int | None]) -> int
         raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
     styles = list(csv_names(args.style))
     problem = prepare(args.content, styles, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype)
-    if not args.quiet:
-        print(f"stylize: {problem.job.plan.memory_reason}", file=sys.stderr)
+    memory_line = plan_memory_line(problem.job.plan)
+    if memory_line and not args.quiet:
+        print(f"stylize: {memory_line}", file=sys.stderr)
 
     def snapshot(step: int, rgb) -> None:
         save_image(snapshot_name.format(step), rgb)

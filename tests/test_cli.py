@@ -46,9 +46,8 @@ def test_stylize_end_to_end(inputs, weight_files, tmp_path, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr()
     assert f"wrote {out} (48x64, 4 steps" in printed.out
-    # The plan's memory line: the remat mode auto chose and the step's estimate.
-    assert "stylize: remat none (auto: fastest that fits); estimated" in printed.err
-    assert "MiB per step at 48x64" in printed.err
+    # No memory line for a small image that runs as it is (see test_the_memory_line_...).
+    assert "remat" not in printed.err
     img = Image.open(out)
     assert img.size == (64, 48) and img.mode == "RGB"
     meta = read_metadata(out)
@@ -238,3 +237,18 @@ def test_weights_commands(weight_files, tmp_path):
         "5",
     )
     assert_one_line_error(offline, "cannot download", "jaxstyle weights convert vgg19-dcbb9e9d.pth")
+
+
+def test_the_memory_line_is_printed_where_remat_or_a_split_changes_the_step():
+    from jaxstyle.cli import plan_memory_line
+    from jaxstyle.config import resolve
+    from jaxstyle.plan import make_plan
+
+    small = make_plan(resolve("paper"), (48, 64), 1)
+    assert small.remat == "none" and plan_memory_line(small) is None
+    # Auto remat where a step does not fit a small device: the line names the mode and the estimate.
+    tight = make_plan(resolve("paper"), (1024, 1024), 1, device_memory=2 << 30)
+    assert tight.remat != "none" and plan_memory_line(tight).startswith(f"remat {tight.remat} (auto: ")
+    assert "MiB per step at 1024x1024" in plan_memory_line(tight)
+    asked = make_plan(resolve("paper", remat="blocks"), (48, 64), 1)
+    assert plan_memory_line(asked).startswith("remat blocks (as asked)")
