@@ -71,7 +71,8 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
     state = jax.eval_shape(lambda d: runner.start_state(d, 0), abstract(host, lambda x: runner.sharded))
     state = abstract(state, lambda x: runner.state_sharding(0, x))
     start = time.perf_counter()
-    compiled = run_batch_chunk_jit.lower(job.network.graphdef, job.network.recipe, 1, params, targets, setting, state)
+    recipe = runner.recipe_at(0)
+    compiled = run_batch_chunk_jit.lower(job.network.graphdef, recipe, 1, params, targets, setting, state)
     m = compiled.compile().memory_analysis()
     total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
     return {"bytes": total, "temp_bytes": m.temp_size_in_bytes, "compile_s": time.perf_counter() - start}

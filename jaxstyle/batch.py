@@ -18,6 +18,7 @@ from jax import Array
 
 from jaxstyle.losses import LossWeights, Targets, TemporalTarget
 from jaxstyle.solve import Recipe, SolverState, content_targets, objective, optimizer_step, start_state
+from jaxstyle.spatial import settings_vmap
 
 
 class Setting(NamedTuple):
@@ -81,7 +82,7 @@ def init_batch(
         t = setting_targets(targets, setting)
         return start_state(graphdef, recipe, params, t, setting.weights, image, lr, ema, tol)
 
-    return jax.vmap(one)(settings, images, learning_rates, ema_decays, tols)
+    return settings_vmap(one, recipe.space_mesh)(settings, images, learning_rates, ema_decays, tols)
 
 
 init_batch_jit = jax.jit(init_batch, static_argnames=("graphdef", "recipe"))
@@ -96,7 +97,7 @@ def batch_losses(
         t = setting_targets(targets, setting)
         return objective(image, graphdef, params, recipe, t, setting.weights)[1]
 
-    return jax.vmap(one)(settings, images)
+    return settings_vmap(one, recipe.space_mesh)(settings, images)
 
 
 batch_losses_jit = jax.jit(batch_losses, static_argnames=("graphdef", "recipe"))
@@ -134,7 +135,7 @@ def run_batch_chunk(
         return jax.tree.map(lambda x: x[None], final), jax.tree.map(lambda x: x[:, None], losses)
 
     def batched(st: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
-        return jax.vmap(one)(settings, st)
+        return settings_vmap(one, recipe.space_mesh)(settings, st)
 
     return jax.lax.scan(batched, state, None, length=num_steps)
 

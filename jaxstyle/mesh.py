@@ -4,9 +4,10 @@ The mesh has two axes, ``settings x space``: the settings axis holds the batch; 
 space axis (one device unless images are split) holds each image's rows. An image
 ``(B, 1, H, W, 3)`` and every array shaped like it (Adam's moments, the moving average)
 are split ``P('settings', None, 'space')``; the content targets' features along their
-rows too; the network and the style targets are replicated. XLA's sharding
-propagation keeps the activations split by rows inside the jitted step and inserts the
-convolutions' halo exchanges and the all-reduces of the Gram matrices and losses.
+rows too; the network and the style targets are replicated. Inside the jitted step
+the network runs in a ``shard_map`` over ``space`` with explicit halo exchanges
+(:mod:`jaxstyle.spatial`); XLA partitions the rest (the losses' sums, the TV term's
+halo).
 Arrays are built as global arrays from data every process holds in full (each process
 computes the same settings list), so the same code runs on one device, many devices,
 or many hosts.

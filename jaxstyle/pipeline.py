@@ -807,6 +807,12 @@ class Runner:
         )
         return jax.device_put(targets._replace(content=()), self.replicated)._replace(content=content)
 
+    def recipe_at(self, index: int) -> Recipe:
+        """The recipe of stage ``index``: a split stage's network runs over the mesh's ``space`` axis
+        (:mod:`jaxstyle.spatial`). Targets are computed with the plain recipe: once per stage, by
+        XLA's partitioning of the split images."""
+        return self.network.recipe._replace(space_mesh=self.mesh if self.split[index] else None)
+
     def images_sharding(self, index: int, ndim: int = 5) -> jax.sharding.NamedSharding:
         """Where image-shaped arrays ``(B, ..., H, W, 3)`` of stage ``index`` live."""
         return meshlib.image_sharding(self.mesh, ndim, self.split[index])
@@ -854,14 +860,15 @@ class Runner:
         network = self.network
         images = first_images if images is None else images
         targets = self.stage_targets[stage]
-        return init_batch_jit(network.graphdef, network.recipe, self.params, targets, setting, images, lrs, emas, tols)
+        recipe = self.recipe_at(stage)
+        return init_batch_jit(network.graphdef, recipe, self.params, targets, setting, images, lrs, emas, tols)
 
     def micro_batch(
         self, host: tuple, rows: range, number: int, resumed: tuple[Progress, SolverState] | None
     ) -> RunOutput:
         """All stages of one micro-batch (``rows`` are its real settings; the rest is padding)."""
         plan, network, settings = self.plan, self.network, self.job.settings
-        graphdef, recipe, convention = network.graphdef, network.recipe, network.convention
+        graphdef, convention = network.graphdef, network.convention
         device = self.to_device(host)
         setting = device[0]
         batch = len(host[1])
@@ -870,7 +877,7 @@ class Runner:
         contents = [self.job.inputs.contents[points[min(rows.start + r, rows.stop - 1)].content] for r in range(batch)]
         progress, state = resumed if resumed is not None else (Progress.start(batch, len(plan.stages)), None)
         for index in range(progress.stage, len(plan.stages)):
-            stage, targets = plan.stages[index], self.stage_targets[index]
+            stage, targets, recipe = plan.stages[index], self.stage_targets[index], self.recipe_at(index)
             if progress.chunks_done == 0:
                 state = self.next_stage_state(device, index, state, convention)
             stopped = meshlib.to_host((state.diverged_at >= 0) | (state.converged_at >= 0))
@@ -913,8 +920,11 @@ class Runner:
         # The final losses are those of the image written (clipped to [0, 1], with the
         # content's colours where asked), not of the iterate before the last step.
         written = convention.to_network(jnp.asarray(final, network.dtype))[:, None]
-        written = meshlib.to_global(written, self.images_sharding(len(plan.stages) - 1))
-        final_losses = batch_losses_jit(graphdef, recipe, self.params, self.stage_targets[-1], setting, written)
+        last = len(plan.stages) - 1
+        written = meshlib.to_global(written, self.images_sharding(last))
+        final_losses = batch_losses_jit(
+            graphdef, self.recipe_at(last), self.params, self.stage_targets[-1], setting, written
+        )
         return RunOutput(
             images=final,
             trace=joined_losses(progress.traces),

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax import Array
+from jax.sharding import Mesh
 
 from jaxstyle.losses import (
     GaussianTarget,
@@ -27,6 +28,7 @@ from jaxstyle.losses import (
     loss_terms,
 )
 from jaxstyle.remat import REMAT_MODES, banded_network_features, block_features
+from jaxstyle.spatial import split_features
 
 
 @functools.cache
@@ -73,6 +75,8 @@ class Recipe(NamedTuple):
       adam_b2: Adam's ``b2``.
       remat: ``"none"``, ``"blocks"`` or ``"bands"`` (:mod:`jaxstyle.remat`); never
         ``"auto"``: the planner resolves that.
+      space_mesh: the mesh whose ``space`` axis splits the image's rows
+        (:mod:`jaxstyle.spatial`); ``None``: the image is whole on its device.
     """
 
     content: tuple[str, ...]
@@ -83,6 +87,7 @@ class Recipe(NamedTuple):
     style_losses: tuple[str, ...] = ("gram",)
     adam_b2: float = 0.999
     remat: str = "none"
+    space_mesh: Mesh | None = None
 
 
 def transform(recipe: Recipe) -> optax.GradientTransformation:
@@ -142,6 +147,14 @@ def objective_features(
     """What the losses of ``image`` read: content features, and the style layers' features
     or their :class:`~jaxstyle.losses.LayerStatistics`, computed as ``recipe.remat`` says
     (:mod:`jaxstyle.remat`: the same values, less memory kept for the backward pass)."""
+    if recipe.space_mesh is not None:
+        if recipe.remat == "bands":
+            raise ValueError("remat 'bands' scans over the image's rows and cannot run with them split")
+        model = nnx.merge(graphdef, params)
+        content, style = split_features(
+            model, image, recipe.space_mesh, recipe.content, recipe.style, recipe.style_losses, recipe.remat
+        )
+        return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
     if recipe.remat == "none":
         return network_features(graphdef, params, image, recipe)
     model = nnx.merge(graphdef, params)

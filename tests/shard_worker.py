@@ -94,9 +94,12 @@ def chunk_bytes(shards: int) -> int:
     device = runner.to_device(job.per_setting())
     state = runner.next_stage_state(device, 0, None, job.network.convention)
     net, targets = job.network, runner.stage_targets[0]
-    lowered = run_batch_chunk_jit.lower(net.graphdef, net.recipe, 2, runner.params, targets, device[0], state)
+    recipe = runner.recipe_at(0)
+    lowered = run_batch_chunk_jit.lower(net.graphdef, recipe, 2, runner.params, targets, device[0], state)
     compiled = lowered.compile()
     m = compiled.memory_analysis()
+    text = compiled.as_text()
+    collectives.append([text.count(f" {op}(") for op in ("collective-permute", "all-gather")])
     # The image, Adam's moments and the average stay split by rows through a chunk.
     after, _ = compiled(runner.params, targets, device[0], state)
     images = [x for x in jax.tree.leaves(after) if x.shape[-3:] == (128, 64, 3)]
@@ -105,7 +108,9 @@ def chunk_bytes(shards: int) -> int:
 
 
 split: list[list[int]] = []
+collectives: list[list[int]] = []
 results["memory"] = np.asarray([chunk_bytes(n) for n in (1, 2, 4)])
 results["split_leaves"] = np.asarray(split)
+results["collectives"] = np.asarray(collectives)
 results["devices"] = len(jax.devices())
 np.savez(out, **results)

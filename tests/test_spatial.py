@@ -87,6 +87,10 @@ def test_split_image_equals_whole_image_float64(tmp_path, tiny_weights):
     assert r["split_leaves"].tolist() == [[4, 0], [4, 4], [4, 4]]
     one, two, four = r["memory"]
     assert two < 0.65 * one and four < 0.65 * two, r["memory"]
+    # Split, the network exchanges halo rows (jaxstyle.spatial) and nothing is gathered whole.
+    (permutes1, gathers1), (permutes2, gathers2), (permutes4, gathers4) = r["collectives"].tolist()
+    assert permutes1 == 0 and permutes2 >= 20 and permutes4 >= 20, r["collectives"]
+    assert gathers1 == gathers2 == gathers4 == 0, r["collectives"]
 
 
 @pytest.mark.slow  # three fresh processes, two of them one multi-process run
