@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
-from jaxstyle.losses import HIGHEST, LayerStatistics, accumulation_dtype, gram_product, layer_statistics
+from jaxstyle.losses import HIGHEST, LayerStatistics, accumulation_dtype, gram_product, layer_statistics, moment_sums
 
 REMAT_MODES = ("none", "blocks", "bands")
 BAND_ROWS = 128  # image rows per band (rounded up to a multiple of the bands' pooling factor)
@@ -124,7 +124,7 @@ def banded_features(
                 if name in content:
                     inner[name] = f
                 if name in style:
-                    new_sums[name] = _add_statistics(sums[name], f.reshape(n, -1, f.shape[-1]))
+                    new_sums[name] = add_statistics(sums[name], f.reshape(n, -1, f.shape[-1]))
         lo = halo // scale
         return new_sums, (x[:, lo : lo + rows // scale], inner)
 
@@ -132,37 +132,46 @@ def banded_features(
     for name in style:
         if name in names:
             c = _channels(names, name, model.spec.conv_shapes())
-            dtype = accumulation_dtype(model.conv1_1.dtype or image.dtype)
-            sums0[name] = {
-                "product": jnp.zeros((n, c, c), dtype) if "gram" in style_losses else None,
-                "sum": jnp.zeros((n, c), dtype) if "w2" in style_losses else None,
-                "second": jnp.zeros((n, c, c), dtype) if "w2" in style_losses else None,
-            }
+            sums0[name] = zero_statistics(n, c, accumulation_dtype(model.conv1_1.dtype or image.dtype), style_losses)
     sums, (outs, inners) = jax.lax.scan(jax.checkpoint(band), sums0, jnp.arange(count))
     out = _assemble(outs, heights[-1])
     found_content = {name: _assemble(inners[name], heights[_level(names, name)]) for name in inners}
     found_style = {}
     for name, acc in sums.items():
         level = _level(names, name)
-        positions = heights[level] * widths[level]
-        gram = None if acc["product"] is None else acc["product"] / (acc["product"].shape[-1] * positions)
-        mean = None if acc["sum"] is None else acc["sum"] / positions
-        second = None if acc["second"] is None else acc["second"] / positions
-        found_style[name] = LayerStatistics(gram, mean, second)
+        found_style[name] = normalised_statistics(acc, heights[level] * widths[level])
     return out, found_content, found_style
 
 
-def _add_statistics(acc: dict, flat: Array) -> dict:
+def zero_statistics(n: int, c: int, dtype: jnp.dtype, style_losses: Sequence[str]) -> dict:
+    """Empty sums for :func:`add_statistics` of ``n`` images' ``c``-channel features: ``F^T F`` for
+    Gram matrices, ``sum_p f_p`` and ``F^T F`` for W2's moments (``None`` where not needed)."""
+    return {
+        "product": jnp.zeros((n, c, c), dtype) if "gram" in style_losses else None,
+        "sum": jnp.zeros((n, c), dtype) if "w2" in style_losses else None,
+        "second": jnp.zeros((n, c, c), dtype) if "w2" in style_losses else None,
+    }
+
+
+def add_statistics(acc: dict, flat: Array) -> dict:
     """``acc`` plus one band's ``F^T F`` (Gram), ``sum_p f_p`` and ``F^T F`` at full precision (W2's moments,
     as :func:`~jaxstyle.losses.feature_moments` takes them); ``flat`` is ``(N, P, C)``."""
     out = dict(acc)
     if acc["product"] is not None:
         out["product"] = acc["product"] + gram_product(flat)
     if acc["sum"] is not None:
-        f = flat.astype(accumulation_dtype(flat.dtype))
-        out["sum"] = acc["sum"] + jnp.sum(f, axis=1)
-        out["second"] = acc["second"] + jnp.einsum("npc,npd->ncd", f, f, precision=HIGHEST)
+        out["sum"] = acc["sum"] + moment_sums(flat)
+        out["second"] = acc["second"] + gram_product(flat, HIGHEST)
     return out
+
+
+def normalised_statistics(acc: dict, positions: int) -> LayerStatistics:
+    """:class:`LayerStatistics` from sums over ``positions`` pixels (:func:`add_statistics`):
+    ``G = sum F^T F / (C P)``, ``mu = sum_p f_p / P``, ``S = sum F^T F / P``."""
+    gram = None if acc["product"] is None else acc["product"] / (acc["product"].shape[-1] * positions)
+    mean = None if acc["sum"] is None else acc["sum"] / positions
+    second = None if acc["second"] is None else acc["second"] / positions
+    return LayerStatistics(gram, mean, second)
 
 
 def _channels(names: Sequence[str], layer: str, conv_shapes: dict) -> int:
