@@ -366,10 +366,11 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
-    from bench import memory, spatial, video
+    from bench import halo, memory, spatial, video
 
     out += video.markdown(results_dir / video.VIDEO_RESULTS.name)
     out += spatial.markdown(results_dir)
+    out += halo.markdown(results_dir)
     out += memory.markdown(results_dir / "memory")  # results of `python -m bench.memory`
     return "\n".join(out)
 

@@ -46,7 +46,8 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
     from jaxstyle.pipeline import Runner, prepare_job
 
     content, style = bench_images((64, 64))  # resized to the side inside the run
-    settings = resolve("paper", size=(side, side), steps=1, spatial_shards=shards)
+    # remat "none" for every side: "auto" would pick by the RAM free at the moment of the run.
+    settings = resolve("paper", size=(side, side), steps=1, spatial_shards=shards, remat="none")
     job = prepare_job([content], [style], settings, weights=weights, space_devices=jax.device_count())
     runner = Runner(job, single_run_mesh(shards), None, None, False, None, None)
 

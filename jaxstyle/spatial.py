@@ -12,10 +12,10 @@ on each device and summed over ``space`` inside the map; content features leave 
 by rows, and the losses outside it are XLA's to partition.
 
 Why not XLA's sharding propagation alone (the image placed split, the network unchanged)?
-It computes the same values, and at 256² and 512² over 4 forced CPU devices it placed the
-same halo exchanges; but at 1024² it gathered activations instead, and its loss and
-gradient took 5.2x as long as this program's, with 1.26x its memory per device
-(``python -m bench.halo``, bench/RESULTS.md).
+It computes the same values in about the same time, but needs more memory per device:
+over 4 forced CPU devices 6%, 16% and 25% more at 256², 512² and 1024²
+(``python -m bench.halo``, bench/RESULTS.md). And it leaves the partitioner to decide:
+in one run at 1024² it gathered activations and took 5x as long (not reproduced since).
 """
 
 from __future__ import annotations
