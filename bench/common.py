@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -37,3 +40,25 @@ def bench_weights(workdir: Path) -> tuple[Path, str]:
     if not path.is_file():
         write_converted(path, random_convs(0, "vgg19"), TORCHVISION, {"source": "random (benchmark)"}, "vgg19")
     return path, "random (seeded)"
+
+
+def cpu_model() -> str:
+    """The processor's name: the first ``model name`` of ``/proc/cpuinfo`` (elsewhere, ``platform``'s)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_name() -> str:
+    """``AMD EPYC, 2 cores``: the machine timings were taken on."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
+
+
+def child_result(stdout: str) -> dict | None:
+    """What a benchmark process reported: the JSON of its last ``RESULT `` line (``None``: no such line)."""
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(lines[-1][len("RESULT ") :]) if lines else None

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
+
+from bench.common import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT.parent / "shared" / "images"
@@ -468,19 +469,6 @@ def make_sweep_panel(panel: Panel, images: Path, work: Path, weights: Path | Non
     sheet = compose(tiles, panel.title, lines)
     save_panel(out_dir / f"{panel.name}.png", sheet, {"gallery": panel.name, "summary": summary, "runs": metas})
     return {"panel": panel.name, "seconds": [seconds], "summary": summary}
-
-
-def cpu_name() -> str:
-    """``AMD EPYC, 2 cores``: the machine the timings were taken on."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
 
 
 def main(argv: list[str] | None = None) -> int:

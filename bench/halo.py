@@ -37,6 +37,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.common import child_result, cpu_name
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "halo"
 
@@ -107,10 +109,9 @@ def child(side: int, devices: int, reps: int) -> dict:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     argv = [sys.executable, "-m", "bench.halo", "--child", str(side), str(devices), str(reps)]
     done = subprocess.run(argv, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=3600)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
+    row = child_result(done.stdout)
+    if done.returncode or row is None:
         raise RuntimeError(f"{side}x{side} over {devices}: {done.stderr.strip().splitlines()[-1:]}")
-    row = json.loads(lines[-1][len("RESULT ") :])
     p, s = row["propagation"], row["shard_map"]
     print(
         f"  {side}x{side} over {devices}: propagation {p['seconds']:.2f} s, {p['bytes'] / 2**20:.0f} MiB/device; "
@@ -168,21 +169,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         side, devices, reps = map(int, args.child)
         print("RESULT " + json.dumps(measure(side, devices, reps)))
         return 0
-    from bench.harness import device_slug, machine, results_markdown
-    from bench.spatial import cpu_model
+    from bench.harness import write_result
 
-    m = machine()
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{cpu_model()}, {m['cpu_count']} cores",
+        "machine": cpu_name(),
         "devices": args.devices,
         "rows": [child(int(side), args.devices, args.reps) for side in args.sides.split(",")],
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{device_slug(m)}.json"
-    path.write_text(json.dumps(result, indent=1))
-    (HERE / "RESULTS.md").write_text(results_markdown(HERE / "results"))
-    print("\n".join(section(path)))
+    print("\n".join(section(write_result(RESULTS, result))))
     return 0
 
 

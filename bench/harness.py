@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import bench_images, bench_weights
+from bench.common import bench_images, bench_weights, child_result
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -155,11 +155,11 @@ def run_child(mode: str, size, steps: int, reps: int, weights: Path, timeout: fl
     cmd = [sys.executable, "-m", "bench.measure", mode, f"{size[0]}x{size[1]}", str(steps), str(reps), str(weights)]
     cmd.append(dtype)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
+    result = child_result(proc.stdout)
+    if proc.returncode != 0 or result is None:
         tail = " ".join(proc.stderr.strip().splitlines()[-3:])
         return {"mode": mode, "size": list(size), "error": f"exit {proc.returncode}: {tail[:300]}"}
-    return json.loads(lines[-1][len("RESULT ") :])
+    return result
 
 
 def machine() -> dict:
@@ -180,6 +180,16 @@ def versions() -> dict:
     import importlib.metadata as md
 
     return {name: md.version(name) for name in ("jax", "jaxlib", "flax", "optax", "torch", "numpy")}
+
+
+def write_result(directory: Path, result: dict) -> Path:
+    """``result`` as ``directory/<device>.json`` (this machine's device slug); bench/RESULTS.md
+    regenerated from every result under bench/results."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{device_slug(machine())}.json"
+    path.write_text(json.dumps(result, indent=1))
+    (HERE / "RESULTS.md").write_text(results_markdown(HERE / "results"))
+    return path
 
 
 def device_slug(m: dict) -> str:

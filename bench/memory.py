@@ -22,12 +22,13 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from bench.common import child_result, cpu_model
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -48,11 +49,7 @@ BUDGET_GIB = 8.0
 
 
 def machine() -> dict:
-    cpu = next(
-        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-        platform.processor(),
-    )
-    return {"cpu": cpu, "cores": os.cpu_count(), "load": os.getloadavg()[0], "date": now()}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "load": os.getloadavg()[0], "date": now()}
 
 
 def now() -> str:
@@ -176,10 +173,10 @@ def measure(mode: str, side: int, dtype: str, remat: str, weights: Path, reps: i
     """One fresh ``bench.measure`` process; the parsed result or ``{"error": ...}``."""
     args = [sys.executable, "-m", "bench.measure", mode, f"{side}x{side}", "1", str(reps), str(weights), dtype, remat]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    if line is None:
+    result = child_result(proc.stdout)
+    if result is None:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:200], "rc": proc.returncode}
-    return json.loads(line[len("RESULT ") :])
+    return result
 
 
 def runs(workdir: Path, sides: list[int], labels: list[str] | None = None, name: str = "runs") -> dict:

@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import child_result, cpu_name
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "spatial"
 POOLS = 4  # relu5_1 lies behind four poolings
@@ -100,14 +102,6 @@ def resident_mib() -> float:
     raise OSError("no VmRSS in /proc/self/status")
 
 
-def cpu_model() -> str:
-    """The first ``model name`` of ``/proc/cpuinfo``."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def child(kind: str, side: int, shards: int, weights: str, devices: int) -> dict:
     """One measurement in a fresh process (``devices`` forced CPU devices for jaxstyle)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
@@ -115,10 +109,9 @@ def child(kind: str, side: int, shards: int, weights: str, devices: int) -> dict
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     argv = [sys.executable, "-m", "bench.spatial", "--child", kind, str(side), str(shards), weights]
     done = subprocess.run(argv, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=3600)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode or not lines:
+    out = child_result(done.stdout)
+    if done.returncode or out is None:
         raise RuntimeError(f"{kind} at {side}: {done.stderr.strip().splitlines()[-1:]}")
-    out = json.loads(lines[-1][len("RESULT ") :])
     print(f"  {kind} {side}x{side} over {shards}: {out['bytes'] / 2**30:.3f} GiB", flush=True)
     return {"side": side, **out}
 
@@ -208,15 +201,14 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(out))
         return 0
     from bench.common import bench_weights
-    from bench.harness import device_slug, machine, results_markdown
+    from bench.harness import write_result
 
     weights, _ = bench_weights(Path(tempfile.mkdtemp(prefix="jaxstyle-bench-")))  # never beside the results
     budget = args.budget_gib * 2**30
-    m = machine()
     print(f"largest square step within {args.budget_gib:g} GiB per device", flush=True)
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{cpu_model()}, {m['cpu_count']} cores",
+        "machine": cpu_name(),
         "budget_gib": args.budget_gib,
         "devices": args.devices,
         "jax": [
@@ -225,11 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         # PyTorch's steps run for real: sides this 2-core machine steps through in a few minutes.
         "torch": measure_torch(budget, str(weights), (512, 768, 1024)),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{device_slug(m)}.json"
-    path.write_text(json.dumps(result, indent=1))
-    (HERE / "RESULTS.md").write_text(results_markdown(HERE / "results"))
-    print("\n".join(section(path)))
+    print("\n".join(section(write_result(RESULTS, result))))
     return 0
 
 

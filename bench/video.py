@@ -22,6 +22,8 @@ import statistics
 import time
 from pathlib import Path
 
+from bench.common import cpu_model
+
 HERE = Path(__file__).resolve().parent
 VIDEO_RESULTS = HERE / "results" / "video"
 
@@ -78,17 +80,9 @@ def measure(args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     Motion.of(frames)
     flow_s = (time.perf_counter() - start) / args.frames
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown CPU",
-    )
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {**machine(), "cpu_model": cpu},
+        "machine": {**machine(), "cpu_model": cpu_model()},
         "versions": versions(),
         "devices": len(jax.devices()),
         "weights": kind,

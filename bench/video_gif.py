@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import cpu_model
+
 HERE = Path(__file__).resolve().parent
 DOCS = HERE.parent / "docs" / "video"
 IMAGES = HERE.parents[1] / "shared" / "images"
@@ -71,14 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "temporal_error": errors,
         "seconds": {"independent": middle - start, "sequential": end - middle},
         "load_average": load,
-        "cpu": next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            "?",
-        ),
+        "cpu": cpu_model(),
     }
     (DOCS / "tubingen_starry.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(record, indent=1))

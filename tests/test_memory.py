@@ -7,7 +7,6 @@ fresh process, against the peak resident memory of a real step (``slow``).
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bench.common import child_result
 from jaxstyle import remat
 from jaxstyle.api import prepare
 from jaxstyle.config import resolve
@@ -172,7 +172,6 @@ def test_host_model_holds_for_a_fresh_process(weight_files, side):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": ""}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # compiled as in a user's run (conftest's test cache)
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    measured = json.loads(line[len("RESULT ") :])["host_peak_mib"] * 2**20
+    measured = child_result(proc.stdout)["host_peak_mib"] * 2**20
     model = host_peak_bytes((side, side), resolve("paper"), "float32", "none")
     assert abs(model / measured - 1) <= MODEL_TOLERANCE, (side, model / 2**20, measured / 2**20)
