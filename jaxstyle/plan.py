@@ -54,8 +54,8 @@ MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 
 # base + scale * step_bytes, fitted (bench.memory.host_models) on fresh-process VGG-19
 # `paper` steps at 256 and 2048 square (bench/results/memory/runs.json), AMD EPYC 2
 # cores with no other jobs, 2026-11-24 14:00 UTC. Keys: (compute dtype, remat); values:
-# (base bytes, scale). With bands the scale is larger: what is left outside XLA's step (the images on the host,
-# JAX's runtime) weighs more once the step itself is small.
+# (base bytes, scale). With bands the scale is larger: what is left outside XLA's step
+# (the images on the host, JAX's runtime) weighs more once the step itself is small.
 HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {
     ("float32", "none"): (523299745, 1.054),
     ("float32", "blocks"): (535224163, 1.051),

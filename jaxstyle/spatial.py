@@ -49,7 +49,13 @@ def exchange_rows(x: Array, shards: int) -> Array:
 
 
 def local_features(
-    model: nnx.Module, image: Array, shards: int, content: Sequence[str], style: Sequence[str], style_losses, remat: str
+    model: nnx.Module,
+    image: Array,
+    shards: int,
+    content: Sequence[str],
+    style: Sequence[str],
+    style_losses: Sequence[str],
+    remat: str,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """Inside ``shard_map``: this device's content features and every device's style statistics.
 
