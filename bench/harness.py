@@ -376,11 +376,12 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
-    from bench import halo, memory, spatial, video
+    from bench import halo, memory, peers, spatial, video
 
     out += video.markdown(results_dir / video.VIDEO_RESULTS.name)
     out += spatial.markdown(results_dir)
     out += halo.markdown(results_dir)
+    out += peers.markdown(results_dir)  # results of `python -m bench.peers`
     out += memory.markdown(results_dir / "memory")  # results of `python -m bench.memory`
     return "\n".join(out)
 

