@@ -164,8 +164,6 @@ STEPS = Bounds(1, 10**6)
 # one accelerator for VGG-19 at float32.
 MIN_SIDE, MAX_SIDE = 32, 8192
 SIDE = Bounds(MIN_SIDE, MAX_SIDE)
-# The settings that give the output size, one at a time (see jaxstyle.image.output_size).
-SIZE_FORMS = ("size", "max_side", "pixels")
 # jax.random.key takes a signed 64-bit integer.
 SEED = Bounds(-(2**63), 2**63 - 1)
 
@@ -282,7 +280,8 @@ class Settings:
     # a height and width); giving one unsets the others. Only size may change the aspect.
     size: tuple[int, int] | None = setting(
         None,
-        "output height x width; the only size form that may change the content's aspect",
+        "output height x width, the only size form that may change the content's aspect (d2l fixes 300x450 "
+        "for any content; the paper preset takes its area, --pixels 135000, at the content's aspect)",
         bounds=SIDE,
         depends_on=("max_side", "pixels"),
         group="size",
@@ -298,7 +297,7 @@ class Settings:
     # the paper preset takes that area, 135,000 pixels, at the content's aspect instead.
     pixels: int | None = setting(
         300 * 450,
-        "output area in pixels, keeping the content's aspect, e.g. 135000 (the area of 300x450)",
+        "output area in pixels, keeping the content's aspect (the paper preset: 135000, the area of 300x450)",
         bounds=Bounds(MIN_SIDE**2, MAX_SIDE**2),
         depends_on=("size", "max_side"),
         group="size",
@@ -410,6 +409,8 @@ def option_fields() -> tuple[str, ...]:
 
 
 SWEPT_FIELDS: tuple[str, ...] = tuple(name for name in FIELD_NAMES if info(name).swept)
+# The forms of the output size (size, max_side, pixels), one at a time; see jaxstyle.image.output_size.
+SIZE_FORMS: tuple[str, ...] = tuple(name for name in FIELD_NAMES if info(name).group == "size")
 CHOICES: dict[str, tuple[str, ...]] = {name: info(name).choices for name in FIELD_NAMES if info(name).choices}
 DEPENDENTS: dict[str, tuple[str, ...]] = {
     name: tuple(other for other in FIELD_NAMES if name in info(other).dependencies()) for name in FIELD_NAMES

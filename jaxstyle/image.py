@@ -127,11 +127,10 @@ def output_size(content_hw: tuple[int, int], settings: Settings) -> tuple[int, i
         scale = settings.max_side / max(h, w)
         side_h, side_w = max(1, round(h * scale)), max(1, round(w * scale))
         return check_size(side_h, side_w, what=f"--max-side {settings.max_side} gives size")
-    if settings.pixels is not None:
-        side_h = max(1, round(math.sqrt(settings.pixels * h / w)))
-        side_w = max(1, round(side_h * w / h))
-        return check_size(side_h, side_w, what=f"--pixels {settings.pixels} gives size")
-    return check_size(h, w, what="content image size")
+    pixels = settings.pixels  # the settings give one of the three forms (jaxstyle.config.validate)
+    side_h = max(1, round(math.sqrt(pixels * h / w)))
+    side_w = max(1, round(side_h * w / h))
+    return check_size(side_h, side_w, what=f"--pixels {pixels} gives size")
 
 
 def keeps_aspect(content_hw: tuple[int, int], size: tuple[int, int]) -> bool:
