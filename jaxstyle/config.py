@@ -178,7 +178,7 @@ class Settings:
     weight 1, style 1000, TV 10; Adam with learning rate 0.1 for 500 steps; the image
     initialised to the content image and optimised in the network's input space; both
     images resized to 135,000 pixels (the area of d2l's 300x450) at the content's aspect,
-    where d2l fixes 300x450 (height x width), its landscape photo's size, for any content.
+    where d2l fixes 300x450 (height x width), made for its landscape photo, for any content.
 
     Give a field to :func:`resolve` (or ``jaxstyle.stylize``, or as an option) and the
     fields that depend on it go back to unset unless given too (see each field's
@@ -293,7 +293,7 @@ class Settings:
         depends_on=("size", "pixels"),
         group="size",
     )
-    # d2l fixes 300x450 (H x W), the size of its landscape photo, whatever the content;
+    # d2l fixes 300x450 (H x W), a size made for its landscape photo, whatever the content;
     # the paper preset takes that area, 135,000 pixels, at the content's aspect instead.
     pixels: int | None = setting(
         300 * 450,

@@ -115,8 +115,8 @@ def output_size(content_hw: tuple[int, int], settings: Settings) -> tuple[int, i
     - ``pixels`` ``P``: the content's aspect at about ``P`` pixels, as pastiche's
       ``load_image``: ``h' = round(sqrt(P·h/w))``, then ``w' = round(h'·w/h)``. The width
       follows the rounded height, so it is within half a pixel of the content's aspect;
-      ``h'·w'`` is within about ``w' + h'/2`` of ``P``. A 2:3 landscape at ``P = 135000``
-      gets exactly ``300x450``.
+      ``h'·w'`` is within about ``w' + h'/2`` of ``P``. A 3:2 (width:height) landscape
+      at ``P = 135000`` gets exactly ``300x450``.
 
     (Python's ``round``: halves to even.) Each side must lie in [MIN_SIDE, MAX_SIDE].
     """

@@ -143,7 +143,7 @@ def test_every_presets_size_keeps_the_contents_aspect(preset, content):
     assert within_a_rounding_pixel(content, size), size
 
 
-def test_a_portrait_stays_a_portrait_and_a_2_3_landscape_gets_exactly_300x450():
+def test_a_portrait_stays_a_portrait_and_a_landscape_of_300x450s_aspect_gets_exactly_300x450():
     assert output_size(PORTRAIT, PRESETS["paper"]) == (520, 260)  # 135,200 pixels: the area of 300x450, at 1:2
     assert output_size(PORTRAIT, PRESETS["gatys"]) == output_size(PORTRAIT, PRESETS["crowsonkb"]) == (512, 256)
     for landscape in [(200, 300), (300, 450), (400, 600), (2000, 3000), (333, 500)]:
