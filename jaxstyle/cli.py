@@ -357,6 +357,20 @@ def plan_memory_line(plan: RunPlan) -> str | None:
     return plan.memory_reason if plan.remat != "none" or plan.spatial_shards > 1 else None
 
 
+def aspect_note(content_hw: tuple[int, int], settings) -> str:
+    """What the output line adds where an explicit ``--size`` changes the content's aspect beyond a
+    rounding pixel, `` (--size 300x450 changes the content's width:height 1:2 to 3:2)``; else nothing.
+
+    No preset gives a size (each keeps the content's aspect), so a size was given.
+    """
+    from jaxstyle.image import aspect_text, keeps_aspect
+
+    if settings.size is None or keeps_aspect(content_hw, settings.size):
+        return ""
+    h, w = settings.size
+    return f" (--size {h}x{w} changes the content's width:height {aspect_text(*content_hw)} to {aspect_text(h, w)})"
+
+
 def cmd_stylize(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle import __version__
     from jaxstyle.api import optimize, prepare
@@ -418,7 +432,7 @@ def cmd_stylize(args: argparse.Namespace, stop: Callable[[], int | None]) -> int
         h, w = result.image.shape[:2]
         print(
             f"wrote {out} ({h}x{w}, {sum(s.steps for s in result.stages)} steps in {result.seconds:.1f} s, "
-            f"final loss {final['total']:.5g})"
+            f"final loss {final['total']:.5g}){aspect_note(problem.job.inputs.contents[0].shape[:2], settings)}"
         )
     return 0
 
@@ -470,6 +484,7 @@ def cmd_sweep(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         print(
             f"wrote {len(points)} settings to {out_dir} ({len(points) - diverged} finished, {diverged} diverged) "
             f"in {result.seconds:.1f} s on {result.device_count} device(s), {result.process_count} process(es)"
+            f"{aspect_note(result.content_size, settings)}"
         )
     return 0
 
@@ -507,7 +522,7 @@ def cmd_video(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         devices = 1 if args.mode == "sequential" else len(jax.devices())
         print(
             f"wrote {out} ({n} frames, {h}x{w}, {result.fps:g} fps; {args.mode} on {devices} device(s), "
-            f"{result.seconds:.1f} s, flow {result.flow_seconds:.1f} s)"
+            f"{result.seconds:.1f} s, flow {result.flow_seconds:.1f} s){aspect_note(clip.frames.shape[1:3], settings)}"
         )
     return 0
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from jaxstyle import image as imageio
-from jaxstyle.config import Settings, numbers_checked_as, resolve
+from jaxstyle.config import Settings, numbers_checked_as, override, resolve
 from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import TEMPORARY_SUFFIX, temporary_prefix
 from jaxstyle.flow import consistency_mask, flows, warp
@@ -513,13 +513,10 @@ def video(
     with numbers_checked_as(dtype):
         settings = settings or resolve(preset, **overrides)
     clip = as_clip(clip, frames, fps)
-    size = imageio.output_size(clip.frames.shape[1:3], settings.size, settings.max_side)
-    frames_rgb = np.stack([imageio.resize(frame, size) for frame in clip.frames])
+    frames_rgb, settings = frames_at_output_size(clip.frames, settings)
     temporal_weight = TEMPORAL_PER_CONTENT * settings.content_weight if temporal_weight is None else temporal_weight
     if not (np.isfinite(temporal_weight) and temporal_weight >= 0):
         raise JaxstyleError(f"temporal weight must be a finite number >= 0, not {temporal_weight}")
-    # Every frame at the output size already: the settings name it, whatever size or max_side said.
-    settings = dataclasses.replace(settings, size=size, max_side=None)
     styles = style_list(style)
     start = time.perf_counter()
     motion = Motion.of(frames_rgb)
@@ -545,6 +542,13 @@ def video(
     if output is not None:
         write_clip(output, out, clip.fps, clip)
     return VideoResult(out, clip.fps, motion, losses, seconds, flow_seconds, settings, mode, passes, temporal_weight)
+
+
+def frames_at_output_size(frames: np.ndarray, settings: Settings) -> tuple[np.ndarray, Settings]:
+    """The frames resized to the output size (:func:`jaxstyle.image.output_size` of a frame's), and
+    the settings with that size, which every frame now has, in place of the form that gave it."""
+    size = imageio.output_size(frames.shape[1:3], settings)
+    return np.stack([imageio.resize(frame, size) for frame in frames]), override(settings, size=size)
 
 
 def as_clip(clip: str | os.PathLike | np.ndarray | Clip, frames: str | None, fps: float | None) -> Clip:

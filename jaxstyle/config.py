@@ -177,7 +177,8 @@ class Settings:
     relu1_1..relu5_1; content layer relu4_4; Gram matrices divided by C*H*W; content
     weight 1, style 1000, TV 10; Adam with learning rate 0.1 for 500 steps; the image
     initialised to the content image and optimised in the network's input space; both
-    images resized to 300x450 (height x width).
+    images resized to 135,000 pixels (the area of d2l's 300x450) at the content's aspect,
+    where d2l fixes 300x450 (height x width), made for its landscape photo, for any content.
 
     Give a field to :func:`resolve` (or ``jaxstyle.stylize``, or as an option) and the
     fields that depend on it go back to unset unless given too (see each field's
@@ -294,18 +295,30 @@ class Settings:
         bounds=Bounds(1, MAX_SIDE),
         depends_on=("scales",),
     )
+    # The output size, in one of three forms (jaxstyle.image.output_size turns each into
+    # a height and width); giving one unsets the others. Only size may change the aspect.
     size: tuple[int, int] | None = setting(
-        (300, 450),
-        "output height x width (unset: from the max side)",
+        None,
+        "output height x width, the only size form that may change the content's aspect (d2l fixes 300x450 "
+        "for any content; the paper preset takes its area, --pixels 135000, at the content's aspect)",
         bounds=SIDE,
-        depends_on=("max_side",),
+        depends_on=("max_side", "pixels"),
         group="size",
     )
     max_side: int | None = setting(
         None,
-        "longest output side in pixels, keeping the content's aspect (when the size is unset)",
+        "longest output side in pixels, keeping the content's aspect",
         bounds=SIDE,
-        depends_on=("size",),
+        depends_on=("size", "pixels"),
+        group="size",
+    )
+    # d2l fixes 300x450 (H x W), a size made for its landscape photo, whatever the content;
+    # the paper preset takes that area, 135,000 pixels, at the content's aspect instead.
+    pixels: int | None = setting(
+        300 * 450,
+        "output area in pixels, keeping the content's aspect (the paper preset: 135000, the area of 300x450)",
+        bounds=Bounds(MIN_SIDE**2, MAX_SIDE**2),
+        depends_on=("size", "max_side"),
         group="size",
     )
     # A style image's longest side is at least the style scale times the output's
@@ -415,6 +428,8 @@ def option_fields() -> tuple[str, ...]:
 
 
 SWEPT_FIELDS: tuple[str, ...] = tuple(name for name in FIELD_NAMES if info(name).swept)
+# The forms of the output size (size, max_side, pixels), one at a time; see jaxstyle.image.output_size.
+SIZE_FORMS: tuple[str, ...] = tuple(name for name in FIELD_NAMES if info(name).group == "size")
 CHOICES: dict[str, tuple[str, ...]] = {name: info(name).choices for name in FIELD_NAMES if info(name).choices}
 DEPENDENTS: dict[str, tuple[str, ...]] = {
     name: tuple(other for other in FIELD_NAMES if name in info(other).dependencies()) for name in FIELD_NAMES
@@ -530,8 +545,12 @@ def validate(s: Settings) -> None:
         check_blend(s.style_blend)
     if s.min_side is not None and s.scales != 1:
         raise JaxstyleError("give either a number of scales or a min side, not both")
-    if s.size is None and s.max_side is None:
-        raise JaxstyleError("give a size or a max side")
+    forms = {name: getattr(s, name) for name in SIZE_FORMS if getattr(s, name) is not None}
+    if not forms:
+        raise JaxstyleError("give a size, a max side or pixels")
+    if len(forms) > 1:
+        given = ", ".join(f"{name.replace('_', ' ')} {value!r}" for name, value in forms.items())
+        raise JaxstyleError(f"give one of size, max side and pixels, not several ({given})")
     if not s.init:
         raise JaxstyleError(f"init must be one of {', '.join(INITS)} or an image file")
 
@@ -551,8 +570,8 @@ PRESETS: dict[str, Settings] = {
         optimizer="lbfgs",
         lbfgs_memory=100,
         steps=1000,
-        size=None,
         max_side=512,
+        pixels=None,
         style_shape="own",
         init="gaussian",
         convention="caffe",
@@ -583,8 +602,8 @@ PRESETS: dict[str, Settings] = {
         steps=500,
         initial_steps=1000,
         min_side=128,
-        size=None,
         max_side=512,
+        pixels=None,
         style_shape="own",
     ),
 }
@@ -609,8 +628,8 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     ``optimizers``), transitively, to unset unless they are overridden too: new style
     layers drop the preset's style layer weights, another optimiser drops its learning
     rate, Adam's beta2, warm start and L-BFGS memory, new ``steps`` drop ``initial_steps`` and
-    ``scale_steps``, ``size`` drops ``max_side`` and vice versa, and likewise ``scales``
-    and ``min_side``.
+    ``scale_steps``, each of ``size``, ``max_side`` and ``pixels`` drops the other two, and
+    ``scales`` and ``min_side`` drop each other.
     """
     if preset not in PRESETS:
         raise JaxstyleError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
@@ -618,10 +637,15 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     unknown = set(given) - set(FIELD_NAMES)
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    return override(PRESETS[preset], **given)
+
+
+def override(settings: Settings, **given: Any) -> Settings:
+    """``settings`` with the ``given`` values, and the settings they reset (:func:`resets`) unset."""
     changes = {name: unset_value(name) for name in resets(list(given))}
     for name, value in given.items():
         changes[name] = tuple(value) if typing.get_origin(value_type(name)) is tuple else value
-    return dataclasses.replace(PRESETS[preset], **changes)
+    return dataclasses.replace(settings, **changes)
 
 
 def value_text(value: Any) -> str:

@@ -6,10 +6,12 @@ Images in memory are float32 RGB arrays of shape ``(H, W, 3)`` with values in [0
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
@@ -17,6 +19,9 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from jaxstyle.config import MAX_SIDE, MIN_SIDE  # declared with the settings they bound
 from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import atomic_output, check_writable
+
+if TYPE_CHECKING:
+    from jaxstyle.config import Settings
 
 MAX_INPUT_PIXELS = 1 << 26  # 67 Mpx: larger files are refused before decoding (bombs).
 METADATA_KEY = "jaxstyle"
@@ -100,15 +105,47 @@ def parse_size(text: str) -> tuple[int, int]:
     return check_size(h, w)
 
 
-def output_size(content_hw: tuple[int, int], size: tuple[int, int] | None, max_side: int | None) -> tuple[int, int]:
-    """The size to optimise at: ``size`` if given, else the content's aspect at ``max_side``."""
-    if size is not None:
-        return check_size(*size)
-    if max_side is None:
-        return check_size(*content_hw, what="content image size")
+def output_size(content_hw: tuple[int, int], settings: Settings) -> tuple[int, int]:
+    """The ``(height, width)`` to optimise at, from the settings' one size form (every command's size).
+
+    For content of height ``h`` and width ``w``:
+
+    - ``size``: as given, the only form that may change the content's aspect;
+    - ``max_side`` ``m``: ``(round(h·m/L), round(w·m/L))``, ``L = max(h, w)``;
+    - ``pixels`` ``P``: the content's aspect at about ``P`` pixels, as pastiche's
+      ``load_image``: ``h' = round(sqrt(P·h/w))``, then ``w' = round(h'·w/h)``. The width
+      follows the rounded height, so it is within half a pixel of the content's aspect;
+      ``h'·w'`` is within about ``w' + h'/2`` of ``P``. A 3:2 (width:height) landscape
+      at ``P = 135000`` gets exactly ``300x450``.
+
+    (Python's ``round``: halves to even.) Each side must lie in [MIN_SIDE, MAX_SIDE].
+    """
+    if settings.size is not None:
+        return check_size(*settings.size)
     h, w = content_hw
-    scale = max_side / max(h, w)
-    return check_size(max(1, round(h * scale)), max(1, round(w * scale)), what=f"--max-side {max_side} gives size")
+    if settings.max_side is not None:
+        scale = settings.max_side / max(h, w)
+        side_h, side_w = max(1, round(h * scale)), max(1, round(w * scale))
+        return check_size(side_h, side_w, what=f"--max-side {settings.max_side} gives size")
+    pixels = settings.pixels  # the settings give one of the three forms (jaxstyle.config.validate)
+    side_h = max(1, round(math.sqrt(pixels * h / w)))
+    side_w = max(1, round(side_h * w / h))
+    return check_size(side_h, side_w, what=f"--pixels {pixels} gives size")
+
+
+def keeps_aspect(content_hw: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether ``size`` has the content's aspect up to a rounding pixel: one of its sides within
+    one pixel of what the content's aspect gives it from the other side."""
+    (h, w), (size_h, size_w) = content_hw, size
+    return abs(size_w - size_h * w / h) <= 1 or abs(size_h - size_w * h / w) <= 1
+
+
+def aspect_text(height: int, width: int) -> str:
+    """An aspect as width:height in lowest terms (``3:2``, ``16:9``), or ``1.33:1`` where those exceed 32."""
+    g = math.gcd(height, width)
+    if max(height, width) // g <= 32:
+        return f"{width // g}:{height // g}"
+    return f"{width / height:.3g}:1" if width >= height else f"1:{height / width:.3g}"
 
 
 def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

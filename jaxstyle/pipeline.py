@@ -176,7 +176,7 @@ def read_inputs(
         styles=style_rgbs,
         blends=blend_matrix(len(style_rgbs), style_blends),
         init_rgb=read_init(settings),
-        output_size=imageio.output_size(content_rgbs[0].shape[:2], settings.size, settings.max_side),
+        output_size=imageio.output_size(content_rgbs[0].shape[:2], settings),
     )
 
 

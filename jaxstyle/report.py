@@ -100,6 +100,11 @@ def point_record(result: SweepResult, k: int) -> dict:
     }
 
 
+def scale_records(result: SweepResult) -> list[dict]:
+    """Each scale's size and planned steps, coarse to fine: the last size is the images' (every setting's)."""
+    return [{"size": list(stage.size), "steps": stage.steps} for stage in result.stages]
+
+
 def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int]) -> None:
     """One PNG per setting, with the shared settings and the setting's own values as metadata."""
     shared = result.settings.to_dict()
@@ -107,7 +112,12 @@ def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int])
         save_image(
             out_dir / setting_filename(result, k),
             result.images[k],
-            {"jaxstyle_version": __version__, "settings": shared, "sweep_point": point_record(result, k)},
+            {
+                "jaxstyle_version": __version__,
+                "settings": shared,
+                "scales": scale_records(result),
+                "sweep_point": point_record(result, k),
+            },
         )
 
 
@@ -234,7 +244,7 @@ def summary(result: SweepResult) -> dict:
         "styles": result.styles,
         "points": [point_record(result, i) for i in range(k)],
         "steps": result.steps,
-        "scales": [{"size": list(stage.size), "steps": stage.steps} for stage in result.stages],
+        "scales": scale_records(result),
         "seconds": result.seconds,
         "seconds_per_setting_step": result.seconds / (k * result.steps),
         "batch_size": result.batch_size,

@@ -152,6 +152,7 @@ class SweepResult:
       stages: the schedule every setting shares (sizes and planned steps of each scale).
       settings: the shared settings.
       contents: names of the content images.
+      content_size: ``(height, width)`` of the first content image, whose aspect the output size follows.
       styles: names of the style targets (an image, or a blend such as ``a.jpg*0.7+b.jpg*0.3``).
       local: indexes of the settings whose shards this process computed.
       seconds: wall time of the optimisation, compilation included.
@@ -169,6 +170,7 @@ class SweepResult:
     stages: tuple[StagePlan, ...]
     settings: Settings
     contents: list[str]
+    content_size: tuple[int, int]
     styles: list[str]
     local: list[int]
     seconds: float
@@ -276,6 +278,7 @@ def sweep(
         stages=job.plan.stages,
         settings=settings,
         contents=[image_name(c, f"content{i}") for i, c in enumerate(contents)],
+        content_size=job.inputs.contents[0].shape[:2],
         styles=style_target_names(style_names, job.inputs.blends, blended),
         local=out.local,
         seconds=out.seconds,

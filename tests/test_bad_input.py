@@ -480,12 +480,13 @@ def test_d_the_images_of_all_settings_must_fit_in_host_memory(tmp_path, weight_f
         (["--style-scale", "100", "--size", "100x128"], "style image 1 would be 10000x12800 pixels at style scale 100"),
         (["--style-scale", "200", "--style-shape", "own"], "style image 1 would be 12800x12800 pixels"),
         (["--max-side", "100000"], "max side must be between 32 and 8192, not 100000"),
+        (["--pixels", "100000000"], "pixels must be between 1024 and 67108864, not 100000000"),
         (["--min-side", "1" + "0" * 30], "min side must be between 1 and 8192"),
     ],
 )
 def test_d_every_size_a_setting_makes_is_bounded(tmp_path, weight_files, images, options, fragment):
     out = tmp_path / "o.png"
-    size = [] if {"--size", "--max-side"} & set(options) else ["--size", "48x64"]
+    size = [] if {"--size", "--max-side", "--pixels"} & set(options) else ["--size", "48x64"]
     proc = run_cli(
         "stylize", *images, "-o", out, *size, "--steps", "2", *options, "--weights", weight_files["torchvision"]
     )

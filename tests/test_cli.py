@@ -252,3 +252,60 @@ def test_the_memory_line_is_printed_where_remat_or_a_split_changes_the_step():
     assert "MiB per step at 1024x1024" in plan_memory_line(tight)
     asked = make_plan(resolve("paper", remat="blocks"), (48, 64), 1)
     assert plan_memory_line(asked).startswith("remat blocks (as asked)")
+
+
+# --------------------------------------------------------------------------- the content's aspect (issue 20)
+
+# Height x width of a 200x400 (width x height) portrait; the tiny network keeps its runs cheap.
+PORTRAIT = (400, 200)
+TINY = ["--network", "tiny", "--content-layers", "relu4_1", "--steps", "2", "--progress", "none"]
+
+
+@pytest.fixture
+def portrait(tmp_path, rng) -> Path:
+    path = tmp_path / "portrait.png"
+    Image.fromarray(rng.integers(0, 256, size=(*PORTRAIT, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(("preset", "size"), [("paper", (520, 260)), ("gatys", (512, 256)), ("crowsonkb", (512, 256))])
+def test_stylize_and_sweep_size_a_portrait_at_its_aspect_under_every_preset(rng, preset, size):
+    from jaxstyle.config import PRESETS
+    from jaxstyle.pipeline import read_inputs
+
+    # read_inputs gives the output size of stylize (api.prepare) and sweep (sweep.sweep), both through prepare_job.
+    content, style = rng.uniform(0, 1, size=(*PORTRAIT, 3)), rng.uniform(0, 1, size=(50, 50, 3))
+    assert read_inputs([content], [style], PRESETS[preset]).output_size == size  # 1:2, as the content
+
+
+def test_the_output_line_names_an_aspect_change_only_an_explicit_size_makes():
+    from jaxstyle.cli import aspect_note
+    from jaxstyle.config import PRESETS, resolve
+
+    squashed = " (--size 300x450 changes the content's width:height 1:2 to 3:2)"
+    assert aspect_note(PORTRAIT, resolve(size=(300, 450))) == squashed
+    assert [aspect_note(PORTRAIT, PRESETS[name]) for name in sorted(PRESETS)] == ["", "", ""]
+    assert aspect_note((200, 300), resolve(size=(300, 450))) == aspect_note((333, 500), resolve(size=(300, 450))) == ""
+    assert aspect_note(PORTRAIT, resolve(size=(100, 51))) == ""  # a rounding pixel off 1:2
+    assert aspect_note(PORTRAIT, resolve(size=(100, 52))) != ""
+
+
+def test_stylize_keeps_a_portraits_aspect_and_says_when_size_changes_it(portrait, inputs, tiny_weights, capsys):
+    style, tmp_path = str(inputs[1]), portrait.parent
+    out = tmp_path / "out.png"
+    assert main(["stylize", str(portrait), style, "-o", str(out), *TINY, "--weights", str(tiny_weights)]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"wrote {out} (520x260, 2 steps") and line.count("\n") == 1 and "changes" not in line
+    assert Image.open(out).size == (260, 520)  # width x height: a portrait, the paper preset's 135,000 pixels
+    meta = read_metadata(out)
+    assert meta["scales"] == [{"size": [520, 260], "steps": 2}]  # the size used
+    assert (meta["settings"]["size"], meta["settings"]["pixels"]) == (None, 135000)
+    assert "--pixels 135000" in meta["command"]
+
+    squashed = tmp_path / "squashed.png"
+    argv = ["stylize", str(portrait), style, "-o", str(squashed), *TINY, "--weights", str(tiny_weights)]
+    assert main([*argv, "--size", "64x96"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"wrote {squashed} (64x96, 2 steps") and line.count("\n") == 1
+    assert line.endswith(" (--size 64x96 changes the content's width:height 1:2 to 3:2)\n")
+    assert Image.open(squashed).size == (96, 64) and read_metadata(squashed)["scales"][-1]["size"] == [64, 96]

@@ -64,7 +64,7 @@ def test_command_line_reproduces_every_preset(name):
 @pytest.mark.parametrize(
     ("preset", "overrides"),
     [
-        ("crowsonkb", {"steps": 10, "style_layers": ("relu1_1",), "optimizer": "lbfgs"}),
+        ("crowsonkb", {"steps": 10, "style_layers": ("relu1_1",), "optimizer": "lbfgs", "pixels": 40000}),
         ("gatys", {"optimizer": "adam", "size": (64, 96), "scale_steps": (3, 2), "scales": 2, "warm_start": True}),
         ("paper", {"min_side": 40, "max_side": 90, "style_blend": (0.25, 0.75), "preserve_color": True}),
     ],
@@ -115,6 +115,27 @@ def test_size_and_scale_alternatives_clear_each_other():
     assert [stage.size for stage in stages(from_min_side, (128, 128))] == [(64, 64), (91, 91), (128, 128)]
 
 
+def test_each_size_form_unsets_the_presets_other_forms():
+    assert (PRESETS["paper"].size, PRESETS["paper"].max_side, PRESETS["paper"].pixels) == (None, None, 135000)
+    assert [(PRESETS[name].size, PRESETS[name].pixels) for name in ("gatys", "crowsonkb")] == [(None, None)] * 2
+    assert (parse("--size", "64x96").size, parse("--size", "64x96").pixels) == ((64, 96), None)
+    assert (parse("--max-side", "128").max_side, parse("--max-side", "128").pixels) == (128, None)
+    gatys = parse("--preset", "gatys", "--pixels", "5000")
+    assert (gatys.max_side, gatys.pixels) == (None, 5000)
+    assert info("pixels").group == info("size").group == info("max_side").group == "size"
+    with pytest.raises(SystemExit):  # argparse: mutually exclusive options
+        parse("--size", "64x96", "--pixels", "5000")
+
+
+def test_settings_made_directly_take_one_size_form():
+    several = r"give one of size, max side and pixels, not several \(size \(64, 96\), pixels 135000\)"
+    with pytest.raises(JaxstyleError, match=several):
+        Settings(size=(64, 96))  # and the paper defaults' pixels: resolve() would unset them
+    with pytest.raises(JaxstyleError, match="give a size, a max side or pixels"):
+        Settings(pixels=None)
+    assert Settings(size=(64, 96), pixels=None).size == (64, 96)
+
+
 def test_dependents_are_declared_once_in_the_metadata():
     # Each reset comes from a `depends_on` (or `optimizers`) of the field that is reset.
     assert info("style_layer_weights").depends_on == ("style_layers",)
@@ -137,6 +158,10 @@ def test_dependents_are_declared_once_in_the_metadata():
         (["--style-weight", "1e3,1e4"], "--style-weight '1e3,1e4': expected a number"),
         (["--style-layer-weights", "1,x"], "--style-layer-weights '1,x': expected comma-separated numbers"),
         (["--size", "300by450"], "size '300by450': expected HEIGHTxWIDTH"),
+        (["--pixels", "1e5"], "--pixels '1e5': expected a whole number"),
+        (["--pixels", "1000"], "pixels must be between 1024 and 67108864, not 1000"),
+        (["--pixels=-5"], "pixels must be between 1024 and 67108864, not -5"),
+        (["--pixels", "9" * 50], "pixels must be between 1024 and 67108864, not 999999999999... (50 digits)"),
         (["--preset", "crowsonkb", "--scales", "3", "--min-side", "64"], "either a number of scales or a min side"),
     ],
 )

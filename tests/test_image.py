@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxstyle.config import PRESETS, resolve
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.image import (
+    aspect_text,
     check_output_path,
+    keeps_aspect,
     load_image,
     output_size,
     parse_size,
@@ -116,10 +119,77 @@ def test_absurd_sizes(text, message):
 
 def test_output_size():
     assert parse_size("300x450") == (300, 450)
-    assert output_size((600, 800), None, 400) == (300, 400)
-    assert output_size((600, 800), (64, 64), None) == (64, 64)
-    with pytest.raises(JaxstyleError, match="max-side 100000"):
-        output_size((600, 800), None, 100000)
+    assert output_size((600, 800), resolve(max_side=400)) == (300, 400)
+    assert output_size((600, 800), resolve(size=(64, 64))) == (64, 64)
+    with pytest.raises(JaxstyleError, match="--max-side 256 gives size 1x256: each side must be between 32 and 8192"):
+        output_size((40, 8000), resolve(max_side=256))
+
+
+# Height x width of a 200x400 (width x height) portrait, the photo of issue 20.
+PORTRAIT = (400, 200)
+
+
+def within_a_rounding_pixel(content_hw: tuple[int, int], size: tuple[int, int]) -> bool:
+    """One side of ``size`` within a pixel of what the content's aspect gives it from the other."""
+    (h, w), (size_h, size_w) = content_hw, size
+    return abs(size_w - size_h * w / h) <= 1 or abs(size_h - size_w * h / w) <= 1
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("content", [PORTRAIT, (200, 400), (1080, 1920), (1920, 1080), (333, 500), (768, 1024)])
+def test_every_presets_size_keeps_the_contents_aspect(preset, content):
+    # The one size function of stylize, sweep (through jaxstyle.pipeline.read_inputs) and video.
+    size = output_size(content, PRESETS[preset])
+    assert within_a_rounding_pixel(content, size), size
+
+
+def test_a_portrait_stays_a_portrait_and_a_landscape_of_300x450s_aspect_gets_exactly_300x450():
+    assert output_size(PORTRAIT, PRESETS["paper"]) == (520, 260)  # 135,200 pixels: the area of 300x450, at 1:2
+    assert output_size(PORTRAIT, PRESETS["gatys"]) == output_size(PORTRAIT, PRESETS["crowsonkb"]) == (512, 256)
+    for landscape in [(200, 300), (300, 450), (400, 600), (2000, 3000), (333, 500)]:
+        assert output_size(landscape, PRESETS["paper"]) == (300, 450), landscape
+
+
+def test_pixels_round_the_height_and_take_the_width_from_it():
+    # h' = round(sqrt(P h / w)), w' = round(h' w / h); Python's round takes halves to even.
+    assert output_size((768, 1024), resolve(pixels=135000)) == (318, 424)  # sqrt(101250) = 318.2
+    assert output_size((1080, 1920), resolve(pixels=135000)) == (276, 491)  # 275.6; 276 * 16 / 9 = 490.7
+    assert output_size((120, 60), resolve(pixels=4000)) == (89, 44)  # 89.4; 89 / 2 = 44.5, to even
+    assert output_size((32, 32), resolve(pixels=32 * 32)) == (32, 32)
+
+
+@pytest.mark.parametrize(
+    ("content", "pixels", "message"),
+    [
+        ((32, 8192), 135000, "--pixels 135000 gives size 23x5888: each side must be between 32 and 8192 pixels"),
+        ((100, 200), 8192**2, "--pixels 67108864 gives size 5793x11586: each side must be between 32 and 8192"),
+        ((48, 64), 1000, "pixels must be between 1024 and 67108864, not 1000"),
+        ((48, 64), 0, "pixels must be between 1024 and 67108864, not 0"),
+        ((48, 64), -135000, "pixels must be between 1024 and 67108864, not -135000"),
+        ((48, 64), 10**30, f"pixels must be between 1024 and 67108864, not {10**30}"),
+        ((48, 64), 1.5e5, "pixels must be a whole number, not 150000.0"),
+        ((48, 64), True, "pixels must be a whole number, not True"),
+    ],
+)
+def test_absurd_pixels_are_one_line_errors(content, pixels, message):
+    with pytest.raises(JaxstyleError) as error:
+        output_size(content, resolve(pixels=pixels))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_only_a_change_beyond_a_rounding_pixel_changes_the_aspect():
+    assert keeps_aspect(PORTRAIT, (520, 260)) and not keeps_aspect(PORTRAIT, (300, 450))
+    assert keeps_aspect((333, 500), (300, 450)) and keeps_aspect((1080, 1920), (276, 491))
+    assert keeps_aspect((60, 80), (48, 64)) and keeps_aspect((60, 80), (48, 65))  # 64 + 1
+    assert not keeps_aspect((60, 80), (48, 66)) and not keeps_aspect((768, 1024), (150, 225))
+    assert [aspect_text(*hw) for hw in (PORTRAIT, (300, 450), (1080, 1920), (768, 1024), (500, 500))] == [
+        "1:2",
+        "3:2",
+        "16:9",
+        "4:3",
+        "1:1",
+    ]
+    assert aspect_text(333, 500) == "1.5:1" and aspect_text(500, 333) == "1:1.5"  # 500:333 has no small terms
 
 
 def test_resize_keeps_float_precision(rng):

@@ -280,7 +280,9 @@ PUBLISHED = {
         "optimizer": "adam",
         "lr": 0.1,
         "steps": 500,
-        "size": (300, 450),
+        # d2l's 300x450 is its landscape photo's size; the preset takes its area at the content's aspect.
+        "pixels": 300 * 450,
+        "size": None,
         "init": "content",
         "convention": "torchvision",
     },

@@ -194,6 +194,7 @@ def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
         stages=(),
         settings=None,
         contents=["c.png"],
+        content_size=images_on_disk.shape[1:3],
         styles=["s.png"],
         local=list(range(12)),
         seconds=0,
@@ -208,6 +209,24 @@ def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
     for k, box in layout.boxes.items():
         cell = np.asarray(sheet.crop(box))
         np.testing.assert_array_equal(cell, np.asarray(thumbnail(images_on_disk[k], 256)), err_msg=str(k))
+
+
+def test_cli_sweep_says_when_size_changes_the_contents_aspect(tmp_path, tiny_weights, capsys):
+    from jaxstyle.cli import main
+    from jaxstyle.image import read_metadata
+
+    rng = np.random.default_rng(4)
+    Image.fromarray(rng.integers(0, 256, size=(400, 200, 3), dtype=np.uint8)).save(tmp_path / "portrait.png")
+    Image.fromarray(rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8)).save(tmp_path / "s.png")
+    out = tmp_path / "out"
+    argv = ["sweep", str(tmp_path / "portrait.png"), str(tmp_path / "s.png"), "-o", str(out), "--size", "64x96"]
+    argv += ["--network", "tiny", "--content-layers", "relu4_1", "--steps", "2", "--style-weight", "1e2,1e3"]
+    assert main([*argv, "--progress", "none", "--weights", str(tiny_weights)]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"wrote 2 settings to {out} (2 finished") and line.count("\n") == 1
+    assert line.endswith(" (--size 64x96 changes the content's width:height 1:2 to 3:2)\n")
+    for png in sorted(out.glob("0*.png")):
+        assert Image.open(png).size == (96, 64) and read_metadata(png)["scales"] == [{"size": [64, 96], "steps": 2}]
 
 
 def free_port() -> int:

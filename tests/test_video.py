@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("cv2")
 pytest.importorskip("imageio_ffmpeg")
 
-from jaxstyle.clips import Motion, ffmpeg_exe, read_clip, temporal_error, video, write_clip
+from jaxstyle.clips import Motion, ffmpeg_exe, frames_at_output_size, read_clip, temporal_error, video, write_clip
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.flow import consistency_mask, flows, warp
 from jaxstyle.losses import TemporalTarget, temporal_loss
@@ -231,6 +231,30 @@ def test_folder_in_folder_out(tmp_path, clip):
     assert np.abs(back.frames - clip[1:3]).max() <= 0.5 / 255 + 1e-6
     with pytest.raises(JaxstyleError, match="not an empty folder"):
         write_clip(frames_dir, clip[:3], 24.0)
+
+
+@pytest.mark.parametrize(("preset", "size"), [("paper", (520, 260)), ("gatys", (512, 256)), ("crowsonkb", (512, 256))])
+def test_video_sizes_a_portrait_clip_at_its_aspect_under_every_preset(rng, preset, size):
+    from jaxstyle.config import PRESETS
+
+    portrait = rng.uniform(0, 1, size=(2, 400, 200, 3)).astype(np.float32)  # 200x400 (width x height) frames
+    frames, settings = frames_at_output_size(portrait, PRESETS[preset])
+    assert frames.shape == (2, *size, 3)  # 1:2, as the clip
+    # The run's settings name the size every frame now has, in place of the form that gave it.
+    assert (settings.size, settings.max_side, settings.pixels) == (size, None, None)
+
+
+def test_cli_video_says_when_size_changes_the_clips_aspect(tmp_path, clip, tiny_weights, capsys):
+    from jaxstyle.cli import main
+
+    frames_dir = tmp_path / "frames"
+    write_clip(frames_dir, clip[:2], 24.0)  # 48x64: 4:3
+    out = tmp_path / "out"
+    argv = ["video", str(frames_dir), str(SHARED_STYLE), "-o", str(out), "--weights", str(tiny_weights), *TINY_CLI]
+    assert main([*argv, "--steps", "1", "--size", "48x48", "--progress", "none"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"wrote {out} (2 frames, 48x48,") and line.count("\n") == 1
+    assert line.endswith(" (--size 48x48 changes the content's width:height 4:3 to 1:1)\n")
 
 
 def make_clip_with_audio(path: Path, fps: int = 8, seconds: float = 1.5) -> None:
