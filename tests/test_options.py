@@ -236,8 +236,9 @@ PUBLISHED = {
         "style_weight": 100.0,
         "tv_weight": 1e-3,
         "tv_reduction": "sum",
-        "optimizer": "lbfgs",
+        "optimizer": "lbfgs-fixed",  # optim.lbfgs / torch.optim.LBFGS without a line search
         "lbfgs_memory": 100,
+        "lbfgs_step": 1.0,  # -learning_rate 1e0
         "steps": 1000,
         "max_side": 512,
         "init": "gaussian",  # -init random: randn * 0.001 in network space

