@@ -307,8 +307,9 @@ def number(x: float) -> str:
 
 
 def jaxstyle_args(settings: dict, size: tuple[int, int], style_scale: float) -> list[str]:
-    """``jaxstyle stylize`` arguments for ``settings`` at ``size``: the ``gatys`` preset (L-BFGS,
-    100 corrections like both peers, Caffe convention, the style at its own aspect), from the content."""
+    """``jaxstyle stylize`` arguments for ``settings`` at ``size``: the ``gatys`` preset (Caffe
+    convention, the style at its own aspect), L-BFGS with its line search (a variant's
+    ``--optimizer`` replaces it) keeping 100 corrections like both peers, from the content."""
 
     def joined(values) -> str:
         return ",".join(number(v) if not isinstance(v, str) else v for v in values)
@@ -329,7 +330,7 @@ def jaxstyle_args(settings: dict, size: tuple[int, int], style_scale: float) -> 
 # jaxstyle's variants: a name and the arguments added after the peer's objective (later
 # arguments win). The lead plugs the new L-BFGS modes in here.
 VARIANTS: dict[str, list[str]] = {
-    "lbfgs": [],  # Optax's L-BFGS with its zoom line search, as `--preset gatys` runs it
+    "lbfgs": [],  # Optax's L-BFGS with its zoom line search (the base arguments' --optimizer lbfgs)
     "lbfgs-fixed": ["--optimizer", "lbfgs-fixed"],  # the peers' L-BFGS: fixed steps, no line search
     "lbfgs-fixed-bounded": ["--optimizer", "lbfgs-fixed", "--bounded"],  # each step projected into [0, 1]
 }
