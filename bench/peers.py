@@ -599,6 +599,9 @@ class Race:
                 *("--info-step", "1", "--device", "cpu"),
             ]
         neural_style = str(Path(self.python).parent / "neural-style")
+        # -disable_check: load_state_dict(strict=False), as the state dict holds the convolutions only
+        # (its loader's VGG also has a classifier, never used for style transfer). -style_scale: the
+        # style's own 246 columns (int(225 * scale)); its default 1 would resize the style to 225.
         return [
             *(neural_style, "-content_image", self.content, "-style_image", self.style, "-output_image", str(out)),
             *("-optimizer", "lbfgs", "-init", "image", "-image_size", str(self.image_size)),
