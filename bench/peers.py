@@ -330,9 +330,11 @@ def jaxstyle_args(settings: dict, size: tuple[int, int], style_scale: float) -> 
 # jaxstyle's variants: a name and the arguments added after the peer's objective (later
 # arguments win). The lead plugs the new L-BFGS modes in here.
 VARIANTS: dict[str, list[str]] = {
-    "lbfgs": [],  # Optax's L-BFGS with its zoom line search (the base arguments' --optimizer lbfgs)
-    "lbfgs-fixed": ["--optimizer", "lbfgs-fixed"],  # the peers' L-BFGS: fixed steps, no line search
-    "lbfgs-fixed-bounded": ["--optimizer", "lbfgs-fixed", "--bounded"],  # each step projected into [0, 1]
+    "lbfgs": [],  # Optax's L-BFGS with its zoom line search
+    # the peers' L-BFGS exactly: fixed steps, no line search, PyTorch's first step
+    "lbfgs-fixed-pytorch": ["--optimizer", "lbfgs-fixed", "--lbfgs-first-step", "0"],
+    "lbfgs-fixed": ["--optimizer", "lbfgs-fixed"],  # its first step 10 8-bit levels (jaxstyle's default)
+    "lbfgs-fixed-bounded": ["--optimizer", "lbfgs-fixed", "--bounded"],  # and each step projected into [0, 1]
 }
 
 # --------------------------------------------------------------------------- running and parsing

@@ -240,6 +240,13 @@ class Settings:
         bounds=Bounds(0.0, low_open=True, run_float=True),
         optimizers=("lbfgs-fixed",),
     )
+    lbfgs_first_step: float = setting(
+        10.0,
+        "lbfgs-fixed's first step: the largest change it makes to any pixel, in 8-bit levels (0: PyTorch's "
+        "min(1, 1/|g|_1)·lbfgs_step, whose float32 curvature pair can be rounding noise)",
+        bounds=NONNEGATIVE,
+        optimizers=("lbfgs-fixed",),
+    )
     bounded: bool = setting(
         False,
         "keep the image inside the pixel range at every step (a projection onto [0, 1]), so that the file "

@@ -245,6 +245,7 @@ def build_network(
         optimizer=settings.optimizer,
         lbfgs_memory=settings.lbfgs_memory,
         lbfgs_step=settings.lbfgs_step,
+        lbfgs_first_step=settings.lbfgs_first_step * loaded.convention.level() if settings.lbfgs_first_step else None,
         pixel_bounds=loaded.convention.bounds() if settings.bounded else None,
         style_losses=tuple(name for name in STYLE_LOSS_NAMES if name in (style_losses or (settings.style_loss,))),
         adam_b2=settings.adam_beta2,

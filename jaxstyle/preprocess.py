@@ -54,6 +54,10 @@ class InputConvention:
         hi = tuple((self.scale - m) / s for m, s in zip(self.mean, self.std, strict=True))
         return lo, hi
 
+    def level(self) -> float:
+        """One 8-bit level (1/255 of the pixel range) in network units, averaged over the channels."""
+        return sum(self.scale / 255 / s for s in self.std) / len(self.std)
+
     def from_network(self, x: Array) -> Array:
         """Inverse of :meth:`to_network`; does not clip (clip when writing pixels)."""
         mean, std = self._channel_constants(x)

@@ -74,6 +74,8 @@ class Recipe(NamedTuple):
         (PyTorch's, fixed steps: :mod:`jaxstyle.lbfgs`).
       lbfgs_memory: past steps L-BFGS keeps.
       lbfgs_step: ``lbfgs-fixed``'s step length (PyTorch's ``lr``).
+      lbfgs_first_step: ``lbfgs-fixed``'s first move at any pixel, in network units
+        (``None``: PyTorch's first step; :func:`jaxstyle.lbfgs.fixed_lbfgs`).
       pixel_bounds: ``(lo, hi)`` per channel in network units: every step ends inside
         them (the pixel range [0, 1]); ``None``: the image is clipped only when written.
       style_losses: the style losses computed (``"gram"``, ``"w2"``, in that order):
@@ -91,6 +93,7 @@ class Recipe(NamedTuple):
     optimizer: str = "adam"
     lbfgs_memory: int = 10
     lbfgs_step: float = 1.0
+    lbfgs_first_step: float | None = None
     pixel_bounds: Bounds | None = None
     style_losses: tuple[str, ...] = ("gram",)
     adam_b2: float = 0.999
@@ -102,7 +105,7 @@ class Recipe(NamedTuple):
 TRANSFORMS: dict[str, Callable[[Recipe], optax.GradientTransformation]] = {
     "adam": lambda r: adam(r.adam_b2),
     "lbfgs": lambda r: lbfgs(r.lbfgs_memory),
-    "lbfgs-fixed": lambda r: fixed_lbfgs(r.lbfgs_memory, r.lbfgs_step, r.pixel_bounds),
+    "lbfgs-fixed": lambda r: fixed_lbfgs(r.lbfgs_memory, r.lbfgs_step, r.pixel_bounds, r.lbfgs_first_step),
 }
 # Optimisers whose update searches along a line: they evaluate the loss themselves.
 LINE_SEARCH = ("lbfgs",)

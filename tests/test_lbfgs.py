@@ -130,3 +130,21 @@ def test_bounded_it_projects_each_step_and_remembers_the_projected_step(rng):
     # What the bounds are for: the image optimised inside them beats the free one clipped afterwards.
     f = f_jax(a, b)
     assert f(xs[-1]) < f(np.clip(free[-1], lo, hi))  # 164.1 against 174.6
+
+
+def test_first_step_moves_the_farthest_coordinate_by_exactly_first_step(rng):
+    a, b, x0 = problem(rng)
+    grad = jax.grad(f_jax(jnp.asarray(a), jnp.asarray(b)))(jnp.asarray(x0))
+    for first_step in (0.01, 0.1):
+        u, _ = fixed_lbfgs(MEMORY, 1.0, first_step=first_step).update(grad, fixed_lbfgs(MEMORY).init(x0), x0)
+        np.testing.assert_allclose(np.abs(u).max(), first_step, rtol=1e-14)
+        np.testing.assert_allclose(u, -grad * first_step / np.abs(grad).max(), rtol=1e-14)  # along -g
+    u_torch, _ = fixed_lbfgs(MEMORY).update(grad, fixed_lbfgs(MEMORY).init(x0), x0)
+    np.testing.assert_allclose(u_torch, -grad * min(1.0, 1.0 / np.abs(grad).sum()), rtol=1e-14)
+
+
+def test_lbfgs_first_step_is_given_in_8_bit_levels_of_the_weights_convention():
+    from jaxstyle.preprocess import CAFFE, TORCHVISION
+
+    assert CAFFE.level() == 1.0  # 0-255 units
+    np.testing.assert_allclose(TORCHVISION.level(), np.mean([1 / 255 / s for s in (0.229, 0.224, 0.225)]))
