@@ -333,8 +333,9 @@ VARIANTS: dict[str, list[str]] = {
     "lbfgs": [],  # Optax's L-BFGS with its zoom line search
     # the peers' L-BFGS exactly: fixed steps, no line search, PyTorch's first step
     "lbfgs-fixed-pytorch": ["--optimizer", "lbfgs-fixed", "--lbfgs-first-step", "0"],
-    "lbfgs-fixed": ["--optimizer", "lbfgs-fixed"],  # its first step 10 8-bit levels (jaxstyle's default)
-    "lbfgs-fixed-bounded": ["--optimizer", "lbfgs-fixed", "--bounded"],  # and each step projected into [0, 1]
+    "lbfgs-fixed": ["--optimizer", "lbfgs-fixed", "--lbfgs-first-step", "10"],  # a first move of 10 8-bit levels
+    # and each step projected into [0, 1]
+    "lbfgs-fixed-bounded": ["--optimizer", "lbfgs-fixed", "--lbfgs-first-step", "10", "--bounded"],
 }
 
 # --------------------------------------------------------------------------- running and parsing
@@ -882,6 +883,8 @@ def section(path: Path) -> list[str]:
         "0.5 of the peer's wall time).",
         "",
     ]
+    if d.get("note"):  # what a reader needs to know about the run that its flags do not say
+        out += [d["note"], ""]
     for peer, r in d["peers"].items():
         p = r["peer"]
         out += [

@@ -94,15 +94,24 @@ def torch_grams(weights, images: list[np.ndarray], layers) -> list[dict[str, np.
 def measures(result, content: np.ndarray, style: np.ndarray, weights) -> dict[str, float]:
     """What the tests check, measured on a :class:`jaxstyle.Result` (used to set the thresholds)."""
     image = np.clip(result.image, 0, 1)
-    out = {
+    return {
         "style_ratio": result.final_losses["style"] / float(result.trace["style"][0]),
         "content_loss": result.final_losses["content"],
         "total": result.final_losses["total"],
+        **independent_measures(image, content, style, lambda images: torch_grams(weights, images, UNOPTIMISED)),
+    }
+
+
+def independent_measures(image, content, style, grams) -> dict[str, float]:
+    """Measures of a result that are not its loss: colour distance to the style (result /
+    content), edge correlations, and the Gram distance to the style (result / content) at
+    :data:`UNOPTIMISED`, from ``grams([image, content, style])`` (an independent network)."""
+    out = {
         "colour_ratio": colour_distance(image, style) / colour_distance(content, style),
         "edge_corr": edge_correlation(image, content),
         "edge_corr_style": edge_correlation(style, content),
     }
-    g_img, g_content, g_style = torch_grams(weights, [image, content, style], UNOPTIMISED)
+    g_img, g_content, g_style = grams([image, content, style])
     for name in UNOPTIMISED:
         out[f"gram_ratio_{name}"] = float(
             np.linalg.norm(g_img[name] - g_style[name]) / np.linalg.norm(g_content[name] - g_style[name])

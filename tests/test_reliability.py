@@ -263,17 +263,20 @@ def test_a_two_process_sweep_resumes_exactly_when_one_process_is_preempted(tmp_p
 
 
 @pytest.mark.slow  # four vmapped L-BFGS sweeps, each compiled
-def test_a_vmapped_lbfgs_sweep_stopped_twice_resumes_exactly(tmp_path, tiny_weights, rng):
+@pytest.mark.parametrize(
+    "optimizer", [{"optimizer": "lbfgs"}, {"optimizer": "lbfgs-fixed", "bounded": True}], ids=["zoom", "fixed"]
+)
+def test_a_vmapped_lbfgs_sweep_stopped_twice_resumes_exactly(tmp_path, tiny_weights, rng, optimizer):
     """A vmapped L-BFGS sweep of two micro-batches and two scales, stopped at the second scale
     of the first micro-batch and again in the second micro-batch, each time resumed from its
     checkpoint: the same images, losses and final losses as a run never stopped, bit for bit
-    (L-BFGS's memory and its line search's stored value and gradient are in the state)."""
+    (L-BFGS's memory, and the zoom line search's stored value and gradient, are in the state)."""
     from jaxstyle.sweep import grid_product, sweep
 
     content, style = rng.uniform(0, 1, (32, 48, 3)), rng.uniform(0, 1, (32, 48, 3))
     points = grid_product(1, 1, [1.0], [1e2, 1e3, 1e4], [0.0], [1.0])
     common = {"weights": tiny_weights, "network": "tiny", "content_layers": ("relu4_1",), "size": (32, 48)}
-    common |= {"steps": 12, "scales": 2, "optimizer": "lbfgs", "batch_size": 2}
+    common |= {"steps": 12, "scales": 2, "batch_size": 2, **optimizer}
     reference = sweep([content], [style], points, **common)
 
     def stop_at_call(n: int):

