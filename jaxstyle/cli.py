@@ -754,9 +754,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         runs = args.func in (cmd_stylize, cmd_sweep, cmd_video)
-        if runs:
-            use_compile_cache()
         with StopRequests() as stop:
+            if runs:  # it imports JAX: inside, so that a Ctrl-C meanwhile is one of the run's stop requests
+                use_compile_cache()
             status = args.func(args, stop) if runs else args.func(args)
         if stop() is not None:  # the signal came after the last chunk: the outputs are complete
             print(f"jaxstyle: interrupted ({signal_name(stop())}) after writing the outputs", file=sys.stderr)

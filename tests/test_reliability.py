@@ -145,7 +145,8 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(tmp_path, weight_files, i
         tmp_path, "-o", str(out), "--size", "48x64", "--steps", "40", "--weights", str(weight_files["torchvision"])
     )
     argv += ["--checkpoint-dir", str(tmp_path / "ck"), "--progress", "json", "--progress-interval", "0"]
-    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # it compiles, as a user's run
+    # It compiles, as a user's first run (and leaves the user's compilation cache alone).
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"} | {"JAXSTYLE_COMPILE_CACHE": "off"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
     if moment == "start-up":
         time.sleep(0.5)  # Python running, jaxstyle's and JAX's imports under way

@@ -30,7 +30,7 @@ from jaxstyle.solve import (
 )
 from jaxstyle.weights import read_converted, split_model
 from tests.compilation import count_compilations
-from tests.numerics import assert_float32_agrees, resolved
+from tests.numerics import FLOAT32_RTOL, assert_float32_agrees, resolved
 
 PAPER = Settings()
 LAYERS = Recipe(PAPER.content_layers, PAPER.style_layers)
@@ -172,23 +172,36 @@ def test_float32_single_step_loss_and_gradient_match_pytorch(weight_files, rng, 
 def test_float32_one_adam_step_from_same_image_matches_pytorch(weight_files, rng):
     content, style = images(rng)
     path = weight_files["torchvision"]
+    # From a point away from the content image (as the gradient test above), where the
+    # content loss has a gradient too: at the content image many pixels' gradients sit
+    # near Adam's eps, where float32 does not resolve the step.
+    pixels = np.clip(content + rng.normal(0, 0.05, size=content.shape), 0, 1)
+    convention = read_converted(path).convention
     moves = {}
     for dtype, torch_dtype in ((jnp.float32, torch.float32), (jnp.float64, torch.float64)):
-        graphdef, params, c, targets = jax_problem(path, content, style, dtype)
-        recipe, c_torch = torch_problem(path, content, style, torch_dtype)
+        graphdef, params, _, targets = jax_problem(path, content, style, dtype)
+        recipe, _ = torch_problem(path, content, style, torch_dtype)
+        x = convention.to_network(jnp.asarray(pixels, dtype)[None])
+        x_torch = torch.from_numpy(np.asarray(x).transpose(0, 3, 1, 2).copy())
         new_state, terms = jax.jit(optimizer_step, static_argnames=("graphdef", "recipe"))(
-            graphdef, LAYERS, params, targets, paper_weights(dtype), init_state(c, PAPER.lr)
+            graphdef, LAYERS, params, targets, paper_weights(dtype), init_state(x, PAPER.lr)
         )
-        image_ref, trace_ref = recipe.run_adam(c_torch, PAPER.lr, steps=1)
+        image_ref, trace_ref = recipe.run_adam(x_torch, PAPER.lr, steps=1)
         assert float(terms["total"]) == pytest.approx(float(trace_ref["total"][0]), rel=1e-5)
-        moves[dtype] = (np.asarray(new_state.image - c).transpose(0, 3, 1, 2), image_ref - c_torch.numpy())
+        moves[dtype] = (np.asarray(new_state.image - x).transpose(0, 3, 1, 2), image_ref - x_torch.numpy())
     # The first Adam step moves each pixel by lr * g / (|g| + eps): by lr where the
     # gradient is far above eps, in the direction of its sign. Where float32 resolves
     # the gradient, both implementations make the float64 move; elsewhere (max-pool
-    # ties, near-zero gradients) float32 may step either way.
-    _, grad64, _, grad64_ref = loss_and_gradient(path, content, style, content, jnp.float64)
-    _, grad32, _, grad32_ref = loss_and_gradient(path, content, style, content, jnp.float32)
-    far_from_eps = np.abs(grad64) > 1e-6
+    # ties, near-zero gradients) float32 may step either way. A gradient error dg moves
+    # the step by lr * eps * dg / (|g| + eps)^2: near eps, a gradient float32 resolves can
+    # still leave the step unresolved (an AMD EPYC session measured 7e-5 of lr between the
+    # two at such a pixel). So the step is compared where each implementation's own float32
+    # gradient error, carried through that map, moves it by at most a tenth of FLOAT32_RTOL.
+    _, grad64, _, grad64_ref = loss_and_gradient(path, content, style, pixels, jnp.float64)
+    _, grad32, _, grad32_ref = loss_and_gradient(path, content, style, pixels, jnp.float32)
+    eps = 1e-8
+    error = np.maximum(np.abs(grad32 - grad64), np.abs(grad32_ref - grad64_ref))
+    far_from_eps = eps * error / (np.abs(grad64) + eps) ** 2 <= FLOAT32_RTOL / 10
     mask = resolved(grad64, grad32, grad64, grad32_ref, grad64_ref) & far_from_eps
     (move32, move32_ref), (move64, _) = moves[jnp.float32], moves[jnp.float64]
     assert_float32_agrees(move32, move32_ref, mask)
