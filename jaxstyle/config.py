@@ -31,10 +31,10 @@ from typing import Any, NamedTuple
 
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import DEFAULT_NETWORK, NETWORKS, network
+from jaxstyle.preprocess import CONVENTIONS
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-# The names of jaxstyle.preprocess.CONVENTIONS, without importing JAX (a test keeps them equal).
-CONVENTION_NAMES = ("torchvision", "caffe")
+CONVENTION_NAMES = tuple(CONVENTIONS)  # read from jaxstyle.preprocess, which imports no JAX
 INITS = ("content", "noise", "gaussian")  # or the path of an image
 OPTIMIZERS = ("adam", "lbfgs", "lbfgs-fixed")
 # The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).

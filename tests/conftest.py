@@ -271,14 +271,40 @@ def weight_files(tmp_path_factory, convs) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> Path:
-    """The tiny test network (``--network tiny``) with seeded random weights, converted (torchvision convention)."""
-    from jaxstyle.preprocess import TORCHVISION
-    from jaxstyle.weights import write_converted
+def tiny_files(tmp_path_factory) -> dict[str, Path]:
+    """The tiny test network (``--network tiny``: VGG-19's layer names, 4 to 8 channels) with
+    seeded random weights: a torchvision-layout state dict, converted in both conventions.
 
-    path = tmp_path_factory.mktemp("tiny") / "tiny-torchvision.h5"
-    write_converted(path, random_convs(seed=1, network=TINY), TORCHVISION, {"source": "random (test)"}, TINY)
-    return path
+    The plumbing tests (options, sweeps, the command line, bad input) run on it; what they
+    check does not depend on the network's width, and a step costs a tenth of VGG-19's.
+    """
+    from jaxstyle.weights import convert
+
+    d = tmp_path_factory.mktemp("tiny")
+    pth = write_pth(d / "tiny-random.pth", state_dict_arrays(random_convs(seed=1, network=TINY), TINY))
+    return {
+        "pth": pth,
+        "torchvision": convert(pth, d / "tiny-torchvision.h5", convention="torchvision", network="tiny"),
+        "caffe": convert(pth, d / "tiny-caffe.h5", convention="caffe", network="tiny"),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tiny_files) -> Path:
+    """The tiny test network's converted weights (torchvision convention)."""
+    return tiny_files["torchvision"]
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_weights) -> dict:
+    """Keyword arguments selecting the tiny network and its weights, for :func:`jaxstyle.stylize` and the like."""
+    return {"weights": tiny_weights, "network": "tiny"}
+
+
+@pytest.fixture(scope="session")
+def tiny_cli(tiny_weights) -> list[str]:
+    """The command-line options selecting the tiny network and its weights."""
+    return ["--network", "tiny", "--weights", str(tiny_weights)]
 
 
 @pytest.fixture

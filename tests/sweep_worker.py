@@ -1,6 +1,6 @@
 """Runs in a fresh process (XLA_FLAGS set before JAX starts): a sharded sweep and single runs.
 
-Usage: python tests/sweep_worker.py OUT.npz WEIGHTS.h5 DTYPE STEPS
+Usage: python tests/sweep_worker.py OUT.npz WEIGHTS.h5 DTYPE STEPS   (WEIGHTS: the tiny test network's)
 Writes the sweep's and the single runs' images and traces for the test to compare.
 """
 
@@ -21,7 +21,7 @@ content[10:30, 8:40] = 0.5
 style = rng.uniform(0, 1, size=(48, 64, 3))
 # K = 6 settings, not a multiple of the 4 devices.
 points = grid_product(1, 1, [1.0, 2.0], [1e2, 1e3, 1e4], [10.0], [0.1])
-common = {"weights": weights, "size": (48, 64), "steps": steps, "dtype": dtype}
+common = {"weights": weights, "network": "tiny", "size": (48, 64), "steps": steps, "dtype": dtype}
 result = sweep([content], [style], points, **common)
 singles = [
     stylize(

@@ -13,10 +13,12 @@ One family per cause of the reliability issue:
 * F: outputs that would overwrite an input or another output of the same run, and
   a second sweep into a used directory.
 
-Seeded random weights (``weight_files``), 48x64 images. Read-only and full file
-systems are real ones: a tmpfs mounted in a private mount namespace (``unshare``),
-which exists only for the one command; where the namespace cannot be made, those
-cases skip and say why.
+Runs that stylize or sweep use the tiny test network's seeded random weights
+(``tiny_cli``); the weights files read or converted are VGG-19's (``weight_files``).
+48x64 images. Commands run in this process (:func:`tests.cli_runner.run_cli`), except on
+read-only and full file systems, which are real ones: a tmpfs mounted in a private mount
+namespace (``unshare``), which exists only for the one command; where the namespace
+cannot be made, those cases skip and say why.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from PIL import Image
 from jaxstyle.config import numbers_checked_as, resolve
 from jaxstyle.errors import JaxstyleError
 
+from .cli_runner import CliResult, run_cli
 from .conftest import lpips_pickle, lpips_tree, state_dict_arrays, write_keras1_h5, write_pth, write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,20 +49,7 @@ SMALL = ["--size", "48x64", "--steps", "2", "-q"]
 # --------------------------------------------------------------------------- helpers
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The real command, in a fresh process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "jaxstyle", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=600,
-    )
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+def assert_one_line_error(proc: CliResult | subprocess.CompletedProcess, *fragments: str) -> str:
     """Exit status 2 and exactly one line on stderr, ``jaxstyle: ...``, holding every fragment."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
     lines = proc.stderr.strip().splitlines()
@@ -315,11 +305,8 @@ def test_b_convert_onto_a_read_only_file_system_is_refused_before_any_work(tmp_p
     assert left == ""
 
 
-def test_b_stylize_onto_a_read_only_file_system_is_refused(tmp_path, weight_files, images):
-    proc, left = run_on_tmpfs(
-        tmp_path, "ro", "stylize", *images, "-o", tmp_path / "mnt" / "o.png", *SMALL,
-        "--weights", weight_files["torchvision"],
-    )  # fmt: skip
+def test_b_stylize_onto_a_read_only_file_system_is_refused(tmp_path, tiny_cli, images):
+    proc, left = run_on_tmpfs(tmp_path, "ro", "stylize", *images, "-o", tmp_path / "mnt" / "o.png", *SMALL, *tiny_cli)
     assert_one_line_error(proc, "mnt/o.png: not writable (Read-only file system)")
     assert left == ""
 
@@ -334,11 +321,10 @@ def test_b_convert_onto_a_full_file_system_is_one_line_and_leaves_nothing(tmp_pa
     assert left == ""
 
 
-def test_b_stylize_onto_a_full_file_system_is_one_line_and_leaves_nothing(tmp_path, weight_files, images):
+def test_b_stylize_onto_a_full_file_system_is_one_line_and_leaves_nothing(tmp_path, tiny_cli, images):
     proc, left = run_on_tmpfs(
-        tmp_path, "size=64k", "stylize", *images, "-o", tmp_path / "mnt" / "o.png", *SMALL,
-        "--weights", weight_files["torchvision"], fill=64 << 10,
-    )  # fmt: skip
+        tmp_path, "size=64k", "stylize", *images, "-o", tmp_path / "mnt" / "o.png", *SMALL, *tiny_cli, fill=64 << 10
+    )
     assert_one_line_error(proc, "mnt/o.png")
     assert left.split() == ["filler"]
 
@@ -348,14 +334,14 @@ def long_name(directory: Path, length: int, suffix: str) -> Path:
 
 
 @pytest.mark.parametrize("length", [255, 256])
-def test_b_output_names_at_the_length_limit(tmp_path, weight_files, images, length):
+def test_b_output_names_at_the_length_limit(tmp_path, weight_files, tiny_cli, images, length):
     """255 bytes work (the temporary name is cut to fit); 256 are refused before any work."""
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     converted = long_name(out_dir, length, ".h5")
     convert = run_cli("weights", "convert", weight_files["safetensors"], "-o", converted, "--convention", "caffe")
     image = long_name(out_dir, length, ".png")
-    stylize = run_cli("stylize", *images, "-o", image, *SMALL, "--weights", weight_files["torchvision"])
+    stylize = run_cli("stylize", *images, "-o", image, *SMALL, *tiny_cli)
     if length == 255:
         assert convert.returncode == 0 and stylize.returncode == 0, (convert.stderr, stylize.stderr)
         assert converted.is_file() and image.is_file()
@@ -374,17 +360,17 @@ def test_b_temporary_names_never_pass_the_limit(tmp_path):
         assert len(temporary_prefix(path)) + 8 + len(".part") <= 255
 
 
-def test_b_a_long_snapshot_name_is_refused_before_any_work(tmp_path, weight_files, images):
+def test_b_a_long_snapshot_name_is_refused_before_any_work(tmp_path, tiny_cli, images):
     out = long_name(tmp_path, 250, ".png")  # fits; OUT.step00000002.png does not
-    proc = run_cli("stylize", *images, "-o", out, *SMALL, "--save-every", "1", "--weights", weight_files["torchvision"])
+    proc = run_cli("stylize", *images, "-o", out, *SMALL, "--save-every", "1", *tiny_cli)
     assert_one_line_error(proc, "bytes long; this file system allows at most 255")
     assert not out.exists()
 
 
-def test_b_non_files_and_unwritable_places(tmp_path, weight_files, images):
+def test_b_non_files_and_unwritable_places(tmp_path, weight_files, tiny_cli, images):
     fifo = tmp_path / "trace.json"
     os.mkfifo(fifo)
-    args = [*images, "-o", tmp_path / "o.png", *SMALL, "--weights", weight_files["torchvision"]]
+    args = [*images, "-o", tmp_path / "o.png", *SMALL, *tiny_cli]
     assert_one_line_error(run_cli("stylize", *args, "--trace", fifo), "trace.json: exists and is not a regular file")
     assert_one_line_error(
         run_cli("weights", "convert", weight_files["safetensors"], "-o", "/proc/w.h5", "--convention", "caffe"),
@@ -447,29 +433,29 @@ GRIDS = {
 
 
 @pytest.mark.parametrize("case", list(GRIDS))
-def test_d_grid_files_are_bounded(tmp_path, weight_files, images, case):
+def test_d_grid_files_are_bounded(tmp_path, tiny_cli, images, case):
     name, write, fragment = GRIDS[case]
     grid = write(tmp_path / name)
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", *images, "-o", out, *SMALL, "--grid", grid, "--weights", weight_files["torchvision"])
+    proc = run_cli("sweep", *images, "-o", out, *SMALL, "--grid", grid, *tiny_cli)
     assert_one_line_error(proc, fragment)
     assert not (out / "summary.json").exists()
 
 
-def test_d_the_settings_are_counted_before_they_are_made(tmp_path, weight_files, images):
+def test_d_the_settings_are_counted_before_they_are_made(tmp_path, tiny_cli, images):
     values = ",".join(str(v) for v in range(1, 401))
     out = tmp_path / "sweep"
     argv = ["sweep", *images, "-o", out, *SMALL, "--style-weight", values, "--tv-weight", values]
-    proc = run_cli(*argv, "--weights", weight_files["torchvision"])
+    proc = run_cli(*argv, *tiny_cli)
     assert_one_line_error(proc, "the values given make 160,000 settings; a sweep runs at most 100,000")
 
 
-def test_d_the_images_of_all_settings_must_fit_in_host_memory(tmp_path, weight_files, images):
+def test_d_the_images_of_all_settings_must_fit_in_host_memory(tmp_path, tiny_cli, images):
     # 10,000 settings at 8192x8192 would hold ~30 TiB of images on the host.
     values = ",".join(str(v) for v in range(1, 101))
     out = tmp_path / "sweep"
     argv = ["sweep", *images, "-o", out, "--size", "8192x8192", "--steps", "2", "-q"]
-    argv += ["--style-weight", values, "--tv-weight", values, "--weights", weight_files["torchvision"]]
+    argv += ["--style-weight", values, "--tv-weight", values, *tiny_cli]
     assert_one_line_error(run_cli(*argv), "10,000 settings at 8192x8192 with 2 steps need about", "GiB of host memory")
 
 
@@ -484,12 +470,10 @@ def test_d_the_images_of_all_settings_must_fit_in_host_memory(tmp_path, weight_f
         (["--min-side", "1" + "0" * 30], "min side must be between 1 and 8192"),
     ],
 )
-def test_d_every_size_a_setting_makes_is_bounded(tmp_path, weight_files, images, options, fragment):
+def test_d_every_size_a_setting_makes_is_bounded(tmp_path, tiny_cli, images, options, fragment):
     out = tmp_path / "o.png"
     size = [] if {"--size", "--max-side", "--pixels"} & set(options) else ["--size", "48x64"]
-    proc = run_cli(
-        "stylize", *images, "-o", out, *size, "--steps", "2", *options, "--weights", weight_files["torchvision"]
-    )
+    proc = run_cli("stylize", *images, "-o", out, *size, "--steps", "2", *options, *tiny_cli)
     assert_one_line_error(proc, fragment)
     assert not out.exists()
 
@@ -513,11 +497,11 @@ def test_d_every_size_a_setting_makes_is_bounded(tmp_path, weight_files, images,
         (["--style-blend", "1e308,1e308"], "style blend weights must be finite and >= 0 with a positive, finite sum"),
     ],
 )  # fmt: skip
-def test_e_numbers_are_checked_in_the_dtype_the_run_uses(tmp_path, weight_files, images, options, fragment):
+def test_e_numbers_are_checked_in_the_dtype_the_run_uses(tmp_path, tiny_cli, images, options, fragment):
     content, style = images
     styles = f"{style},{style}" if "--style-blend" in options else style
     out = tmp_path / "o.png"
-    proc = run_cli("stylize", content, styles, "-o", out, *SMALL, *options, "--weights", weight_files["torchvision"])
+    proc = run_cli("stylize", content, styles, "-o", out, *SMALL, *options, *tiny_cli)
     assert_one_line_error(proc, fragment)  # one line: no NumPy overflow warning before it
     assert not out.exists()
 
@@ -530,9 +514,9 @@ def test_e_numbers_are_checked_in_the_dtype_the_run_uses(tmp_path, weight_files,
         (["--ema", "0.5,0.999999999"], "setting 1: ema must be in [0, 1)"),
     ],
 )
-def test_e_swept_values_are_checked_like_single_values(tmp_path, weight_files, images, options, fragment):
+def test_e_swept_values_are_checked_like_single_values(tmp_path, tiny_cli, images, options, fragment):
     out = tmp_path / "sweep"
-    proc = run_cli("sweep", *images, "-o", out, *SMALL, *options, "--weights", weight_files["torchvision"])
+    proc = run_cli("sweep", *images, "-o", out, *SMALL, *options, *tiny_cli)
     assert_one_line_error(proc, fragment)
     assert not (out / "summary.json").exists()
 
@@ -583,9 +567,9 @@ def test_e_options_argparse_reads_are_one_line_errors_too(tmp_path, argv, fragme
      "-o is a hard link to the content", "trace is the weights", "a snapshot is the content", "trace is a snapshot",
      "-o is the init image"],
 )  # fmt: skip
-def test_f_no_output_overwrites_an_input_or_another_output(tmp_path, weight_files, images, case):
+def test_f_no_output_overwrites_an_input_or_another_output(tmp_path, tiny_weights, images, case):
     content, style = images
-    weights = Path(weight_files["torchvision"])
+    weights = Path(tiny_weights)
     local_weights = tmp_path / "w.h5"
     local_weights.symlink_to(weights)
     out, trace, extra = tmp_path / "o.png", None, []
@@ -612,7 +596,7 @@ def test_f_no_output_overwrites_an_input_or_another_output(tmp_path, weight_file
         out, extra = tmp_path / "init.png", ["--init", str(tmp_path / "init.png")]
         shutil.copyfile(style, out)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.is_symlink()}
-    argv = ["stylize", content, style, "-o", out, *SMALL, *extra, "--weights", local_weights]
+    argv = ["stylize", content, style, "-o", out, *SMALL, *extra, "--network", "tiny", "--weights", local_weights]
     proc = run_cli(*argv, *(["--trace", trace] if trace else []))
     assert_one_line_error(proc, "give it another name" if case != "trace is -o" else "give each its own name")
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and not p.is_symlink()}
@@ -630,17 +614,18 @@ def test_f_convert_never_writes_over_its_source(tmp_path, weight_files):
 
 
 def sweep_argv(images, out: Path, weights: Path, *options: str) -> list[str]:
+    """A small sweep of ``images`` into ``out`` on the tiny network's ``weights``."""
     return ["sweep", *map(str, images), "-o", str(out), "--size", "48x64", "--steps", "2", "-q", *options,
-            "--weights", str(weights)]  # fmt: skip
+            "--network", "tiny", "--weights", str(weights)]  # fmt: skip
 
 
-def test_f_a_second_sweep_into_a_used_directory(tmp_path, weight_files, images):
+def test_f_a_second_sweep_into_a_used_directory(tmp_path, tiny_weights, images):
     from jaxstyle.cli import main
 
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "notes.txt").write_text("mine")  # other files are allowed, and kept
-    weights = weight_files["torchvision"]
+    weights = tiny_weights
     assert main(sweep_argv(images, out, weights, "--style-weight", "10,100,1000")) == 0
     first = sorted(p.name for p in out.iterdir())
     assert len(first) == 3 + 3 + 1
@@ -664,7 +649,7 @@ def test_f_a_second_sweep_into_a_used_directory(tmp_path, weight_files, images):
 
 
 @pytest.mark.parametrize("case", ["grid file is summary.json", "content named like a setting's image"])
-def test_f_a_sweep_never_writes_over_its_inputs(tmp_path, weight_files, images, case):
+def test_f_a_sweep_never_writes_over_its_inputs(tmp_path, tiny_weights, images, case):
     out = tmp_path / "sweep"
     out.mkdir()
     content, style = images
@@ -678,12 +663,12 @@ def test_f_a_sweep_never_writes_over_its_inputs(tmp_path, weight_files, images, 
         fragment = "the content image has a name that the sweep's images take; give it another name"
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     for overwrite in ([], ["--overwrite"]):
-        proc = run_cli(*sweep_argv((content, style), out, weight_files["torchvision"], *options, *overwrite))
+        proc = run_cli(*sweep_argv((content, style), out, tiny_weights, *options, *overwrite))
         assert_one_line_error(proc, fragment)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_f_setting_file_names_stay_short_whatever_the_image_names(tmp_path, weight_files, images):
+def test_f_setting_file_names_stay_short_whatever_the_image_names(tmp_path, tiny_weights, images):
     from jaxstyle.cli import main
     from jaxstyle.report import SETTING_NAME_MAX
 
@@ -693,6 +678,6 @@ def test_f_setting_file_names_stay_short_whatever_the_image_names(tmp_path, weig
     other = tmp_path / "other.png"
     shutil.copyfile(long_style, other)
     out = tmp_path / "sweep"
-    assert main(sweep_argv((long_content, f"{long_style},{other}"), out, weight_files["torchvision"])) == 0
+    assert main(sweep_argv((long_content, f"{long_style},{other}"), out, tiny_weights)) == 0
     names = [p["file"] for p in json.loads((out / "summary.json").read_text())["points"]]
     assert len(names) == 2 and all(len(name.encode()) <= SETTING_NAME_MAX and (out / name).is_file() for name in names)

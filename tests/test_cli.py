@@ -1,4 +1,6 @@
-"""The command line end to end, with seeded random weights, at small sizes and few steps."""
+"""The command line end to end, with seeded random weights of the tiny test network, at small sizes
+and few steps. Commands run in this process (:func:`tests.cli_runner.run_cli`) unless a test is about
+the process itself: what importing the package loads, and the compilation-cache environment."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from jaxstyle.api import prepare
 from jaxstyle.cli import main
 from jaxstyle.image import read_metadata
 from jaxstyle.solve import objective
+from tests.cli_runner import CliResult, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,18 +36,11 @@ def inputs(tmp_path, rng):
     return tmp_path / "content.jpg", tmp_path / "style.png"
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """The real command, in a fresh process, as a user runs it."""
-    return subprocess.run(
-        [sys.executable, "-m", "jaxstyle", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
-    )
-
-
-def test_stylize_end_to_end(inputs, weight_files, tmp_path, capsys):
+def test_stylize_end_to_end(inputs, tiny_files, tiny_cli, tmp_path, capsys):
     content, style = inputs
     out, trace = tmp_path / "out.png", tmp_path / "trace.json"
     argv = ["stylize", str(content), str(style), "-o", str(out), *SMALL, "--save-every", "2"]
-    argv += ["--weights", str(weight_files["torchvision"]), "--trace", str(trace), "--style-weight", "500"]
+    argv += [*tiny_cli, "--trace", str(trace), "--style-weight", "500"]
     assert main(argv) == 0
     printed = capsys.readouterr()
     assert f"wrote {out} (48x64, 4 steps" in printed.out
@@ -56,7 +52,7 @@ def test_stylize_end_to_end(inputs, weight_files, tmp_path, capsys):
     assert meta["settings"]["style_weight"] == 500.0 and meta["settings"]["steps"] == 4
     assert meta["settings"]["content_layers"] == ["relu4_4"] and meta["settings"]["size"] == [48, 64]
     assert meta["weights"]["convention"] == "torchvision"
-    assert meta["weights"]["source_sha256"] == read_metadata_sha(weight_files["pth"])
+    assert meta["weights"]["source_sha256"] == read_metadata_sha(tiny_files["pth"])
     assert meta["content_sha256"] and set(meta["final_losses"]) == {"content", "style", "tv", "total"}
     losses = json.loads(trace.read_text())
     assert len(losses["total"]) == 4 and losses["settings"]["steps"] == 4
@@ -66,11 +62,11 @@ def test_stylize_end_to_end(inputs, weight_files, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary files
 
 
-def test_snapshots_follow_the_global_step_across_scales(inputs, weight_files, tmp_path):
+def test_snapshots_follow_the_global_step_across_scales(inputs, tiny_cli, tmp_path):
     content, style = inputs
     out = tmp_path / "out.png"
     argv = ["stylize", str(content), str(style), "-o", str(out), "--size", "48x64", "--scales", "2"]
-    argv += ["--scale-steps", "3,4", "--save-every", "2", "-q", "--weights", str(weight_files["torchvision"])]
+    argv += ["--scale-steps", "3,4", "--save-every", "2", "-q", *tiny_cli]
     assert main(argv) == 0
     snapshots = sorted(p.name for p in tmp_path.glob("out.step*.png"))
     # Steps 2, 4 and 6 of 7, across the two scales; none for the last step (the output).
@@ -85,12 +81,12 @@ def read_metadata_sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_output_reproduces_from_its_metadata(inputs, weight_files, tmp_path):
+def test_output_reproduces_from_its_metadata(inputs, tiny_cli, tmp_path):
     content, style = inputs
     first = tmp_path / "first.png"
     argv = ["stylize", str(content), str(style), "-o", str(first), *SMALL, "-q", "--tv-weight", "3"]
     argv += ["--compute-dtype", "bfloat16"]
-    assert main([*argv, "--weights", str(weight_files["torchvision"])]) == 0
+    assert main([*argv, *tiny_cli]) == 0
     assert read_metadata(first)["compute_dtype"] == "bfloat16"
     command = shlex.split(read_metadata(first)["command"])
     assert command[-2:] == ["--compute-dtype", "bfloat16"]
@@ -100,10 +96,11 @@ def test_output_reproduces_from_its_metadata(inputs, weight_files, tmp_path):
     np.testing.assert_array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(tmp_path / "second.png")))
 
 
-def test_python_api_returns_array_and_trace(inputs, weight_files, rng):
+def test_python_api_returns_array_and_trace(inputs, tiny_files, rng):
     content = rng.uniform(0, 1, size=(50, 70, 3)).astype(np.float32)
     # Caffe weights: the paper's settings, with lr taken in Caffe's input units.
-    caffe = {"weights": weight_files["caffe"], "convention": "caffe", "size": (48, 64), "steps": 4, "init": "noise"}
+    caffe = {"weights": tiny_files["caffe"], "network": "tiny", "convention": "caffe", "size": (48, 64), "steps": 4}
+    caffe["init"] = "noise"
     result = jaxstyle.stylize(content, inputs[1], seed=3, **caffe)
     assert result.image.shape == (48, 64, 3) and result.image.dtype == np.float32
     assert result.trace["total"].shape == (4,) and np.isfinite(result.trace["total"]).all()
@@ -128,7 +125,7 @@ def test_import_does_no_io_and_loads_nothing_heavy():
 # --------------------------------------------------------------------------- bad input through the real command
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+def assert_one_line_error(proc: CliResult, *fragments: str) -> None:
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -150,16 +147,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         ("text as weights", ["notes.jpg: not a readable HDF5 file"]),
         ("diverging run", ["diverged at step", "try a lower --lr"]),
         ("bad layer", ["unknown style layer 'relu9_9'"]),
-        ("caffe weights, paper settings", ["vgg19-caffe.h5: caffe-convention weights", "--preset gatys"]),
+        ("caffe weights, paper settings", ["tiny-caffe.h5: caffe-convention weights", "--preset gatys"]),
         ("steps not a number", ["--steps 'many': expected a whole number"]),
     ],
 )
-def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_path, case, fragments):
+def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tiny_files, tmp_path, case, fragments):
     content, style = inputs
     (tmp_path / "notes.jpg").write_text("shopping list\n")
     out = tmp_path / "out.png"
     args = {"content": str(content), "style": str(style), "out": str(out), "size": "48x64"}
-    extra = ["--weights", str(weight_files["torchvision"])]
+    extra = ["--network", "tiny", "--weights", str(tiny_files["torchvision"])]
     if case == "missing content":
         args["content"] = str(tmp_path / "nope.jpg")
     elif case == "text as jpg":
@@ -173,15 +170,15 @@ def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_
     elif case == "missing output dir":
         args["out"] = str(tmp_path / "no" / "out.png")
     elif case == "keras file as weights":
-        extra = ["--weights", str(weight_files["keras"])]
+        extra = ["--weights", str(weight_files["keras"])]  # a published (VGG-19) layout
     elif case == "text as weights":
-        extra = ["--weights", str(tmp_path / "notes.jpg")]
+        extra = ["--network", "tiny", "--weights", str(tmp_path / "notes.jpg")]
     elif case == "diverging run":
         extra += ["--lr", "1e30"]
     elif case == "bad layer":
         extra += ["--style-layers", "relu1_1,relu9_9"]
     elif case == "caffe weights, paper settings":
-        extra = ["--weights", str(weight_files["caffe"])]
+        extra = ["--network", "tiny", "--weights", str(tiny_files["caffe"])]
     elif case == "steps not a number":
         extra += ["--steps", "many"]
     proc = run_cli(
@@ -192,12 +189,12 @@ def test_bad_input_is_one_line_no_traceback_no_output(inputs, weight_files, tmp_
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_sweeping_lr_under_lbfgs_is_refused(inputs, weight_files, tmp_path):
+def test_sweeping_lr_under_lbfgs_is_refused(inputs, tiny_cli, tmp_path):
     content, style = inputs
     out = tmp_path / "sweep"
     proc = run_cli(
         *("sweep", str(content), str(style), "-o", str(out), *SMALL, "--optimizer", "lbfgs", "--lr", "0.1,0.2"),
-        *("--weights", str(weight_files["torchvision"])),
+        *tiny_cli,
     )
     assert_one_line_error(proc, "--lr 0.1,0.2 with --optimizer lbfgs sweeps identical settings")
     assert not out.exists()
@@ -260,7 +257,7 @@ def test_the_memory_line_is_printed_where_remat_or_a_split_changes_the_step():
 
 # Height x width of a 200x400 (width x height) portrait; the tiny network keeps its runs cheap.
 PORTRAIT = (400, 200)
-TINY = ["--network", "tiny", "--content-layers", "relu4_1", "--steps", "2", "--progress", "none"]
+TINY = ["--network", "tiny", "--steps", "2", "--progress", "none"]
 
 
 @pytest.fixture

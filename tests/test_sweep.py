@@ -1,4 +1,10 @@
-"""Sweeps: sharded batches equal single runs, divergence stays local, two real processes agree."""
+"""Sweeps: sharded batches equal single runs, divergence stays local, two real processes agree.
+
+Seeded random weights of the tiny test network (VGG-19's layer names, few channels): what a
+sweep does with its settings does not depend on the network's width. Multi-device and
+multi-process runs need fresh processes (``XLA_FLAGS`` and the coordinator are read when JAX
+starts); everything else runs in this one.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,9 @@ SIZE = (48, 64)
 
 
 def run_worker(tmp_path: Path, weights: Path, dtype: str, steps: int) -> dict:
+    """``tests/sweep_worker.py`` on 4 forced CPU devices with the tiny network's ``weights``."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env["PYTHONPATH"] = str(ROOT)  # this checkout's jaxstyle, whatever is installed
     out = tmp_path / f"{dtype}.npz"
     subprocess.run(
         [sys.executable, str(ROOT / "tests" / "sweep_worker.py"), str(out), str(weights), dtype, str(steps)],
@@ -38,8 +46,8 @@ def run_worker(tmp_path: Path, weights: Path, dtype: str, steps: int) -> dict:
 
 
 @pytest.mark.slow  # a fresh process with 4 forced CPU devices
-def test_sharded_sweep_equals_single_runs_float64(tmp_path, weight_files):
-    r = run_worker(tmp_path, weight_files["torchvision"], "float64", steps=5)
+def test_sharded_sweep_equals_single_runs_float64(tmp_path, tiny_weights):
+    r = run_worker(tmp_path, tiny_weights, "float64", steps=5)
     assert r["devices"] == 4 and r["batch_size"] == 8  # K = 6 padded to 8 over 4 devices
     np.testing.assert_allclose(r["sweep_total"], r["single_total"], rtol=1e-10)
     for k in range(6):
@@ -48,9 +56,9 @@ def test_sharded_sweep_equals_single_runs_float64(tmp_path, weight_files):
 
 
 @pytest.mark.slow
-def test_sharded_sweep_single_step_float32(tmp_path, weight_files):
+def test_sharded_sweep_single_step_float32(tmp_path, tiny_weights):
     # Two steps: the losses at step 0 (same image) and at step 1 (after one Adam step).
-    r = run_worker(tmp_path, weight_files["torchvision"], "float32", steps=2)
+    r = run_worker(tmp_path, tiny_weights, "float32", steps=2)
     assert r["sweep_images"].dtype == np.float32
     np.testing.assert_allclose(r["sweep_total"], r["single_total"], rtol=1e-5)
 
@@ -63,11 +71,11 @@ def images():
     return content, rng.uniform(0, 1, size=(*SIZE, 3)), rng.uniform(0, 1, size=(*SIZE, 3))
 
 
-def test_a_diverging_setting_is_reported_and_leaves_the_others_alone(images, weight_files):
+def test_a_diverging_setting_is_reported_and_leaves_the_others_alone(images, tiny):
     content, style, _ = images
     good = grid_product(1, 1, [1.0], [1e3, 1e4], [10.0], [0.1])
     bad = SweepPoint(0, 0, 1.0, 1e3, 10.0, 1e200)  # overflows float64 within a few steps
-    common = {"weights": weight_files["torchvision"], "size": SIZE, "steps": 4, "dtype": "float64"}
+    common = {**tiny, "size": SIZE, "steps": 4, "dtype": "float64"}
     with_bad = sweep([content], [style], [good[0], bad, good[1]], **common)
     without = sweep([content], [style], good, **common)
     assert [with_bad.status(k) for k in range(3)] == ["finished", "diverged", "finished"]
@@ -76,9 +84,9 @@ def test_a_diverging_setting_is_reported_and_leaves_the_others_alone(images, wei
     np.testing.assert_allclose(with_bad.trace["total"][:, [0, 2]], without.trace["total"], rtol=1e-10)
 
 
-def test_several_styles_and_contents_in_one_run(images, weight_files):
+def test_several_styles_and_contents_in_one_run(images, tiny):
     content, style_a, style_b = images
-    common = {"weights": weight_files["torchvision"], "size": SIZE, "steps": 3}
+    common = {**tiny, "size": SIZE, "steps": 3}
     points = grid_product(2, 2, [1.0], [1e3], [10.0], [0.1])
     both = sweep([content, content[::-1].copy()], [style_a, style_b], points, **common)
     alone = sweep([content[::-1].copy()], [style_b], **common)
@@ -87,9 +95,9 @@ def test_several_styles_and_contents_in_one_run(images, weight_files):
     assert not np.allclose(both.trace["total"][:, 0], both.trace["total"][:, 1])  # the style matters
 
 
-def test_same_count_other_values_does_not_recompile(images, weight_files):
+def test_same_count_other_values_does_not_recompile(images, tiny):
     content, style, _ = images
-    common = {"weights": weight_files["torchvision"], "size": SIZE, "steps": 2}
+    common = {**tiny, "size": SIZE, "steps": 2}
     jax.clear_caches()  # so that the first sweep compiles, whatever ran before it
     with count_compilations() as first:
         sweep([content], [style], grid_product(1, 1, [1.0], [1e2, 1e3], [0.0], [0.1]), **common)
@@ -99,9 +107,9 @@ def test_same_count_other_values_does_not_recompile(images, weight_files):
     assert second == []
 
 
-def test_micro_batches_give_the_same_results(images, weight_files):
+def test_micro_batches_give_the_same_results(images, tiny):
     content, style, _ = images
-    common = {"weights": weight_files["torchvision"], "size": SIZE, "steps": 2}
+    common = {**tiny, "size": SIZE, "steps": 2}
     points = grid_product(1, 1, [1.0], [1e2, 1e3, 1e4], [0.0, 10.0], [0.1])
     whole = sweep([content], [style], points, **common)
     parts = sweep([content], [style], points, batch_size=4, **common)
@@ -109,14 +117,14 @@ def test_micro_batches_give_the_same_results(images, weight_files):
     np.testing.assert_allclose(parts.trace["total"], whole.trace["total"], rtol=1e-5)
 
 
-def test_summary_counts_every_scales_steps_and_converged_settings_as_finished(images, weight_files):
+def test_summary_counts_every_scales_steps_and_converged_settings_as_finished(images, tiny):
     from jaxstyle.report import summary
 
     content, style, _ = images
     # Two scales of 3 and 2 steps. tol 0.005 stops the setting of lr 0.001 at the first
     # step of each scale (its loss falls by 0.14% and 0.11% a step), not that of lr 0.01
     # (1.4%, 1.4%, then 1.1% at the second scale), when written.
-    common = {"weights": weight_files["torchvision"], "size": SIZE, "scales": 2, "scale_steps": (3, 2), "tol": 0.005}
+    common = {**tiny, "size": SIZE, "scales": 2, "scale_steps": (3, 2), "tol": 0.005}
     result = sweep([content], [style], grid_product(1, 1, [1.0], [1e4], [10.0], [0.001, 0.01]), **common)
     assert [result.status(k) for k in range(2)] == ["converged", "finished"]
     record = summary(result)
@@ -155,7 +163,7 @@ def test_grid_files(tmp_path):
         read_grid(tmp_path / "bad.json", Settings(), ["c.png"], ["a.png"])
 
 
-def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
+def test_cli_sweep_outputs_and_contact_sheet(tmp_path, tiny_cli, images):
     from jaxstyle.cli import main
     from jaxstyle.image import read_metadata
     from jaxstyle.sweep import SweepResult
@@ -166,7 +174,7 @@ def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
     out = tmp_path / "out"
     argv = ["sweep", str(tmp_path / "c.png"), str(tmp_path / "s.png"), "-o", str(out), "--size", "48x64"]
     argv += ["--steps", "3", "--style-weight", "1e2,1e3,1e4", "--tv-weight", "0,10", "--lr", "0.1,1e30", "-q"]
-    assert main([*argv, "--weights", str(weight_files["torchvision"])]) == 0
+    assert main([*argv, *tiny_cli]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["points"]) == 12 and summary["device_count"] >= 1 and summary["steps"] == 3
     assert summary["finished"] == 6 and summary["converged"] == []
@@ -211,7 +219,7 @@ def test_cli_sweep_outputs_and_contact_sheet(tmp_path, weight_files, images):
         np.testing.assert_array_equal(cell, np.asarray(thumbnail(images_on_disk[k], 256)), err_msg=str(k))
 
 
-def test_cli_sweep_says_when_size_changes_the_contents_aspect(tmp_path, tiny_weights, capsys):
+def test_cli_sweep_says_when_size_changes_the_contents_aspect(tmp_path, tiny_cli, capsys):
     from jaxstyle.cli import main
     from jaxstyle.image import read_metadata
 
@@ -220,8 +228,8 @@ def test_cli_sweep_says_when_size_changes_the_contents_aspect(tmp_path, tiny_wei
     Image.fromarray(rng.integers(0, 256, size=(50, 50, 3), dtype=np.uint8)).save(tmp_path / "s.png")
     out = tmp_path / "out"
     argv = ["sweep", str(tmp_path / "portrait.png"), str(tmp_path / "s.png"), "-o", str(out), "--size", "64x96"]
-    argv += ["--network", "tiny", "--content-layers", "relu4_1", "--steps", "2", "--style-weight", "1e2,1e3"]
-    assert main([*argv, "--progress", "none", "--weights", str(tiny_weights)]) == 0
+    argv += ["--steps", "2", "--style-weight", "1e2,1e3"]
+    assert main([*argv, "--progress", "none", *tiny_cli]) == 0
     line = capsys.readouterr().out
     assert line.startswith(f"wrote 2 settings to {out} (2 finished") and line.count("\n") == 1
     assert line.endswith(" (--size 64x96 changes the content's width:height 1:2 to 3:2)\n")
@@ -238,7 +246,7 @@ def free_port() -> int:
 def sweep_in_two_processes_and_one(tmp_path: Path, common: list[str]) -> None:
     """``jaxstyle sweep *common`` as two processes on 127.0.0.1 (one CPU device each), writing to
     ``tmp_path/p0`` and ``p1``, then as one process with 2 forced devices, writing to ``tmp_path/one``."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     port = free_port()
 
     def joining(i: int) -> list[str]:
@@ -267,6 +275,7 @@ def sweep_in_two_processes_and_one(tmp_path: Path, common: list[str]) -> None:
 def sweep_in_one_process_on_two_devices(out: Path, common: list[str]) -> None:
     """``jaxstyle sweep *common -o out`` in one process with 2 forced CPU devices: the layout of two processes."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env["PYTHONPATH"] = str(ROOT)
     one = subprocess.run(
         [sys.executable, "-m", "jaxstyle", "sweep", *common, "-o", str(out)],
         env=env,
@@ -278,7 +287,7 @@ def sweep_in_one_process_on_two_devices(out: Path, common: list[str]) -> None:
 
 
 @pytest.mark.slow  # three fresh processes, two of them one multi-process run
-def test_two_processes_match_one_process(tmp_path, weight_files, images):
+def test_two_processes_match_one_process(tmp_path, tiny_cli, images):
     content, style, _ = images
     Image.fromarray((content * 255).astype(np.uint8)).save(tmp_path / "c.png")
     Image.fromarray((style * 255).astype(np.uint8)).save(tmp_path / "s.png")
@@ -294,8 +303,7 @@ def test_two_processes_match_one_process(tmp_path, weight_files, images):
         "1e2,1e3,1e4",
         "--tv-weight",
         "0,10",
-        "--weights",
-        str(weight_files["torchvision"]),
+        *tiny_cli,
     ]
     sweep_in_two_processes_and_one(tmp_path, common)
     names_one = sorted(p.name for p in (tmp_path / "one").iterdir())

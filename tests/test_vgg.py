@@ -13,7 +13,7 @@ import pytest
 import torch
 from flax import nnx
 
-from jaxstyle.config import Settings, resolve
+from jaxstyle.config import PRESETS, Settings, resolve
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import NETWORKS, TINY, VGG16, VGG19, network
 from jaxstyle.vgg import VGG, conv3x3, max_pool_2x2
@@ -101,11 +101,13 @@ def test_layer_names_and_shapes_derive_from_the_block_table(spec):
 
 
 def test_published_indexes_and_keras_names():
-    # vgg16-397923af.pth holds features.{0,2,5,7,10,12,14,17,19,21,24,26,28} (DESIGN.md §3)
+    # vgg16-397923af.pth holds features.{0,2,5,7,10,12,14,17,19,21,24,26,28} (torchvision/models/vgg.py,
+    # cfgs["D"]: a conv and its ReLU take two indexes, a pooling one)
     assert [VGG16.torchvision_key(c) for c in VGG16.conv_names] == [
         f"features.{i}" for i in (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
     ]
-    # d2l's content layer and Gatys's (DESIGN.md §2): indexes 25 and 21 of VGG-19's features
+    # d2l's content layer (d2l.ai, "Neural Style Transfer": content_layers = [25]) and Gatys et al.'s
+    # (2016, conv4_2): indexes 25 and 21 of VGG-19's features
     assert VGG19.torchvision_index("conv4_4") == 25 and VGG19.torchvision_index("conv4_2") == 21
     # keras-applications vgg16.py: block{b}_conv{n} and block{b}_pool
     assert VGG16.keras_layer_names()[:4] == ("block1_conv1", "block1_conv2", "block1_pool", "block2_conv1")
@@ -115,8 +117,9 @@ def test_published_indexes_and_keras_names():
 
 
 def test_activation_count_by_hand():
-    # tiny at 32x48 up to pool2: conv1_1 and relu1_1 (4 ch), pool1 (16x24), conv2_1 and relu2_1 (8 ch), pool2 (8x12)
-    expected = 2 * 32 * 48 * 4 + 16 * 24 * 4 + 2 * 16 * 24 * 8 + 8 * 12 * 8
+    # tiny at 32x48 up to pool2: conv1_1, relu1_1, conv1_2, relu1_2 (4 ch), pool1 (16x24),
+    # conv2_1, relu2_1, conv2_2, relu2_2 (8 ch), pool2 (8x12)
+    expected = 4 * 32 * 48 * 4 + 16 * 24 * 4 + 4 * 16 * 24 * 8 + 8 * 12 * 8
     assert TINY.activation_count(32, 48, "pool2") == expected
     assert VGG19.activation_count(10, 10, "relu1_1") == 2 * 100 * 64
     # VGG-16 lacks conv3_4: up to relu4_1 it has two layers of 256 channels fewer
@@ -135,8 +138,9 @@ def test_a_layer_the_network_lacks_is_a_one_line_error_naming_its_layers():
         resolve("paper", network="vgg16", content_layers=("relu4_2",), style_layers=("relu3_4",))
     with pytest.raises(JaxstyleError, match="unknown network 'vgg11'; choose from vgg19, vgg16"):
         Settings(network="vgg11")
+    model = nnx.eval_shape(lambda: VGG(VGG16, rngs=nnx.Rngs(0)))  # the module, without initialising 15 M weights
     with pytest.raises(JaxstyleError, match="unknown layer 'relu4_4': VGG-16 has"):
-        VGG(VGG16, rngs=nnx.Rngs(0))(jnp.zeros((1, 32, 32, 3)), ["relu4_4"])
+        model(jnp.zeros((1, 32, 32, 3)), ["relu4_4"])
 
 
 def test_settings_nets_and_the_command_line_parser_import_no_jax():
@@ -167,19 +171,16 @@ def test_module_built_from_a_spec_matches_pytorch(spec, rng):
     assert len(ours) == len(layers)
 
 
-def test_tiny_network_runs_through_stylize(tmp_path, rng):
-    """The plumbing (settings, weights file, network, solver) with the tiny test network."""
+def test_tiny_network_runs_every_preset_through_stylize(tiny_weights, rng):
+    """The plumbing (settings, weights file, network, solver) with the tiny test network, which
+    has every layer the presets name."""
     import jaxstyle
-    from jaxstyle.preprocess import TORCHVISION
-    from jaxstyle.weights import write_converted
 
-    path = tmp_path / "tiny-torchvision.h5"
-    write_converted(path, random_convs(seed=1, network=TINY), TORCHVISION, {"source": "random (test)"}, TINY)
     content, style = (rng.uniform(0, 1, size=(40, 48, 3)).astype(np.float32) for _ in range(2))
-    result = jaxstyle.stylize(
-        content, style, weights=path, network="tiny", content_layers=("relu4_1",), size=(40, 48), steps=3
-    )
+    result = jaxstyle.stylize(content, style, weights=tiny_weights, network="tiny", size=(40, 48), steps=3)
     assert result.image.shape == (40, 48, 3) and np.isfinite(result.trace["total"]).all()
-    assert result.settings.network == "tiny"
+    assert result.settings.network == "tiny" and result.settings.content_layers == ("relu4_4",)
+    for preset in PRESETS:  # resolve checks the preset's layers against the network (VGG-16 fails the paper's)
+        assert resolve(preset, network="tiny").network == "tiny"
     with pytest.raises(JaxstyleError, match="holds the tiny test network weights, not VGG-19; pass --network tiny"):
-        jaxstyle.stylize(content, style, weights=path, size=(40, 48), steps=1)
+        jaxstyle.stylize(content, style, weights=tiny_weights, size=(40, 48), steps=1)
