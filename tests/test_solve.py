@@ -281,7 +281,8 @@ def test_bfloat16_convolutions_with_float32_gram_and_losses(weight_files, rng):
 
 def test_vgg_convolutions_and_max_pools_take_the_custom_vjp_fast_path(weight_files):
     """Flax passes its own keywords to ``conv_general_dilated``; if the VGG wrapper stopped
-    matching them, autodiff's slow input gradient would return silently (DESIGN.md section 7)."""
+    matching them, autodiff's slow input gradient would return silently (why it is slow: the
+    docstrings of :func:`jaxstyle.vgg.conv3x3` and :func:`jaxstyle.vgg.max_pool_2x2`)."""
     graphdef, params = split_model(read_converted(weight_files["torchvision"]).convs)
     image = jnp.zeros((1, 32, 32, 3), jnp.float32)
     jaxpr = jax.make_jaxpr(lambda x: network_features(graphdef, params, x, LAYERS))(image).jaxpr
