@@ -55,10 +55,6 @@ from .conftest import (
     write_pth,
 )
 
-KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
-K19 = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
-K16 = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
-
 PROBE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu4_4", "relu5_1", "pool5")
 
 
