@@ -1,6 +1,6 @@
 """The command line end to end, with seeded random weights of the tiny test network, at small sizes
-and few steps. Commands run in this process (:func:`tests.cli_runner.run_cli`) unless a test is about
-the process itself: what importing the package loads, and the compilation-cache environment."""
+and few steps. Commands run in this process (:func:`tests.cli_runner.run_cli`); what importing the
+package loads is checked in a fresh one."""
 
 from __future__ import annotations
 
@@ -21,8 +21,6 @@ from jaxstyle.cli import main
 from jaxstyle.image import read_metadata
 from jaxstyle.solve import objective
 from tests.cli_runner import CliResult, run_cli
-
-REPO = Path(__file__).resolve().parents[1]
 
 SMALL = ["--size", "48x64", "--steps", "4"]
 
@@ -311,20 +309,30 @@ def test_stylize_keeps_a_portraits_aspect_and_says_when_size_changes_it(portrait
 
 
 @pytest.mark.parametrize(
-    ("env", "expected"),
+    ("env", "jax_own", "expected"),
     [
-        ({"XDG_CACHE_HOME": "{tmp}/xdg"}, "{tmp}/xdg/jaxstyle/xla"),
-        ({"JAXSTYLE_COMPILE_CACHE": "{tmp}/mine"}, "{tmp}/mine"),
-        ({"JAXSTYLE_COMPILE_CACHE": "off"}, "None"),
-        ({"JAX_COMPILATION_CACHE_DIR": "{tmp}/jax", "JAXSTYLE_COMPILE_CACHE": "{tmp}/mine"}, "{tmp}/jax"),
+        ({"XDG_CACHE_HOME": "{tmp}/xdg"}, None, "{tmp}/xdg/jaxstyle/xla"),
+        ({"JAXSTYLE_COMPILE_CACHE": "{tmp}/mine"}, None, "{tmp}/mine"),
+        ({"JAXSTYLE_COMPILE_CACHE": "off"}, None, "None"),
+        ({"JAXSTYLE_COMPILE_CACHE": "{tmp}/mine"}, "{tmp}/jax", "{tmp}/jax"),
     ],
     ids=["default", "chosen", "off", "jax's own"],
 )
-def test_the_commands_keep_compiled_programs_where_told(tmp_path, env, expected):
-    code = "from jaxstyle.cli import use_compile_cache; import jax; use_compile_cache(); "
-    code += "print(jax.config.jax_compilation_cache_dir)"
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAXSTYLE_COMPILE"))}
-    base |= {k: v.format(tmp=tmp_path) for k, v in env.items()}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=base, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == expected.format(tmp=tmp_path)
+def test_the_commands_keep_compiled_programs_where_told(tmp_path, monkeypatch, env, jax_own, expected):
+    import jax
+
+    from jaxstyle.cli import use_compile_cache
+
+    for name in ("XDG_CACHE_HOME", "JAXSTYLE_COMPILE_CACHE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    before = jax.config.jax_compilation_cache_dir  # the test session's own cache (conftest)
+    # As JAX starts in a command's process: its own cache directory set from JAX_COMPILATION_CACHE_DIR, or none.
+    jax.config.update("jax_compilation_cache_dir", jax_own and jax_own.format(tmp=tmp_path))
+    try:
+        use_compile_cache()
+        chosen = jax.config.jax_compilation_cache_dir
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+    assert str(chosen) == expected.format(tmp=tmp_path)
