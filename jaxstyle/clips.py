@@ -494,7 +494,7 @@ def video(
       batch_size: multi-pass: frames per compiled micro-batch (default: from memory).
       progress: called with each chunk's :class:`~jaxstyle.pipeline.ChunkReport` (frames
         or passes count as micro-batches).
-      Others as for :func:`jaxstyle.stylize` (every recipe setting, e.g. ``max_side=256``, ``steps=100``).
+      **overrides: as for :func:`jaxstyle.stylize` (every recipe setting, e.g. ``max_side=256``, ``steps=100``).
     """
     import jax
 

@@ -236,7 +236,7 @@ class Settings:
     )
     lbfgs_step: float = setting(
         1.0,
-        "lbfgs-fixed's step length (torch.optim.LBFGS's lr; its first step is scaled by min(1, 1/|g|_1))",
+        "lbfgs-fixed's step length (torch.optim.LBFGS's lr; its first step is scaled by min(1, 1/‖g‖₁))",
         bounds=Bounds(0.0, low_open=True, run_float=True),
         optimizers=("lbfgs-fixed",),
     )
@@ -246,7 +246,7 @@ class Settings:
     lbfgs_first_step: float = setting(
         0.0,
         "lbfgs-fixed's first step: the largest change it makes to any pixel, in 8-bit levels, e.g. 10 when "
-        "starting from an image (0: PyTorch's min(1, 1/|g|_1)·lbfgs_step)",
+        "starting from an image (0: PyTorch's min(1, 1/‖g‖₁)·lbfgs_step)",
         bounds=NONNEGATIVE,
         optimizers=("lbfgs-fixed",),
     )
