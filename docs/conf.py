@@ -33,7 +33,6 @@ exclude_patterns = ["_build"]
 # `[text](page.md#a-heading)` links resolve to headings of levels 1-4; a heading or page that
 # does not exist is a warning, and so (with -W) a failed build.
 myst_heading_anchors = 4
-myst_enable_extensions = ["dollarmath", "colon_fence"]
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
