@@ -549,7 +549,7 @@ def cmd_weights_info(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
-    from jaxstyle.download import download
+    from jaxstyle.weights import download
 
     dst = download(
         args.source,
