@@ -7,7 +7,6 @@ Every default lives in :class:`jaxstyle.config.Settings`; options here default t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import os
 import re
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.files import file_digests
 
 if TYPE_CHECKING:
     from jaxstyle.plan import RunPlan
@@ -228,7 +228,7 @@ def command_line(
 def sha256_of(path: str) -> str | None:
     """SHA-256 of a file, or ``None`` for an in-memory input."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return file_digests(path)[0]
     except OSError:
         return None
 
@@ -549,7 +549,7 @@ def cmd_weights_info(args: argparse.Namespace) -> int:
 
 
 def cmd_weights_download(args: argparse.Namespace) -> int:
-    from jaxstyle.download import download
+    from jaxstyle.weights import download
 
     dst = download(
         args.source,
