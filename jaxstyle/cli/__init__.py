@@ -79,7 +79,8 @@ def named_command(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run a command; a :class:`JaxstyleError` becomes one line and exit status 2.
+    """Entry point: run a command; a :class:`JaxstyleError` becomes one line and exit status 2,
+    naming a refused setting by its option (``--lr must be ...``).
 
     SIGINT and SIGTERM during a run stop it at the next chunk boundary, after saving a
     checkpoint where a directory is set (:mod:`jaxstyle.signals` gives the exit statuses);
