@@ -49,7 +49,8 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     """Read the clip, stylize it and write it (``stop`` is not asked: :func:`~jaxstyle.clips.video` runs to the end)."""
     import jax
 
-    from jaxstyle.clips import check_output, read_clip, video
+    from jaxstyle.clips import video
+    from jaxstyle.videoio import check_output, read_clip
 
     settings = settings_from_args(args)
     files = run_files(args, settings, [], csv_names(args.style))
