@@ -229,8 +229,8 @@ def test_style_targets_are_computed_once_per_scale(weight_files, rng, monkeypatc
 
     content, style = images(rng)
     calls = []
-    real = pipeline.stacked_style_grams
-    monkeypatch.setattr(pipeline, "stacked_style_grams", lambda *a: calls.append(1) or real(*a))
+    real = pipeline.stacked_style_statistics
+    monkeypatch.setattr(pipeline, "stacked_style_statistics", lambda *a: calls.append(1) or real(*a))
     # Two scales of 6 steps in chunks of at most 10 steps (here 2, to have many chunks).
     result = stylize(content, style, weights=weight_files["torchvision"], size=SIZE, scales=2, steps=6, save_every=2)
     assert [s.steps for s in result.stages] == [6, 6]
@@ -262,7 +262,7 @@ def test_bfloat16_convolutions_with_float32_gram_and_losses(weight_files, rng):
     p32 = prepare(content, style, **common)
     p16 = prepare(content, style, compute_dtype="bfloat16", **common)
     assert p16.targets.content[0].dtype == jnp.bfloat16  # features come out of bf16 convolutions
-    assert all(g.dtype == jnp.float32 for g in p16.targets.style_gram)  # Gram sums in float32
+    assert all(g.dtype == jnp.float32 for g in p16.targets.style["gram"])  # Gram sums in float32
     assert gram_matrix(jnp.full((1, 64, 64, 8), 300.0, jnp.float16)).dtype == jnp.float32  # no fp16 overflow
     x = p32.state.image + jnp.asarray(rng.normal(0, 0.1, p32.state.image.shape), jnp.float32)
     results = {}
