@@ -310,13 +310,14 @@ def guided_gram_sums(flat: Array, guide: Array | None) -> tuple[Array, Array | N
     """``(sum_p (m_r(p) f_p)(m_r(p) f_p)^T, sum_p m_r(p)^2)`` of ``(N, P, C)`` features: ``(N, R, C, C)``, ``(N, R)``.
 
     ``guide`` ``(N, P, R)``: the ``R`` guidance channels ``m_r`` at this layer's positions
-    (region masks in [0, 1], already brought to the layer's size). ``None``: one channel
-    of ones, whose weight sum is left to the normaliser (``None`` here: rows a band or a
-    device pads with must not count). Accumulated in >= float32, as :func:`gram_product`.
+    (region masks in [0, 1], already brought to the layer's size). ``None``: one all-ones
+    channel, whose weight sum is not summed here (``None``) but taken by :func:`guided_gram`
+    as the layer's positions, so that the zero rows a band is padded with do not count.
+    Accumulated in >= float32, as :func:`gram_product`.
     """
-    acc = accumulation_dtype(flat.dtype)
     if guide is None:
         return gram_product(flat)[:, None], None
+    acc = accumulation_dtype(flat.dtype)
     weighted = guide[:, :, :, None] * flat[:, :, None, :]  # m_r(p) f_p, (N, P, R, C)
     product = jnp.einsum("nprc,nprd->nrcd", weighted, weighted, preferred_element_type=acc)
     return product, jnp.sum(jnp.square(guide), axis=1, dtype=acc)
