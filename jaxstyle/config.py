@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from jaxstyle import catalog
 from jaxstyle.errors import JaxstyleError, SettingError
 from jaxstyle.nets import DEFAULT_NETWORK, NETWORKS, network
 
@@ -36,9 +37,8 @@ GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # The names of jaxstyle.preprocess.CONVENTIONS, without importing JAX (a test keeps them equal).
 CONVENTION_NAMES = ("torchvision", "caffe")
 INITS = ("content", "noise", "gaussian")  # or the path of an image
-OPTIMIZERS = ("adam", "lbfgs", "lbfgs-fixed")
-# The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).
-STYLE_LOSS_NAMES = ("gram", "w2")
+OPTIMIZERS = tuple(catalog.OPTIMIZERS)  # jaxstyle.optimizers.OPTIMIZERS' names, without JAX
+STYLE_LOSS_NAMES = tuple(catalog.STYLE_LOSSES)  # jaxstyle.losses.STYLE_LOSSES' names, without JAX
 # The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
 CROWSONKB_COMMIT = "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
 
@@ -213,8 +213,7 @@ class Settings:
     )
     optimizer: str = setting(
         "adam",
-        "Adam; lbfgs: Optax's L-BFGS with a zoom line search; lbfgs-fixed: PyTorch's L-BFGS as neural-style "
-        "and pastiche run it, fixed steps and no line search (one network evaluation per step)",
+        catalog.choices_help(catalog.OPTIMIZERS),
         choices=OPTIMIZERS,
     )
     lr: float = setting(
@@ -271,8 +270,7 @@ class Settings:
     # After the other swept settings, so that SweepPoint's positional fields keep their order.
     style_loss: str = setting(
         "gram",
-        "gram: mean squared error of Gram matrices (Gatys et al.); w2: the Wasserstein-2 distance between "
-        "Gaussians fitted to the features (style-transfer-pytorch since 2023)",
+        catalog.choices_help(catalog.STYLE_LOSSES),
         choices=STYLE_LOSS_NAMES,
         swept=True,
         short="loss",
