@@ -499,7 +499,7 @@ def test_style_loss_and_adam_beta2_from_the_command_line(images, weight_files, t
     assert points[1]["file"] == "001_sw1000_lossw2.png" and (sweep_dir / points[1]["file"]).is_file()
     capsys.readouterr()
     assert main(["sweep", c, s, "-o", str(tmp_path / "bad"), "--style-loss", "gram,wasserstein", *small]) == 2
-    assert "--style-loss must be one of gram, w2, not 'wasserstein'" in capsys.readouterr().err
+    assert "--style-loss must be one of gram, w2, guided, not 'wasserstein'" in capsys.readouterr().err
     (tmp_path / "grid.toml").write_text('[[setting]]\nstyle_loss = "w2"\n\n[[setting]]\nstyle_weight = 5\n')
     grid = read_grid(tmp_path / "grid.toml", PRESETS["paper"], [c], [s])
     assert [(p.style_loss, p.style_weight) for p in grid] == [("w2", 1e3), ("gram", 5.0)]
