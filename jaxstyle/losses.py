@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from jaxstyle import catalog
+from jaxstyle import config
 
 # style-transfer-pytorch's StyleLossW2: eps added to every covariance's diagonal, and
 # the iterations of its matrix square root (sqrtm_ns_lyap, forward and backward).
@@ -478,7 +478,7 @@ STYLE_LOSSES: dict[str, StyleLoss] = {
         distance=guided_gram_distance,
     ),
 }
-catalog.check_registry("jaxstyle.losses.STYLE_LOSSES", STYLE_LOSSES, catalog.STYLE_LOSSES)
+config.check_registry("jaxstyle.losses.STYLE_LOSSES", STYLE_LOSSES, config.STYLE_LOSS_HELP)
 
 # A style layer's statistics: for each of the recipe's style losses, by name, its
 # StyleLoss.statistics (the sums of layer_sums, normalised).

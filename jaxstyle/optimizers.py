@@ -12,7 +12,7 @@ An :class:`Optimizer` is two pure functions of the image ``x`` (network space, N
 :func:`jaxstyle.solve.optimizer_step` calls them without knowing which optimiser it runs.
 :data:`OPTIMIZERS` makes each from a recipe's static hyperparameters (its fields
 ``adam_b2``, ``lbfgs_memory``, ``lbfgs_step``, ``lbfgs_first_step``, ``pixel_bounds``);
-their names, with a line of help each, are in :data:`jaxstyle.catalog.OPTIMIZERS`.
+their names, with a line of help each, are in :data:`jaxstyle.config.OPTIMIZER_HELP`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from jaxstyle import catalog
+from jaxstyle import config
 from jaxstyle.lbfgs import Bounds, fixed_lbfgs
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ OPTIMIZERS: dict[str, Callable[[Recipe], Optimizer]] = {
     "lbfgs": lambda r: lbfgs(r.lbfgs_memory),
     "lbfgs-fixed": lambda r: lbfgs_fixed(r.lbfgs_memory, r.lbfgs_step, r.pixel_bounds, r.lbfgs_first_step),
 }
-catalog.check_registry("jaxstyle.optimizers.OPTIMIZERS", OPTIMIZERS, catalog.OPTIMIZERS)
+config.check_registry("jaxstyle.optimizers.OPTIMIZERS", OPTIMIZERS, config.OPTIMIZER_HELP)
 
 
 def optimizer_of(recipe: Any) -> Optimizer:

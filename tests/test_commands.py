@@ -175,7 +175,10 @@ def test_video_errors_name_the_option_as_typed(cli):
         (["--style-weight", "1,1e39"], "setting 1: --style-weight must be a number >= 0 and at most 3.40282e+38"),
         (["--lr", "0.1,1e-50"], "setting 1: --lr must be a number > 0"),
         (["--ema", "0.5,0.999999999"], "setting 1: --ema must be in [0, 1)"),
-        (["--style-loss", "gram,wasserstein"], "setting 1: --style-loss must be one of gram, w2, guided, not 'wasserstein'"),
+        (
+            ["--style-loss", "gram,wasserstein"],
+            "setting 1: --style-loss must be one of gram, w2, guided, not 'wasserstein'",
+        ),
         (["--tv-weight", "1,x"], "--tv-weight '1,x': expected comma-separated numbers"),
         (
             ["--preset", "gatys", "--lr", "0.1,0.2"],

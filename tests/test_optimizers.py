@@ -9,7 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxstyle import catalog
 from jaxstyle.optimizers import OPTIMIZERS, optimizer_of
 from jaxstyle.solve import Recipe
 
@@ -32,10 +31,6 @@ def problem(dtype):
         return total, {"total": total}
 
     return loss, x0
-
-
-def test_the_table_holds_the_catalogs_names():
-    assert tuple(OPTIMIZERS) == tuple(catalog.OPTIMIZERS)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
