@@ -64,10 +64,7 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
     targets = targets._replace(
         content=abstract(targets.content, lambda x: image_sharding(mesh, x.ndim, split, batched=False))
     )
-    targets = targets._replace(
-        style_gram=abstract(targets.style_gram, lambda _: runner.replicated),
-        style_w2=abstract(targets.style_w2, lambda _: runner.replicated),
-    )
+    targets = targets._replace(style=abstract(targets.style, lambda _: runner.replicated))
     host = job.per_setting()
     setting = abstract(host[0], lambda _: runner.sharded)
     runner.params, runner.stage_targets = params, [targets]
