@@ -17,24 +17,21 @@ import types
 
 import pytest
 
-from jaxstyle.cli import COMMANDS, Command, main
+from jaxstyle.cli import COMMANDS, Command
 from jaxstyle.config import resolve
 from jaxstyle.errors import SettingError
+from tests.cli_runner import run_cli
 
 IMAGES = ["c.png", "s.png"]  # never read: every error below comes before the images are
 
 
 @pytest.fixture
-def cli(capsys):
+def cli():
     """``cli(*argv)`` -> ``(exit status, stdout, stderr)`` of ``jaxstyle ARGV``, run in this process."""
 
     def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            status = main([str(a) for a in argv])
-        except SystemExit as e:  # argparse: --help, --version, usage errors
-            status = e.code
-        out, err = capsys.readouterr()
-        return status, out, err
+        result = run_cli(*argv)
+        return result.returncode, result.stdout, result.stderr
 
     return run
 
