@@ -428,7 +428,11 @@ GRIDS = {
     "a boolean": ("g.json", write_value("true"), "entry 1: style_weight is True, not a number"),
     "a string": ("g.json", write_value('"1e3"'), "entry 1: style_weight is '1e3', not a number"),
     "a 400-digit integer": ("g.json", write_value("1" + "0" * 400), "entry 1: style_weight is too large a number"),
-    "beyond float32": ("g.json", write_value("1e39"), "setting 0: style weight must be a number >= 0 and at most"),
+    "beyond float32": (
+        "g.json",
+        write_value("1e39"),
+        "g.json: setting 0: style_weight must be a number >= 0 and at most",
+    ),
 }
 
 
@@ -462,12 +466,12 @@ def test_d_the_images_of_all_settings_must_fit_in_host_memory(tmp_path, tiny_cli
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        (["--style-scale", "400"], "style scale must be in (0, 256], not 400.0"),
+        (["--style-scale", "400"], "--style-scale must be in (0, 256], not 400.0"),
         (["--style-scale", "100", "--size", "100x128"], "style image 1 would be 10000x12800 pixels at style scale 100"),
         (["--style-scale", "200", "--style-shape", "own"], "style image 1 would be 12800x12800 pixels"),
-        (["--max-side", "100000"], "max side must be between 32 and 8192, not 100000"),
-        (["--pixels", "100000000"], "pixels must be between 1024 and 67108864, not 100000000"),
-        (["--min-side", "1" + "0" * 30], "min side must be between 1 and 8192"),
+        (["--max-side", "100000"], "--max-side must be between 32 and 8192, not 100000"),
+        (["--pixels", "100000000"], "--pixels must be between 1024 and 67108864, not 100000000"),
+        (["--min-side", "1" + "0" * 30], "--min-side must be between 1 and 8192"),
     ],
 )
 def test_d_every_size_a_setting_makes_is_bounded(tmp_path, tiny_cli, images, options, fragment):
@@ -484,17 +488,18 @@ def test_d_every_size_a_setting_makes_is_bounded(tmp_path, tiny_cli, images, opt
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        (["--content-weight", "1e39"], "content weight must be a number >= 0 and at most 3.40282e+38"),
-        (["--tv-weight", "inf"], "tv weight must be a number >= 0"),
-        (["--tol", "1e39"], "tol must be a number >= 0 and at most 3.40282e+38"),
-        (["--lr", "1e-50"], "lr must be a number > 0 and at most 3.40282e+38 (the largest float32), not 1e-50 "
+        (["--content-weight", "1e39"], "--content-weight must be a number >= 0 and at most 3.40282e+38"),
+        (["--tv-weight", "inf"], "--tv-weight must be a number >= 0"),
+        (["--tol", "1e39"], "--tol must be a number >= 0 and at most 3.40282e+38"),
+        (["--lr", "1e-50"], "--lr must be a number > 0 and at most 3.40282e+38 (the largest float32), not 1e-50 "
          "(float32, which the run uses, holds it as 0)"),
         (["--ema", "0.99999999999"], "(float32, which the run uses, holds it as 1)"),
-        (["--seed", "1" * 23, "--init", "noise"], "seed must be between -9223372036854775808 and 9223372036854775807"),
-        (["--style-layer-weights=-1,1,1,1,1"], "style layer weights must be a number >= 0"),
-        (["--content-layer-weights=-0.5"], "content layer weights must be a number >= 0"),
-        (["--style-layer-weights", "1,1,1,1,1e39"], "style layer weights must be a number >= 0 and at most"),
-        (["--style-blend", "1e308,1e308"], "style blend weights must be finite and >= 0 with a positive, finite sum"),
+        (["--seed", "1" * 23, "--init", "noise"],
+         "--seed must be between -9223372036854775808 and 9223372036854775807"),
+        (["--style-layer-weights=-1,1,1,1,1"], "--style-layer-weights must be a number >= 0"),
+        (["--content-layer-weights=-0.5"], "--content-layer-weights must be a number >= 0"),
+        (["--style-layer-weights", "1,1,1,1,1e39"], "--style-layer-weights must be a number >= 0 and at most"),
+        (["--style-blend", "1e308,1e308"], "--style-blend weights must be finite and >= 0 with a positive, finite sum"),
     ],
 )  # fmt: skip
 def test_e_numbers_are_checked_in_the_dtype_the_run_uses(tmp_path, tiny_cli, images, options, fragment):
@@ -509,9 +514,9 @@ def test_e_numbers_are_checked_in_the_dtype_the_run_uses(tmp_path, tiny_cli, ima
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        (["--style-weight", "1,1e39"], "setting 1: style weight must be a number >= 0 and at most 3.40282e+38"),
-        (["--lr", "0.1,1e-50"], "setting 1: lr must be a number > 0"),
-        (["--ema", "0.5,0.999999999"], "setting 1: ema must be in [0, 1)"),
+        (["--style-weight", "1,1e39"], "setting 1: --style-weight must be a number >= 0 and at most 3.40282e+38"),
+        (["--lr", "0.1,1e-50"], "setting 1: --lr must be a number > 0"),
+        (["--ema", "0.5,0.999999999"], "setting 1: --ema must be in [0, 1)"),
     ],
 )
 def test_e_swept_values_are_checked_like_single_values(tmp_path, tiny_cli, images, options, fragment):
