@@ -129,9 +129,9 @@ DEFAULT_NETWORK = "vgg19"
 # files, options, the command line) that need no real features: VGG-19's blocks and
 # layer names, so every preset and every layer a user can name exists, with 4 or 8
 # channels instead of 64..512. It compiles in about VGG-19's time (XLA's work grows
-# with the layers, not the channels) but runs a step in a tenth of it, in the spirit of
-# Flax's examples, tested with a one-block ResNet. Accepted by `network()`, the settings
-# and `--network tiny`, never offered on the command line's list of choices.
+# with the layers, not the channels) but runs many times faster, in the spirit of Flax's
+# examples, tested with a one-block ResNet. Accepted by `network()`, the settings and
+# `--network tiny`, never offered on the command line's list of choices.
 TINY = NetworkSpec("tiny", ((4, 2), (8, 2), (8, 4), (8, 4), (8, 4)), "the tiny test network")
 TEST_NETWORKS: dict[str, NetworkSpec] = {TINY.name: TINY}
 
