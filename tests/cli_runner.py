@@ -94,6 +94,9 @@ def fresh_process_warnings() -> Iterator[None]:
         warnings.simplefilter("default")
         for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
             warnings.simplefilter("ignore", category)
+        # JAX warns at every fork (FFmpeg, pip) once its threads run. In the test process
+        # they run before the command starts, which in a process of its own they may not.
+        warnings.filterwarnings("ignore", r"os\.fork\(\) was called", RuntimeWarning)
         warnings.showwarning = show
         yield
 
