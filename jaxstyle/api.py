@@ -22,7 +22,7 @@ from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.pipeline import ChunkReport, ImageLike, Job, prepare_job, run_job, single_device_mesh
 from jaxstyle.plan import schedule
 from jaxstyle.preprocess import InputConvention
-from jaxstyle.solve import LOSS_NAMES, Diverged, Recipe, SolverState, start_state
+from jaxstyle.solve import Diverged, Recipe, SolverState, start_state
 
 
 @dataclass
@@ -168,15 +168,9 @@ def optimize(
             f"the optimisation diverged at step {e.step} (loss {e.losses['total']}); try a lower --lr "
             f"(now {settings.lr}) or smaller loss weights"
         ) from None
-    # Each scale's losses up to the step at which tol stopped it, then the loss of its last image.
-    kept = [
-        np.arange(stage.first_step, stage.first_step + (c + 1 if c >= 0 else stage.steps))
-        for stage, c in zip(job.plan.stages, out.converged_at[0], strict=True)
-    ]
-    rows = np.concatenate(kept)
     return Result(
         image=out.images[0],
-        trace={name: out.trace[name][rows, 0] for name in LOSS_NAMES},
+        trace={name: v[:, 0] for name, v in out.trace().items()},
         final_losses={name: float(v[0]) for name, v in out.final_losses.items()},
         settings=settings,
         weights_file=job.network.weights_file,

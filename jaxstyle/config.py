@@ -37,6 +37,8 @@ GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONVENTION_NAMES = ("torchvision", "caffe")
 INITS = ("content", "noise", "gaussian")  # or the path of an image
 OPTIMIZERS = ("adam", "lbfgs", "lbfgs-fixed")
+# Rematerialisation modes (jaxstyle.remat), fastest first: `auto` takes the first whose estimate fits.
+REMAT_MODES = ("none", "blocks", "bands")
 # The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).
 STYLE_LOSS_NAMES = ("gram", "w2")
 # The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
@@ -358,7 +360,7 @@ class Settings:
         "rematerialisation: none; blocks (jax.checkpoint around each VGG block, recomputed in the backward pass); "
         "bands (the first two blocks computed and recomputed band by band of image rows); "
         "or auto: the fastest whose memory estimate fits the device",
-        choices=("auto", "none", "blocks", "bands"),
+        choices=("auto", *REMAT_MODES),
     )
     init: str = setting(
         "content",

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jaxstyle.config import Settings, Stage, stages
+from jaxstyle.config import REMAT_MODES, Settings, Stage, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import network
 
@@ -65,8 +65,6 @@ HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {
 # A network the table lacks (the tiny test network) takes this factor with no fixed part,
 # scaled by its dtype's size; float64 takes the float32 entry twice over.
 FALLBACK_FACTOR = 3.0
-# Rematerialisation modes, fastest first: `auto` takes the first whose estimate fits.
-REMAT_MODES = ("none", "blocks", "bands")
 # Fraction of a device's memory the plan fills (the rest: XLA's other buffers, the host process).
 MEMORY_FILL = 0.7
 
@@ -225,7 +223,7 @@ def choose_remat(
 ) -> tuple[str, int, str]:
     """The remat mode of a run at ``size``, its estimated step memory, and a line saying why.
 
-    ``settings.remat`` as asked, or for ``auto`` the fastest mode (:data:`REMAT_MODES`
+    ``settings.remat`` as asked, or for ``auto`` the fastest mode (:data:`jaxstyle.config.REMAT_MODES`
     order) whose estimate fits :data:`MEMORY_FILL` of ``device_memory``; where none
     fits, the one with the smallest estimate (the run may then fail out of memory).
     With the image's rows split over ``shards`` devices, the estimates are one device's
@@ -346,7 +344,7 @@ def make_plan(
     settings_count: int,
     *,
     device_count: int = 1,
-    dtype_bytes: int = 4,
+    dtype: str = "float32",
     device_memory: int = 1 << 30,
     platform: str = "cpu",
     batch_size: int | None = None,
@@ -357,12 +355,12 @@ def make_plan(
 ) -> RunPlan:
     """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule.
 
-    ``device_count`` devices hold the batch (a settings x space mesh when images are
+    ``dtype`` is the run's (image, Gram matrices, losses), ``compute_dtype`` the convolutions'
+    (``None``: ``dtype``). ``device_count`` devices hold the batch (a settings x space mesh when images are
     split); ``space_devices`` (default ``device_count``) is how many one image may be
     split over (a single stylization: every device, with one setting).
     """
     planned, snapshots = schedule(settings, output_size, save_every, chunk_steps)
-    dtype = "float64" if dtype_bytes == 8 else "float32"
     remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, dtype, compute_dtype)
     devices = space_devices or device_count
     shards, split = spatial_shards_for(settings, output_size, devices, device_memory, per_setting)

@@ -24,12 +24,12 @@ import numpy as np
 
 from jaxstyle import mesh as meshlib
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import Settings, numbers_checked_as, resolve, value_type
+from jaxstyle.config import SWEPT_FIELDS, Settings, numbers_checked_as, resolve, value_type
 from jaxstyle.errors import JaxstyleError, one_line
-from jaxstyle.pipeline import SWEPT, ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
+from jaxstyle.pipeline import ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
 from jaxstyle.plan import StagePlan
 
-__all__ = ["SWEPT", "SweepPoint", "SweepResult", "grid_product", "read_grid", "sweep"]
+__all__ = ["SweepPoint", "SweepResult", "grid_product", "read_grid", "sweep"]
 
 # At most this many settings in one sweep (points, each content and style target
 # counted): at 300x450 and 500 steps, ~6 days on a GPU that does 100 setting-steps a second.
@@ -99,13 +99,13 @@ def read_grid(
         raise JaxstyleError(f"{path}: expected a non-empty list of settings ([[setting]] tables in TOML)")
     points = []
     for number, entry in enumerate(data, start=1):
-        unknown = set(entry) - {*SWEPT, "content", "style"}
+        unknown = set(entry) - {*SWEPT_FIELDS, "content", "style"}
         if unknown:
             raise JaxstyleError(f"{path}: entry {number} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         content_ids = image_indexes(entry.get("content"), contents, path, number, "content")
         style_ids = image_indexes(entry.get("style"), styles, path, number, "style")
         check_count(len(points) + len(content_ids) * len(style_ids), f"{path}: entry {number} makes")
-        values = [[grid_value(entry.get(key, getattr(base, key)), path, number, key)] for key in SWEPT]
+        values = [[grid_value(entry.get(key, getattr(base, key)), path, number, key)] for key in SWEPT_FIELDS]
         for c, s in itertools.product(content_ids, style_ids):
             points += grid_product(1, 1, *values)
             points[-1] = dataclasses.replace(points[-1], content=c, style=s)
@@ -271,7 +271,7 @@ def sweep(
     return SweepResult(
         points=job.points,
         images=out.images,
-        trace=out.trace,
+        trace=out.trace_grid(job.plan.stages),
         final_losses=out.final_losses,
         diverged_at=out.diverged_at,
         steps_taken=out.stage_steps.sum(axis=1),
@@ -296,25 +296,13 @@ def host_bytes_per_setting(size: tuple[int, int], steps: int, dtype_bytes: int =
     return 2 * h * w * 3 * (dtype_bytes + 4) + 2 * 4 * steps * dtype_bytes
 
 
-def host_memory_bytes() -> int:
-    """The machine's physical memory, or the container's limit (cgroup v2) where lower."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 1 << 62  # unknown: no limit
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        total = min(total, int(limit)) if limit.isdigit() else total
-    except (OSError, ValueError):
-        pass
-    return total
-
-
 def check_host_memory(count: int, size: tuple[int, int], steps: int, dtype_bytes: int = 4) -> None:
     """Raise, before anything is allocated, if ``count`` settings of ``size`` and ``steps`` would need more
     than :data:`HOST_MEMORY_FRACTION` of the host's memory for their images and loss traces."""
     need = count * host_bytes_per_setting(size, steps, dtype_bytes)
-    have = host_memory_bytes()
+    have = meshlib.host_memory_bytes()
+    if have is None:  # unknown: no limit
+        return
     if need > HOST_MEMORY_FRACTION * have:
         raise JaxstyleError(
             f"{count:,} settings at {size[0]}x{size[1]} with {steps} steps need about {need / 2**30:.1f} GiB of host "
