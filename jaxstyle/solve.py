@@ -1,8 +1,9 @@
 """The optimisation of one image's pixels by Adam or L-BFGS: pure functions, no I/O.
 
 :func:`optimizer_step` is one step; :func:`run_chunk` loops it over a chunk of
-steps (:func:`chunk_loop`: one compilation for every chunk up to a length). The batched form (:mod:`jaxstyle.batch`) vmaps the same step over settings,
-and :mod:`jaxstyle.pipeline` runs the chunks.
+steps (:func:`chunk_loop`: one compilation for every chunk up to a length). The
+batched form (:mod:`jaxstyle.batch`) vmaps the same step over settings, and
+:mod:`jaxstyle.pipeline` runs the chunks.
 """
 
 from __future__ import annotations
