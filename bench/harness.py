@@ -383,6 +383,9 @@ def results_markdown(results_dir: Path) -> str:
     out += halo.markdown(results_dir)
     out += peers.markdown(results_dir)  # results of `python -m bench.peers`
     out += memory.markdown(results_dir / "memory")  # results of `python -m bench.memory`
+    notes = results_dir / "notes.md"  # kept by hand: the figures behind the code's choices
+    if notes.exists():
+        out += ["", *notes.read_text().rstrip("\n").splitlines()]
     return "\n".join(out)
 
 

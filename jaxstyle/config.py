@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, SettingError
 from jaxstyle.nets import DEFAULT_NETWORK, NETWORKS, network
 
 GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
@@ -238,7 +238,7 @@ class Settings:
     )
     lbfgs_step: float = setting(
         1.0,
-        "lbfgs-fixed's step length (torch.optim.LBFGS's lr; its first step is scaled by min(1, 1/|g|_1))",
+        "lbfgs-fixed's step length (torch.optim.LBFGS's lr; its first step is scaled by min(1, 1/‖g‖₁))",
         bounds=Bounds(0.0, low_open=True, run_float=True),
         optimizers=("lbfgs-fixed",),
     )
@@ -248,7 +248,7 @@ class Settings:
     lbfgs_first_step: float = setting(
         0.0,
         "lbfgs-fixed's first step: the largest change it makes to any pixel, in 8-bit levels, e.g. 10 when "
-        "starting from an image (0: PyTorch's min(1, 1/|g|_1)·lbfgs_step)",
+        "starting from an image (0: PyTorch's min(1, 1/‖g‖₁)·lbfgs_step)",
         bounds=NONNEGATIVE,
         optimizers=("lbfgs-fixed",),
     )
@@ -473,8 +473,9 @@ def check_blend(blend: Sequence[float]) -> None:
     """Raise unless every blend weight is finite and >= 0 and their sum is positive and finite."""
     numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in blend)
     if not numbers or not all(math.isfinite(b) and b >= 0 for b in blend) or not 0 < sum(blend) < math.inf:
-        raise JaxstyleError(
-            f"style blend weights must be finite and >= 0 with a positive, finite sum, not {list(blend)}"
+        raise SettingError(
+            f"$style_blend weights must be finite and >= 0 with a positive, finite sum, not {list(blend)}",
+            "style_blend",
         )
 
 
@@ -482,15 +483,8 @@ def normalised_blend(blend: Sequence[float], n_styles: int) -> tuple[float, ...]
     """``b_s / sum(b)`` for a checked blend of one weight per style image."""
     check_blend(blend)
     if len(blend) != n_styles:
-        raise JaxstyleError(f"{len(blend)} style blend weights for {n_styles} style images")
+        raise SettingError(f"{len(blend)} $style_blend weights for {n_styles} style images", "style_blend")
     return tuple(b / sum(blend) for b in blend)
-
-
-def finite_at_least(label: str, value: float, low: float, strict: bool = False) -> None:
-    """Raise unless ``value`` is finite and ``>= low`` (``> low`` when ``strict``)."""
-    bounds = Bounds(low, low_open=strict)
-    if not bounds.contains(value):
-        raise JaxstyleError(f"{label} must be {bounds.describe()}, not {value}")
 
 
 def element_type(name: str) -> Any:
@@ -499,12 +493,16 @@ def element_type(name: str) -> Any:
     return typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else kind
 
 
-def out_of_bounds(label: str, bounds: Bounds, x: Any, kind: Any) -> JaxstyleError:
-    """The error for a value ``x`` of a setting outside its ``bounds`` (``kind``: its type)."""
+def out_of_bounds(name: str, x: Any, where: str = "") -> SettingError:
+    """The error for a value ``x`` of setting ``name`` (or an element of it) outside its bounds.
+
+    ``where`` goes before the setting's name, e.g. ``setting 3: `` for one point of a sweep.
+    """
+    bounds, kind = info(name).bounds, element_type(name)
     if kind is int and not (isinstance(x, int) and not isinstance(x, bool)):
-        return JaxstyleError(f"{label} must be a whole number, not {x!r}")
+        return SettingError(f"{where}${name} must be a whole number, not {x!r}", name)
     if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return JaxstyleError(f"{label} must be a number, not {x!r}")
+        return SettingError(f"{where}${name} must be a number, not {x!r}", name)
     why = ""
     if (
         bounds.run_float
@@ -515,56 +513,69 @@ def out_of_bounds(label: str, bounds: Bounds, x: Any, kind: Any) -> JaxstyleErro
         why = f" (float32, which the run uses, holds it as {as_float32(x):g})"
     text = str(x)
     shown = text if len(text) <= 40 else f"{text[:12]}... ({len(text)} digits)"
-    return JaxstyleError(f"{label} must be {bounds.describe()}, not {shown}{why}")
+    return SettingError(f"{where}${name} must be {bounds.describe()}, not {shown}{why}", name)
+
+
+def check_value(name: str, value: Any, where: str = "") -> None:
+    """Raise a :class:`SettingError` unless ``value`` (each element of a tuple) lies in the
+    setting's declared ``choices`` and ``bounds`` (``None``, unset, lies in any bounds)."""
+    declared = info(name)
+    if declared.choices is not None and value not in declared.choices:
+        raise SettingError(f"{where}${name} must be one of {', '.join(declared.choices)}, not {value!r}", name)
+    if declared.bounds is not None and value is not None:
+        kind = element_type(name)
+        for x in value if isinstance(value, tuple) else (value,):
+            if not declared.bounds.contains(x) or (kind is int and isinstance(x, float)):
+                raise out_of_bounds(name, x, where)
 
 
 def check_declared(s: Settings) -> None:
     """Raise unless every field lies in its declared ``choices`` and ``bounds``."""
     for name in FIELD_NAMES:
-        value, declared = getattr(s, name), info(name)
-        label = name.replace("_", " ")
-        if declared.choices is not None and value not in declared.choices:
-            raise JaxstyleError(f"{label} must be one of {', '.join(declared.choices)}, not {value!r}")
-        if declared.bounds is not None and value is not None:
-            kind = element_type(name)
-            for x in value if isinstance(value, tuple) else (value,):
-                if not declared.bounds.contains(x) or (kind is int and isinstance(x, float)):
-                    raise out_of_bounds(label, declared.bounds, x, kind)
+        check_value(name, getattr(s, name))
 
 
 def validate(s: Settings) -> None:
-    """Raise a :class:`JaxstyleError` naming the first setting that makes no sense."""
-    spec = network(s.network)
-    for label, layers in (("content layer", s.content_layers), ("style layer", s.style_layers)):
+    """Raise a :class:`SettingError` naming the first setting that makes no sense."""
+    try:
+        spec = network(s.network)
+    except JaxstyleError as e:
+        raise SettingError(str(e), "network") from None
+    for name, label in (("content_layers", "content layer"), ("style_layers", "style layer")):
+        layers = getattr(s, name)
         if not layers:
-            raise JaxstyleError(f"at least one {label} is needed")
-        spec.check_layers(layers, label)
-    for label, weights, layers in (
-        ("content layer weights", s.content_layer_weights, s.content_layers),
-        ("style layer weights", s.style_layer_weights, s.style_layers),
-    ):
+            raise SettingError(f"at least one {label} is needed", name)
+        try:
+            spec.check_layers(layers, label)
+        except JaxstyleError as e:
+            raise SettingError(str(e), name) from None
+    for name, layers in (("content_layer_weights", s.content_layers), ("style_layer_weights", s.style_layers)):
+        weights = getattr(s, name)
         if weights is not None and len(weights) != len(layers):
-            raise JaxstyleError(f"{len(weights)} {label} for {len(layers)} layers")
+            raise SettingError(f"{len(weights)} ${name} for {len(layers)} layers", name)
     check_declared(s)
     if s.warm_start and s.optimizer != "adam":
-        raise JaxstyleError("warm start carries Adam's moments from scale to scale; it needs --optimizer adam")
+        raise SettingError(
+            "$warm_start carries Adam's moments from scale to scale; it needs --optimizer adam", "warm_start"
+        )
     if s.bounded and s.optimizer not in info("bounded").optimizers:
-        raise JaxstyleError(
-            "--bounded projects each step into the pixel range, which a line search's own evaluations would "
-            "not see; use it with --optimizer lbfgs-fixed or adam"
+        raise SettingError(
+            "$bounded projects each step into the pixel range, which a line search's own evaluations would "
+            "not see; use it with --optimizer lbfgs-fixed or adam",
+            "bounded",
         )
     if s.style_blend is not None:
         check_blend(s.style_blend)
     if s.min_side is not None and s.scales != 1:
-        raise JaxstyleError("give either a number of scales or a min side, not both")
+        raise SettingError("give either a number of $scales or a $min_side, not both", "min_side", "scales")
     forms = {name: getattr(s, name) for name in SIZE_FORMS if getattr(s, name) is not None}
     if not forms:
-        raise JaxstyleError("give a size, a max side or pixels")
+        raise SettingError("give a $size, a $max_side or $pixels", *SIZE_FORMS)
     if len(forms) > 1:
-        given = ", ".join(f"{name.replace('_', ' ')} {value!r}" for name, value in forms.items())
-        raise JaxstyleError(f"give one of size, max side and pixels, not several ({given})")
+        given = ", ".join(f"${name} {value!r}" for name, value in forms.items())
+        raise SettingError(f"give one of $size, $max_side and $pixels, not several ({given})", *SIZE_FORMS)
     if not s.init:
-        raise JaxstyleError(f"init must be one of {', '.join(INITS)} or an image file")
+        raise SettingError(f"$init must be one of {', '.join(INITS)} or an image file", "init")
 
 
 # Presets of recipes users know. Each differs from its original in what jaxstyle does
@@ -668,23 +679,27 @@ def value_text(value: Any) -> str:
 
 
 def check_swept_values(settings: Settings, values: Mapping[str, Sequence[Any]]) -> None:
-    """Raise when a sweep gives a value outside a setting's choices, or several values of
-    a setting its optimiser ignores.
+    """Raise a :class:`SettingError` when a sweep gives a value outside a setting's choices or
+    bounds (checked as :func:`numbers_checked_as` says), or several values of a setting its
+    optimiser ignores.
 
-    ``values`` maps swept settings to the values the sweep takes; a setting that matters
-    only for other optimisers (``optimizers`` in its metadata, e.g. ``lr``: Adam's)
-    would give identical runs.
+    ``values`` maps swept settings to the values the sweep takes, one per setting of the
+    sweep (``None``: the settings' own); an error names the setting of the sweep by its
+    index. A setting that matters only for other optimisers (``optimizers`` in its
+    metadata, e.g. ``lr``: Adam's) would give identical runs.
     """
     for name, taken in values.items():
-        optimizers, choices = info(name).optimizers, info(name).choices
-        distinct = list(dict.fromkeys(taken))
-        option = "--" + name.replace("_", "-")
-        if choices is not None and (wrong := [v for v in distinct if v not in choices]):
-            raise JaxstyleError(f"{option} must be one of {', '.join(choices)}, not {wrong[0]!r}")
+        for k, value in enumerate(taken):
+            if value is not None:
+                check_value(name, value, where=f"setting {k}: ")
+        optimizers = info(name).optimizers
+        distinct = list(dict.fromkeys(v for v in taken if v is not None))
         if optimizers and settings.optimizer not in optimizers and len(distinct) > 1:
-            raise JaxstyleError(
-                f"{option} {','.join(map(value_text, distinct))} with --optimizer {settings.optimizer} sweeps "
-                f"identical settings: {option} matters only with --optimizer {' or '.join(optimizers)}"
+            raise SettingError(
+                f"${name} {','.join(map(value_text, distinct))} with $optimizer {settings.optimizer} sweeps "
+                f"identical settings: ${name} matters only with $optimizer {' or '.join(optimizers)}",
+                name,
+                "optimizer",
             )
 
 
@@ -732,7 +747,7 @@ def stages(settings: Settings, size: tuple[int, int]) -> list[Stage]:
     sizes = [(max(1, round(h * side / longest)), max(1, round(w * side / longest))) for side in reversed(sides)]
     if settings.scale_steps is not None:
         if len(settings.scale_steps) != len(sizes):
-            raise JaxstyleError(f"{len(settings.scale_steps)} scale steps for {len(sizes)} scales")
+            raise SettingError(f"{len(settings.scale_steps)} $scale_steps for {len(sizes)} scales", "scale_steps")
         steps = list(settings.scale_steps)
     else:
         steps = [settings.initial_steps or settings.steps] + [settings.steps] * (len(sizes) - 1)

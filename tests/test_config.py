@@ -30,7 +30,8 @@ from jaxstyle.config import (
 )
 from jaxstyle.errors import JaxstyleError
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+# The user guide's page of options (the README is a front page that links to it).
+OPTIONS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "guide" / "stylize.md"
 
 
 def parse(*argv: str) -> Settings:
@@ -214,12 +215,12 @@ def test_convention_names_are_the_preprocessing_conventions():
     assert tuple(CONVENTIONS) == CONVENTION_NAMES == info("convention").choices
 
 
-def test_docstring_and_readme_describe_every_setting():
+def test_docstring_and_docs_describe_every_setting():
     doc = Settings.__doc__
     for name in FIELD_NAMES:
         assert f"\n  {name}: {info(name).doc}" in doc.replace("\n    ", " ")
-    readme = README.read_text()
-    assert [name for name in option_fields() if option_name(name) not in readme] == []
+    page = OPTIONS_PAGE.read_text()
+    assert [name for name in option_fields() if option_name(name) not in page] == []
 
 
 def test_overrides_are_stored_as_the_fields_types():

@@ -387,8 +387,8 @@ W2_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 
 def test_crowsonkb_preset_names_its_upstream_commit():
     assert CROWSONKB_COMMIT == "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert CROWSONKB_COMMIT in readme
+    presets_page = (Path(__file__).resolve().parents[1] / "docs" / "presets.md").read_text()
+    assert CROWSONKB_COMMIT in presets_page
 
 
 def test_crowsonkb_recipe_matches_upstreams_code_in_float64(images, common):

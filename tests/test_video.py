@@ -20,11 +20,12 @@ import pytest
 pytest.importorskip("cv2")
 pytest.importorskip("imageio_ffmpeg")
 
-from jaxstyle.clips import Motion, ffmpeg_exe, frames_at_output_size, read_clip, temporal_error, video, write_clip
+from jaxstyle.clips import Motion, frames_at_output_size, temporal_error, video
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.flow import consistency_mask, flows, warp
 from jaxstyle.losses import TemporalTarget, temporal_loss
 from jaxstyle.synthetic import PanZoom, photo_rgb, render, true_flow
+from jaxstyle.videoio import ffmpeg_exe, read_clip, write_clip
 
 from .real_weights import PHOTO
 from .test_bad_input import assert_one_line_error, run_cli
@@ -359,10 +360,10 @@ def test_cli_broken_video_is_one_line_and_writes_nothing(tmp_path, tiny_weights)
 
 def test_encoder_failure_leaves_nothing(tmp_path, clip, monkeypatch):
     """FFmpeg failing mid-write (here: no such encoder) is one line, and no partial file stays."""
-    from jaxstyle import clips as videomod
+    from jaxstyle import videoio
 
-    audio = videomod.ENCODINGS[".mp4"][1]
-    monkeypatch.setitem(videomod.ENCODINGS, ".mp4", (["-c:v", "no-such-encoder"], audio))
+    audio = videoio.ENCODINGS[".mp4"][1]
+    monkeypatch.setitem(videoio.ENCODINGS, ".mp4", (["-c:v", "no-such-encoder"], audio))
     with pytest.raises(JaxstyleError, match="FFmpeg failed"):
         write_clip(tmp_path / "x.mp4", clip[:2], 8.0)
     assert list(tmp_path.iterdir()) == []

@@ -23,9 +23,7 @@ import pytest
 import torch
 
 from bench import torch_recipe
-from jaxstyle import download as download_module
 from jaxstyle.cli import main
-from jaxstyle.download import download
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import VGG16, VGG19
 from jaxstyle.preprocess import CONVENTIONS
@@ -33,6 +31,7 @@ from jaxstyle.solve import Recipe, network_features
 from jaxstyle.weights import (
     SOURCES,
     convert,
+    download,
     file_digests,
     find,
     get_source,
@@ -41,6 +40,7 @@ from jaxstyle.weights import (
     read_source,
     split_model,
 )
+from jaxstyle.weights import downloads as download_module
 
 from .conftest import (
     lpips_pickle,

@@ -17,10 +17,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from jaxstyle.errors import JaxstyleError
-from jaxstyle.files import check_writable, make_directory
+from jaxstyle.errors import JaxstyleError, one_line
+from jaxstyle.files import check_writable, file_digests, make_directory
 from jaxstyle.nets import DEFAULT_NETWORK
-from jaxstyle.weights import Package, Source, convert, default_path, file_digests, get_source, one_line
+from jaxstyle.weights.conversion import convert
+from jaxstyle.weights.sources import Package, Source, get_source
+from jaxstyle.weights.store import default_path
 
 # torch.hub's convention: ``name-<first hex digits of the SHA-256>.ext``.
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")

@@ -1,0 +1,84 @@
+"""``jaxstyle video IN STYLE -o OUT``: a clip stylized with temporal consistency (:mod:`jaxstyle.clips`)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from jaxstyle.cli.jobs import aspect_note, run_files
+from jaxstyle.cli.options import (
+    add_output_option,
+    add_progress_options,
+    add_settings_options,
+    add_weights_option,
+    csv_names,
+    progress_reporter,
+    settings_from_args,
+)
+
+RUNS_A_JOB = True  # main gives it stop requests (SIGINT, SIGTERM) and the compile cache
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="video file (mp4, webm, gif, mov, mkv) or a folder of frames")
+    p.add_argument("style", help="style image, or several comma-separated (blended, see --style-blend)")
+    add_output_option(p, "video file (frame rate and audio kept) or a new folder")
+    add_weights_option(p)
+    g = p.add_argument_group("video")
+    g.add_argument(
+        "--mode",
+        choices=("sequential", "multipass"),
+        default="sequential",
+        help="frame after frame on one device, or all frames as one batch over all devices, pass after pass",
+    )
+    g.add_argument("--passes", type=int, default=6, help="multipass: passes over the clip (default 6)")
+    g.add_argument(
+        "--temporal-weight", type=float, help="weight of the temporal loss (default: 200 x the content weight)"
+    )
+    g.add_argument(
+        "--blend-weight", type=float, default=1.0, help="multipass: weight of the warped neighbour in each start"
+    )
+    g.add_argument("--frames", metavar="START:END", help="the frames to take (END excluded; either may be left out)")
+    g.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 24), or to override a file's")
+    g.add_argument("--batch-size", type=int, help="multipass: frames per compiled micro-batch (default: from memory)")
+    add_progress_options(p)
+    add_settings_options(p)
+
+
+def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
+    """Read the clip, stylize it and write it (``stop`` is not asked: :func:`~jaxstyle.clips.video` runs to the end)."""
+    import jax
+
+    from jaxstyle.clips import video
+    from jaxstyle.videoio import check_output, read_clip
+
+    settings = settings_from_args(args)
+    files = run_files(args, settings, [], csv_names(args.style))
+    files.add_input("input video", args.input)
+    out = check_output(args.output)
+    if out.suffix:  # a file; a folder output is new or empty, so no input is in it
+        files.add_output("-o", out)
+    clip = read_clip(args.input, args.frames, args.fps)
+    with progress_reporter(args, "video") as progress:
+        result = video(
+            clip,
+            list(csv_names(args.style)),
+            out,
+            mode=args.mode,
+            passes=args.passes,
+            temporal_weight=args.temporal_weight,
+            blend_weight=args.blend_weight,
+            settings=settings,
+            weights=args.weights,
+            batch_size=args.batch_size,
+            progress=progress,
+            compute_dtype=args.compute_dtype,
+        )
+    if not args.quiet:
+        n, h, w = result.frames.shape[:3]
+        devices = 1 if args.mode == "sequential" else len(jax.devices())
+        print(
+            f"wrote {out} ({n} frames, {h}x{w}, {result.fps:g} fps; {args.mode} on {devices} device(s), "
+            f"{result.seconds:.1f} s, flow {result.flow_seconds:.1f} s){aspect_note(clip.frames.shape[1:3], settings)}"
+        )
+    return 0
