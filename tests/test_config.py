@@ -195,12 +195,12 @@ def test_convention_of_the_weights_must_be_the_settings():
 
 
 def test_sweep_axes_and_labels_come_from_the_metadata():
-    from jaxstyle.sweep import SWEPT, SweepPoint
+    from jaxstyle.sweep import SweepPoint
 
-    assert SWEPT_FIELDS == SWEPT == ("content_weight", "style_weight", "tv_weight", "lr", "ema", "style_loss")
-    assert [f.name for f in dataclasses.fields(SweepPoint)] == ["content", "style", *SWEPT]
+    assert SWEPT_FIELDS == ("content_weight", "style_weight", "tv_weight", "lr", "ema", "style_loss")
+    assert [f.name for f in dataclasses.fields(SweepPoint)] == ["content", "style", *SWEPT_FIELDS]
     assert {f.name: f.type for f in dataclasses.fields(SweepPoint)}["style_loss"] == str | None  # a name, not a number
-    labels = {key: short_label(key) for key in ("content", "style", *SWEPT)}
+    labels = {key: short_label(key) for key in ("content", "style", *SWEPT_FIELDS)}
     assert labels == {"content": "content", "style": "style", "content_weight": "cw", "style_weight": "sw"} | {
         "tv_weight": "tv",
         "lr": "lr",
