@@ -63,10 +63,7 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
     targets = targets._replace(
         content=abstract(targets.content, lambda x: image_sharding(layout.mesh, x.ndim, split, batched=False))
     )
-    targets = targets._replace(
-        style_gram=abstract(targets.style_gram, lambda _: layout.replicated),
-        style_w2=abstract(targets.style_w2, lambda _: layout.replicated),
-    )
+    targets = targets._replace(style=abstract(targets.style, lambda _: layout.replicated))
     host = abstract(job.per_setting(), lambda x: layout.by_setting)
     recipe = layout.recipe(job.network.recipe, 0)
     step = StageStep(job.network.graphdef, recipe, params, targets, host.setting, 1)

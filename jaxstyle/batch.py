@@ -51,12 +51,12 @@ stack_content_targets_jit = jax.jit(stack_content_targets, static_argnames=("gra
 def select_targets(
     stacked: Targets, content_index: Array, style_index: Array, temporal: TemporalTarget | None = None
 ) -> Targets:
-    """The targets of one setting: ``stacked.content[l][content_index]`` and likewise for styles;
-    ``temporal`` is the setting's own (per-setting data, not shared)."""
+    """The targets of one setting: ``stacked.content[l][content_index]``, and every leaf of every
+    style loss's targets at ``style_index``; ``temporal`` is the setting's own (per-setting data,
+    not shared)."""
     return Targets(
         content=tuple(t[content_index] for t in stacked.content),
-        style_gram=jax.tree.map(lambda g: g[style_index], stacked.style_gram),
-        style_w2=jax.tree.map(lambda g: g[style_index], stacked.style_w2),
+        style=jax.tree.map(lambda t: t[style_index], stacked.style),
         temporal=temporal,
     )
 

@@ -36,11 +36,42 @@ GATYS_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 # The names of jaxstyle.preprocess.CONVENTIONS, without importing JAX (a test keeps them equal).
 CONVENTION_NAMES = ("torchvision", "caffe")
 INITS = ("content", "noise", "gaussian")  # or the path of an image
-OPTIMIZERS = ("adam", "lbfgs", "lbfgs-fixed")
+
+# The registered style losses and optimisers, by name, with one line of help each: the
+# choices and help of --style-loss and --optimizer. The registries themselves,
+# jaxstyle.losses.STYLE_LOSSES and jaxstyle.optimizers.OPTIMIZERS, import JAX, which this
+# module must not (jaxstyle --help reads it); each checks on import that it holds exactly
+# these names, in this order (the order of a recipe's style_losses).
+STYLE_LOSS_HELP: dict[str, str] = {
+    "gram": "mean squared error of Gram matrices (Gatys et al.)",
+    "w2": "the Wasserstein-2 distance between Gaussians fitted to the features (style-transfer-pytorch since 2023)",
+    "guided": "Gram matrices per guidance region (Gatys et al. 2017, section 4); without guidance channels "
+    "one region, the whole image, where it equals gram",
+}
+
+OPTIMIZER_HELP: dict[str, str] = {
+    "adam": "Adam",
+    "lbfgs": "Optax's L-BFGS with a zoom line search",
+    "lbfgs-fixed": "PyTorch's L-BFGS as neural-style and pastiche run it, fixed steps and no line search "
+    "(one network evaluation per step)",
+}
+
+
+def choices_help(table: dict[str, str]) -> str:
+    """``"name: help; name: help"`` for an option's help text."""
+    return "; ".join(f"{name}: {text}" for name, text in table.items())
+
+
+def check_registry(kind: str, registry: dict, names: dict[str, str]) -> None:
+    """Raise unless ``registry`` holds exactly ``names``, in order (run by each registry on import)."""
+    if tuple(registry) != tuple(names):
+        raise RuntimeError(f"{kind} registered {tuple(registry)} but jaxstyle.config names {tuple(names)}")
+
+
+OPTIMIZERS = tuple(OPTIMIZER_HELP)
+STYLE_LOSS_NAMES = tuple(STYLE_LOSS_HELP)
 # Rematerialisation modes (jaxstyle.remat), fastest first: `auto` takes the first whose estimate fits.
 REMAT_MODES = ("none", "blocks", "bands")
-# The names of jaxstyle.losses.STYLE_LOSSES, without importing JAX (a test keeps them equal).
-STYLE_LOSS_NAMES = ("gram", "w2")
 # The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
 CROWSONKB_COMMIT = "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
 
@@ -215,8 +246,7 @@ class Settings:
     )
     optimizer: str = setting(
         "adam",
-        "Adam; lbfgs: Optax's L-BFGS with a zoom line search; lbfgs-fixed: PyTorch's L-BFGS as neural-style "
-        "and pastiche run it, fixed steps and no line search (one network evaluation per step)",
+        choices_help(OPTIMIZER_HELP),
         choices=OPTIMIZERS,
     )
     lr: float = setting(
@@ -273,8 +303,7 @@ class Settings:
     # After the other swept settings, so that SweepPoint's positional fields keep their order.
     style_loss: str = setting(
         "gram",
-        "gram: mean squared error of Gram matrices (Gatys et al.); w2: the Wasserstein-2 distance between "
-        "Gaussians fitted to the features (style-transfer-pytorch since 2023)",
+        choices_help(STYLE_LOSS_HELP),
         choices=STYLE_LOSS_NAMES,
         swept=True,
         short="loss",

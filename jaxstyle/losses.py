@@ -3,9 +3,13 @@
 Features are NHWC activations. Every loss is a mean over elements, as in the d2l
 recipe the ``paper`` preset follows, so a loss does not grow with the image size.
 
-Two style losses: ``gram`` (Gatys et al.: mean squared error of Gram matrices) and
-``w2`` (style-transfer-pytorch since May 2023: the Wasserstein-2 distance between
-Gaussians fitted to the features, with its Newton-Schulz matrix square root). Three
+The style losses are a registry, :data:`STYLE_LOSSES`: each is a :class:`StyleLoss`, four
+pure functions that say which sums over positions it reads of a layer's features, how
+they become statistics, how a style image's statistics become a target and how far an
+image's statistics are from it. ``gram`` (Gatys et al.: mean squared error of Gram
+matrices), ``w2`` (style-transfer-pytorch since May 2023: the Wasserstein-2 distance
+between Gaussians fitted to the features, with its Newton-Schulz matrix square root)
+and ``guided`` (Gatys et al. 2017: Gram matrices per guidance region). Three
 TV losses: d2l's half mean and neural-style-pt's sum of absolute differences, and
 style-transfer-pytorch's squared differences over a nine-point stencil. The
 style-transfer-pytorch forms follow ``style_transfer/style_transfer.py`` and
@@ -16,14 +20,15 @@ e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060 (2023-05-21).
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import Array
 
-STYLE_LOSSES = ("gram", "w2")
+from jaxstyle import config
+
 # style-transfer-pytorch's StyleLossW2: eps added to every covariance's diagonal, and
 # the iterations of its matrix square root (sqrtm_ns_lyap, forward and backward).
 W2_EPS = 1e-4
@@ -96,18 +101,16 @@ class Targets(NamedTuple):
     Tuples in the order of the recipe's layer lists (dict pytrees would be re-sorted
     by key under ``jit`` and lose their pairing with the per-layer weights).
 
-    Each style loss has its own field, ``None`` when the recipe does not use it.
-
     Attributes:
       content: features of the content image at each content layer.
-      style_gram: Gram matrix of the style image's features at each style layer (``gram``).
-      style_w2: Gaussian statistics of the style image's features at each style layer (``w2``).
+      style: for each of the recipe's style losses, by name, its target at each style
+        layer (:attr:`StyleLoss.target`: a Gram matrix for ``gram``, a
+        :class:`GaussianTarget` for ``w2``); only the recipe's losses are present.
       temporal: the warped neighbouring frame and its mask (video frames only).
     """
 
     content: tuple[Array, ...]
-    style_gram: tuple[Array, ...] | None = None
-    style_w2: tuple[GaussianTarget, ...] | None = None
+    style: Mapping[str, tuple[Any, ...]]
     temporal: TemporalTarget | None = None
 
 
@@ -165,52 +168,30 @@ def gram_matrix(features: Array) -> Array:
     return gram_product(features.reshape(n, h * w, c)) / (c * h * w)
 
 
-class LayerStatistics(NamedTuple):
-    """What the style losses read of one layer's features, reduced where the features are made.
-
-    With rematerialisation by blocks (:func:`jaxstyle.solve.objective`), each block
-    reduces its style layers to these inside its checkpoint, so that the full-size
-    features are not kept for the backward pass. A field its style losses do not need
-    is ``None``.
-
-    Attributes:
-      gram: :func:`gram_matrix` ``(N, C, C)``.
-      mean, second_moment: :func:`feature_moments`.
-    """
-
-    gram: Array | None
-    mean: Array | None
-    second_moment: Array | None
-
-
-def layer_statistics(features: Array, style_losses: Sequence[str]) -> LayerStatistics:
-    """The :class:`LayerStatistics` of NHWC ``features`` that ``style_losses`` read."""
-    gram = gram_matrix(features) if "gram" in style_losses else None
-    mean, second_moment = feature_moments(features) if "w2" in style_losses else (None, None)
-    return LayerStatistics(gram, mean, second_moment)
-
-
-def layer_gram(features: Array | LayerStatistics) -> Array:
-    """:func:`gram_matrix` of features, or the one already in their :class:`LayerStatistics`."""
-    return features.gram if isinstance(features, LayerStatistics) else gram_matrix(features)
-
-
 def content_loss(features: Sequence[Array], targets: Sequence[Array], layer_weights: Array) -> Array:
     """``sum_l w_l * mean((F_l - T_l)^2)`` over the content layers ``l``."""
     terms = [jnp.mean(jnp.square(accumulate(f) - accumulate(t))) for f, t in zip(features, targets, strict=True)]
     return jnp.dot(layer_weights, jnp.stack(terms))
 
 
-def style_loss(
-    features: Sequence[Array | LayerStatistics], gram_targets: Sequence[Array], layer_weights: Array
-) -> Array:
-    """``sum_l w_l * mean((G(F_l) - G_l)^2)`` over the style layers ``l``, G the Gram matrix
-    (features or their :class:`LayerStatistics`)."""
-    terms = [jnp.mean(jnp.square(layer_gram(f) - g)) for f, g in zip(features, gram_targets, strict=True)]
-    return jnp.dot(layer_weights, jnp.stack(terms))
+def gram_distance(gram: Array, target: Array) -> Array:
+    """``mean((G - T)^2)`` of one layer's Gram matrices ``(N, C, C)``, over images and entries."""
+    return jnp.mean(jnp.square(gram - target))
 
 
-def feature_moments(features: Array) -> tuple[Array, Array]:
+class Moments(NamedTuple):
+    """The first two raw moments of a layer's features (:func:`feature_moments`), or their sums.
+
+    Attributes:
+      mean: ``(1/P) sum_p f_p`` (or ``sum_p f_p``), ``(N, C)``.
+      second_moment: ``(1/P) sum_p f_p f_p^T`` (or ``sum_p f_p f_p^T``), ``(N, C, C)``.
+    """
+
+    mean: Array
+    second_moment: Array
+
+
+def feature_moments(features: Array) -> Moments:
     """Mean and second raw moment of NHWC features over positions, accumulated in >= float32.
 
     ``mu = (1/P) sum_p f_p`` with shape ``(N, C)`` and ``S = (1/P) sum_p f_p f_p^T`` with
@@ -220,7 +201,7 @@ def feature_moments(features: Array) -> tuple[Array, Array]:
     """
     n, h, w, c = features.shape
     f = features.reshape(n, h * w, c)
-    return moment_sums(f) / (h * w), gram_product(f, HIGHEST) / (h * w)
+    return Moments(moment_sums(f) / (h * w), gram_product(f, HIGHEST) / (h * w))
 
 
 def moment_sums(flat: Array) -> Array:
@@ -304,8 +285,8 @@ def gaussian_target(mean: Array, second_moment: Array) -> GaussianTarget:
     return GaussianTarget(mean, cov, sqrtm(cov))
 
 
-def w2_distance(features: Array | LayerStatistics, target: GaussianTarget) -> Array:
-    """style-transfer-pytorch's Wasserstein-2 style loss of one layer.
+def w2_distance(moments: Moments, target: GaussianTarget) -> Array:
+    """style-transfer-pytorch's Wasserstein-2 style loss of one layer, from its features' :class:`Moments`.
 
     ``(|mu - mu_t|^2 + tr(Sigma + Sigma_t - 2 (Sigma_t^(1/2) Sigma Sigma_t^(1/2))^(1/2))) / C``,
     the squared 2-Wasserstein distance between the Gaussians ``N(mu, Sigma)`` of the
@@ -314,12 +295,9 @@ def w2_distance(features: Array | LayerStatistics, target: GaussianTarget) -> Ar
     (:data:`W2_EPS`), and the square roots are :func:`sqrtm`'s, so that where 12
     Newton-Schulz iterations have not converged (small eigenvalues) this is
     style-transfer-pytorch's value rather than the exact distance. Means over the
-    ``N`` images too. ``features`` may be their :class:`LayerStatistics`.
+    ``N`` images too.
     """
-    if isinstance(features, LayerStatistics):
-        mean, second_moment = features.mean, features.second_moment
-    else:
-        mean, second_moment = feature_moments(features)
+    mean, second_moment = moments
     cov = covariance(mean, second_moment)
     mean_diff = jnp.mean(jnp.square(mean - target.mean))
     product = jnp.matmul(jnp.matmul(target.cov_sqrt, cov, precision=HIGHEST), target.cov_sqrt, precision=HIGHEST)
@@ -328,12 +306,46 @@ def w2_distance(features: Array | LayerStatistics, target: GaussianTarget) -> Ar
     return mean_diff + cov_diff
 
 
-def w2_style_loss(
-    features: Sequence[Array | LayerStatistics], targets: Sequence[GaussianTarget], layer_weights: Array
-) -> Array:
-    """``sum_l w_l * W2_l`` over the style layers ``l`` (:func:`w2_distance`)."""
-    terms = [w2_distance(f, t) for f, t in zip(features, targets, strict=True)]
-    return jnp.dot(layer_weights, jnp.stack(terms))
+def guided_gram_sums(flat: Array, guide: Array | None) -> tuple[Array, Array | None]:
+    """``(sum_p (m_r(p) f_p)(m_r(p) f_p)^T, sum_p m_r(p)^2)`` of ``(N, P, C)`` features: ``(N, R, C, C)``, ``(N, R)``.
+
+    ``guide`` ``(N, P, R)``: the ``R`` guidance channels ``m_r`` at this layer's positions
+    (region masks in [0, 1], already brought to the layer's size). ``None``: one all-ones
+    channel, whose weight sum is not summed here (``None``) but taken by :func:`guided_gram`
+    as the layer's positions, so that the zero rows a band is padded with do not count.
+    Accumulated in >= float32, as :func:`gram_product`.
+    """
+    if guide is None:
+        return gram_product(flat)[:, None], None
+    acc = accumulation_dtype(flat.dtype)
+    weighted = guide[:, :, :, None] * flat[:, :, None, :]  # m_r(p) f_p, (N, P, R, C)
+    product = jnp.einsum("nprc,nprd->nrcd", weighted, weighted, preferred_element_type=acc)
+    return product, jnp.sum(jnp.square(guide), axis=1, dtype=acc)
+
+
+def guided_gram(sums: tuple[Array, Array | None], positions: int) -> Array:
+    """Guided Gram matrices ``G_r = sum_p (m_r f_p)(m_r f_p)^T / (C sum_p m_r(p)^2)`` (Gatys et al.
+    2017, "Controlling Perceptual Factors in Neural Style Transfer", section 4.1, guidance
+    channels simply downsampled to the layer), ``(N, R, C, C)``, from :func:`guided_gram_sums`.
+
+    Departure: the paper's ``F_r = m_r * F`` and ``G_r = F_r^T F_r`` is normalised here by
+    the region's own weight ``sum_p m_r(p)^2`` times ``C``, not by the layer's ``C H W``, so
+    that ``G_r`` is an average over the region: a region covering a fifth of the output
+    compares with a style region of any size. With one all-ones channel (``positions``
+    positions) both are :func:`gram_matrix`. An empty region gives ``G_r = 0``.
+    """
+    product, mass = sums
+    channels = product.shape[-1]
+    if mass is None:
+        return product / (channels * positions)
+    mass = jnp.where(mass > 0, mass, 1)[..., None, None]
+    return product / (channels * mass)
+
+
+def guided_gram_distance(grams: Array, target: Array) -> Array:
+    """``sum_r mean((G_r - T_r)^2)``: each region's :func:`gram_distance` (means over the
+    images and the ``C x C`` entries), summed over the ``R`` regions; ``(N, R, C, C)`` both."""
+    return jnp.sum(jnp.mean(jnp.square(grams - target), axis=(0, 2, 3)))
 
 
 @jax.custom_jvp
@@ -408,10 +420,129 @@ def temporal_loss(image: Array, target: TemporalTarget) -> Array:
     return jnp.sum(mask * jnp.square(diff)) / diff.size
 
 
+# --------------------------------------------------------------------------- the style losses, by name
+
+
+class StyleLoss(NamedTuple):
+    """One style loss: what it reads of a style layer's features and what it makes of it.
+
+    A style loss sees a layer's features only through sums over positions, so that
+    whoever computes the features may split them: :mod:`jaxstyle.remat` adds the sums
+    band by band, :mod:`jaxstyle.spatial` sums them over the devices holding the
+    image's rows, and a batch of settings selects each setting's target by index,
+    without any of them knowing which loss it computes (every sum, statistic and target
+    is a pytree of arrays with a leading image axis ``N``).
+
+    Attributes:
+      sums: ``(flat, guide) -> sums``: sums over positions of ``(N, P, C)`` features.
+        ``guide``: ``(N, P, R)`` per-position guidance channels at this layer, or ``None``
+        (a loss that has no use for them ignores them).
+      statistics: ``(sums, positions) -> statistics``: the sums over all of a layer's
+        ``positions`` normalised. They must be linear in the image's contributions:
+        several style images blend as ``sum_s b_s X_s`` (:func:`jaxstyle.solve.blend_statistics`).
+      target: ``statistics -> target``: a style image's (blended) statistics made into what
+        the loss compares with, once per stage (W2: the covariance and its square root).
+      distance: ``(statistics, target) -> scalar``: the loss of one layer, averaged over ``N``.
+    """
+
+    sums: Callable[[Array, Array | None], Any]
+    statistics: Callable[[Any, int], Any]
+    target: Callable[[Any], Any]
+    distance: Callable[[Any, Any], Array]
+
+
+def _unguided(sums: Callable[[Array], Any]) -> Callable[[Array, Array | None], Any]:
+    """``sums`` of a loss that reads no guidance channels, taking (and ignoring) a guide."""
+    return lambda flat, guide: sums(flat)
+
+
+STYLE_LOSSES: dict[str, StyleLoss] = {
+    # G = sum_p f_p f_p^T / (C P)
+    "gram": StyleLoss(
+        sums=_unguided(gram_product),
+        statistics=lambda product, positions: product / (product.shape[-1] * positions),
+        target=lambda gram: gram,
+        distance=gram_distance,
+    ),
+    # mu = sum_p f_p / P, S = sum_p f_p f_p^T / P (full precision, as upstream's float32)
+    "w2": StyleLoss(
+        sums=_unguided(lambda flat: Moments(moment_sums(flat), gram_product(flat, HIGHEST))),
+        statistics=lambda sums, positions: Moments(sums.mean / positions, sums.second_moment / positions),
+        target=lambda moments: gaussian_target(*moments),
+        distance=w2_distance,
+    ),
+    "guided": StyleLoss(
+        sums=guided_gram_sums,
+        statistics=guided_gram,
+        target=lambda grams: grams,
+        distance=guided_gram_distance,
+    ),
+}
+config.check_registry("jaxstyle.losses.STYLE_LOSSES", STYLE_LOSSES, config.STYLE_LOSS_HELP)
+
+# A style layer's statistics: for each of the recipe's style losses, by name, its
+# StyleLoss.statistics (the sums of layer_sums, normalised).
+LayerStatistics = dict[str, Any]
+
+
+def style_loss_entry(name: str) -> StyleLoss:
+    """The registered :class:`StyleLoss` called ``name``, or a ``ValueError`` naming the choices."""
+    if name not in STYLE_LOSSES:
+        raise ValueError(f"unknown style loss {name!r}; choose from {', '.join(STYLE_LOSSES)}")
+    return STYLE_LOSSES[name]
+
+
+def layer_sums(flat: Array, style_losses: Sequence[str], guide: Array | None = None) -> dict[str, Any]:
+    """Every loss's :attr:`StyleLoss.sums` of ``(N, P, C)`` features (and guide ``(N, P, R)``), by name."""
+    return {name: style_loss_entry(name).sums(flat, guide) for name in style_losses}
+
+
+def zero_sums(style_losses: Sequence[str], n: int, c: int, dtype: jnp.dtype, guide_channels: int | None = None) -> dict:
+    """Zeros shaped as :func:`layer_sums` of ``n`` images' ``c``-channel ``dtype`` features (with
+    ``guide_channels`` guidance channels, or none): where a sum over bands starts."""
+    flat = jax.ShapeDtypeStruct((n, 1, c), dtype)
+    guide = None if guide_channels is None else jax.ShapeDtypeStruct((n, 1, guide_channels), dtype)
+    shapes = jax.eval_shape(lambda f, g: layer_sums(f, style_losses, g), flat, guide)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def add_sums(a: dict, b: dict) -> dict:
+    """Two parts' :func:`layer_sums` added (bands of an image, say)."""
+    return jax.tree.map(jnp.add, a, b)
+
+
+def sums_statistics(sums: dict, positions: int) -> LayerStatistics:
+    """:data:`LayerStatistics` from :func:`layer_sums` over all of a layer's ``positions``."""
+    return {name: style_loss_entry(name).statistics(s, positions) for name, s in sums.items()}
+
+
+def layer_statistics(features: Array, style_losses: Sequence[str], guide: Array | None = None) -> LayerStatistics:
+    """:data:`LayerStatistics` of NHWC ``features`` (and of the guidance channels ``guide``,
+    ``(N, H, W, R)`` at the features' size, or ``None``)."""
+    n, h, w, c = features.shape
+    flat_guide = None if guide is None else guide.reshape(n, h * w, guide.shape[-1])
+    return sums_statistics(layer_sums(features.reshape(n, h * w, c), style_losses, flat_guide), h * w)
+
+
+def style_targets(stats: Sequence[LayerStatistics], style_losses: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """:attr:`Targets.style` from a style image's (blended) statistics at each style layer."""
+    return {name: tuple(style_loss_entry(name).target(s[name]) for s in stats) for name in style_losses}
+
+
+def style_loss(
+    stats: Sequence[LayerStatistics], targets: Sequence[Any], layer_weights: Array, name: str = "gram"
+) -> Array:
+    """``sum_l w_l * d(X_l, T_l)`` over the style layers ``l``: the style loss ``name``'s
+    :attr:`StyleLoss.distance` ``d`` between the image's statistics and its targets."""
+    distance = style_loss_entry(name).distance
+    terms = [distance(s[name], t) for s, t in zip(stats, targets, strict=True)]
+    return jnp.dot(layer_weights, jnp.stack(terms))
+
+
 def loss_terms(
     image: Array,
     content_features: Sequence[Array],
-    style_features: Sequence[Array],
+    style_statistics: Sequence[LayerStatistics | Array],
     targets: Targets,
     weights: LossWeights,
     tv_reduction: str = "mean",
@@ -420,22 +551,17 @@ def loss_terms(
     """Loss terms and their weighted sum.
 
     ``total = w_c * content + w_s * style + w_tv * tv``; the returned ``content``,
-    ``style`` and ``tv`` entries are the unweighted terms. ``style_losses`` (static)
-    are the style losses to compute, ``gram`` and/or ``w2``; with several, ``style``
-    is ``sum_i weights.style_loss[i] * style_i``, the setting's own with a one-hot
-    ``style_loss`` (a non-finite value of another would still poison it: 0 * inf).
-    With a temporal target (video frames), ``total`` adds ``w_t * temporal``
+    ``style`` and ``tv`` entries are the unweighted terms. ``style_statistics`` are each
+    style layer's :data:`LayerStatistics` (or its NHWC features, reduced here).
+    ``style_losses`` (static) are the style losses to compute (:data:`STYLE_LOSSES`);
+    with several, ``style`` is ``sum_i weights.style_loss[i] * style_i``, the setting's
+    own with a one-hot ``style_loss`` (a non-finite value of another would still poison
+    it: 0 * inf). With a temporal target (video frames), ``total`` adds ``w_t * temporal``
     (:func:`temporal_loss`) and the returned dict has a ``temporal`` entry.
     """
     content = content_loss(content_features, targets.content, weights.content_layers)
-    styles = []
-    for name in style_losses:
-        if name == "gram":
-            styles.append(style_loss(style_features, targets.style_gram, weights.style_layers))
-        elif name == "w2":
-            styles.append(w2_style_loss(style_features, targets.style_w2, weights.style_layers))
-        else:
-            raise ValueError(f"unknown style loss {name!r}; choose from {', '.join(STYLE_LOSSES)}")
+    stats = [s if isinstance(s, dict) else layer_statistics(s, style_losses) for s in style_statistics]
+    styles = [style_loss(stats, targets.style[name], weights.style_layers, name) for name in style_losses]
     style = styles[0] if len(styles) == 1 else jnp.dot(weights.style_loss, jnp.stack(styles))
     tv = tv_loss(image, tv_reduction)
     total = weights.content * content + weights.style * style + weights.tv * tv

@@ -302,9 +302,10 @@ def to_network_images(rgbs: Sequence[np.ndarray], size: tuple[int, int], network
     return network.convention.to_network(jnp.asarray(resized, network.dtype)[:, None])
 
 
-def stacked_style_grams(network: Network, images: Sequence[jax.Array]) -> tuple[Any, ...]:
-    """Style statistics (:class:`~jaxstyle.solve.StyleStatistics`: Gram matrices, or means
-    and second moments) of every style image at every style layer; leaves ``(S, 1, ...)``.
+def stacked_style_statistics(network: Network, images: Sequence[jax.Array]) -> tuple[Any, ...]:
+    """Style statistics (:data:`~jaxstyle.losses.LayerStatistics`: for each of the recipe's
+    style losses, e.g. Gram matrices, or means and second moments) of every style image at
+    every style layer; leaves ``(S, 1, ...)``.
 
     Style images may differ in size (one compiled function per size); their statistics do not.
     """
@@ -320,8 +321,8 @@ def targets_at(
     place: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Targets:
     """Stacked targets for an output of ``size``: content features ``(Nc, 1, ...)`` per content
-    layer, and style targets ``(T, 1, ...)`` per style layer from the blended statistics,
-    ``X_t = sum_s blends[t, s] * X_s`` (Gram matrices; means and second moments for W2).
+    layer, and each style loss's targets ``(T, 1, ...)`` per style layer from the blended
+    statistics, ``X_t = sum_s blends[t, s] * X_s`` (:func:`~jaxstyle.solve.blend_statistics`).
 
     ``place`` puts each network-space image where its features are computed (a run whose
     images are split over devices computes them split too); by default, the default device.
@@ -333,9 +334,8 @@ def targets_at(
     content = stack_content_targets_jit(
         network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
-    stats = blend_statistics(stacked_style_grams(network, styles), jnp.asarray(inputs.blends, network.dtype))
-    grams, w2 = style_targets_jit(stats, network.recipe)
-    return Targets(content=content, style_gram=grams, style_w2=w2)
+    stats = blend_statistics(stacked_style_statistics(network, styles), jnp.asarray(inputs.blends, network.dtype))
+    return Targets(content=content, style=style_targets_jit(stats, network.recipe))
 
 
 # --------------------------------------------------------------------------- images

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
-from jaxstyle.losses import HIGHEST, LayerStatistics, accumulation_dtype, gram_product, layer_statistics, moment_sums
+from jaxstyle.losses import LayerStatistics, add_sums, layer_statistics, layer_sums, sums_statistics, zero_sums
 
 BAND_ROWS = 128  # image rows per band (rounded up to a multiple of the bands' pooling factor)
 BANDED_BLOCKS = 2  # blocks computed in bands: VGG's widest activations (full and half resolution)
@@ -91,9 +91,10 @@ def banded_features(
 ) -> tuple[Array, dict[str, Array], dict[str, LayerStatistics]]:
     """The layers ``names`` (from the network's input) applied to ``image`` band by band.
 
-    Returns their output, the content features among them and the style statistics
-    (``G = sum_bands F_b^T F_b / (C H W)``, ``mu = sum_bands sum_p f_p / (H W)``,
-    ``S = sum_bands F_b^T F_b / (H W)`` over each band's own rows).
+    Returns their output, the content features among them and the style statistics:
+    each style loss's sums over positions (:func:`~jaxstyle.losses.layer_sums`, e.g.
+    ``sum_p f_p f_p^T`` for Gram matrices) added over the bands' own rows, then normalised
+    by the layer's ``H W`` positions (:func:`~jaxstyle.losses.sums_statistics`).
     """
     graphdef, params = nnx.split(model)
     n, height, width, _ = image.shape
@@ -123,7 +124,7 @@ def banded_features(
                 if name in content:
                     inner[name] = f
                 if name in style:
-                    new_sums[name] = add_statistics(sums[name], f.reshape(n, -1, f.shape[-1]))
+                    new_sums[name] = add_sums(sums[name], layer_sums(f.reshape(n, -1, f.shape[-1]), style_losses))
         lo = halo // scale
         return new_sums, (x[:, lo : lo + rows // scale], inner)
 
@@ -131,46 +132,15 @@ def banded_features(
     for name in style:
         if name in names:
             c = _channels(names, name, model.spec.conv_shapes())
-            sums0[name] = zero_statistics(n, c, accumulation_dtype(model.conv1_1.dtype or image.dtype), style_losses)
+            sums0[name] = zero_sums(style_losses, n, c, jnp.dtype(model.conv1_1.dtype or image.dtype))
     sums, (outs, inners) = jax.lax.scan(jax.checkpoint(band), sums0, jnp.arange(count))
     out = _assemble(outs, heights[-1])
     found_content = {name: _assemble(inners[name], heights[_level(names, name)]) for name in inners}
     found_style = {}
     for name, acc in sums.items():
         level = _level(names, name)
-        found_style[name] = normalised_statistics(acc, heights[level] * widths[level])
+        found_style[name] = sums_statistics(acc, heights[level] * widths[level])
     return out, found_content, found_style
-
-
-def zero_statistics(n: int, c: int, dtype: jnp.dtype, style_losses: Sequence[str]) -> dict:
-    """Empty sums for :func:`add_statistics` of ``n`` images' ``c``-channel features: ``F^T F`` for
-    Gram matrices, ``sum_p f_p`` and ``F^T F`` for W2's moments (``None`` where not needed)."""
-    return {
-        "product": jnp.zeros((n, c, c), dtype) if "gram" in style_losses else None,
-        "sum": jnp.zeros((n, c), dtype) if "w2" in style_losses else None,
-        "second": jnp.zeros((n, c, c), dtype) if "w2" in style_losses else None,
-    }
-
-
-def add_statistics(acc: dict, flat: Array) -> dict:
-    """``acc`` plus one band's ``F^T F`` (Gram), ``sum_p f_p`` and ``F^T F`` at full precision (W2's moments,
-    as :func:`~jaxstyle.losses.feature_moments` takes them); ``flat`` is ``(N, P, C)``."""
-    out = dict(acc)
-    if acc["product"] is not None:
-        out["product"] = acc["product"] + gram_product(flat)
-    if acc["sum"] is not None:
-        out["sum"] = acc["sum"] + moment_sums(flat)
-        out["second"] = acc["second"] + gram_product(flat, HIGHEST)
-    return out
-
-
-def normalised_statistics(acc: dict, positions: int) -> LayerStatistics:
-    """:class:`LayerStatistics` from sums over ``positions`` pixels (:func:`add_statistics`):
-    ``G = sum F^T F / (C P)``, ``mu = sum_p f_p / P``, ``S = sum F^T F / P``."""
-    gram = None if acc["product"] is None else acc["product"] / (acc["product"].shape[-1] * positions)
-    mean = None if acc["sum"] is None else acc["sum"] / positions
-    second = None if acc["second"] is None else acc["second"] / positions
-    return LayerStatistics(gram, mean, second)
 
 
 def _channels(names: Sequence[str], layer: str, conv_shapes: dict) -> int:
@@ -192,7 +162,7 @@ def _level(names: Sequence[str], layer: str) -> int:
 
 def banded_network_features(
     model: nnx.Module, image: Array, content: Sequence[str], style: Sequence[str], style_losses: Sequence[str]
-) -> tuple[dict[str, Array], dict[str, Array | LayerStatistics]]:
+) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """``remat="bands"``: the first :data:`BANDED_BLOCKS` blocks by bands
     (:func:`banded_features`), the rest of the network on their output."""
     spec, layers = model.spec, (*content, *style)
@@ -203,5 +173,5 @@ def banded_network_features(
     if tail:
         _, acts = model.run(x, tail, layers)
         found_content.update({n: a for n, a in acts.items() if n in content})
-        found_style.update({n: a for n, a in acts.items() if n in style})
+        found_style.update({n: layer_statistics(a, style_losses) for n, a in acts.items() if n in style})
     return found_content, found_style

@@ -1,14 +1,14 @@
-"""The optimisation of one image's pixels by Adam or L-BFGS: pure functions, no I/O.
+"""The optimisation of one image's pixels: pure functions, no I/O.
 
-:func:`optimizer_step` is one step; :func:`run_chunk` loops it over a chunk of
-steps (:func:`chunk_loop`: one compilation for every chunk up to a length). The
-batched form (:mod:`jaxstyle.batch`) vmaps the same step over settings, and
-:mod:`jaxstyle.pipeline` runs the chunks.
+:func:`optimizer_step` is one step of the recipe's optimiser (:mod:`jaxstyle.optimizers`);
+:func:`run_chunk` loops it over a chunk of steps (:func:`chunk_loop`: one compilation for
+every chunk up to a length). The style targets are the registered style losses'
+(:data:`jaxstyle.losses.STYLE_LOSSES`). The batched form (:mod:`jaxstyle.batch`) vmaps
+the same step over settings, and :mod:`jaxstyle.pipeline` runs the chunks.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,49 +20,24 @@ from jax import Array
 from jax.sharding import Mesh
 
 from jaxstyle.config import REMAT_MODES
-from jaxstyle.lbfgs import Bounds, clip_to, fixed_lbfgs
+from jaxstyle.lbfgs import Bounds, clip_to
 from jaxstyle.losses import (
-    GaussianTarget,
     LayerStatistics,
     LossWeights,
     Targets,
-    feature_moments,
-    gaussian_target,
     gram_matrix,
+    layer_statistics,
     loss_terms,
+    style_targets,
 )
+from jaxstyle.optimizers import adam, adam_transform, optimizer_of
 from jaxstyle.remat import banded_network_features, block_features
 from jaxstyle.spatial import split_features
 
-
-@functools.cache
-def adam(b2: float = 0.999) -> optax.GradientTransformation:
-    """Optax's Adam with second-moment decay ``b2`` (``b1`` 0.9, ``eps`` 1e-8).
-
-    The learning rate is read from the optimiser state (``inject_hyperparams``), so it
-    is an array leaf like the loss weights: a new value never recompiles. The other
-    hyperparameters stay Python floats (injected, they would become float64 arrays
-    under x64 and promote a float32 run): ``b2`` is static, part of the :class:`Recipe`.
-    The state's structure does not depend on ``b2``.
-    """
-    static = ("b1", "b2", "eps", "eps_root", "nesterov")
-    return optax.inject_hyperparams(optax.adam, static_args=static)(learning_rate=0.1, b2=b2)
-
-
-ADAM = adam()
+# Optax's Adam as the ``adam`` optimiser runs it (the structure of its state, for warm starts).
+ADAM = adam_transform()
 
 LOSS_NAMES = ("content", "style", "tv", "total")
-
-
-@functools.cache
-def lbfgs(memory: int) -> optax.GradientTransformationExtraArgs:
-    """Optax's L-BFGS keeping ``memory`` past steps, with its zoom line search (strong Wolfe).
-
-    Departure from neural-style, whose Torch L-BFGS takes fixed steps without a line
-    search (``lbfgs-fixed``, :mod:`jaxstyle.lbfgs`): here every step satisfies the Wolfe
-    conditions, at the price of extra function evaluations inside the line search.
-    """
-    return optax.lbfgs(memory_size=memory)
 
 
 class Recipe(NamedTuple):
@@ -72,16 +47,16 @@ class Recipe(NamedTuple):
       content: content layers.
       style: style layers.
       tv_reduction: ``"mean"``, ``"sum"`` or ``"nine"`` (see :func:`jaxstyle.losses.tv_loss`).
-      optimizer: ``"adam"``, ``"lbfgs"`` (Optax's, zoom line search) or ``"lbfgs-fixed"``
-        (PyTorch's, fixed steps: :mod:`jaxstyle.lbfgs`).
+      optimizer: a name in :data:`jaxstyle.optimizers.OPTIMIZERS`: ``"adam"``, ``"lbfgs"``
+        (Optax's, zoom line search) or ``"lbfgs-fixed"`` (PyTorch's, fixed steps).
       lbfgs_memory: past steps L-BFGS keeps.
       lbfgs_step: ``lbfgs-fixed``'s step length (PyTorch's ``lr``).
       lbfgs_first_step: ``lbfgs-fixed``'s first move at any pixel, in network units
         (``None``: PyTorch's first step; :func:`jaxstyle.lbfgs.fixed_lbfgs`).
       pixel_bounds: ``(lo, hi)`` per channel in network units: every step ends inside
         them (the pixel range [0, 1]); ``None``: the image is clipped only when written.
-      style_losses: the style losses computed (``"gram"``, ``"w2"``, in that order):
-        a batch's settings choose among them with ``LossWeights.style_loss``.
+      style_losses: the style losses computed (names in :data:`jaxstyle.losses.STYLE_LOSSES`,
+        in its order): a batch's settings choose among them with ``LossWeights.style_loss``.
       adam_b2: Adam's ``b2``.
       remat: ``"none"``, ``"blocks"`` or ``"bands"`` (:mod:`jaxstyle.remat`); never
         ``"auto"``: the planner resolves that.
@@ -101,21 +76,6 @@ class Recipe(NamedTuple):
     adam_b2: float = 0.999
     remat: str = "none"
     space_mesh: Mesh | None = None
-
-
-# The optimisers, by name: each a factory of its Optax transformation from the recipe.
-TRANSFORMS: dict[str, Callable[[Recipe], optax.GradientTransformation]] = {
-    "adam": lambda r: adam(r.adam_b2),
-    "lbfgs": lambda r: lbfgs(r.lbfgs_memory),
-    "lbfgs-fixed": lambda r: fixed_lbfgs(r.lbfgs_memory, r.lbfgs_step, r.pixel_bounds, r.lbfgs_first_step),
-}
-# Optimisers whose update searches along a line: they evaluate the loss themselves.
-LINE_SEARCH = ("lbfgs",)
-
-
-def transform(recipe: Recipe) -> optax.GradientTransformation:
-    """The Optax optimiser of ``recipe``."""
-    return TRANSFORMS[recipe.optimizer](recipe)
 
 
 class SolverState(NamedTuple):
@@ -166,25 +126,28 @@ def network_features(
 
 def objective_features(
     graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
-) -> tuple[tuple[Array, ...], tuple[Array | LayerStatistics, ...]]:
-    """What the losses of ``image`` read: content features, and the style layers' features
-    or their :class:`~jaxstyle.losses.LayerStatistics`, computed as ``recipe.remat`` says
-    (:mod:`jaxstyle.remat`: the same values, less memory kept for the backward pass)."""
+) -> tuple[tuple[Array, ...], tuple[LayerStatistics, ...]]:
+    """What the losses of ``image`` read: content features, and the style layers'
+    :data:`~jaxstyle.losses.LayerStatistics` for ``recipe.style_losses``, computed as
+    ``recipe.remat`` says (:mod:`jaxstyle.remat`: the same values, less memory kept for
+    the backward pass) and over the devices of ``recipe.space_mesh`` (:mod:`jaxstyle.spatial`)."""
+    losses = recipe.style_losses
     if recipe.space_mesh is not None:
         if recipe.remat == "bands":
             raise ValueError("remat 'bands' scans over the image's rows and cannot run with them split")
         model = nnx.merge(graphdef, params)
         content, style = split_features(
-            model, image, recipe.space_mesh, recipe.content, recipe.style, recipe.style_losses, recipe.remat
+            model, image, recipe.space_mesh, recipe.content, recipe.style, losses, recipe.remat
         )
         return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
     if recipe.remat == "none":
-        return network_features(graphdef, params, image, recipe)
+        content, style = network_features(graphdef, params, image, recipe)
+        return content, tuple(layer_statistics(f, losses) for f in style)
     model = nnx.merge(graphdef, params)
     if recipe.remat == "blocks":
-        content, style = block_features(model, image, recipe.content, recipe.style, recipe.style_losses)
+        content, style = block_features(model, image, recipe.content, recipe.style, losses)
     elif recipe.remat == "bands":
-        content, style = banded_network_features(model, image, recipe.content, recipe.style, recipe.style_losses)
+        content, style = banded_network_features(model, image, recipe.content, recipe.style, losses)
     else:
         raise ValueError(f"remat must be one of {', '.join(REMAT_MODES)}, not {recipe.remat!r}")
     return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
@@ -205,74 +168,44 @@ content_targets_jit = jax.jit(content_targets, static_argnames=("graphdef", "rec
 style_grams_jit = jax.jit(style_grams, static_argnames=("graphdef", "recipe"))
 
 
-class StyleStatistics(NamedTuple):
-    """What a style image gives one style layer's targets, for the recipe's style losses.
-
-    All are linear in the image's contributions, so several style images blend as a
-    weighted sum of them (:func:`blend_statistics`); a field the recipe's losses do not
-    need is ``None``.
-
-    Attributes:
-      gram: Gram matrix ``(N, C, C)`` (``gram``).
-      mean, second_moment: mean ``(N, C)`` and second raw moment ``(N, C, C)`` of the
-        features (``w2``; :func:`jaxstyle.losses.feature_moments`).
-    """
-
-    gram: Array | None
-    mean: Array | None
-    second_moment: Array | None
-
-
 def style_statistics(
     graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
-) -> tuple[StyleStatistics, ...]:
-    """The :class:`StyleStatistics` of a style image at each style layer (computed as
-    ``recipe.remat`` says, as :func:`content_targets`)."""
-    out = []
-    for f in objective_features(graphdef, params, image, recipe._replace(content=()))[1]:
-        if isinstance(f, LayerStatistics):  # reduced where it was made (remat)
-            out.append(StyleStatistics(f.gram, f.mean, f.second_moment))
-            continue
-        gram = gram_matrix(f) if "gram" in recipe.style_losses else None
-        mean, second_moment = feature_moments(f) if "w2" in recipe.style_losses else (None, None)
-        out.append(StyleStatistics(gram, mean, second_moment))
-    return tuple(out)
+) -> tuple[LayerStatistics, ...]:
+    """The :data:`~jaxstyle.losses.LayerStatistics` of a style image at each style layer, for
+    ``recipe.style_losses`` (computed as ``recipe.remat`` says, as :func:`content_targets`)."""
+    return objective_features(graphdef, params, image, recipe._replace(content=()))[1]
 
 
 style_statistics_jit = jax.jit(style_statistics, static_argnames=("graphdef", "recipe"))
 
 
-def blend_statistics(stats: tuple[StyleStatistics, ...], blend: Array) -> tuple[StyleStatistics, ...]:
+def blend_statistics(stats: Any, blend: Array) -> Any:
     """``sum_s b_s * X_s`` for every statistic: leaves are ``(S, ...)``, ``blend`` is ``(T, S)`` or ``(S,)``.
 
     Several style images give one target, the blend of their Gram matrices as in
     neural-style's ``-style_blend_weights``, or of their means and second moments as in
-    style-transfer-pytorch (whose covariance then follows from the blended moments).
+    style-transfer-pytorch (whose covariance then follows from the blended moments):
+    every registered statistic is linear in the image's contributions
+    (:class:`jaxstyle.losses.StyleLoss`).
     """
     return jax.tree.map(lambda x: jnp.tensordot(blend, x, axes=1), stats)
 
 
-def style_targets(
-    stats: tuple[StyleStatistics, ...], recipe: Recipe
-) -> tuple[tuple[Array, ...] | None, tuple[GaussianTarget, ...] | None]:
-    """``(style_gram, style_w2)`` of :class:`~jaxstyle.losses.Targets` from (blended) statistics.
-
-    W2 targets get their covariance and its square root here, once.
-    """
-    grams = tuple(s.gram for s in stats) if "gram" in recipe.style_losses else None
-    w2 = tuple(gaussian_target(s.mean, s.second_moment) for s in stats) if "w2" in recipe.style_losses else None
-    return grams, w2
+def recipe_style_targets(stats: tuple[LayerStatistics, ...], recipe: Recipe) -> dict[str, tuple[Any, ...]]:
+    """:attr:`~jaxstyle.losses.Targets.style` from (blended) statistics at each style layer
+    (:func:`jaxstyle.losses.style_targets`: W2's covariance and its square root, once)."""
+    return style_targets(stats, recipe.style_losses)
 
 
-style_targets_jit = jax.jit(style_targets, static_argnames=("recipe",))
+style_targets_jit = jax.jit(recipe_style_targets, static_argnames=("recipe",))
 
 
 def compute_targets(
     graphdef: nnx.GraphDef, params: nnx.State, content_image: Array, style_image: Array, recipe: Recipe
 ) -> Targets:
     """Content features of ``content_image`` and the style targets of ``style_image``."""
-    grams, w2 = style_targets(style_statistics(graphdef, params, style_image, recipe), recipe)
-    return Targets(content=content_targets(graphdef, params, content_image, recipe), style_gram=grams, style_w2=w2)
+    style = recipe_style_targets(style_statistics(graphdef, params, style_image, recipe), recipe)
+    return Targets(content=content_targets(graphdef, params, content_image, recipe), style=style)
 
 
 compute_targets_jit = jax.jit(compute_targets, static_argnames=("graphdef", "recipe"))
@@ -282,10 +215,8 @@ def objective(
     image: Array, graphdef: nnx.GraphDef, params: nnx.State, recipe: Recipe, targets: Targets, weights: LossWeights
 ) -> tuple[Array, dict[str, Array]]:
     """``(total loss, {content, style, tv, total})`` of ``image``."""
-    content_features, style_features = objective_features(graphdef, params, image, recipe)
-    terms = loss_terms(
-        image, content_features, style_features, targets, weights, recipe.tv_reduction, recipe.style_losses
-    )
+    content_features, style_stats = objective_features(graphdef, params, image, recipe)
+    terms = loss_terms(image, content_features, style_stats, targets, weights, recipe.tv_reduction, recipe.style_losses)
     return terms["total"], terms
 
 
@@ -311,19 +242,14 @@ def init_state(
     (see :func:`start_state`): its line search stores them for the point it accepts,
     and each step reads them from the state instead of evaluating them again.
     """
+    optimizer = adam() if recipe is None else optimizer_of(recipe)
+    at_image = None if value_and_grad is None else (lambda: value_and_grad)
+    return solver_state(image, optimizer.init(image, learning_rate, at_image), ema_decay, tol)
+
+
+def solver_state(image: Array, opt_state: optax.OptState, ema_decay: float | Array, tol: float | Array) -> SolverState:
+    """A :class:`SolverState` before the first step, with the optimiser's state ``opt_state``."""
     dtype = image.dtype
-    optimizer = recipe.optimizer if recipe is not None else "adam"
-    if optimizer == "adam":
-        opt_state = ADAM.init(image)  # the same state for every b2
-        lr = jnp.asarray(learning_rate, dtype=dtype)
-        opt_state = opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": lr})
-    elif optimizer in LINE_SEARCH:
-        if value_and_grad is None:
-            raise ValueError("L-BFGS starts from the loss and gradient at the initial image; use start_state")
-        value, grad = value_and_grad
-        opt_state = optax.tree.set(transform(recipe).init(image), value=value, grad=grad)
-    else:
-        opt_state = transform(recipe).init(image)
     decay = jnp.asarray(ema_decay, dtype)
     return SolverState(
         image=image,
@@ -350,11 +276,14 @@ def start_state(
     ema_decay: float | Array = 0.0,
     tol: float | Array = 0.0,
 ) -> SolverState:
-    """:func:`init_state` for ``recipe``'s optimiser; for L-BFGS, with the loss and gradient at ``image``."""
-    value_and_grad = None
-    if recipe.optimizer in LINE_SEARCH:
-        value_and_grad = jax.value_and_grad(total_loss)(image, graphdef, params, recipe, targets, weights)
-    return init_state(image, learning_rate, ema_decay, tol, recipe, value_and_grad=value_and_grad)
+    """:func:`init_state` for ``recipe``'s optimiser, which may evaluate the total loss and its
+    gradient at ``image`` (L-BFGS's line search does; Adam does not)."""
+
+    def value_and_grad() -> tuple[Array, Array]:
+        return jax.value_and_grad(total_loss)(image, graphdef, params, recipe, targets, weights)
+
+    opt_state = optimizer_of(recipe).init(image, learning_rate, value_and_grad)
+    return solver_state(image, opt_state, ema_decay, tol)
 
 
 def replace_named(tree: Any, **values: Any) -> Any:
@@ -402,30 +331,19 @@ def optimizer_step(
     weights: LossWeights,
     state: SolverState,
 ) -> tuple[SolverState, dict[str, Array]]:
-    """One step of Adam or L-BFGS; returns the new state and the losses *before* the step.
+    """One step of ``recipe``'s optimiser (:mod:`jaxstyle.optimizers`); returns the new state
+    and the losses *before* the step.
 
     A run that has diverged or converged no longer moves: a step whose loss or new
     image is not finite is not taken and ``diverged_at`` records it; a step whose loss
     fell by less than ``tol * |previous loss|`` since the step before is not taken and
     ``converged_at`` records it.
     """
-    if recipe.optimizer in LINE_SEARCH:
-        # The line search of the previous step stored the loss and gradient of the point
-        # it accepted (init_state stored those of the first): no second evaluation. The
-        # per-term losses of the trace need the network's forward pass only.
-        value, grad = optax.tree.get(state.opt_state, "value"), optax.tree.get(state.opt_state, "grad")
-        terms = objective(state.image, graphdef, params, recipe, targets, weights)[1]
 
-        def value_fn(image: Array) -> Array:
-            return total_loss(image, graphdef, params, recipe, targets, weights)
+    def loss(image: Array) -> tuple[Array, dict[str, Array]]:
+        return objective(image, graphdef, params, recipe, targets, weights)
 
-        updates, opt_state = transform(recipe).update(
-            grad, state.opt_state, state.image, value=value, grad=grad, value_fn=value_fn
-        )
-    else:
-        grad_fn = jax.value_and_grad(objective, has_aux=True)
-        (_, terms), grad = grad_fn(state.image, graphdef, params, recipe, targets, weights)
-        updates, opt_state = transform(recipe).update(grad, state.opt_state, state.image)
+    updates, opt_state, terms = optimizer_of(recipe).step(state.image, state.opt_state, loss)
     total = terms["total"]
     image = optax.apply_updates(state.image, updates)
     if recipe.pixel_bounds is not None:  # exactly inside: x + (clip(x + u) - x) may round past a bound

@@ -7,8 +7,9 @@ and its last row to the device below (``lax.ppermute``; the image's first and la
 devices receive zeros, which is the convolution's zero padding), convolves its rows with
 the two borrowed ones and keeps its own rows of the result. Poolings need nothing: a
 split height holds whole 2x2 windows on every device (:func:`jaxstyle.plan.spatial_multiple`).
-The style layers' statistics (Gram matrices, W2's moments) are sums over pixels, taken
-on each device and summed over ``space`` inside the map; content features leave it split
+The style layers' statistics (Gram matrices, W2's moments, whatever a registered style
+loss reads: :class:`jaxstyle.losses.StyleLoss`) are sums over pixels, taken on each
+device and summed over ``space`` inside the map; content features leave it split
 by rows, and the losses outside it are XLA's to partition.
 
 Why not XLA's sharding propagation alone (the image placed split, the network unchanged)?
@@ -29,9 +30,8 @@ from jax import Array
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jaxstyle.losses import LayerStatistics, accumulation_dtype
+from jaxstyle.losses import LayerStatistics, layer_sums, sums_statistics
 from jaxstyle.mesh import AXIS, SPACE
-from jaxstyle.remat import add_statistics, normalised_statistics, zero_statistics
 
 
 def exchange_rows(x: Array, shards: int) -> Array:
@@ -62,14 +62,14 @@ def local_features(
     A convolution runs on this device's rows plus one borrowed row above and below
     (:func:`exchange_rows`) with the network's own layer (padding 1 in both directions),
     and keeps the inner rows: ``y = conv(halo(x))[1:-1]``, each of them the unsplit
-    network's row. A style layer's statistics are ``G = psum(F_d^T F_d) / (C H W)``,
-    ``mu = psum(sum_p f_p) / (H W)``, ``S = psum(F_d^T F_d) / (H W)`` over the devices'
-    rows ``F_d`` (``H`` the whole height). With ``remat="blocks"`` each block is a
+    network's row. A style layer's statistics are each style loss's sums over this
+    device's rows (:func:`~jaxstyle.losses.layer_sums`, e.g. ``F_d^T F_d`` for a Gram
+    matrix), summed over the devices (``psum``) and normalised by the whole layer's
+    ``H W`` positions (:func:`~jaxstyle.losses.sums_statistics`). With ``remat="blocks"`` each block is a
     ``jax.checkpoint`` (:func:`jaxstyle.remat.block_features`).
     """
     graphdef, params = nnx.split(model)
     spec, layers = model.spec, (*content, *style)
-    dtype = accumulation_dtype(model.conv1_1.dtype or image.dtype)
 
     def block(x: Array, params: nnx.State, names: tuple[str, ...]) -> tuple[Array, dict, dict]:
         net = nnx.merge(graphdef, params)
@@ -83,9 +83,8 @@ def local_features(
                 found_content[name] = x
             if name in style:
                 n, h, w, c = x.shape
-                sums = add_statistics(zero_statistics(n, c, dtype, style_losses), x.reshape(n, h * w, c))
-                sums = jax.lax.psum(sums, SPACE)
-                found_style[name] = normalised_statistics(sums, h * shards * w)
+                sums = jax.lax.psum(layer_sums(x.reshape(n, h * w, c), style_losses), SPACE)
+                found_style[name] = sums_statistics(sums, h * shards * w)
         return x, found_content, found_style
 
     found_content, found_style, x = {}, {}, image

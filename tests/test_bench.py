@@ -228,7 +228,7 @@ def test_peer_settings_map_onto_jaxstyle_losses():
             jnp.asarray(s["content_layer_weights"]),
             jnp.asarray(s["style_layer_weights"]),
         )
-        targets = Targets((nhwc(content_t),), tuple(gram_matrix(nhwc(t)) for t in style_t))
+        targets = Targets((nhwc(content_t),), {"gram": tuple(gram_matrix(nhwc(t)) for t in style_t)})
         terms = loss_terms(nhwc(image), [nhwc(content_x)], [nhwc(x) for x in style_x], targets, weights,
                            s["tv_reduction"])  # fmt: skip
         return float(terms["total"])

@@ -138,7 +138,7 @@ def test_an_unknown_command_or_option_is_one_line(cli):
         (["--style-blend", "1e308,1e308"], "--style-blend weights must be finite and >= 0 with a positive"),
         # choices
         (["--optimizer", "sgd"], "--optimizer must be one of adam, lbfgs, lbfgs-fixed, not 'sgd'"),
-        (["--style-loss", "wasserstein"], "--style-loss must be one of gram, w2, not 'wasserstein'"),
+        (["--style-loss", "wasserstein"], "--style-loss must be one of gram, w2, guided, not 'wasserstein'"),
         (["--init", ""], "--init must be one of content, noise, gaussian or an image file"),
         (["--network", "vgg11"], "--network: unknown network 'vgg11'; choose from vgg19, vgg16"),
         # layer lists
@@ -175,7 +175,10 @@ def test_video_errors_name_the_option_as_typed(cli):
         (["--style-weight", "1,1e39"], "setting 1: --style-weight must be a number >= 0 and at most 3.40282e+38"),
         (["--lr", "0.1,1e-50"], "setting 1: --lr must be a number > 0"),
         (["--ema", "0.5,0.999999999"], "setting 1: --ema must be in [0, 1)"),
-        (["--style-loss", "gram,wasserstein"], "setting 1: --style-loss must be one of gram, w2, not 'wasserstein'"),
+        (
+            ["--style-loss", "gram,wasserstein"],
+            "setting 1: --style-loss must be one of gram, w2, guided, not 'wasserstein'",
+        ),
         (["--tv-weight", "1,x"], "--tv-weight '1,x': expected comma-separated numbers"),
         (
             ["--preset", "gatys", "--lr", "0.1,0.2"],

@@ -10,9 +10,7 @@ import pytest
 import torch
 
 from bench import torch_recipe
-from jaxstyle.config import STYLE_LOSS_NAMES
 from jaxstyle.losses import (
-    STYLE_LOSSES,
     W2_EPS,
     GaussianTarget,
     LossWeights,
@@ -23,6 +21,7 @@ from jaxstyle.losses import (
     feature_moments,
     gaussian_target,
     gram_matrix,
+    layer_statistics,
     loss_terms,
     newton_schulz_iterations,
     sqrtm,
@@ -30,7 +29,6 @@ from jaxstyle.losses import (
     tv_loss,
     tv_nine_point,
     w2_distance,
-    w2_style_loss,
 )
 
 pytestmark = pytest.mark.usefixtures("strict_dtypes")
@@ -58,11 +56,21 @@ def test_content_loss_by_hand():
     assert float(content_loss(a, t, jnp.array([2.0, 0.5]))) == pytest.approx(9.5)
 
 
+def gram_loss(features, targets, layer_weights):
+    """The ``gram`` style loss of NHWC features at each layer against Gram targets."""
+    return style_loss([layer_statistics(f, ("gram",)) for f in features], targets, layer_weights, "gram")
+
+
+def w2_style_loss(features, targets, layer_weights):
+    """The ``w2`` style loss of NHWC features at each layer against Gaussian targets."""
+    return style_loss([layer_statistics(f, ("w2",)) for f in features], targets, layer_weights, "w2")
+
+
 def test_style_loss_by_hand():
     f = jnp.array([[[[1.0, 2.0], [3.0, 4.0]]]])  # Gram [[2.5, 3.5], [3.5, 5]]
     target = jnp.array([[[2.5, 0.5], [3.5, 1.0]]])  # differences 0, 3, 0, 4 -> mean(0, 9, 0, 16) = 6.25
-    assert float(style_loss([f], [target], jnp.array([1.0]))) == pytest.approx(6.25)
-    assert float(style_loss([f, f], [target, target], jnp.array([1.0, 3.0]))) == pytest.approx(25.0)
+    assert float(gram_loss([f], [target], jnp.array([1.0]))) == pytest.approx(6.25)
+    assert float(gram_loss([f, f], [target, target], jnp.array([1.0, 3.0]))) == pytest.approx(25.0)
 
 
 def test_tv_loss_by_hand():
@@ -92,7 +100,7 @@ def test_tv_gradient_matches_pytorch_on_flat_regions(rng):
 def test_loss_terms_weighting():
     img = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float64).reshape(2, 4, 4, 3)[:1] / 10
     feats = [img]
-    targets = Targets(content=(img * 0.5,), style_gram=(gram_matrix(img) * 2,))
+    targets = Targets(content=(img * 0.5,), style={"gram": (gram_matrix(img) * 2,)})
     w = LossWeights(jnp.array(2.0), jnp.array(3.0), jnp.array(5.0), jnp.ones(1), jnp.ones(1))
     terms = loss_terms(img, feats, feats, targets, w)
     expected = 2 * terms["content"] + 3 * terms["style"] + 5 * terms["tv"]
@@ -124,10 +132,6 @@ def relu_features(rng, shape, spread: float = 1.0) -> np.ndarray:
 
 def to_torch(x: np.ndarray, grad: bool = False) -> torch.Tensor:
     return torch.tensor(np.ascontiguousarray(x.transpose(0, 3, 1, 2)), requires_grad=grad)
-
-
-def test_style_loss_names_match_the_config():
-    assert STYLE_LOSS_NAMES == STYLE_LOSSES
 
 
 def test_feature_moments_and_covariance_by_hand():
@@ -216,10 +220,11 @@ def test_w2_is_the_gaussian_wasserstein_distance_where_newton_schulz_converges(r
     cov_t = second_t - np.outer(mu_t, mu_t) + W2_EPS * np.eye(c)
     root_t = eig_sqrt(cov_t)
     exact = (np.sum((mu - mu_t) ** 2) + np.trace(cov + cov_t - 2 * eig_sqrt(root_t @ cov @ root_t))) / c
-    value = float(w2_distance(jnp.asarray(f), gaussian_target(*feature_moments(jnp.asarray(s)))))
+    value = float(w2_distance(feature_moments(jnp.asarray(f)), gaussian_target(*feature_moments(jnp.asarray(s)))))
     assert value == pytest.approx(exact, rel=1e-10)
     # Its own target: zero, up to the square roots' rounding.
-    same = float(w2_distance(jnp.asarray(s), gaussian_target(*feature_moments(jnp.asarray(s)))))
+    target = gaussian_target(*feature_moments(jnp.asarray(s)))
+    same = float(w2_distance(feature_moments(jnp.asarray(s)), target))
     assert abs(same) < 1e-12 * np.trace(cov_t)
 
 
@@ -228,9 +233,9 @@ def test_w2_accumulates_bfloat16_features_in_float32(rng):
     target = gaussian_target(*feature_moments(jnp.asarray(relu_features(rng, (1, 6, 8, 16)), jnp.float32)))
     mean, second = feature_moments(f)
     assert mean.dtype == second.dtype == jnp.float32
-    value = w2_distance(f, target)
+    value = w2_distance(feature_moments(f), target)
     assert value.dtype == jnp.float32
-    assert float(value) == pytest.approx(float(w2_distance(f.astype(jnp.float32), target)), rel=1e-6)
+    assert float(value) == pytest.approx(float(w2_distance(feature_moments(f.astype(jnp.float32)), target)), rel=1e-6)
 
 
 def test_nine_point_tv_by_hand():
@@ -263,15 +268,117 @@ def test_loss_terms_select_each_settings_style_loss(rng):
     style = jnp.asarray(relu_features(rng, (1, 6, 8, 4), 2.0))
     targets = Targets(
         content=(img * 0.5,),
-        style_gram=(gram_matrix(style),),
-        style_w2=(gaussian_target(*feature_moments(style)),),
+        style={"gram": (gram_matrix(style),), "w2": (gaussian_target(*feature_moments(style)),)},
     )
-    assert isinstance(targets.style_w2[0], GaussianTarget)
+    assert isinstance(targets.style["w2"][0], GaussianTarget)
     w = LossWeights(jnp.array(2.0), jnp.array(3.0), jnp.array(5.0), jnp.ones(1), jnp.ones(1))
     gram_only = loss_terms(img, [img], [img], targets, w, "nine", ("gram",))
     w2_only = loss_terms(img, [img], [img], targets, w, "nine", ("w2",))
-    assert float(gram_only["style"]) == float(style_loss([img], targets.style_gram, jnp.ones(1)))
-    assert float(w2_only["style"]) == float(w2_style_loss([img], targets.style_w2, jnp.ones(1)))
+    assert float(gram_only["style"]) == float(gram_loss([img], targets.style["gram"], jnp.ones(1)))
+    assert float(w2_only["style"]) == float(w2_style_loss([img], targets.style["w2"], jnp.ones(1)))
     for one_hot, alone in (([1.0, 0.0], gram_only), ([0.0, 1.0], w2_only)):
         both = loss_terms(img, [img], [img], targets, w._replace(style_loss=jnp.array(one_hot)), "nine", ("gram", "w2"))
         assert {k: float(v) for k, v in both.items()} == {k: float(v) for k, v in alone.items()}
+
+
+# --------------------------------------------------------------------------- the registry and guided Gram matrices
+
+
+def guided_reference(features: np.ndarray, masks: np.ndarray) -> torch.Tensor:
+    """Guided Gram matrices by Gatys et al. 2017 (section 4.1), written independently in PyTorch:
+    ``F_r = m_r * F`` (NCHW, masks ``(N, R, H, W)``), ``G_r = F_r F_r^T / (C sum m_r^2)``; ``(N, R, C, C)``."""
+    f = features if isinstance(features, torch.Tensor) else torch.from_numpy(features)
+    m = torch.from_numpy(masks)
+    n, c, h, w = f.shape
+    grams = []
+    for r in range(m.shape[1]):
+        fr = (f * m[:, r : r + 1]).reshape(n, c, h * w)
+        grams.append(fr @ fr.transpose(1, 2) / (c * (m[:, r] ** 2).sum(dim=(1, 2))[:, None, None]))
+    return torch.stack(grams, dim=1)
+
+
+def masks_nhwc(masks: np.ndarray) -> jnp.ndarray:
+    return jnp.asarray(masks.transpose(0, 2, 3, 1))
+
+
+def test_every_style_loss_sums_over_parts_of_the_positions(rng):
+    # What banded remat and a split image do: sums over disjoint rows, added, then normalised.
+    from jaxstyle.losses import STYLE_LOSSES, add_sums, layer_sums, sums_statistics, zero_sums
+
+    f = jnp.asarray(relu_features(rng, (2, 9, 7, 5)))
+    guide = jnp.asarray(rng.uniform(size=(2, 9, 7, 3)))
+    for g in (None, guide):
+        whole = layer_statistics(f, tuple(STYLE_LOSSES), g)
+        sums = zero_sums(tuple(STYLE_LOSSES), 2, 5, f.dtype, None if g is None else 3)
+        for rows in (slice(0, 2), slice(2, 6), slice(6, 9)):
+            part = f[:, rows].reshape(2, -1, 5)
+            sums = add_sums(
+                sums, layer_sums(part, tuple(STYLE_LOSSES), None if g is None else g[:, rows].reshape(2, -1, 3))
+            )
+        parts = sums_statistics(sums, 9 * 7)
+        assert jax.tree.structure(parts) == jax.tree.structure(whole)
+        for a, b in zip(jax.tree.leaves(parts), jax.tree.leaves(whole), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_guided_gram_matches_an_independent_pytorch_formula_float64(rng):
+    from jaxstyle.losses import STYLE_LOSSES
+
+    guided = STYLE_LOSSES["guided"]
+    f = relu_features(rng, (2, 10, 12, 6))
+    masks = rng.uniform(size=(2, 3, 10, 12))  # soft masks, three regions
+    masks[:, 2, :, :6] = 0.0  # a region that covers half the image
+    target = rng.uniform(size=(2, 3, 6, 6))
+    stats = layer_statistics(jnp.asarray(f), ("guided",), masks_nhwc(masks))["guided"]
+    x = to_torch(f, grad=True)
+    ref = guided_reference(x, masks)
+    np.testing.assert_allclose(np.asarray(stats), ref.detach().numpy(), rtol=1e-13)
+
+    def loss(features):
+        return guided.distance(layer_statistics(features, ("guided",), masks_nhwc(masks))["guided"], target)
+
+    value, grad = jax.value_and_grad(loss)(jnp.asarray(f))
+    ref_loss = ((ref - torch.from_numpy(target)) ** 2).mean(dim=(0, 2, 3)).sum()  # sum_r mean_{n,c,d}
+    ref_loss.backward()
+    assert float(value) == pytest.approx(float(ref_loss.detach()), rel=1e-13)
+    g_ref = x.grad.numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(np.asarray(grad), g_ref, rtol=0, atol=1e-13 * np.abs(g_ref).max())
+
+
+def test_guided_gram_of_complementary_hard_masks_is_each_regions_own_gram(rng):
+    f = relu_features(rng, (1, 8, 10, 4))
+    inside = np.zeros((8, 10), bool)
+    inside[2:7, 3:9] = True
+    masks = np.stack([inside, ~inside]).astype(np.float64)[None]
+    stats = np.asarray(layer_statistics(jnp.asarray(f), ("guided",), masks_nhwc(masks))["guided"])
+    for r, region in enumerate((inside, ~inside)):
+        pixels = f[0][region]  # (P_r, C): the region's own positions
+        np.testing.assert_allclose(stats[0, r], pixels.T @ pixels / (4 * len(pixels)), rtol=1e-13)
+
+
+def test_guided_gram_with_one_all_ones_mask_is_the_plain_gram_float64(rng):
+    f = jnp.asarray(relu_features(rng, (2, 11, 9, 8)))
+    style = jnp.asarray(relu_features(rng, (2, 11, 9, 8), 2.0))
+    ones = jnp.ones((2, 11, 9, 1))
+    gram = np.asarray(gram_matrix(f))
+    for guide in (ones, None):
+        guided = np.asarray(layer_statistics(f, ("guided",), guide)["guided"])
+        assert guided.shape == (2, 1, 8, 8)
+        np.testing.assert_allclose(guided[:, 0], gram, rtol=1e-10, atol=0)
+    # and so is its loss, through loss_terms and the registry's targets
+    w = LossWeights(jnp.array(2.0), jnp.array(3.0), jnp.array(5.0), jnp.ones(1), jnp.ones(1))
+    targets = Targets(
+        content=(f * 0.5,), style={"gram": (gram_matrix(style),), "guided": (gram_matrix(style)[:, None],)}
+    )
+    plain = loss_terms(f, [f], [f], targets, w, "mean", ("gram",))
+    guided_terms = loss_terms(f, [f], [layer_statistics(f, ("guided",), ones)], targets, w, "mean", ("guided",))
+    assert float(guided_terms["style"]) == pytest.approx(float(plain["style"]), rel=1e-10)
+    unguided = loss_terms(f, [f], [f], targets, w, "mean", ("guided",))  # no guide: one region, the image
+    assert float(unguided["style"]) == pytest.approx(float(plain["style"]), rel=1e-12)
+
+
+def test_an_empty_region_has_zero_statistics_not_nan(rng):
+    f = jnp.asarray(relu_features(rng, (1, 4, 4, 3)))
+    guide = jnp.stack([jnp.ones((1, 4, 4)), jnp.zeros((1, 4, 4))], axis=-1)
+    stats = layer_statistics(f, ("guided",), guide)["guided"]
+    assert np.isfinite(np.asarray(stats)).all() and float(jnp.abs(stats[:, 1]).max()) == 0.0

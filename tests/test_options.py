@@ -84,10 +84,10 @@ def test_blend_one_zero_gives_the_first_styles_targets(images, common):
     half = prepare(content, [style_a, style_b], style_blend=(3.0, 3.0), **common)
     other = prepare(content, style_b, **common)
     for g, g_alone, g_half, g_other in zip(
-        blended.targets.style_gram,
-        alone.targets.style_gram,
-        half.targets.style_gram,
-        other.targets.style_gram,
+        blended.targets.style["gram"],
+        alone.targets.style["gram"],
+        half.targets.style["gram"],
+        other.targets.style["gram"],
         strict=True,
     ):
         np.testing.assert_array_equal(g, g_alone)
@@ -106,7 +106,7 @@ def test_style_scale_takes_targets_of_the_resized_style(images, common):
         TORCHVISION.to_network(jnp.asarray(imageio.resize(style, (24, 32)))[None]),
         half.recipe,
     )
-    for g, g_hand, g_full in zip(half.targets.style_gram, by_hand, full.targets.style_gram, strict=True):
+    for g, g_hand, g_full in zip(half.targets.style["gram"], by_hand, full.targets.style["gram"], strict=True):
         np.testing.assert_allclose(g, g_hand, rtol=1e-6)
         assert not np.allclose(g, g_full, rtol=1e-2)
     # neural-style's shape: the style keeps its own 56x72 aspect, longest side 0.75 * 64 = 48.
@@ -114,7 +114,7 @@ def test_style_scale_takes_targets_of_the_resized_style(images, common):
     by_hand = style_grams_jit(
         own.graphdef, own.params, TORCHVISION.to_network(jnp.asarray(imageio.resize(style, (37, 48)))[None]), own.recipe
     )
-    for g, g_hand in zip(own.targets.style_gram, by_hand, strict=True):
+    for g, g_hand in zip(own.targets.style["gram"], by_hand, strict=True):
         np.testing.assert_allclose(g, g_hand, rtol=1e-6)
 
 
@@ -219,9 +219,9 @@ def test_layer_and_pooling_options_reach_the_recipe(images, common):
     assert p.recipe.content == ("relu3_1",) and p.recipe.style == ("relu1_1", "relu2_1")
     np.testing.assert_array_equal(p.loss_weights.style_layers, [2.0, 0.5])
     np.testing.assert_array_equal(p.loss_weights.content_layers, [3.0])
-    assert [g.shape for g in p.targets.style_gram] == [(1, 64, 64), (1, 128, 128)]
+    assert [g.shape for g in p.targets.style["gram"]] == [(1, 64, 64), (1, 128, 128)]
     max_pooled = prepare(content, style, settings=dataclasses.replace(settings, pool="max"), **common)
-    assert not np.allclose(p.targets.style_gram[1], max_pooled.targets.style_gram[1])
+    assert not np.allclose(p.targets.style["gram"][1], max_pooled.targets.style["gram"][1])
 
 
 # The originals' published defaults, written down from their sources:
@@ -432,8 +432,8 @@ def test_w2_targets_blend_means_and_second_moments(images, common):
     kw = {**common, "style_loss": "w2", "style_layers": W2_LAYERS[:2], "dtype": "float64"}
     blended = prepare(content, [style_a, style_b], style_blend=(0.3, 0.7), **kw).targets
     alone = [prepare(content, s, **kw).targets for s in (style_a, style_b)]
-    assert blended.style_gram is None  # only what the recipe's loss needs
-    for t, a, b in zip(blended.style_w2, *(x.style_w2 for x in alone), strict=True):
+    assert set(blended.style) == {"w2"}  # only what the recipe's loss needs
+    for t, a, b in zip(blended.style["w2"], *(x.style["w2"] for x in alone), strict=True):
         a, b = (jax.tree.map(np.asarray, x) for x in (a, b))
         eye = W2_EPS * np.eye(t.cov.shape[-1])
         second = [x.cov - eye + x.mean[..., :, None] * x.mean[..., None, :] for x in (a, b)]
@@ -499,7 +499,7 @@ def test_style_loss_and_adam_beta2_from_the_command_line(images, weight_files, t
     assert points[1]["file"] == "001_sw1000_lossw2.png" and (sweep_dir / points[1]["file"]).is_file()
     capsys.readouterr()
     assert main(["sweep", c, s, "-o", str(tmp_path / "bad"), "--style-loss", "gram,wasserstein", *small]) == 2
-    assert "--style-loss must be one of gram, w2, not 'wasserstein'" in capsys.readouterr().err
+    assert "--style-loss must be one of gram, w2, guided, not 'wasserstein'" in capsys.readouterr().err
     (tmp_path / "grid.toml").write_text('[[setting]]\nstyle_loss = "w2"\n\n[[setting]]\nstyle_weight = 5\n')
     grid = read_grid(tmp_path / "grid.toml", PRESETS["paper"], [c], [s])
     assert [(p.style_loss, p.style_weight) for p in grid] == [("w2", 1e3), ("gram", 5.0)]

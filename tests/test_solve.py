@@ -229,8 +229,8 @@ def test_style_targets_are_computed_once_per_scale(weight_files, rng, monkeypatc
 
     content, style = images(rng)
     calls = []
-    real = pipeline.stacked_style_grams
-    monkeypatch.setattr(pipeline, "stacked_style_grams", lambda *a: calls.append(1) or real(*a))
+    real = pipeline.stacked_style_statistics
+    monkeypatch.setattr(pipeline, "stacked_style_statistics", lambda *a: calls.append(1) or real(*a))
     # Two scales of 6 steps in chunks of at most 10 steps (here 2, to have many chunks).
     result = stylize(content, style, weights=weight_files["torchvision"], size=SIZE, scales=2, steps=6, save_every=2)
     assert [s.steps for s in result.stages] == [6, 6]
@@ -262,7 +262,7 @@ def test_bfloat16_convolutions_with_float32_gram_and_losses(weight_files, rng):
     p32 = prepare(content, style, **common)
     p16 = prepare(content, style, compute_dtype="bfloat16", **common)
     assert p16.targets.content[0].dtype == jnp.bfloat16  # features come out of bf16 convolutions
-    assert all(g.dtype == jnp.float32 for g in p16.targets.style_gram)  # Gram sums in float32
+    assert all(g.dtype == jnp.float32 for g in p16.targets.style["gram"])  # Gram sums in float32
     assert gram_matrix(jnp.full((1, 64, 64, 8), 300.0, jnp.float16)).dtype == jnp.float32  # no fp16 overflow
     x = p32.state.image + jnp.asarray(rng.normal(0, 0.1, p32.state.image.shape), jnp.float32)
     results = {}
@@ -290,3 +290,34 @@ def test_vgg_convolutions_and_max_pools_take_the_custom_vjp_fast_path(weight_fil
     # its output) and 4 max-pools, each a custom VJP; no convolution or pooling outside them.
     assert primitives.count("custom_vjp_call") == 13 + 13 + 4
     assert not {"conv_general_dilated", "reduce_window_max"} & set(primitives)
+
+
+def test_a_registered_style_loss_runs_through_remat_and_a_mixed_batch(tiny_weights, rng):
+    """``guided`` without guidance channels is ``gram`` (one region, the whole image): through
+    every remat mode's sums (blocks, bands) and in a batch that mixes it with ``gram`` and ``w2``,
+    none of which names it."""
+    from jaxstyle.api import prepare
+    from jaxstyle.sweep import grid_product, sweep
+
+    content, style = rng.uniform(size=(40, 48, 3)), rng.uniform(size=(40, 48, 3))
+    common = dict(weights=tiny_weights, network="tiny", content_layers=("relu4_1",), size=(40, 48), dtype="float64")
+    noise = None
+    for mode in ("none", "blocks", "bands"):
+        values = {}
+        for loss in ("gram", "guided"):
+            p = prepare(content, style, style_loss=loss, **common)
+            noise = 0.1 * jnp.asarray(rng.normal(size=p.state.image.shape)) if noise is None else noise
+            recipe = p.recipe._replace(remat=mode)
+            (value, _), grad = jax.value_and_grad(objective, has_aux=True)(
+                p.state.image + noise, p.graphdef, p.params, recipe, p.targets, p.loss_weights
+            )
+            values[loss] = float(value), np.asarray(grad)
+        assert values["guided"][0] == pytest.approx(values["gram"][0], rel=1e-12), mode
+        np.testing.assert_allclose(
+            values["guided"][1], values["gram"][1], rtol=0, atol=1e-12 * np.abs(values["gram"][1]).max()
+        )
+    points = grid_product(1, 1, [1.0], [1e3], [10.0], [0.05], style_loss=["gram", "guided", "w2"])
+    result = sweep([content], [style], points, steps=3, batch_size=3, **common)
+    total = np.asarray(result.trace["total"])
+    np.testing.assert_allclose(total[:, 1], total[:, 0], rtol=1e-12)
+    assert not np.allclose(total[:, 2], total[:, 0])  # w2, its own loss
