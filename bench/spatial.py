@@ -43,14 +43,17 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
 
     from bench.common import bench_images
     from jaxstyle.batch import run_batch_chunk_jit
-    from jaxstyle.config import resolve
+    from jaxstyle.config import Execution, resolve
     from jaxstyle.mesh import image_sharding, single_run_mesh
     from jaxstyle.pipeline import DeviceLayout, StageStep, prepare_job
 
     content, style = bench_images((64, 64))  # resized to the side inside the run
     # remat "none" for every side: "auto" would pick by the RAM free at the moment of the run.
-    settings = resolve("paper", size=(side, side), steps=1, spatial_shards=shards, remat="none")
-    job = prepare_job([content], [style], settings, weights=weights, space_devices=jax.device_count())
+    settings = resolve("paper", size=(side, side), steps=1)
+    execution = Execution(spatial_shards=shards, remat="none")
+    job = prepare_job(
+        [content], [style], settings, weights=weights, execution=execution, space_devices=jax.device_count()
+    )
     layout = DeviceLayout.of(job, single_run_mesh(shards))
 
     def abstract(tree, sharding):

@@ -33,6 +33,7 @@ from jaxstyle.config import (
     INITS,
     STYLE_LOSS_NAMES,
     SWEPT_FIELDS,
+    Execution,
     Settings,
     check_convention,
     check_swept_values,
@@ -52,6 +53,7 @@ from jaxstyle.solve import (
     SolverState,
     averaged_image,
     blend_statistics,
+    content_targets_jit,
     style_statistics_jit,
     style_targets_jit,
 )
@@ -217,19 +219,20 @@ def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weigh
 def build_network(
     settings: Settings,
     weights: str | os.PathLike | None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
+    execution: Execution | None = None,
     style_losses: Sequence[str] | None = None,
     remat: str = "none",
 ) -> Network:
     """Load the weights and split the network for the core.
 
-    ``dtype`` is checked (float64 needs ``jax_enable_x64``); ``compute_dtype`` is the
-    dtype of the convolutions (``None``: ``dtype``); ``style_losses`` are the style
-    losses the batch's settings use (``None``: the settings' own); ``remat`` the
-    resolved rematerialisation mode (the plan's).
+    ``execution`` gives the dtypes: its ``dtype`` is checked (float64 needs
+    ``jax_enable_x64``), its ``compute_dtype`` is the dtype of the convolutions
+    (``None``: ``dtype``); ``style_losses`` are the style losses the batch's settings use
+    (``None``: the settings' own); ``remat`` the resolved rematerialisation mode (the
+    plan's, where the execution may say ``auto``).
     """
-    dtype = jnp.dtype(dtype)
+    execution = execution or Execution()
+    dtype, compute_dtype = jnp.dtype(execution.dtype), execution.compute_dtype
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
     loaded = load_weights(settings, weights)
@@ -328,14 +331,42 @@ def targets_at(
     images are split over devices computes them split too); by default, the default device.
     """
     place = place or (lambda x: x)
-    styles = [
-        place(to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0]) for rgb in inputs.styles
-    ]
     content = stack_content_targets_jit(
         network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
-    stats = blend_statistics(stacked_style_statistics(network, styles), jnp.asarray(inputs.blends, network.dtype))
-    return Targets(content=content, style=style_targets_jit(stats, network.recipe))
+    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size, place))
+    blended = blend_statistics(stats, jnp.asarray(inputs.blends, network.dtype))
+    return Targets(content=content, style=style_targets_jit(blended, network.recipe))
+
+
+def style_images_at(
+    network: Network,
+    settings: Settings,
+    inputs: Inputs,
+    size: tuple[int, int],
+    place: Callable[[jax.Array], jax.Array] | None = None,
+) -> list[jax.Array]:
+    """Each style image in network space, ``(1, h, w, 3)``, at its size for an output of ``size``
+    (:func:`style_size`), put where ``place`` says (default: the default device)."""
+    place = place or (lambda x: x)
+    return [
+        place(to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0]) for rgb in inputs.styles
+    ]
+
+
+def point_targets(network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int], point: Any) -> Targets:
+    """The targets of one point (:class:`~jaxstyle.sweep.SweepPoint`) at ``size``, leaves ``(1, ...)``:
+    the content features of its content image, and its style target, ``X = sum_s blends[t, s] * X_s``
+    for its style target ``t``. What :func:`targets_at` stacks for every content and target of a
+    batch, and :func:`~jaxstyle.batch.select_targets` picks from, computed for the one alone."""
+    recipe = network.recipe
+    content = to_network_images([inputs.contents[point.content]], size, network)[0]
+    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size))
+    blended = blend_statistics(stats, jnp.asarray(inputs.blends[point.style], network.dtype))
+    return Targets(
+        content=content_targets_jit(network.graphdef, network.params, content, recipe),
+        style=style_targets_jit(blended, recipe),
+    )
 
 
 # --------------------------------------------------------------------------- images
@@ -451,6 +482,8 @@ class Job:
       inputs: the images.
       points: the settings of the batch, in order.
       plan: stages, chunks, snapshots and micro-batches.
+      execution: how the run is carried out, as asked (the plan holds what it resolved:
+        the remat mode, the split, the batch size).
       frames: per-point temporal targets and starting images of video frames (``None``: still images).
     """
 
@@ -459,11 +492,16 @@ class Job:
     inputs: Inputs
     points: list[SweepPoint]
     plan: RunPlan
+    execution: Execution
     frames: FrameTargets | None = None
 
     def targets_at(self, size: tuple[int, int], place: Callable[[jax.Array], jax.Array] | None = None) -> Targets:
         """Stacked content and style targets at ``size`` (see :func:`targets_at`)."""
         return targets_at(self.network, self.settings, self.inputs, size, place)
+
+    def point_targets(self, size: tuple[int, int], k: int = 0) -> Targets:
+        """The targets of point ``k`` alone at ``size`` (see :func:`point_targets`)."""
+        return point_targets(self.network, self.settings, self.inputs, size, self.points[k])
 
     def per_setting(self) -> SettingArrays:
         """The per-setting host arrays, leading axis K."""
@@ -518,16 +556,14 @@ def prepare_job(
     *,
     style_blends: Sequence[Sequence[float]] | None = None,
     weights: str | os.PathLike | None = None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
+    execution: Execution | None = None,
     device_count: int = 1,
-    batch_size: int | None = None,
-    save_every: int | None = None,
     space_devices: int | None = None,
 ) -> Job:
     """Read and check everything a run needs, so that a run fails before it starts.
 
     ``points`` default to every content with every style target at the settings' values;
+    ``execution`` (default ``Execution()``) says how the run is carried out;
     ``device_count`` devices hold the batch, and one image may be split over
     ``space_devices`` (default ``device_count``; see :func:`jaxstyle.plan.make_plan`).
     """
@@ -540,7 +576,8 @@ def prepare_job(
         dataclasses.replace(p, **{k: getattr(settings, k) for k, v in swept_values(p).items() if v is None})
         for p in points
     ]
-    with numbers_checked_as(dtype):  # loss weights, lr, EMA as the run will hold them
+    execution = execution or Execution()
+    with numbers_checked_as(execution.dtype):  # loss weights, lr, EMA as the run will hold them
         check_points(points, len(inputs.contents), len(inputs.blends))
         check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT_FIELDS})
     memory, _ = meshlib.device_memory_bytes()
@@ -548,18 +585,15 @@ def prepare_job(
         settings,
         inputs.output_size,
         len(points),
+        execution=execution,
         device_count=device_count,
-        dtype=dtype,
         device_memory=memory,
         platform=jax.devices()[0].platform,
-        batch_size=batch_size,
-        save_every=save_every,
         space_devices=space_devices,
-        compute_dtype=compute_dtype,
     )
     check_sizes(settings, inputs, plan)
-    network = build_network(settings, weights, dtype, compute_dtype, [p.style_loss for p in points], plan.remat)
-    return Job(settings, network, inputs, points, plan)
+    network = build_network(settings, weights, execution, [p.style_loss for p in points], plan.remat)
+    return Job(settings, network, inputs, points, plan, execution)
 
 
 # --------------------------------------------------------------------------- results
@@ -897,10 +931,17 @@ def single_device_mesh(spatial_shards: int = 1) -> Mesh:
 
 
 def fingerprint(job: Job) -> dict[str, str]:
-    """What a checkpoint of ``job`` is bound to: settings, inputs, weights, dtypes and plan, each digested."""
-    network, inputs = job.network, job.inputs
+    """What a checkpoint of ``job`` is bound to: settings, inputs, weights, execution choices,
+    dtypes and plan, each digested.
+
+    Of the execution, the dtypes and the plan (batch size, snapshot steps) are bound as
+    they were before :class:`~jaxstyle.config.Execution` held them; so are the remat mode
+    and the split as asked (once settings): a resume must ask for the same.
+    """
+    network, inputs, execution = job.network, job.inputs, job.execution
     return {
         "settings": digest(job.settings.to_dict(), [dataclasses.astuple(p) for p in job.points]),
+        "execution choices": digest(execution.remat, execution.spatial_shards),
         "inputs": digest(*inputs.contents, *inputs.styles, inputs.blends, inputs.init_rgb is None)
         + (digest(inputs.init_rgb) if inputs.init_rgb is not None else ""),
         "weights": weightsio.file_digests(network.weights_file)[0],

@@ -18,13 +18,14 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxstyle import mesh as meshlib
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import SWEPT_FIELDS, Settings, numbers_checked_as, resolve, value_type
+from jaxstyle.config import SWEPT_FIELDS, Execution, Settings, numbers_checked_as, resolve, split_execution, value_type
 from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.pipeline import ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
 from jaxstyle.plan import StagePlan
@@ -207,14 +208,12 @@ def sweep(
     preset: str = "paper",
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
-    batch_size: int | None = None,
+    execution: Execution | None = None,
     progress: Callable[[ChunkReport], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
     stop_signal: Callable[[], int | None] | None = None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> SweepResult:
     """Run many settings at once: vmapped in one compiled program, sharded over all devices.
 
@@ -225,20 +224,21 @@ def sweep(
       style_blends: blends of all the style images, each a list of one weight per
         image; when given, these are the style targets that points index (default:
         each style image alone, or the settings' ``style_blend`` as the only target).
-      preset, weights, settings, **overrides: the shared settings, as for :func:`jaxstyle.stylize`.
-      batch_size: settings per compiled micro-batch (default: from a memory estimate).
+      preset, weights, settings, execution, **overrides: the shared settings and how the run is
+        carried out, as for :func:`jaxstyle.stylize`; ``batch_size=`` (an
+        :class:`~jaxstyle.config.Execution` field) is the settings per compiled micro-batch
+        (default: from a memory estimate), ``dtype=``, ``compute_dtype=`` the dtypes.
       progress: called after every chunk with a :class:`~jaxstyle.pipeline.ChunkReport`.
       on_plan: receives the lines that explain the memory estimate (and remat mode) and the batch
         size, before the run.
-      dtype: computation dtype (``"float64"`` needs ``jax_enable_x64``).
-      compute_dtype: dtype of the convolutions (``"bfloat16"``); Gram matrices and losses stay in ``dtype``.
       checkpoint, stop_signal: as for :func:`jaxstyle.stylize`; each process saves its shards.
 
     Returns:
       A :class:`SweepResult`. A setting whose loss becomes NaN or infinite is frozen
       at its last finite image and reported as diverged; the others are unaffected.
     """
-    with numbers_checked_as(dtype):  # a float64 run takes float64 numbers
+    execution, overrides = split_execution(execution, overrides)
+    with numbers_checked_as(execution.dtype):  # a float64 run takes float64 numbers
         settings = settings or resolve(preset, **overrides)
     if not contents or not styles:
         raise JaxstyleError("a sweep needs at least one content and one style image")
@@ -256,10 +256,8 @@ def sweep(
         points,
         style_blends=style_blends,
         weights=weights,
-        dtype=dtype,
-        compute_dtype=compute_dtype,
+        execution=execution,
         device_count=jax.device_count(),
-        batch_size=batch_size,
     )
     mesh = meshlib.settings_mesh(job.plan.spatial_shards)
     check_host_memory(len(job.points), job.inputs.output_size, job.plan.steps, job.network.dtype.itemsize)

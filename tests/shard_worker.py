@@ -17,7 +17,7 @@ import numpy as np
 from jaxstyle.api import stylize
 from jaxstyle.batch import run_batch_chunk_jit
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import resolve
+from jaxstyle.config import Execution, resolve
 from jaxstyle.errors import Stopped
 from jaxstyle.mesh import single_run_mesh
 from jaxstyle.pipeline import DeviceLayout, StageStep, next_stage_state, prepare_job
@@ -86,8 +86,9 @@ for shards in (1, 2):
 def chunk_bytes(shards: int) -> int:
     """Per-device bytes of a compiled 2-step chunk at 128x64: arguments, outputs and temporaries."""
     fields = {k: v for k, v in common.items() if k not in ("weights", "dtype")}
-    settings = resolve("paper", steps=2, spatial_shards=shards, **fields)
-    job = prepare_job([content], [style], settings, weights=weights, dtype="float64", space_devices=4)
+    settings = resolve("paper", steps=2, **fields)
+    execution = Execution(dtype="float64", spatial_shards=shards)
+    job = prepare_job([content], [style], settings, weights=weights, execution=execution, space_devices=4)
     layout = DeviceLayout.of(job, single_run_mesh(shards))
     params = jax.device_put(job.network.params, layout.replicated)
     targets, device = layout.targets(job, 0), layout.place_settings(job.per_setting())
