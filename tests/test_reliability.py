@@ -116,7 +116,13 @@ def test_a_checkpoint_of_another_run_or_format_is_refused(tmp_path, small):
     with pytest.raises(JaxstyleError, match=r"ck: holds checkpoints of an earlier run; pass --resume"):
         stylize(content, style, checkpoint=options, **common)
     resume = CheckpointOptions(tmp_path / "ck", every_steps=2, every_minutes=None, resume=True)
-    for changed, part in (({"style_weight": 5.0}, "settings"), ({"steps": 6}, "settings")):
+    # The recipe, and the execution choices a checkpoint is bound to: remat and split as asked, dtypes.
+    for changed, part in (
+        ({"style_weight": 5.0}, "settings"),
+        ({"steps": 6}, "settings"),
+        ({"remat": "blocks"}, "execution choices"),
+        ({"compute_dtype": "bfloat16"}, "dtypes"),
+    ):
         with pytest.raises(JaxstyleError, match=rf"made with other {part}; resume with the same command"):
             stylize(content, style, checkpoint=resume, **{**common, **changed})
     with pytest.raises(JaxstyleError, match="made with other inputs"):
