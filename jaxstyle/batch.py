@@ -123,8 +123,8 @@ def run_batch_chunk(
     state, the losses ``(num_steps, K)`` (zeros past the steps run) and the number of
     steps run. A batch of one (a single stylization) runs the step without ``vmap``:
     under ``vmap`` the data-dependent ``cond``s of L-BFGS's line search become
-    ``select``s that compute both branches (1.7x the FLOPs of a step at 96x128); for
-    Adam the two programs are the same.
+    ``select``s that compute both branches (the cost is in bench/RESULTS.md, "Measurements
+    behind the code"); for Adam the two programs are the same.
     """
 
     def one(setting: Setting, st: SolverState) -> tuple[SolverState, dict[str, Array]]:
