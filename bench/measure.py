@@ -143,8 +143,7 @@ def measure_jax_sweep(mode: str, size, steps: int, reps: int, weights_file: str,
             p.settings,
             points,
             weights=weights_file,
-            dtype=str(p.state.image.dtype),
-            compute_dtype="bfloat16" if dtype == "bfloat16" else None,
+            execution=p.execution,
         )
         batch, micro_batches = job.plan.batch_size, len(job.plan.micro_batches)
         setting, images, lrs, emas, tols = jax.tree.map(lambda x: jnp.asarray(x[:batch]), job.per_setting())

@@ -43,36 +43,39 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
 
     from bench.common import bench_images
     from jaxstyle.batch import run_batch_chunk_jit
-    from jaxstyle.config import resolve
+    from jaxstyle.config import Execution, resolve
     from jaxstyle.mesh import image_sharding, single_run_mesh
-    from jaxstyle.pipeline import Runner, prepare_job
+    from jaxstyle.pipeline import DeviceLayout, StageStep, prepare_job
 
     content, style = bench_images((64, 64))  # resized to the side inside the run
     # remat "none" for every side: "auto" would pick by the RAM free at the moment of the run.
-    settings = resolve("paper", size=(side, side), steps=1, spatial_shards=shards, remat="none")
-    job = prepare_job([content], [style], settings, weights=weights, space_devices=jax.device_count())
-    runner = Runner(job, single_run_mesh(shards), None, None, False, None, None)
+    settings = resolve("paper", size=(side, side), steps=1)
+    execution = Execution(spatial_shards=shards, remat="none")
+    job = prepare_job(
+        [content], [style], settings, weights=weights, execution=execution, space_devices=jax.device_count()
+    )
+    layout = DeviceLayout.of(job, single_run_mesh(shards))
 
     def abstract(tree, sharding):
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding(x)), tree)
 
-    params = abstract(job.network.params, lambda _: runner.replicated)
+    params = abstract(job.network.params, lambda _: layout.replicated)
     # Shapes only: the targets' and the state's arrays are never computed.
     targets = jax.eval_shape(lambda: job.targets_at((side, side)))
-    split = runner.split[0]
-    mesh = runner.mesh
+    split = layout.split[0]
     targets = targets._replace(
-        content=abstract(targets.content, lambda x: image_sharding(mesh, x.ndim, split, batched=False))
+        content=abstract(targets.content, lambda x: image_sharding(layout.mesh, x.ndim, split, batched=False))
     )
-    targets = targets._replace(style=abstract(targets.style, lambda _: runner.replicated))
-    host = job.per_setting()
-    setting = abstract(host[0], lambda _: runner.sharded)
-    runner.params, runner.stage_targets = params, [targets]
-    state = jax.eval_shape(lambda d: runner.start_state(d, 0), abstract(host, lambda x: runner.sharded))
-    state = abstract(state, lambda x: runner.state_sharding(0, x))
+    targets = targets._replace(style=abstract(targets.style, lambda _: layout.replicated))
+    host = abstract(job.per_setting(), lambda x: layout.by_setting)
+    recipe = layout.recipe(job.network.recipe, 0)
+    step = StageStep(job.network.graphdef, recipe, params, targets, host.setting, 1)
+    state = jax.eval_shape(lambda d: step.start(d, d.images), host)
+    state = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, layout.state_shardings(0, state)
+    )
     start = time.perf_counter()
-    recipe = runner.recipe_at(0)
-    compiled = run_batch_chunk_jit.lower(job.network.graphdef, recipe, 1, params, targets, setting, state)
+    compiled = run_batch_chunk_jit.lower(job.network.graphdef, recipe, 1, params, targets, host.setting, state)
     m = compiled.compile().memory_analysis()
     total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
     return {"bytes": total, "temp_bytes": m.temp_size_in_bytes, "compile_s": time.perf_counter() - start}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,15 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxstyle.batch import select_targets
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import Settings, Stage, numbers_checked_as, resolve
+from jaxstyle.config import Execution, Settings, Stage, numbers_checked_as, resolve, split_execution
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
 from jaxstyle.pipeline import ChunkReport, ImageLike, Job, prepare_job, run_job, single_device_mesh
-from jaxstyle.plan import schedule
 from jaxstyle.preprocess import InputConvention
-from jaxstyle.solve import LOSS_NAMES, Diverged, Recipe, SolverState, start_state
+from jaxstyle.solve import Diverged, Recipe, SolverState, start_state
 
 
 @dataclass
@@ -36,6 +33,7 @@ class Result:
         scale that ``tol`` stopped ends with the loss of its last image).
       final_losses: the losses of the returned image itself.
       settings: the settings used.
+      execution: how the run was carried out, as asked.
       weights_file: the converted weights file used.
       weights_info: its provenance (source, source file and SHA-256, convention).
       seconds: wall time of the optimisation, compilation included.
@@ -46,6 +44,7 @@ class Result:
     trace: dict[str, np.ndarray]
     final_losses: dict[str, float]
     settings: Settings
+    execution: Execution
     weights_file: Path
     weights_info: dict[str, str]
     seconds: float
@@ -73,6 +72,10 @@ class Problem:
         return self.job.settings
 
     @property
+    def execution(self) -> Execution:
+        return self.job.execution
+
+    @property
     def graphdef(self) -> Any:
         return self.job.network.graphdef
 
@@ -91,8 +94,8 @@ class Problem:
 
     @cached_property
     def targets(self) -> Targets:
-        """Content features and blended style Gram matrices at the first scale."""
-        return select_targets(self.job.targets_at(self.job.plan.stages[0].size), 0, 0)
+        """Content features and blended style targets of the setting at the first scale."""
+        return self.job.point_targets(self.job.plan.stages[0].size)
 
     @cached_property
     def loss_weights(self) -> LossWeights:
@@ -115,27 +118,21 @@ def prepare(
     preset: str = "paper",
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
-    **overrides,
+    execution: Execution | None = None,
+    **overrides: Any,
 ) -> Problem:
     """Read and check everything a run needs, so that a run fails before it starts.
 
-    Arguments as for :func:`stylize`; ``dtype`` is the computation dtype (``"float64"``
-    needs ``jax_enable_x64``; the parity tests use it); ``compute_dtype="bfloat16"``
-    runs the convolutions in bfloat16 while the image, Gram matrices and losses stay
-    in ``dtype``.
+    Arguments as for :func:`stylize`: ``overrides`` named like a field of
+    :class:`~jaxstyle.config.Execution` (``dtype="float64"``, which needs
+    ``jax_enable_x64`` and the parity tests use; ``compute_dtype="bfloat16"``;
+    ``remat``; ``save_every``) go into ``execution``, the others into the settings.
     """
-    with numbers_checked_as(dtype):  # a float64 run takes float64 numbers
+    execution, overrides = split_execution(execution, overrides)
+    with numbers_checked_as(execution.dtype):  # a float64 run takes float64 numbers
         settings = settings or resolve(preset, **overrides)
     job = prepare_job(
-        [content],
-        style_list(style),
-        settings,
-        weights=weights,
-        dtype=dtype,
-        compute_dtype=compute_dtype,
-        space_devices=jax.device_count(),
+        [content], style_list(style), settings, weights=weights, execution=execution, space_devices=jax.device_count()
     )
     return Problem(job)
 
@@ -143,16 +140,13 @@ def prepare(
 def optimize(
     problem: Problem,
     progress: Callable[[ChunkReport], None] | None = None,
-    save_every: int | None = None,
     on_snapshot: Callable[[int, np.ndarray], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
     stop_signal: Callable[[], int | None] | None = None,
 ) -> Result:
-    """Run a prepared problem to the end, scale by scale; arguments as for :func:`stylize`."""
+    """Run a prepared problem to the end, scale by scale; arguments as for :func:`stylize`
+    (snapshots are taken as the problem's ``execution.save_every`` planned them)."""
     job, settings = problem.job, problem.settings
-    if save_every is not None:
-        stages, snapshots = schedule(settings, job.inputs.output_size, save_every)
-        job = dataclasses.replace(job, plan=dataclasses.replace(job.plan, stages=stages, snapshot_steps=snapshots))
     try:
         out = run_job(
             job,
@@ -168,17 +162,12 @@ def optimize(
             f"the optimisation diverged at step {e.step} (loss {e.losses['total']}); try a lower --lr "
             f"(now {settings.lr}) or smaller loss weights"
         ) from None
-    # Each scale's losses up to the step at which tol stopped it, then the loss of its last image.
-    kept = [
-        np.arange(stage.first_step, stage.first_step + (c + 1 if c >= 0 else stage.steps))
-        for stage, c in zip(job.plan.stages, out.converged_at[0], strict=True)
-    ]
-    rows = np.concatenate(kept)
     return Result(
         image=out.images[0],
-        trace={name: out.trace[name][rows, 0] for name in LOSS_NAMES},
+        trace={name: v[:, 0] for name, v in out.trace().items()},
         final_losses={name: float(v[0]) for name, v in out.final_losses.items()},
         settings=settings,
+        execution=job.execution,
         weights_file=job.network.weights_file,
         weights_info=job.network.weights_info,
         seconds=out.seconds,
@@ -193,14 +182,12 @@ def stylize(
     preset: str = "paper",
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
+    execution: Execution | None = None,
     progress: Callable[[ChunkReport], None] | None = None,
-    save_every: int | None = None,
     on_snapshot: Callable[[int, np.ndarray], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
     stop_signal: Callable[[], int | None] | None = None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> Result:
     """Stylize ``content`` in the manner of ``style``.
 
@@ -209,20 +196,23 @@ def stylize(
       style: style image, likewise, or a list of them (blended by ``style_blend``).
       preset: named recipe the settings start from (see ``jaxstyle.config.PRESETS``).
       weights: converted weights file; default: the first found on the search path.
-      settings: complete settings, instead of ``preset`` and ``overrides``.
+      settings: complete settings, instead of ``preset`` and the recipe's ``overrides``.
+      execution: how the run is carried out (:class:`~jaxstyle.config.Execution`: dtypes,
+        remat mode, split over devices, snapshots); default ``Execution()``, with the
+        ``overrides`` named like its fields.
       progress: called after every chunk of steps with a
         :class:`~jaxstyle.pipeline.ChunkReport` (global step, all scales counted;
         scale; that chunk's per-step losses); :class:`jaxstyle.progress.Progress` shows them.
-      save_every: call ``on_snapshot(step, image)`` every this many global steps.
-      on_snapshot: receives snapshots as float RGB arrays in [0, 1].
+      on_snapshot: called as ``on_snapshot(step, image)`` every ``save_every`` global steps
+        (an execution choice), with the image as float RGB in [0, 1].
       checkpoint: where and how often to save the run's state, and whether to resume
         from it (see :class:`~jaxstyle.checkpoint.CheckpointOptions`).
       stop_signal: asked after every chunk; a signal number stops the run there
         (after a checkpoint, if ``checkpoint`` is set) with
         :class:`~jaxstyle.pipeline.Stopped` (see :class:`jaxstyle.signals.StopRequests`).
-      dtype: computation dtype, ``"float32"`` (``"float64"`` needs ``jax_enable_x64``).
-      compute_dtype: ``"bfloat16"`` runs the convolutions in bfloat16 (Gram matrices and losses stay ``dtype``).
-      **overrides: any field of :class:`~jaxstyle.config.Settings`, e.g. ``steps=200``.
+      **overrides: any field of :class:`~jaxstyle.config.Settings`, e.g. ``steps=200``, or of
+        :class:`~jaxstyle.config.Execution`, e.g. ``remat="blocks"``, ``compute_dtype="bfloat16"``,
+        ``dtype="float64"`` (needs ``jax_enable_x64``), ``save_every=100``.
 
     Returns:
       A :class:`Result` with the image as a numpy array and the loss trace.
@@ -236,14 +226,12 @@ def stylize(
         preset=preset,
         weights=weights,
         settings=settings,
-        dtype=dtype,
-        compute_dtype=compute_dtype,
+        execution=execution,
         **overrides,
     )
     return optimize(
         problem,
         progress=progress,
-        save_every=save_every,
         on_snapshot=on_snapshot,
         checkpoint=checkpoint,
         stop_signal=stop_signal,

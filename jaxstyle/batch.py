@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
 from jaxstyle.losses import LossWeights, Targets, TemporalTarget
-from jaxstyle.solve import Recipe, SolverState, content_targets, objective, optimizer_step, start_state
+from jaxstyle.solve import Recipe, SolverState, chunk_loop, content_targets, objective, optimizer_step, start_state
 from jaxstyle.spatial import settings_vmap
 
 
@@ -111,33 +112,39 @@ def run_batch_chunk(
     targets: Targets,
     settings: Setting,
     state: SolverState,
-) -> tuple[SolverState, dict[str, Array]]:
-    """``num_steps`` steps of all K settings: ``lax.scan`` over a ``vmap`` of :func:`optimizer_step`.
+    steps: int | Array | None = None,
+) -> tuple[SolverState, dict[str, Array], Array]:
+    """Up to ``steps`` steps (default ``num_steps``) of all K settings: a ``vmap`` of
+    :func:`optimizer_step` in one loop of at most ``num_steps`` (static: every chunk of a
+    stage shares one compilation; :func:`~jaxstyle.solve.chunk_loop`).
 
-    Each setting stops on its own when it diverges or converges; losses come back
-    with shape ``(num_steps, K)``. A batch of one (a single stylization) runs the step
-    without ``vmap``: under ``vmap`` the data-dependent ``cond``s of L-BFGS's line
-    search become ``select``s that compute both branches (1.7x the FLOPs of a step at
-    96x128); for Adam the two programs are the same.
+    Each setting stops on its own when it diverges or converges, and the loop ends once
+    every setting has stopped (the steps it skips would change nothing). Returns the
+    state, the losses ``(num_steps, K)`` (zeros past the steps run) and the number of
+    steps run. A batch of one (a single stylization) runs the step without ``vmap``:
+    under ``vmap`` the data-dependent ``cond``s of L-BFGS's line search become
+    ``select``s that compute both branches (the cost is in bench/RESULTS.md, "Measurements
+    behind the code"); for Adam the two programs are the same.
     """
 
     def one(setting: Setting, st: SolverState) -> tuple[SolverState, dict[str, Array]]:
         t = setting_targets(targets, setting)
         return optimizer_step(graphdef, recipe, params, t, setting.weights, st)
 
+    def running(st: SolverState) -> Array:
+        return jnp.any((st.diverged_at < 0) & (st.converged_at < 0))
+
     if len(settings.content_index) == 1:
         first = jax.tree.map(lambda x: x[0], settings)
+        final, losses, ran = chunk_loop(
+            lambda st: one(first, st), jax.tree.map(lambda x: x[0], state), num_steps, steps, running
+        )
+        return jax.tree.map(lambda x: x[None], final), jax.tree.map(lambda x: x[:, None], losses), ran
 
-        def body(st: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
-            return one(first, st)
-
-        final, losses = jax.lax.scan(body, jax.tree.map(lambda x: x[0], state), None, length=num_steps)
-        return jax.tree.map(lambda x: x[None], final), jax.tree.map(lambda x: x[:, None], losses)
-
-    def batched(st: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
+    def batched(st: SolverState) -> tuple[SolverState, dict[str, Array]]:
         return settings_vmap(one, recipe.space_mesh)(settings, st)
 
-    return jax.lax.scan(batched, state, None, length=num_steps)
+    return chunk_loop(batched, state, num_steps, steps, running)
 
 
 run_batch_chunk_jit = jax.jit(run_batch_chunk, static_argnames=("graphdef", "recipe", "num_steps"))

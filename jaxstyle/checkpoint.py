@@ -2,8 +2,10 @@
 
 A checkpoint holds everything the runner carries from one chunk to the next: the
 solver state of the micro-batch in flight (image, optimiser state, step, EMA, stop
-flags; sharded as in the run), the losses so far, the results of the micro-batches
-already done, and where the run stands (micro-batch, stage, chunks done). The images
+flags; sharded as in the run), the runner's host progress (the losses so far and the
+results of the micro-batches already done: nested tuples, lists and dicts of NumPy
+arrays, written by Orbax as they are), and where the run stands (micro-batch, stage,
+chunks done). The images
 every stage starts from are derived from the inputs, the settings and the seed, so no
 random state needs saving. Orbax writes each checkpoint into a temporary directory and
 renames it into place when complete, so a kill in the middle of a write leaves the
@@ -25,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, one_line
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the host side is the runner's progress pytree as it is (1: flat named arrays)
 KEEP = 2  # checkpoints kept: the newest, and the one before in case the newest is being written
 
 
@@ -110,16 +112,12 @@ class Checkpoints:
         by_time = self.every_seconds is not None and time.monotonic() - self.last_save_time >= self.every_seconds
         return by_steps or by_time
 
-    def save(self, done: int, position: Position, state: Any, host: dict[str, np.ndarray]) -> None:
-        """Write a checkpoint (atomically) of the device ``state`` and the ``host`` arrays after ``done`` steps."""
+    def save(self, done: int, position: Position, state: Any, host: Any) -> None:
+        """Write a checkpoint (atomically) of the device ``state`` and the ``host`` pytree of NumPy
+        arrays after ``done`` steps."""
         import orbax.checkpoint as ocp
 
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "fingerprint": self.fingerprint,
-            "position": vars(position),
-            "host": {key: [list(a.shape), str(a.dtype)] for key, a in host.items()},
-        }
+        meta = {"format_version": FORMAT_VERSION, "fingerprint": self.fingerprint, "position": vars(position)}
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state), host=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(meta)
         )
@@ -130,8 +128,8 @@ class Checkpoints:
             raise JaxstyleError(f"{self.directory}: cannot write a checkpoint ({one_line(e)})") from None
         self.last_save_time, self.last_save_step = time.monotonic(), done
 
-    def latest(self) -> tuple[int, Position, dict] | None:
-        """``(done, position, meta)`` of the newest complete checkpoint, checked against this run; ``None`` if none."""
+    def latest(self) -> tuple[int, Position] | None:
+        """``(done, position)`` of the newest complete checkpoint, checked against this run; ``None`` if none."""
         import orbax.checkpoint as ocp
 
         self.manager.reload()
@@ -149,7 +147,7 @@ class Checkpoints:
             raise JaxstyleError(f"{self.directory}: unreadable checkpoint {done} ({one_line(e)})") from None
         self.check(meta)
         self.last_save_step = done
-        return done, Position(**meta["position"]), meta
+        return done, Position(**meta["position"])
 
     def check(self, meta: dict) -> None:
         """Refuse a checkpoint of another format version or of another run, naming what differs."""
@@ -166,22 +164,14 @@ class Checkpoints:
                     "command, or use another --checkpoint-dir"
                 )
 
-    def restore(self, done: int, meta: dict, abstract_state: Any) -> tuple[Any, dict[str, np.ndarray]]:
-        """The device state (shaped and sharded like ``abstract_state``) and host arrays of checkpoint ``done``."""
+    def restore(self, done: int, abstract_state: Any) -> tuple[Any, Any]:
+        """The device state (shaped and sharded like ``abstract_state``) of checkpoint ``done``, and its
+        host pytree as Orbax reads it back: tuples as dicts of their fields, lists as lists, NumPy arrays."""
         import orbax.checkpoint as ocp
 
-        host_target = {key: np.zeros(shape, dtype) for key, (shape, dtype) in meta["host"].items()}
-        args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), host=ocp.args.StandardRestore(host_target)
-        )
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), host=ocp.args.StandardRestore())
         try:
             restored = self.manager.restore(done, args=args)
         except (OSError, ValueError, KeyError) as e:
             raise JaxstyleError(f"{self.directory}: unreadable checkpoint {done} ({one_line(e)})") from None
-        return restored.state, {key: np.asarray(v) for key, v in restored.host.items()}
-
-
-def one_line(e: BaseException) -> str:
-    """An exception's message on one line, at most 200 characters."""
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text if len(text) < 200 else text[:197] + "..."
+        return restored.state, restored.host

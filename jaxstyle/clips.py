@@ -39,12 +39,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from jaxstyle import image as imageio
-from jaxstyle.config import Settings, numbers_checked_as, override, resolve
+from jaxstyle.config import Execution, Settings, numbers_checked_as, override, resolve, split_execution
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.flow import consistency_mask, flows, warp
 from jaxstyle.videoio import DEFAULT_FOLDER_FPS, Clip, check_output, parse_range, read_clip, write_clip
@@ -232,11 +232,9 @@ def video(
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
     devices: int | None = None,
-    batch_size: int | None = None,
+    execution: Execution | None = None,
     progress: Callable[[ChunkReport], None] | None = None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> VideoResult:
     """Stylize a clip with temporal consistency; write it to ``output`` if given.
 
@@ -254,10 +252,12 @@ def video(
       frames: ``"START:END"``, the frames to take (END excluded; either may be left out).
       fps: the frame rate of a folder or array (default 24), or one that overrides the file's.
       devices: multi-pass: how many devices of ``jax.devices()`` the batch is spread over (default: all).
-      batch_size: multi-pass: frames per compiled micro-batch (default: from memory).
+      execution: how the run is carried out, as for :func:`jaxstyle.stylize`; in multi-pass,
+        its ``batch_size`` is the frames per compiled micro-batch (default: from memory).
       progress: called with each chunk's :class:`~jaxstyle.pipeline.ChunkReport` (frames
         or passes count as micro-batches).
-      **overrides: as for :func:`jaxstyle.stylize` (every recipe setting, e.g. ``max_side=256``, ``steps=100``).
+      **overrides: as for :func:`jaxstyle.stylize`: every recipe setting, e.g. ``max_side=256``,
+        ``steps=100``, and every field of :class:`~jaxstyle.config.Execution`, e.g. ``batch_size=4``.
     """
     import jax
 
@@ -273,7 +273,8 @@ def video(
         raise JaxstyleError(f"blend weight must be a finite number >= 0, not {blend_weight}")
     if output is not None:
         check_output(output)
-    with numbers_checked_as(dtype):
+    execution, overrides = split_execution(execution, overrides)
+    with numbers_checked_as(execution.dtype):
         settings = settings or resolve(preset, **overrides)
     clip = as_clip(clip, frames, fps)
     frames_rgb, settings = frames_at_output_size(clip.frames, settings)
@@ -284,7 +285,7 @@ def video(
     start = time.perf_counter()
     motion = Motion.of(frames_rgb)
     flow_seconds = time.perf_counter() - start
-    common = {"weights": weights, "dtype": dtype, "compute_dtype": compute_dtype}
+    common = {"weights": weights, "execution": execution}
     start = time.perf_counter()
     if mode == "sequential":
         job = prepare_job([frames_rgb[0]], styles, settings, **common)
@@ -297,9 +298,7 @@ def video(
             raise JaxstyleError(f"devices must be between 1 and {len(available)}, not {count}")
         mesh = meshlib.Mesh(np.asarray(available[:count]), (meshlib.AXIS,))
         points = [settings_point(settings, content=i) for i in range(len(frames_rgb))]
-        job = prepare_job(
-            list(frames_rgb), styles, settings, points, device_count=count, batch_size=batch_size, **common
-        )
+        job = prepare_job(list(frames_rgb), styles, settings, points, device_count=count, **common)
         out, losses = run_multipass(job, mesh, frames_rgb, motion, temporal_weight, passes, blend_weight, progress)
     seconds = time.perf_counter() - start
     if output is not None:

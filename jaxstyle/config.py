@@ -1,13 +1,19 @@
 """Settings of a run: defined once here, used by the Python API and the command line.
 
-Each field of :class:`Settings` carries, in its metadata (:class:`SettingInfo`, made by
+Two dataclasses hold them: :class:`Settings`, the recipe (what is optimised, and how:
+network, layers, loss weights, optimiser, schedule, size, initial image), and
+:class:`Execution`, how a run is carried out (dtypes, rematerialisation, the split over
+devices, micro-batches, snapshots): choices that change the speed, the memory or the
+rounding of a run, never the recipe it follows.
+
+Each field of both carries, in its metadata (:class:`SettingInfo`, made by
 :func:`setting`), what the rest of jaxstyle needs to know about it: its help text, its
 allowed choices or range, the settings it depends on, the optimisers it matters for,
 whether sweeps vary it and its short label there. From the fields, their types and that
 metadata come the command line's options, the command stored in each output that
 reproduces it, the ``presets`` table, validation, the sweep's axes and the docstring's
-attribute list: adding a setting means adding a field here and using it where the run
-needs it.
+attribute list: adding a setting means adding a field here (with its ``section``) and
+using it where the run needs it.
 
 ``jaxstyle --help`` and ``jaxstyle presets`` read this module, so it imports no JAX
 (beyond the layer names of :mod:`jaxstyle.vgg`, which validation checks against).
@@ -70,6 +76,8 @@ def check_registry(kind: str, registry: dict, names: dict[str, str]) -> None:
 
 OPTIMIZERS = tuple(OPTIMIZER_HELP)
 STYLE_LOSS_NAMES = tuple(STYLE_LOSS_HELP)
+# Rematerialisation modes (jaxstyle.remat), fastest first: `auto` takes the first whose estimate fits.
+REMAT_MODES = ("none", "blocks", "bands")
 # The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
 CROWSONKB_COMMIT = "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
 
@@ -164,9 +172,15 @@ class SettingInfo:
       short: its label in sweep file names and contact sheets (default: its name).
       cli: whether it is a command-line option (``convention`` comes from the preset).
       group: options of one group are mutually exclusive on the command line.
+      section: the part of the recipe it belongs to, a key of :data:`SECTIONS` (its
+        group in ``--help``, ``jaxstyle presets`` and the docstring); ``execution`` for
+        the fields of :class:`Execution`.
+      commands: the commands that offer it as an option (``None``: every command that
+        runs a job); for execution choices that only some commands use.
     """
 
     doc: str
+    section: str
     choices: tuple[str, ...] | None = None
     bounds: Bounds | None = None
     depends_on: tuple[str, ...] = ()
@@ -175,15 +189,38 @@ class SettingInfo:
     short: str | None = None
     cli: bool = True
     group: str | None = None
+    commands: tuple[str, ...] | None = None
 
     def dependencies(self) -> tuple[str, ...]:
         """The settings that reset this one when given: ``depends_on``, and ``optimizer`` if optimiser-specific."""
         return (*self.depends_on, "optimizer") if self.optimizers else self.depends_on
 
 
-def setting(default: Any, doc: str, **facts: Any) -> Any:
-    """A :class:`Settings` field with ``default`` and its :class:`SettingInfo` (``doc`` and ``facts``)."""
-    return dataclasses.field(default=default, metadata={"jaxstyle": SettingInfo(doc, **facts)})
+def setting(default: Any, doc: str, section: str, **facts: Any) -> Any:
+    """A field of :class:`Settings` or :class:`Execution` with ``default`` and its
+    :class:`SettingInfo` (``doc``, ``section`` and ``facts``)."""
+    return dataclasses.field(default=default, metadata={"jaxstyle": SettingInfo(doc, section, **facts)})
+
+
+# The sections of the recipe, in the order --help, `jaxstyle presets` and the Settings
+# docstring show them, with their titles. They are labels in each field's metadata, not
+# nested dataclasses: attribute access stays flat (settings.lr, not settings.optimizer.lr),
+# because nesting would change every caller, and because the dependencies that reset one
+# setting when another is given cross sections (a size form resets scale_steps of the
+# schedule; optimizer resets lr, warm_start and lbfgs_memory; style_layers resets
+# style_layer_weights), which resolve() and override() apply over one flat set of names.
+SECTIONS: dict[str, str] = {
+    "network": "network",
+    "layers": "layers",
+    "losses": "weights of the losses",
+    "style": "style images",
+    "optimizer": "optimiser",
+    "schedule": "schedule",
+    "size": "output size",
+    "init": "initial image",
+    "output": "output",
+}
+EXECUTION = "execution"  # the section of every field of Execution
 
 
 # Loss weights, learning rate, EMA decay, tolerance and layer weights enter the run as
@@ -219,33 +256,50 @@ class Settings:
     # d2l takes conv5_1 before its ReLU (an accident of its in-place ReLU); we use
     # relu5_1 for all five style layers, as Gatys et al. do.
     style_layers: tuple[str, ...] = setting(
-        GATYS_STYLE_LAYERS, "layers whose statistics the style loss compares, e.g. relu1_1,relu2_1"
+        GATYS_STYLE_LAYERS,
+        "layers whose statistics the style loss compares, e.g. relu1_1,relu2_1",
+        section="layers",
     )
     # d2l's content layer (index 25 of torchvision's features); Gatys et al. use relu4_2.
-    content_layers: tuple[str, ...] = setting(("relu4_4",), "layers whose features the content loss compares")
+    content_layers: tuple[str, ...] = setting(
+        ("relu4_4",), "layers whose features the content loss compares", section="layers"
+    )
     content_layer_weights: tuple[float, ...] | None = setting(
-        None, "weight of each content layer (unset: all 1)", bounds=NONNEGATIVE, depends_on=("content_layers",)
+        None,
+        "weight of each content layer (unset: all 1)",
+        bounds=NONNEGATIVE,
+        depends_on=("content_layers",),
+        section="layers",
     )
     style_layer_weights: tuple[float, ...] | None = setting(
         None,
         "weight of each style layer, e.g. 256,64,16,4,1 (unset: all 1)",
         bounds=NONNEGATIVE,
         depends_on=("style_layers",),
+        section="layers",
     )
-    content_weight: float = setting(1.0, "weight of the content loss", bounds=NONNEGATIVE, swept=True, short="cw")
+    content_weight: float = setting(
+        1.0, "weight of the content loss", bounds=NONNEGATIVE, swept=True, short="cw", section="losses"
+    )
     # d2l used 1e3, later effectively 1e4; the source paper's value is 1e3.
-    style_weight: float = setting(1e3, "weight of the style loss", bounds=NONNEGATIVE, swept=True, short="sw")
-    tv_weight: float = setting(10.0, "weight of the total-variation loss", bounds=NONNEGATIVE, swept=True, short="tv")
+    style_weight: float = setting(
+        1e3, "weight of the style loss", bounds=NONNEGATIVE, swept=True, short="sw", section="losses"
+    )
+    tv_weight: float = setting(
+        10.0, "weight of the total-variation loss", bounds=NONNEGATIVE, swept=True, short="tv", section="losses"
+    )
     tv_reduction: str = setting(
         "mean",
         "TV as d2l's half mean or neural-style-pt's sum of absolute differences, "
         "or nine: style-transfer-pytorch's mean squared differences over a nine-point stencil",
         choices=("mean", "sum", "nine"),
+        section="losses",
     )
     optimizer: str = setting(
         "adam",
         choices_help(OPTIMIZER_HELP),
         choices=OPTIMIZERS,
+        section="optimizer",
     )
     lr: float = setting(
         0.1,
@@ -254,21 +308,28 @@ class Settings:
         optimizers=("adam",),
         swept=True,
         short="lr",
+        section="optimizer",
     )
     adam_beta2: float = setting(
         0.999,
         "Adam's beta2, the decay of its second-moment estimate (style-transfer-pytorch: 0.99)",
         bounds=Bounds(0.0, 1.0, high_open=True),
         optimizers=("adam",),
+        section="optimizer",
     )
     lbfgs_memory: int = setting(
-        10, "past steps L-BFGS keeps", bounds=Bounds(1, 1000), optimizers=("lbfgs", "lbfgs-fixed")
+        10,
+        "past steps L-BFGS keeps",
+        bounds=Bounds(1, 1000),
+        optimizers=("lbfgs", "lbfgs-fixed"),
+        section="optimizer",
     )
     lbfgs_step: float = setting(
         1.0,
         "lbfgs-fixed's step length (torch.optim.LBFGS's lr; its first step is scaled by min(1, 1/‖g‖₁))",
         bounds=Bounds(0.0, low_open=True, run_float=True),
         optimizers=("lbfgs-fixed",),
+        section="optimizer",
     )
     # 0 by default: from noise (the gatys preset's init) PyTorch's first step works, and a
     # first move of 10 levels leaves L-BFGS crawling (3.0e8 after 100 steps against 5.2e6 on
@@ -279,17 +340,20 @@ class Settings:
         "starting from an image (0: PyTorch's min(1, 1/‖g‖₁)·lbfgs_step)",
         bounds=NONNEGATIVE,
         optimizers=("lbfgs-fixed",),
+        section="optimizer",
     )
     bounded: bool = setting(
         False,
         "keep the image inside the pixel range at every step (a projection onto [0, 1]), so that the file "
         "written is the image optimised; off: clipped only when written, as the peers do",
         optimizers=("adam", "lbfgs-fixed"),
+        section="optimizer",
     )
     tol: float = setting(
         0.0,
         "stop once a step lowers the total loss by less than this fraction of it (0: never stop early)",
         bounds=NONNEGATIVE,
+        section="schedule",
     )
     ema: float = setting(
         0.0,
@@ -297,6 +361,7 @@ class Settings:
         bounds=Bounds(0.0, 1.0, high_open=True, run_float=True),
         swept=True,
         short="ema",
+        section="optimizer",
     )
     # After the other swept settings, so that SweepPoint's positional fields keep their order.
     style_loss: str = setting(
@@ -305,34 +370,43 @@ class Settings:
         choices=STYLE_LOSS_NAMES,
         swept=True,
         short="loss",
+        section="losses",
     )
     warm_start: bool = setting(
         False,
         "with several scales, start each scale's Adam from the previous scale's step count and moments, "
         "resized (style-transfer-pytorch's scale_adam); off: a fresh Adam at each scale",
         optimizers=("adam",),
+        section="optimizer",
     )
-    steps: int = setting(500, "optimisation steps at each scale", bounds=STEPS)
+    steps: int = setting(500, "optimisation steps at each scale", bounds=STEPS, section="schedule")
     initial_steps: int | None = setting(
-        None, "steps at the first (coarsest) scale (unset: steps)", bounds=STEPS, depends_on=("steps",)
+        None,
+        "steps at the first (coarsest) scale (unset: steps)",
+        bounds=STEPS,
+        depends_on=("steps",),
+        section="schedule",
     )
     scale_steps: tuple[int, ...] | None = setting(
         None,
         "steps at each scale, e.g. 1000,500,500, instead of steps and initial steps",
         bounds=STEPS,
         depends_on=("steps", "initial_steps", "scales", "min_side"),
+        section="schedule",
     )
     scales: int = setting(
         1,
         "number of scales, coarse to fine, each sqrt(2) larger than the one before",
         bounds=Bounds(1, 12),
         depends_on=("min_side",),
+        section="schedule",
     )
     min_side: int | None = setting(
         None,
         "instead of a number of scales: as many as keep the first scale's longest side at least this many pixels",
         bounds=Bounds(1, MAX_SIDE),
         depends_on=("scales",),
+        section="schedule",
     )
     # The output size, in one of three forms (jaxstyle.image.output_size turns each into
     # a height and width); giving one unsets the others. Only size may change the aspect.
@@ -343,6 +417,7 @@ class Settings:
         bounds=SIDE,
         depends_on=("max_side", "pixels"),
         group="size",
+        section="size",
     )
     max_side: int | None = setting(
         None,
@@ -350,6 +425,7 @@ class Settings:
         bounds=SIDE,
         depends_on=("size", "pixels"),
         group="size",
+        section="size",
     )
     # d2l fixes 300x450 (H x W), a size made for its landscape photo, whatever the content;
     # the paper preset takes that area, 135,000 pixels, at the content's aspect instead.
@@ -359,6 +435,7 @@ class Settings:
         bounds=Bounds(MIN_SIDE**2, MAX_SIDE**2),
         depends_on=("size", "max_side"),
         group="size",
+        section="size",
     )
     # A style image's longest side is at least the style scale times the output's
     # shortest possible side, and at most MAX_SIDE: hence at most MAX_SIDE / MIN_SIDE.
@@ -366,51 +443,45 @@ class Settings:
         1.0,
         "size of the style image relative to the output, e.g. 0.5",
         bounds=Bounds(0.0, MAX_SIDE / MIN_SIDE, low_open=True),
+        section="style",
     )
     style_shape: str = setting(
         "output",
         "output: the style image is resized to the output's height and width (times the style scale), as in d2l; "
         "own: it keeps its aspect, its longest side the style scale times the output's, as in neural-style",
         choices=("output", "own"),
+        section="style",
     )
     style_blend: tuple[float, ...] | None = setting(
-        None, "weight of each style image when several are given, e.g. 0.7,0.3; normalised to sum 1 (unset: equal)"
+        None,
+        "weight of each style image when several are given, e.g. 0.7,0.3; normalised to sum 1 (unset: equal)",
+        section="style",
     )
     preserve_color: bool = setting(
         False,
         "keep the content image's colours, taking only the result's luminance (YCbCr), "
         "as neural-style's -original_colors 1",
+        section="output",
     )
-    pool: str = setting("max", "VGG pooling", choices=("max", "avg"))
-    remat: str = setting(
-        "auto",
-        "rematerialisation: none; blocks (jax.checkpoint around each VGG block, recomputed in the backward pass); "
-        "bands (the first two blocks computed and recomputed band by band of image rows); "
-        "or auto: the fastest whose memory estimate fits the device",
-        choices=("auto", "none", "blocks", "bands"),
-    )
+    pool: str = setting("max", "VGG pooling", choices=("max", "avg"), section="network")
     init: str = setting(
         "content",
         "initial image: content, noise (uniform random pixels), gaussian (0.001 N(0, 1) in network input space, "
         "neural-style's -init random) or an image file",
+        section="init",
     )
-    seed: int = setting(0, "random seed of the noise and gaussian inits", bounds=SEED)
+    seed: int = setting(0, "random seed of the noise and gaussian inits", bounds=SEED, section="init")
     convention: str = setting(
         "torchvision",
         "input convention the weights must expect (lr and the gaussian init are in its units)",
         choices=CONVENTION_NAMES,
         cli=False,
+        section="network",
     )
     network: str = setting(
         DEFAULT_NETWORK,
         f"the network ({', '.join(NETWORKS)}); the layers are checked against it, and the weights file must hold it",
-    )
-    # One image over many devices (README "One image over many devices"): its height is
-    # split over a 'space' axis of the device mesh; XLA inserts the convolutions' halos.
-    spatial_shards: int = setting(
-        0,
-        "devices one image's height is split over (0: automatic, as few as make a step fit in a device's memory)",
-        bounds=Bounds(0, 4096),
+        section="network",
     )
 
     def __post_init__(self) -> None:
@@ -431,16 +502,92 @@ class Settings:
         return normalised_blend(self.style_blend or (1.0,) * n_styles, n_styles)
 
 
+@dataclass(frozen=True)
+class Execution:
+    """How a run is carried out: every run-time choice that does not change what the recipe means.
+
+    Each may change a run's speed, its memory, its floating-point rounding or what it
+    writes on the way, never the losses it minimises: the dtypes, the rematerialisation
+    mode, the split of an image over devices, the micro-batch size and the snapshots.
+    What stays outside: the inputs (images, the weights file), the devices a command
+    runs on (every device; a video's ``devices`` is its own argument, the one place
+    that chooses fewer), and the shell's concerns (progress, checkpoints, stop requests).
+
+    From Python, ``jaxstyle.stylize(..., remat="blocks")`` and the other entry points
+    take these fields as keywords beside the recipe's, or a whole ``execution=``.
+    """
+
+    dtype: str = setting(
+        "float32",
+        "dtype of the image, Gram matrices and losses; float64 needs jax_enable_x64 (the parity tests use it)",
+        EXECUTION,
+        choices=("float32", "float64"),
+        cli=False,
+    )
+    compute_dtype: str | None = setting(
+        None,
+        "run the convolutions in bfloat16; the image, Gram matrices and losses stay in the run's dtype "
+        "(unset: the run's dtype)",
+        EXECUTION,
+        choices=("bfloat16",),
+    )
+    remat: str = setting(
+        "auto",
+        "rematerialisation: none; blocks (jax.checkpoint around each VGG block, recomputed in the backward pass); "
+        "bands (the first two blocks computed and recomputed band by band of image rows); "
+        "or auto: the fastest whose memory estimate fits the device",
+        EXECUTION,
+        choices=("auto", *REMAT_MODES),
+    )
+    # One image over many devices (docs "One image over many devices"): its height is
+    # split over a 'space' axis of the device mesh; XLA inserts the convolutions' halos.
+    spatial_shards: int = setting(
+        0,
+        "devices one image's height is split over (0: automatic, as few as make a step fit in a device's memory)",
+        EXECUTION,
+        bounds=Bounds(0, 4096),
+    )
+    batch_size: int | None = setting(
+        None,
+        "settings (sweep) or frames (video, multipass) per compiled micro-batch (unset: from a memory estimate)",
+        EXECUTION,
+        bounds=Bounds(1),
+        commands=("sweep", "video"),
+    )
+    save_every: int | None = setting(
+        None,
+        "take a snapshot every N global steps, all scales counted (stylize writes OUT.stepNNNNNN.png)",
+        EXECUTION,
+        bounds=Bounds(1),
+        commands=("stylize",),
+    )
+
+    def __post_init__(self) -> None:
+        for name in EXECUTION_NAMES:
+            check_value(name, getattr(self, name))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
 FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Settings)
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
-_TYPES: dict[str, Any] = typing.get_type_hints(Settings)
-if undeclared := [f.name for f in FIELDS if "jaxstyle" not in f.metadata]:
-    raise TypeError(f"declare Settings fields with setting(default, doc, ...): {', '.join(undeclared)}")
+EXECUTION_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Execution))
+# Every declared field of both, by name (the names are distinct): what info() and the CLI read.
+_DECLARED: dict[str, dataclasses.Field] = {f.name: f for cls in (Settings, Execution) for f in dataclasses.fields(cls)}
+_TYPES: dict[str, Any] = typing.get_type_hints(Settings) | typing.get_type_hints(Execution)
+if undeclared := [name for name, f in _DECLARED.items() if "jaxstyle" not in f.metadata]:
+    raise TypeError(f"declare Settings and Execution fields with setting(default, doc, section, ...): {undeclared}")
+if misplaced := [name for name in FIELD_NAMES if _DECLARED[name].metadata["jaxstyle"].section not in SECTIONS] + [
+    name for name in EXECUTION_NAMES if _DECLARED[name].metadata["jaxstyle"].section != EXECUTION
+]:
+    raise TypeError(f"a Settings field's section is one of SECTIONS, an Execution field's {EXECUTION!r}: {misplaced}")
 
 
 def info(name: str) -> SettingInfo:
-    """The :class:`SettingInfo` of the field ``name``."""
-    return Settings.__dataclass_fields__[name].metadata["jaxstyle"]
+    """The :class:`SettingInfo` of the field ``name`` (of :class:`Settings` or :class:`Execution`)."""
+    return _DECLARED[name].metadata["jaxstyle"]
 
 
 def value_type(name: str) -> Any:
@@ -458,7 +605,33 @@ def optional(name: str) -> bool:
 
 def unset_value(name: str) -> Any:
     """What a field goes back to when a setting it depends on is given: ``None``, else its default."""
-    return None if optional(name) else Settings.__dataclass_fields__[name].default
+    return None if optional(name) else _DECLARED[name].default
+
+
+def section_fields(section: str) -> tuple[str, ...]:
+    """The recipe's fields in ``section``, in the dataclass's order."""
+    return tuple(name for name in FIELD_NAMES if info(name).section == section)
+
+
+def execution_options(command: str) -> tuple[str, ...]:
+    """The fields of :class:`Execution` that ``command`` offers as options, in the dataclass's order."""
+    return tuple(
+        name
+        for name in EXECUTION_NAMES
+        if info(name).cli and (info(name).commands is None or command in info(name).commands)
+    )
+
+
+def split_execution(execution: Execution | None, overrides: Mapping[str, Any]) -> tuple[Execution, dict[str, Any]]:
+    """``(execution, recipe overrides)`` from keywords of the Python API that mix both.
+
+    The keywords named like a field of :class:`Execution` (``remat="blocks"``,
+    ``compute_dtype="bfloat16"``) replace that field of ``execution`` (default:
+    ``Execution()``) where they are not ``None``; the others are the recipe's, for :func:`resolve`.
+    """
+    chosen = {name: value for name, value in overrides.items() if name in EXECUTION_NAMES and value is not None}
+    recipe = {name: value for name, value in overrides.items() if name not in EXECUTION_NAMES}
+    return dataclasses.replace(execution or Execution(), **chosen), recipe
 
 
 def option_fields() -> tuple[str, ...]:
@@ -482,18 +655,28 @@ def short_label(name: str) -> str:
     return name
 
 
+def attribute_entry(name: str) -> str:
+    """One docstring entry, ``name: doc.``, wrapped."""
+    return textwrap.fill(
+        f"{name}: {info(name).doc}.", 88, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
+    )
+
+
 def attributes_doc() -> str:
-    """The docstring's ``Attributes:`` section, from each field's ``doc``."""
-    entries = [
-        textwrap.fill(
-            f"{name}: {info(name).doc}.", 88, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False
-        )
-        for name in FIELD_NAMES
+    """The docstring's attributes, section by section: each section's title, then an
+    ``Attributes:`` list of its fields, from each field's ``doc``."""
+    parts = [
+        f"{title.capitalize()} (section ``{key}``).\n\nAttributes:\n"
+        + "\n".join(map(attribute_entry, section_fields(key)))
+        for key, title in SECTIONS.items()
     ]
-    return "\n\nAttributes:\n" + "\n".join(entries)
+    return "\n\n" + "\n\n".join(parts)
 
 
 Settings.__doc__ = inspect.cleandoc(Settings.__doc__ or "") + attributes_doc()
+Execution.__doc__ = (
+    inspect.cleandoc(Execution.__doc__ or "") + "\n\nAttributes:\n" + "\n".join(map(attribute_entry, EXECUTION_NAMES))
+)
 
 
 def check_blend(blend: Sequence[float]) -> None:
@@ -547,7 +730,7 @@ def check_value(name: str, value: Any, where: str = "") -> None:
     """Raise a :class:`SettingError` unless ``value`` (each element of a tuple) lies in the
     setting's declared ``choices`` and ``bounds`` (``None``, unset, lies in any bounds)."""
     declared = info(name)
-    if declared.choices is not None and value not in declared.choices:
+    if declared.choices is not None and value is not None and value not in declared.choices:
         raise SettingError(f"{where}${name} must be one of {', '.join(declared.choices)}, not {value!r}", name)
     if declared.bounds is not None and value is not None:
         kind = element_type(name)
@@ -687,6 +870,11 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
         raise JaxstyleError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     given = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(given) - set(FIELD_NAMES)
+    if unknown & set(EXECUTION_NAMES):
+        raise TypeError(
+            f"{', '.join(sorted(unknown & set(EXECUTION_NAMES)))}: run-time choices, not settings of the recipe; "
+            "give them to Execution (jaxstyle.stylize, sweep and video take them as keywords too)"
+        )
     if unknown:
         raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
     return override(PRESETS[preset], **given)

@@ -26,9 +26,9 @@ Departures, options PyTorch does not have:
   ``first_step`` (network units) at any pixel. PyTorch's first step, ``1 / ||g_0||_1``,
   moves a style-transfer image by far less than float32 resolves in the gradient: the
   first pair's ``y = g_1 - g_0`` is then rounding noise, ``γ`` with it, and the following
-  steps can throw the loss up by orders of magnitude before L-BFGS recovers (measured on
-  neural-style's objective: 8.8e9 after 3 steps from 1.2e8, and 4.1e7 after 50 where
-  float64 reaches 3.3e6; with a first move of 10 Caffe units, float32 follows float64).
+  steps can throw the loss up by orders of magnitude before L-BFGS recovers, where a
+  first move of a few pixel levels lets float32 follow float64 (measured on neural-style's
+  objective: bench/RESULTS.md, "Measurements behind the code").
 """
 
 from __future__ import annotations

@@ -136,9 +136,9 @@ def gram_product(f: Array, precision: jax.lax.Precision | None = None) -> Array:
     Its gradient is one product in the features' own layout, ``dF = F (dG + dG^T)``.
     Autodiff of the einsum computes ``dG F^T`` and ``dG^T F^T`` separately, each a
     ``(C, P)`` array, adds them and transposes the sum back with a copy: three extra
-    buffers the size of ``H*W*C`` at every style layer (XLA:CPU's compiled memory
-    analysis: 3 of the 6 largest temporaries at 256x256 were these); this form needs
-    none. bfloat16 features enter both products as they are, accumulated in float32
+    buffers the size of ``H*W*C`` at every style layer, among a step's largest
+    temporaries in XLA:CPU's compiled memory analysis (bench/RESULTS.md); this form
+    needs none. bfloat16 features enter both products as they are, accumulated in float32
     (``preferred_element_type``), not as a float32 copy; their gradient's
     ``dG + dG^T`` is rounded to bfloat16 first, as the gradient itself is.
     """
@@ -209,8 +209,8 @@ def moment_sums(flat: Array) -> Array:
 
     With :func:`gram_product` for the second moment, nothing the size of the features
     is copied: autodiff of ``einsum(f, f)`` on a float32 copy of them kept three
-    ``H*W*C`` buffers per style layer (a W2 step's compiled memory at 512x512 was 21%
-    above a Gram step's).
+    ``H*W*C`` buffers per style layer, which made a W2 step's compiled memory well
+    above a Gram step's (bench/RESULTS.md).
     """
     return jnp.sum(flat, axis=1, dtype=accumulation_dtype(flat.dtype))
 

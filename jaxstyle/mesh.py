@@ -16,13 +16,14 @@ or many hosts.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, one_line
 
 AXIS = "settings"
 SPACE = "space"
@@ -153,21 +154,33 @@ def initialize_distributed(
         else:
             jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
     except (RuntimeError, ValueError) as e:
-        raise JaxstyleError(f"cannot start the multi-process run ({' '.join(str(e).split())[:200]})") from None
+        raise JaxstyleError(f"cannot start the multi-process run ({one_line(e)})") from None
+
+
+def host_memory_bytes(available: bool = False) -> int | None:
+    """The machine's physical memory, or with ``available`` the memory free now; at most the
+    container's limit (cgroup v2) where there is one. ``None`` where the system does not say."""
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES" if available else "SC_PHYS_PAGES")
+        total = pages * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
 
 
 def device_memory_bytes() -> tuple[int, str]:
     """Memory one device can use, and where the number comes from.
 
     Accelerators report their limit through ``memory_stats``; for CPU devices the
-    machine's available memory is shared among the local devices.
+    machine's available memory (:func:`host_memory_bytes`) is shared among the local devices.
     """
     device = jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"]), f"{device.device_kind} memory"
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        available = 8 << 30
+    available = host_memory_bytes(available=True) or 8 << 30
     return available // max(1, jax.local_device_count()), "available host memory per CPU device"

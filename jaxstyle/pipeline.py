@@ -33,6 +33,7 @@ from jaxstyle.config import (
     INITS,
     STYLE_LOSS_NAMES,
     SWEPT_FIELDS,
+    Execution,
     Settings,
     check_convention,
     check_swept_values,
@@ -43,7 +44,7 @@ from jaxstyle.config import (
 )
 from jaxstyle.errors import JaxstyleError, Stopped
 from jaxstyle.losses import LossWeights, Targets, TemporalTarget
-from jaxstyle.plan import RunPlan, make_plan, spatial_multiple, stage_is_split
+from jaxstyle.plan import RunPlan, StagePlan, make_plan, spatial_multiple, stage_is_split
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import (
     LOSS_NAMES,
@@ -52,6 +53,7 @@ from jaxstyle.solve import (
     SolverState,
     averaged_image,
     blend_statistics,
+    content_targets_jit,
     style_statistics_jit,
     style_targets_jit,
 )
@@ -59,8 +61,6 @@ from jaxstyle.solve import warm_started_adam_jit as warm_started_adam
 
 ImageLike = str | os.PathLike | np.ndarray
 MIN_STYLE_SIDE = 16  # relu5_1 lies behind four 2x2 poolings
-# The settings a sweep varies per point (``swept`` in their metadata); the rest are shared.
-SWEPT = SWEPT_FIELDS
 
 
 # --------------------------------------------------------------------------- points
@@ -68,7 +68,7 @@ SWEPT = SWEPT_FIELDS
 
 def swept_values(point: Any) -> dict[str, Any]:
     """``{name: value}`` of a point's swept settings."""
-    return {key: getattr(point, key) for key in SWEPT}
+    return {key: getattr(point, key) for key in SWEPT_FIELDS}
 
 
 # One setting of a batch (a single stylization is a batch of one): ``content`` and
@@ -82,7 +82,7 @@ SweepPoint = dataclasses.make_dataclass(
     [
         ("content", int),
         ("style", int),
-        *((key, value_type(key) | None, dataclasses.field(default=None)) for key in SWEPT),
+        *((key, value_type(key) | None, dataclasses.field(default=None)) for key in SWEPT_FIELDS),
     ],
     frozen=True,
     namespace={"swept_values": swept_values, "__module__": __name__},
@@ -91,7 +91,7 @@ SweepPoint = dataclasses.make_dataclass(
 
 def settings_point(settings: Settings, content: int = 0, style: int = 0) -> SweepPoint:
     """The point that runs ``settings``' own values."""
-    return SweepPoint(content, style, *(getattr(settings, key) for key in SWEPT))
+    return SweepPoint(content, style, *(getattr(settings, key) for key in SWEPT_FIELDS))
 
 
 def check_points(points: Sequence[SweepPoint], n_contents: int, n_styles: int) -> None:
@@ -219,19 +219,20 @@ def load_weights(settings: Settings, weights: str | os.PathLike | None) -> weigh
 def build_network(
     settings: Settings,
     weights: str | os.PathLike | None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
+    execution: Execution | None = None,
     style_losses: Sequence[str] | None = None,
     remat: str = "none",
 ) -> Network:
     """Load the weights and split the network for the core.
 
-    ``dtype`` is checked (float64 needs ``jax_enable_x64``); ``compute_dtype`` is the
-    dtype of the convolutions (``None``: ``dtype``); ``style_losses`` are the style
-    losses the batch's settings use (``None``: the settings' own); ``remat`` the
-    resolved rematerialisation mode (the plan's).
+    ``execution`` gives the dtypes: its ``dtype`` is checked (float64 needs
+    ``jax_enable_x64``), its ``compute_dtype`` is the dtype of the convolutions
+    (``None``: ``dtype``); ``style_losses`` are the style losses the batch's settings use
+    (``None``: the settings' own); ``remat`` the resolved rematerialisation mode (the
+    plan's, where the execution may say ``auto``).
     """
-    dtype = jnp.dtype(dtype)
+    execution = execution or Execution()
+    dtype, compute_dtype = jnp.dtype(execution.dtype), execution.compute_dtype
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise JaxstyleError("dtype float64 needs jax_enable_x64 (JAX_ENABLE_X64=1)")
     loaded = load_weights(settings, weights)
@@ -330,14 +331,42 @@ def targets_at(
     images are split over devices computes them split too); by default, the default device.
     """
     place = place or (lambda x: x)
-    styles = [
-        place(to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0]) for rgb in inputs.styles
-    ]
     content = stack_content_targets_jit(
         network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
-    stats = blend_statistics(stacked_style_statistics(network, styles), jnp.asarray(inputs.blends, network.dtype))
-    return Targets(content=content, style=style_targets_jit(stats, network.recipe))
+    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size, place))
+    blended = blend_statistics(stats, jnp.asarray(inputs.blends, network.dtype))
+    return Targets(content=content, style=style_targets_jit(blended, network.recipe))
+
+
+def style_images_at(
+    network: Network,
+    settings: Settings,
+    inputs: Inputs,
+    size: tuple[int, int],
+    place: Callable[[jax.Array], jax.Array] | None = None,
+) -> list[jax.Array]:
+    """Each style image in network space, ``(1, h, w, 3)``, at its size for an output of ``size``
+    (:func:`style_size`), put where ``place`` says (default: the default device)."""
+    place = place or (lambda x: x)
+    return [
+        place(to_network_images([rgb], style_size(rgb.shape[:2], size, settings), network)[0]) for rgb in inputs.styles
+    ]
+
+
+def point_targets(network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int], point: Any) -> Targets:
+    """The targets of one point (:class:`~jaxstyle.sweep.SweepPoint`) at ``size``, leaves ``(1, ...)``:
+    the content features of its content image, and its style target, ``X = sum_s blends[t, s] * X_s``
+    for its style target ``t``. What :func:`targets_at` stacks for every content and target of a
+    batch, and :func:`~jaxstyle.batch.select_targets` picks from, computed for the one alone."""
+    recipe = network.recipe
+    content = to_network_images([inputs.contents[point.content]], size, network)[0]
+    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size))
+    blended = blend_statistics(stats, jnp.asarray(inputs.blends[point.style], network.dtype))
+    return Targets(
+        content=content_targets_jit(network.graphdef, network.params, content, recipe),
+        style=style_targets_jit(blended, recipe),
+    )
 
 
 # --------------------------------------------------------------------------- images
@@ -389,17 +418,40 @@ def output_pixels(
 
 
 def upsample(images: jax.Array, size: tuple[int, int], convention: InputConvention) -> jax.Array:
-    """Network-space images ``(..., h, w, 3)`` resized to the next scale: bicubic on pixels, clipped to [0, 1].
+    """Network-space images ``(..., h, w, 3)`` resized to the next scale on the device: Keys'
+    bicubic (a = -0.5) on pixels, clipped to [0, 1], as style-transfer-pytorch clips there too.
 
-    As in style-transfer-pytorch, which clips there too.
+    The resizer is ``jax.image.resize``, as for Adam's moments when warm-starting
+    (:func:`jaxstyle.solve.warm_started_adam`). Pillow's bicubic (the input images',
+    :func:`jaxstyle.image.resize`) is the same filter with the same pixel centres and edges;
+    when upsampling, as here, the two agree to float32 rounding (2e-6). Unlike Pillow's,
+    which works in float32, this one keeps the run's dtype (float64 stays float64).
     """
-    pixels = np.asarray(convention.from_network(images))
-    flat = pixels.reshape(-1, *pixels.shape[-3:])
-    resized = np.stack([imageio.resize(rgb, size) for rgb in flat]).reshape(*pixels.shape[:-3], *size, 3)
-    return convention.to_network(jnp.asarray(resized, images.dtype))
+    pixels = convention.from_network(images)
+    resized = jax.image.resize(pixels, (*pixels.shape[:-3], *size, 3), "cubic", antialias=True)
+    return convention.to_network(jnp.clip(resized, 0.0, 1.0))
+
+
+upsample_jit = jax.jit(upsample, static_argnames=("size", "convention"))
 
 
 # --------------------------------------------------------------------------- the job
+
+
+class SettingArrays(NamedTuple):
+    """Per-setting arrays of a batch: host arrays with a leading axis K, or a micro-batch's B on the mesh.
+
+    Attributes:
+      setting: loss weights, image indexes, temporal targets (:class:`~jaxstyle.batch.Setting`).
+      images: each setting's starting image at the first stage, network space ``(K, 1, h, w, 3)``.
+      lr, ema, tol: learning rates, EMA decays and tolerances, ``(K,)``.
+    """
+
+    setting: Setting
+    images: Any
+    lr: Any
+    ema: Any
+    tol: Any
 
 
 @dataclass
@@ -430,6 +482,8 @@ class Job:
       inputs: the images.
       points: the settings of the batch, in order.
       plan: stages, chunks, snapshots and micro-batches.
+      execution: how the run is carried out, as asked (the plan holds what it resolved:
+        the remat mode, the split, the batch size).
       frames: per-point temporal targets and starting images of video frames (``None``: still images).
     """
 
@@ -438,14 +492,19 @@ class Job:
     inputs: Inputs
     points: list[SweepPoint]
     plan: RunPlan
+    execution: Execution
     frames: FrameTargets | None = None
 
     def targets_at(self, size: tuple[int, int], place: Callable[[jax.Array], jax.Array] | None = None) -> Targets:
         """Stacked content and style targets at ``size`` (see :func:`targets_at`)."""
         return targets_at(self.network, self.settings, self.inputs, size, place)
 
-    def per_setting(self) -> tuple[Setting, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Host arrays with a leading axis K: settings, initial images, learning rates, EMA decays, tolerances."""
+    def point_targets(self, size: tuple[int, int], k: int = 0) -> Targets:
+        """The targets of point ``k`` alone at ``size`` (see :func:`point_targets`)."""
+        return point_targets(self.network, self.settings, self.inputs, size, self.points[k])
+
+    def per_setting(self) -> SettingArrays:
+        """The per-setting host arrays, leading axis K."""
         dtype, points, k = self.network.dtype, self.points, len(self.points)
         content_layers, style_layers = self.settings.resolved_layer_weights()
         style_losses = self.network.recipe.style_losses
@@ -475,7 +534,7 @@ class Job:
         )[content_index]
         if self.frames is not None:
             setting, starts = self.with_frames(setting, starts)
-        return setting, starts, column("lr"), column("ema"), np.full(k, self.settings.tol, dtype)
+        return SettingArrays(setting, starts, column("lr"), column("ema"), np.full(k, self.settings.tol, dtype))
 
     def with_frames(self, setting: Setting, starts: np.ndarray) -> tuple[Setting, np.ndarray]:
         """``setting`` with each video frame's temporal weight and target; its own starting images."""
@@ -497,16 +556,14 @@ def prepare_job(
     *,
     style_blends: Sequence[Sequence[float]] | None = None,
     weights: str | os.PathLike | None = None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
+    execution: Execution | None = None,
     device_count: int = 1,
-    batch_size: int | None = None,
-    save_every: int | None = None,
     space_devices: int | None = None,
 ) -> Job:
     """Read and check everything a run needs, so that a run fails before it starts.
 
     ``points`` default to every content with every style target at the settings' values;
+    ``execution`` (default ``Execution()``) says how the run is carried out;
     ``device_count`` devices hold the batch, and one image may be split over
     ``space_devices`` (default ``device_count``; see :func:`jaxstyle.plan.make_plan`).
     """
@@ -519,29 +576,27 @@ def prepare_job(
         dataclasses.replace(p, **{k: getattr(settings, k) for k, v in swept_values(p).items() if v is None})
         for p in points
     ]
-    with numbers_checked_as(dtype):  # loss weights, lr, EMA as the run will hold them
+    execution = execution or Execution()
+    with numbers_checked_as(execution.dtype):  # loss weights, lr, EMA as the run will hold them
         check_points(points, len(inputs.contents), len(inputs.blends))
-        check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT})
+        check_swept_values(settings, {key: [getattr(p, key) for p in points] for key in SWEPT_FIELDS})
     memory, _ = meshlib.device_memory_bytes()
     plan = make_plan(
         settings,
         inputs.output_size,
         len(points),
+        execution=execution,
         device_count=device_count,
-        dtype_bytes=jnp.dtype(dtype).itemsize,
         device_memory=memory,
         platform=jax.devices()[0].platform,
-        batch_size=batch_size,
-        save_every=save_every,
         space_devices=space_devices,
-        compute_dtype=compute_dtype,
     )
     check_sizes(settings, inputs, plan)
-    network = build_network(settings, weights, dtype, compute_dtype, [p.style_loss for p in points], plan.remat)
-    return Job(settings, network, inputs, points, plan)
+    network = build_network(settings, weights, execution, [p.style_loss for p in points], plan.remat)
+    return Job(settings, network, inputs, points, plan, execution)
 
 
-# --------------------------------------------------------------------------- the runner
+# --------------------------------------------------------------------------- results
 
 
 class ChunkReport(NamedTuple):
@@ -552,7 +607,8 @@ class ChunkReport(NamedTuple):
       steps: global steps per setting in all.
       stage, stages: the stage (scale) the chunk ran in, counted from 0, and how many there are.
       micro_batch, micro_batches: likewise for micro-batches.
-      losses: the chunk's per-step losses, each ``(n, B)``.
+      losses: the chunk's per-step losses, each ``(n, B)``; ``n`` is less than the chunk's
+        length when every setting stopped within it.
     """
 
     step: int
@@ -569,15 +625,27 @@ class ChunkReport(NamedTuple):
         return self.micro_batch * self.steps + self.step
 
 
+def repeat_last(losses: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """Per-step losses ``(n, B)`` carried on to ``rows`` steps by repeating the last: what a
+    stopped setting reports at every step it does not take (its state no longer changes)."""
+    return {name: np.concatenate([v, np.repeat(v[-1:], rows - len(v), axis=0)]) for name, v in losses.items()}
+
+
+def joined(chunks: Sequence[dict[str, np.ndarray]], axis: int = 0) -> dict[str, np.ndarray]:
+    """Per-step losses one after the other (``axis=0``), or side by side (``axis=1``)."""
+    return {name: np.concatenate([c[name] for c in chunks], axis=axis) for name in LOSS_NAMES}
+
+
 @dataclass
 class RunOutput:
     """What :func:`run_job` returns; every process holds all of it.
 
     Attributes:
       images: final images, float32 RGB in [0, 1], ``(K, H, W, 3)``.
-      trace: per-step losses ``{content, style, tv, total}``, each ``(steps, K)``, the
-        losses before each step, all stages one after the other; a stopped setting
-        repeats its last losses.
+      traces: each stage's per-step losses ``{content, style, tv, total}``, each ``(n, K)``,
+        the losses before each step the stage ran: all its steps, or fewer when every
+        setting stopped early (through the step that stopped the last one). A setting
+        that stopped before the others repeats its last losses.
       final_losses: the losses of each final image (what is written, before 8-bit
         rounding), each ``(K,)``.
       diverged_at: global step at which each setting diverged, -1 for the others.
@@ -589,13 +657,272 @@ class RunOutput:
     """
 
     images: np.ndarray
-    trace: dict[str, np.ndarray]
+    traces: list[dict[str, np.ndarray]]
     final_losses: dict[str, np.ndarray]
     diverged_at: np.ndarray
     stage_steps: np.ndarray
     converged_at: np.ndarray
     local: list[int]
     seconds: float
+
+    def trace(self) -> dict[str, np.ndarray]:
+        """The stages' losses one after the other, each ``(rows, K)``."""
+        return joined(self.traces)
+
+    def trace_grid(self, stages: Sequence[StagePlan]) -> dict[str, np.ndarray]:
+        """The losses before every planned step, each ``(steps, K)``: a stage that every
+        setting left early repeats its last losses to the stage's end."""
+        return joined([repeat_last(t, stage.steps) for t, stage in zip(self.traces, stages, strict=True)])
+
+
+# --------------------------------------------------------------------------- run progress
+
+
+class MicroBatchProgress(NamedTuple):
+    """Where the micro-batch in flight stands between chunks, host arrays; with its solver
+    state and the :class:`~jaxstyle.checkpoint.Position`, enough to go on.
+
+    Attributes:
+      traces: losses of each stage done, ``{name: (n, B)}`` (as :attr:`RunOutput.traces`).
+      chunks: losses of each chunk done at the stage in flight, ``{name: (n, B)}``.
+      diverged_at: global step at which each setting diverged, -1 for the others.
+      stage_steps, converged_at: ``(B, stages)``, as in :class:`RunOutput`.
+    """
+
+    traces: list[dict[str, np.ndarray]]
+    chunks: list[dict[str, np.ndarray]]
+    diverged_at: np.ndarray
+    stage_steps: np.ndarray
+    converged_at: np.ndarray
+
+    @classmethod
+    def start(cls, batch: int, stages: int) -> MicroBatchProgress:
+        return cls([], [], np.full(batch, -1), np.zeros((batch, stages), np.int64), np.full((batch, stages), -1))
+
+    def with_chunk(self, losses: dict[str, np.ndarray]) -> MicroBatchProgress:
+        return self._replace(chunks=[*self.chunks, losses])
+
+    def end_stage(self, index: int, first_step: int, state: SolverState) -> MicroBatchProgress:
+        """The stage ``index`` (first global step ``first_step``) done: its chunks make its trace; the
+        state's stop flags and step count are recorded."""
+        diverged, converged, taken = meshlib.to_host((state.diverged_at, state.converged_at, state.step))
+        newly = (self.diverged_at < 0) & (diverged >= 0)
+        stage_steps, converged_at = self.stage_steps.copy(), self.converged_at.copy()
+        stage_steps[:, index], converged_at[:, index] = taken, converged
+        return MicroBatchProgress(
+            traces=[*self.traces, joined(self.chunks)],
+            chunks=[],
+            diverged_at=np.where(newly, first_step + diverged, self.diverged_at),
+            stage_steps=stage_steps,
+            converged_at=converged_at,
+        )
+
+
+class MicroBatchOutput(NamedTuple):
+    """A finished micro-batch: the fields of :class:`RunOutput` for its ``B`` settings (padding
+    included). Not ``local``: it differs between processes, and a checkpoint's host arrays are
+    written by process 0 alone."""
+
+    images: np.ndarray
+    traces: list[dict[str, np.ndarray]]
+    final_losses: dict[str, np.ndarray]
+    diverged_at: np.ndarray
+    stage_steps: np.ndarray
+    converged_at: np.ndarray
+
+
+class RunProgress(NamedTuple):
+    """The host side of a run between chunks: what a checkpoint saves beside the solver state.
+
+    Orbax writes the nested tuples, lists and dicts as they are, and reads them back as
+    dicts and lists (:meth:`from_tree`).
+
+    Attributes:
+      done: the finished micro-batches, in order.
+      now: the micro-batch in flight.
+    """
+
+    done: list[MicroBatchOutput]
+    now: MicroBatchProgress
+
+    @classmethod
+    def from_tree(cls, tree: dict[str, Any]) -> RunProgress:
+        """A run's progress from the nested dicts and lists Orbax restores."""
+        return cls([MicroBatchOutput(**done) for done in tree["done"]], MicroBatchProgress(**tree["now"]))
+
+
+def join_micro_batches(outputs: Sequence[MicroBatchOutput], k: int, local: list[int], seconds: float) -> RunOutput:
+    """The run's output from its micro-batches, without the padding settings beyond ``k``.
+
+    A stage that one micro-batch left earlier than another is carried on by repeating its
+    last losses (its settings had all stopped)."""
+
+    def cat(part: str) -> Any:
+        return jax.tree.map(lambda *xs: np.concatenate(xs)[:k], *(getattr(o, part) for o in outputs))
+
+    traces = []
+    for stage in zip(*(o.traces for o in outputs), strict=True):
+        rows = max(len(t["total"]) for t in stage)
+        traces.append({name: v[:, :k] for name, v in joined([repeat_last(t, rows) for t in stage], axis=1).items()})
+    return RunOutput(
+        images=cat("images"),
+        traces=traces,
+        final_losses=cat("final_losses"),
+        diverged_at=cat("diverged_at"),
+        stage_steps=cat("stage_steps"),
+        converged_at=cat("converged_at"),
+        local=local,
+        seconds=seconds,
+    )
+
+
+# --------------------------------------------------------------------------- device layout
+
+
+@dataclass(frozen=True)
+class DeviceLayout:
+    """Where a run's arrays live on its ``settings x space`` mesh (:mod:`jaxstyle.mesh`).
+
+    Per-setting arrays are split over ``settings``; the network and the style targets are
+    replicated. At a stage whose image is split (:func:`jaxstyle.plan.stage_is_split`),
+    image-shaped arrays (the image, Adam's moments, the moving average) and the content
+    features have their rows split over ``space``.
+
+    Attributes:
+      mesh: the ``settings x space`` mesh.
+      sizes: each stage's ``(height, width)``.
+      split: whether each stage's image is split over ``space``.
+      multiple: what a height must be a multiple of to be split (:func:`jaxstyle.plan.spatial_multiple`).
+    """
+
+    mesh: Mesh
+    sizes: tuple[tuple[int, int], ...]
+    split: tuple[bool, ...]
+    multiple: int
+
+    @classmethod
+    def of(cls, job: Job, mesh: Mesh) -> DeviceLayout:
+        """The layout of ``job`` on ``mesh``, whose ``settings`` axis must divide the batch size."""
+        groups, shards = mesh.shape[meshlib.AXIS], mesh.shape[meshlib.SPACE]
+        if job.plan.batch_size % groups:
+            raise JaxstyleError(f"batch size {job.plan.batch_size} is not a multiple of the {groups} device(s)")
+        sizes = tuple(stage.size for stage in job.plan.stages)
+        split = tuple(stage_is_split(h, job.settings, shards) for h, _ in sizes)
+        return cls(mesh, sizes, split, spatial_multiple(job.settings, shards))
+
+    @property
+    def replicated(self) -> jax.sharding.NamedSharding:
+        return meshlib.replicated(self.mesh)
+
+    @property
+    def by_setting(self) -> jax.sharding.NamedSharding:
+        return meshlib.batch_sharding(self.mesh)
+
+    def images(self, stage: int, ndim: int = 5) -> jax.sharding.NamedSharding:
+        """Where image-shaped arrays ``(B, ..., H, W, 3)`` of ``stage`` live."""
+        return meshlib.image_sharding(self.mesh, ndim, self.split[stage])
+
+    def place_settings(self, host: SettingArrays) -> SettingArrays:
+        """A micro-batch's per-setting host arrays on the mesh; its images as those of stage 0."""
+        placed = meshlib.to_global(host._replace(images=None), self.by_setting)
+        return placed._replace(images=meshlib.to_global(host.images, self.images(0)))
+
+    def state_shardings(self, stage: int, state: Any) -> Any:
+        """Each leaf's sharding at ``stage``: image-shaped leaves as the image, the rest by setting."""
+
+        def sharding(leaf: Any) -> jax.sharding.NamedSharding:
+            if leaf.ndim >= 5 and tuple(leaf.shape[-3:]) == (*self.sizes[stage], 3):
+                return self.images(stage, leaf.ndim)
+            return self.by_setting
+
+        return jax.tree.map(sharding, state)
+
+    def place_state(self, stage: int, state: SolverState) -> SolverState:
+        """``state`` with every leaf where :meth:`state_shardings` puts it (Adam's fresh moments
+        would otherwise be whole on every device)."""
+        return jax.device_put(state, self.state_shardings(stage, state))
+
+    def targets(self, job: Job, stage: int) -> Targets:
+        """The targets of ``stage``: replicated, or at a split stage computed from images split by
+        rows, the content features left split by rows and the style targets replicated."""
+        size = self.sizes[stage]
+        if not self.split[stage]:
+            return meshlib.to_global(job.targets_at(size), self.replicated)
+
+        def place(images: jax.Array) -> jax.Array:
+            # A style image whose height cannot be split is taken whole on every device.
+            split = images.shape[-3] % self.multiple == 0
+            return meshlib.to_global(images, meshlib.image_sharding(self.mesh, images.ndim, split, batched=False))
+
+        targets = job.targets_at(size, place)
+        content = tuple(
+            jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in targets.content
+        )
+        return jax.device_put(targets._replace(content=()), self.replicated)._replace(content=content)
+
+    def recipe(self, recipe: Recipe, stage: int) -> Recipe:
+        """The recipe at ``stage``: a split stage's network runs over the mesh's ``space`` axis
+        (:mod:`jaxstyle.spatial`). Targets are computed with the plain recipe, once per stage,
+        by XLA's partitioning of the split images."""
+        return recipe._replace(space_mesh=self.mesh if self.split[stage] else None)
+
+
+# --------------------------------------------------------------------------- stage step and transition
+
+
+class StageStep(NamedTuple):
+    """One stage of one micro-batch on the device: ``state -> (state, losses, steps run)``, the pure
+    part of the chunk loop, and what the stage starts from and ends with.
+
+    Every chunk of the stage runs one compiled program, ``length`` steps long (the stage's
+    longest chunk); a shorter chunk stops early (:func:`jaxstyle.batch.run_batch_chunk`).
+    """
+
+    graphdef: Any
+    recipe: Recipe
+    params: Any
+    targets: Targets
+    setting: Setting
+    length: int
+
+    def __call__(self, state: SolverState, steps: int) -> tuple[SolverState, dict[str, jax.Array], jax.Array]:
+        """``steps`` steps of every setting (fewer when all have stopped); losses ``(length, B)``."""
+        args = (self.params, self.targets, self.setting, state, steps)
+        return run_batch_chunk_jit(self.graphdef, self.recipe, self.length, *args)
+
+    def start(self, per_setting: SettingArrays, images: jax.Array) -> SolverState:
+        """The fresh solver state of every setting from ``images`` ``(B, 1, h, w, 3)``."""
+        args = (self.params, self.targets, self.setting, images, per_setting.lr, per_setting.ema, per_setting.tol)
+        return init_batch_jit(self.graphdef, self.recipe, *args)
+
+    def losses(self, images: jax.Array) -> dict[str, jax.Array]:
+        """The losses of each setting's image in ``images``, each ``(B,)``."""
+        return batch_losses_jit(self.graphdef, self.recipe, self.params, self.targets, self.setting, images)
+
+
+def next_stage_state(
+    step: StageStep,
+    layout: DeviceLayout,
+    stage: int,
+    per_setting: SettingArrays,
+    previous: SolverState | None,
+    warm_start: bool,
+    convention: InputConvention,
+) -> SolverState:
+    """The state ``stage`` starts from: the first images; or, after a stage, each setting's
+    averaged iterate upsampled on the device (:func:`upsample`), with Adam's step count and
+    moments carried over when ``warm_start``. A setting that diverged at an earlier scale stays frozen.
+    """
+    if previous is None:
+        return layout.place_state(stage, step.start(per_setting, per_setting.images))
+    images = upsample_jit(averaged_image(previous), layout.sizes[stage], convention)
+    fresh = step.start(per_setting, jax.device_put(images, layout.images(stage)))
+    if warm_start:
+        fresh = fresh._replace(opt_state=warm_started_adam(previous.opt_state, fresh.opt_state))
+    return layout.place_state(stage, fresh._replace(diverged_at=previous.diverged_at))
+
+
+# --------------------------------------------------------------------------- the runner
 
 
 def single_device_mesh(spatial_shards: int = 1) -> Mesh:
@@ -604,10 +931,17 @@ def single_device_mesh(spatial_shards: int = 1) -> Mesh:
 
 
 def fingerprint(job: Job) -> dict[str, str]:
-    """What a checkpoint of ``job`` is bound to: settings, inputs, weights, dtypes and plan, each digested."""
-    network, inputs = job.network, job.inputs
+    """What a checkpoint of ``job`` is bound to: settings, inputs, weights, execution choices,
+    dtypes and plan, each digested.
+
+    Of the execution, the dtypes and the plan (batch size, snapshot steps) are bound as
+    they were before :class:`~jaxstyle.config.Execution` held them; so are the remat mode
+    and the split as asked (once settings): a resume must ask for the same.
+    """
+    network, inputs, execution = job.network, job.inputs, job.execution
     return {
         "settings": digest(job.settings.to_dict(), [dataclasses.astuple(p) for p in job.points]),
+        "execution choices": digest(execution.remat, execution.spatial_shards),
         "inputs": digest(*inputs.contents, *inputs.styles, inputs.blends, inputs.init_rgb is None)
         + (digest(inputs.init_rgb) if inputs.init_rgb is not None else ""),
         "weights": weightsio.file_digests(network.weights_file)[0],
@@ -615,85 +949,6 @@ def fingerprint(job: Job) -> dict[str, str]:
         # Not the batch plan's reason: it quotes the memory free at the time.
         "plan": digest(repr(job.plan.stages), sorted(job.plan.snapshot_steps), job.plan.batch_size),
     }
-
-
-@dataclass
-class Progress:
-    """Where one micro-batch stands between chunks, on the host; with its solver state, enough to go on.
-
-    Attributes:
-      stage: the stage in flight; ``chunks_done`` of its chunks are done.
-      traces: losses of the stages done, each ``{name: (steps, B)}``.
-      chunk_losses: losses of the chunks done at the stage in flight, ``{name: (n, B)}``.
-      diverged_at: global step at which each setting diverged, -1 for the others.
-      stage_steps, converged_at: ``(B, stages)``, as in :class:`RunOutput`.
-    """
-
-    stage: int
-    chunks_done: int
-    traces: list[dict[str, np.ndarray]]
-    chunk_losses: list[dict[str, np.ndarray]]
-    diverged_at: np.ndarray
-    stage_steps: np.ndarray
-    converged_at: np.ndarray
-
-    @classmethod
-    def start(cls, batch: int, stages: int) -> Progress:
-        return cls(0, 0, [], [], np.full(batch, -1), np.zeros((batch, stages), np.int64), np.full((batch, stages), -1))
-
-    def to_arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        """Flat named arrays for a checkpoint."""
-        out = {f"{prefix}diverged_at": self.diverged_at, f"{prefix}stage_steps": self.stage_steps}
-        out[f"{prefix}converged_at"] = self.converged_at
-        for number, trace in enumerate(self.traces):
-            out.update({f"{prefix}trace{number}/{name}": v for name, v in trace.items()})
-        if self.chunk_losses:
-            out.update({f"{prefix}chunks/{name}": joined_losses(self.chunk_losses)[name] for name in LOSS_NAMES})
-        return out
-
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], prefix: str, stage: int, chunks_done: int) -> Progress:
-        traces = [{name: arrays[f"{prefix}trace{number}/{name}"] for name in LOSS_NAMES} for number in range(stage)]
-        chunks = [{name: arrays[f"{prefix}chunks/{name}"] for name in LOSS_NAMES}] if chunks_done else []
-        return cls(
-            stage,
-            chunks_done,
-            traces,
-            chunks,
-            arrays[f"{prefix}diverged_at"],
-            arrays[f"{prefix}stage_steps"],
-            arrays[f"{prefix}converged_at"],
-        )
-
-
-def joined_losses(chunks: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """Per-chunk losses ``(n, B)`` one after the other."""
-    return {name: np.concatenate([c[name] for c in chunks]) for name in LOSS_NAMES}
-
-
-def output_arrays(output: RunOutput, prefix: str) -> dict[str, np.ndarray]:
-    """A finished micro-batch's results as flat named arrays for a checkpoint."""
-    out = {f"{prefix}images": output.images, f"{prefix}diverged_at": output.diverged_at}
-    out.update({f"{prefix}stage_steps": output.stage_steps, f"{prefix}converged_at": output.converged_at})
-    # Not ``output.local``: it differs between processes, and the checkpoint's host arrays
-    # are written by process 0 alone (the rest are the same in every process).
-    out.update({f"{prefix}trace/{name}": v for name, v in output.trace.items()})
-    out.update({f"{prefix}final/{name}": v for name, v in output.final_losses.items()})
-    return out
-
-
-def output_from_arrays(arrays: dict[str, np.ndarray], prefix: str, local: list[int]) -> RunOutput:
-    """A finished micro-batch from its checkpointed arrays; ``local`` as in :class:`RunOutput`."""
-    return RunOutput(
-        images=arrays[f"{prefix}images"],
-        trace={name: arrays[f"{prefix}trace/{name}"] for name in LOSS_NAMES},
-        final_losses={name: arrays[f"{prefix}final/{name}"] for name in LOSS_NAMES},
-        diverged_at=arrays[f"{prefix}diverged_at"],
-        stage_steps=arrays[f"{prefix}stage_steps"],
-        converged_at=arrays[f"{prefix}converged_at"],
-        local=local,
-        seconds=0.0,
-    )
 
 
 def run_job(
@@ -719,7 +974,9 @@ def run_job(
     exactly what an uninterrupted one does: the same chunks, from the same states.
     """
     checkpoints = Checkpoints(checkpoint, fingerprint(job)) if checkpoint is not None else None
-    runner = Runner(job, mesh, on_chunk, on_snapshot, raise_on_divergence, checkpoints, stop_signal)
+    runner = Runner(
+        job, DeviceLayout.of(job, mesh), on_chunk, on_snapshot, raise_on_divergence, checkpoints, stop_signal
+    )
     try:
         return runner.run()
     except jax.errors.JaxRuntimeError as e:
@@ -733,38 +990,33 @@ def run_job(
 
 
 class Runner:
-    """The chunk loop of :func:`run_job`, micro-batch by micro-batch, stage by stage."""
+    """The host side of :func:`run_job`: micro-batch by micro-batch, stage by stage, chunk by chunk;
+    between chunks, divergence, progress, snapshots, checkpoints and stop requests."""
 
     def __init__(
         self,
         job: Job,
-        mesh: Mesh,
+        layout: DeviceLayout,
         on_chunk: Callable[[ChunkReport], None] | None,
         on_snapshot: Callable[[int, range, np.ndarray], None] | None,
         raise_on_divergence: bool,
         checkpoints: Checkpoints | None,
         stop_signal: Callable[[], int | None] | None,
     ) -> None:
-        self.job, self.plan, self.network = job, job.plan, job.network
+        self.job, self.plan, self.layout = job, job.plan, layout
         self.on_chunk, self.on_snapshot, self.raise_on_divergence = on_chunk, on_snapshot, raise_on_divergence
         self.checkpoints, self.stop_signal = checkpoints, stop_signal
-        self.mesh = mesh
-        self.replicated, self.sharded = meshlib.replicated(mesh), meshlib.batch_sharding(mesh)
-        self.k, self.batch = len(job.points), self.plan.batch_size
-        groups = mesh.shape[meshlib.AXIS]
-        if self.batch % groups:
-            raise JaxstyleError(f"batch size {self.batch} is not a multiple of the {groups} device(s)")
-        # Which stages split their image's rows over the space axis (see jaxstyle.plan.stage_is_split).
-        shards = mesh.shape.get(meshlib.SPACE, 1)
-        self.split = [stage_is_split(stage.size[0], job.settings, shards) for stage in self.plan.stages]
-        self.done: list[RunOutput] = []
+        self.batch = self.plan.batch_size
+        self.done: list[MicroBatchOutput] = []
+        self.offsets: list[int] = []  # this process's rows of a micro-batch: the same in every one
 
     def run(self) -> RunOutput:
-        job, plan = self.job, self.plan
-        per_setting = meshlib.pad_leading(job.per_setting(), meshlib.padded_length(self.k, self.batch))
-        self.params = meshlib.to_global(self.network.params, self.replicated)
+        job, plan, layout = self.job, self.plan, self.layout
+        k = len(job.points)
+        per_setting = meshlib.pad_leading(job.per_setting(), meshlib.padded_length(k, self.batch))
+        self.params = meshlib.to_global(job.network.params, layout.replicated)
         # Targets are computed once per stage, before any optimisation.
-        self.stage_targets = [self.targets(index) for index in range(len(plan.stages))]
+        self.targets = [layout.targets(job, index) for index in range(len(plan.stages))]
         resumed = self.resume(per_setting)
         start = time.perf_counter()
         for number, rows in enumerate(plan.micro_batches):
@@ -774,201 +1026,132 @@ class Runner:
             self.done.append(self.micro_batch(host, rows, number, resumed if number == len(self.done) else None))
             resumed = None
         seconds = time.perf_counter() - start
-        out = self.done
+        local = [rows.start + r for rows in plan.micro_batches for r in self.offsets if rows.start + r < rows.stop]
+        return join_micro_batches(self.done, k, local, seconds)
 
-        def joined(part: str, axis: int = 0) -> Any:
-            return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *(getattr(o, part) for o in out))
+    def stage_step(self, stage: int, setting: Setting) -> StageStep:
+        """The device side of ``stage`` for a micro-batch's ``setting``."""
+        network, length = self.job.network, max(self.plan.stages[stage].chunks)
+        recipe = self.layout.recipe(network.recipe, stage)
+        return StageStep(network.graphdef, recipe, self.params, self.targets[stage], setting, length)
 
-        k = self.k
-        return RunOutput(
-            images=joined("images")[:k],
-            trace={name: v[:, :k] for name, v in joined("trace", axis=1).items()},
-            final_losses={name: v[:k] for name, v in joined("final_losses").items()},
-            diverged_at=joined("diverged_at")[:k],
-            stage_steps=joined("stage_steps")[:k],
-            converged_at=joined("converged_at")[:k],
-            local=sorted(i for o in out for i in o.local if i < k),
-            seconds=seconds,
-        )
-
-    def targets(self, index: int) -> Targets:
-        """The targets of stage ``index`` on the mesh: replicated, or for a stage split over space, computed
-        from images split by rows, the content features left split by rows and the style targets replicated."""
-        size = self.plan.stages[index].size
-        if not self.split[index]:
-            return meshlib.to_global(self.job.targets_at(size), self.replicated)
-        multiple = spatial_multiple(self.job.settings, self.mesh.shape[meshlib.SPACE])
-
-        def place(images: jax.Array) -> jax.Array:
-            # A style image whose height cannot be split is taken whole on every device.
-            split = images.shape[-3] % multiple == 0
-            return meshlib.to_global(images, meshlib.image_sharding(self.mesh, images.ndim, split, batched=False))
-
-        targets = self.job.targets_at(size, place)
-        content = tuple(
-            jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in targets.content
-        )
-        return jax.device_put(targets._replace(content=()), self.replicated)._replace(content=content)
-
-    def recipe_at(self, index: int) -> Recipe:
-        """The recipe of stage ``index``: a split stage's network runs over the mesh's ``space`` axis
-        (:mod:`jaxstyle.spatial`). Targets are computed with the plain recipe: once per stage, by
-        XLA's partitioning of the split images."""
-        return self.network.recipe._replace(space_mesh=self.mesh if self.split[index] else None)
-
-    def images_sharding(self, index: int, ndim: int = 5) -> jax.sharding.NamedSharding:
-        """Where image-shaped arrays ``(B, ..., H, W, 3)`` of stage ``index`` live."""
-        return meshlib.image_sharding(self.mesh, ndim, self.split[index])
-
-    def to_device(self, host: tuple) -> tuple:
-        """A micro-batch's per-setting host arrays on the mesh, its first images as those of stage 0."""
-        setting, images, *rest = host
-        placed = meshlib.to_global((setting, *rest), self.sharded)
-        return (placed[0], meshlib.to_global(images, self.images_sharding(0)), *placed[1:])
-
-    def state_sharding(self, index: int, leaf: Any) -> jax.sharding.NamedSharding:
-        """Where a state leaf of stage ``index`` lives: image-shaped leaves like the image, the rest by setting."""
-        h, w = self.plan.stages[index].size
-        if leaf.ndim >= 5 and tuple(leaf.shape[-3:]) == (h, w, 3):
-            return self.images_sharding(index, leaf.ndim)
-        return self.sharded
-
-    def resume(self, per_setting: Any) -> tuple[Progress, SolverState] | None:
+    def resume(self, per_setting: SettingArrays) -> tuple[Position, SolverState, MicroBatchProgress] | None:
         """Load the newest checkpoint, if any: the finished micro-batches, and the one in flight."""
         found = self.checkpoints.latest() if self.checkpoints is not None else None
         if found is None:
             return None
-        done, position, meta = found
+        done, position = found
         rows = self.plan.micro_batches[position.micro_batch]
         host = jax.tree.map(lambda x: x[rows.start : rows.start + self.batch], per_setting)
-        size = self.plan.stages[position.stage].size
-        images = jax.ShapeDtypeStruct((self.batch, 1, *size, 3), self.network.dtype)
-        device = self.to_device(host)
-        abstract = jax.eval_shape(lambda d, im: self.start_state(d, position.stage, im), device, images)
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.state_sharding(position.stage, x)), abstract
-        )
-        state, arrays = self.checkpoints.restore(done, meta, abstract)
-        # This process's rows of a micro-batch: the same offsets in every micro-batch.
-        offsets = meshlib.local_rows(state.image)
-        self.done = [
-            output_from_arrays(arrays, f"done{n}/", [self.plan.micro_batches[n].start + r for r in offsets])
-            for n in range(position.micro_batch)
-        ]
-        return Progress.from_arrays(arrays, "now/", position.stage, position.chunks_done), state
-
-    def start_state(self, host: tuple, stage: int, images: jax.Array | None = None) -> SolverState:
-        """The fresh solver state of a micro-batch at ``stage`` (from its first images, or ``images``)."""
-        setting, first_images, lrs, emas, tols = host
-        network = self.network
-        images = first_images if images is None else images
-        targets = self.stage_targets[stage]
-        recipe = self.recipe_at(stage)
-        return init_batch_jit(network.graphdef, recipe, self.params, targets, setting, images, lrs, emas, tols)
+        device = self.layout.place_settings(host)
+        step = self.stage_step(position.stage, device.setting)
+        images = jax.ShapeDtypeStruct((self.batch, 1, *self.layout.sizes[position.stage], 3), host.images.dtype)
+        abstract = jax.eval_shape(step.start, device, images)
+        shardings = self.layout.state_shardings(position.stage, abstract)
+        abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
+        state, tree = self.checkpoints.restore(done, abstract)
+        progress = RunProgress.from_tree(tree)
+        self.done = progress.done
+        self.offsets = meshlib.local_rows(state.image)
+        return position, state, progress.now
 
     def micro_batch(
-        self, host: tuple, rows: range, number: int, resumed: tuple[Progress, SolverState] | None
-    ) -> RunOutput:
+        self,
+        host: SettingArrays,
+        rows: range,
+        number: int,
+        resumed: tuple[Position, SolverState, MicroBatchProgress] | None,
+    ) -> MicroBatchOutput:
         """All stages of one micro-batch (``rows`` are its real settings; the rest is padding)."""
-        plan, network, settings = self.plan, self.network, self.job.settings
-        graphdef, convention = network.graphdef, network.convention
-        device = self.to_device(host)
-        setting = device[0]
-        batch = len(host[1])
+        plan, settings, convention = self.plan, self.job.settings, self.job.network.convention
+        device = self.layout.place_settings(host)
+        if resumed is not None:
+            position, state, progress = resumed
+            first_stage, chunks_done = position.stage, position.chunks_done
+        else:
+            state, progress = None, MicroBatchProgress.start(self.batch, len(plan.stages))
+            first_stage, chunks_done = 0, 0
+        for index in range(first_stage, len(plan.stages)):
+            step = self.stage_step(index, device.setting)
+            if chunks_done == 0:
+                state = next_stage_state(step, self.layout, index, device, state, settings.warm_start, convention)
+            state, progress = self.stage(step, state, progress, rows, number, index, chunks_done)
+            chunks_done = 0
         # Each row's content image (for --preserve-color); padding rows repeat the last setting.
-        points = self.job.points
-        contents = [self.job.inputs.contents[points[min(rows.start + r, rows.stop - 1)].content] for r in range(batch)]
-        progress, state = resumed if resumed is not None else (Progress.start(batch, len(plan.stages)), None)
-        for index in range(progress.stage, len(plan.stages)):
-            stage, targets, recipe = plan.stages[index], self.stage_targets[index], self.recipe_at(index)
-            if progress.chunks_done == 0:
-                state = self.next_stage_state(device, index, state, convention)
-            stopped = meshlib.to_host((state.diverged_at >= 0) | (state.converged_at >= 0))
-            for n, end in list(zip(stage.chunks, stage.chunk_ends, strict=True))[progress.chunks_done :]:
-                if progress.chunks_done and stopped.all():
-                    break  # every setting has stopped
-                state, losses = run_batch_chunk_jit(graphdef, recipe, n, self.params, targets, setting, state)
-                losses = meshlib.to_host(losses)
-                progress.chunk_losses.append(losses)
-                progress.chunks_done += 1
-                diverged, stopped = meshlib.to_host(
-                    (state.diverged_at, (state.diverged_at >= 0) | (state.converged_at >= 0))
-                )
-                if self.raise_on_divergence and (diverged[: len(rows)] >= 0).any():
-                    row = int(np.argmax(diverged[: len(rows)] >= 0))
-                    in_chunk = int(diverged[row]) - (end - stage.first_step - n)
-                    step = stage.first_step + int(diverged[row])
-                    raise Diverged(step, {k: float(v[in_chunk, row]) for k, v in losses.items()})
-                if self.on_chunk is not None:
-                    micro_batches = len(plan.micro_batches)
-                    self.on_chunk(ChunkReport(end, plan.steps, index, len(plan.stages), number, micro_batches, losses))
-                if self.on_snapshot is not None and end in plan.snapshot_steps:
-                    current = meshlib.to_host(averaged_image(state))[: len(rows), 0]
-                    self.on_snapshot(end, rows, output_pixels(current, settings, convention, contents[: len(rows)]))
-                self.after_chunk(Position(number, index, progress.chunks_done, end), state, progress)
-            trace = joined_losses(progress.chunk_losses)
-            missing = stage.steps - len(trace["total"])
-            if missing:  # every setting stopped early: the last losses repeat
-                trace = {name: np.concatenate([v, np.repeat(v[-1:], missing, axis=0)]) for name, v in trace.items()}
-            progress.traces.append(trace)
-            stage_diverged, stage_converged, taken = meshlib.to_host(
-                (state.diverged_at, state.converged_at, state.step)
-            )
-            newly = (progress.diverged_at < 0) & (stage_diverged >= 0)
-            progress.diverged_at = np.where(newly, stage.first_step + stage_diverged, progress.diverged_at)
-            progress.stage_steps[:, index] = taken
-            progress.converged_at[:, index] = stage_converged
-            progress.stage, progress.chunks_done, progress.chunk_losses = index + 1, 0, []
-        final = output_pixels(meshlib.to_host(averaged_image(state))[:, 0], settings, convention, contents)
+        points, contents = self.job.points, self.job.inputs.contents
+        content_rgbs = [contents[points[min(rows.start + r, rows.stop - 1)].content] for r in range(self.batch)]
+        final = output_pixels(meshlib.to_host(averaged_image(state))[:, 0], settings, convention, content_rgbs)
         # The final losses are those of the image written (clipped to [0, 1], with the
         # content's colours where asked), not of the iterate before the last step.
-        written = convention.to_network(jnp.asarray(final, network.dtype))[:, None]
-        last = len(plan.stages) - 1
-        written = meshlib.to_global(written, self.images_sharding(last))
-        final_losses = batch_losses_jit(
-            graphdef, self.recipe_at(last), self.params, self.stage_targets[-1], setting, written
-        )
-        return RunOutput(
+        written = convention.to_network(jnp.asarray(final, self.job.network.dtype))[:, None]
+        final_losses = step.losses(meshlib.to_global(written, self.layout.images(len(plan.stages) - 1)))
+        self.offsets = meshlib.local_rows(state.image)
+        return MicroBatchOutput(
             images=final,
-            trace=joined_losses(progress.traces),
+            traces=progress.traces,
             final_losses=meshlib.to_host(final_losses),
             diverged_at=progress.diverged_at,
             stage_steps=progress.stage_steps,
             converged_at=progress.converged_at,
-            local=[rows.start + row for row in meshlib.local_rows(state.image)],
-            seconds=0.0,
         )
 
-    def next_stage_state(
-        self, device: tuple, index: int, previous: SolverState | None, convention: InputConvention
-    ) -> SolverState:
-        """The state a stage starts from: the first images, or the previous stage's averaged iterate upsampled;
-        each leaf placed as :meth:`state_sharding` says (Adam's fresh moments would otherwise be whole everywhere)."""
-        if previous is None:
-            return self.placed(self.start_state(device, index), index)
-        # The next scale starts from each setting's averaged iterate, upsampled.
-        size = self.plan.stages[index].size
-        images = upsample(jnp.asarray(meshlib.to_host(averaged_image(previous))), size, convention)
-        fresh = self.start_state(device, index, meshlib.to_global(images, self.images_sharding(index)))
-        if self.job.settings.warm_start:
-            fresh = fresh._replace(opt_state=warm_started_adam(previous.opt_state, fresh.opt_state))
-        # A setting that diverged at an earlier scale stays frozen.
-        return self.placed(fresh._replace(diverged_at=previous.diverged_at), index)
+    def stage(
+        self,
+        step: StageStep,
+        state: SolverState,
+        progress: MicroBatchProgress,
+        rows: range,
+        number: int,
+        index: int,
+        chunks_done: int,
+    ) -> tuple[SolverState, MicroBatchProgress]:
+        """The chunks of stage ``index`` from the ``chunks_done``-th on, until every setting has stopped."""
+        stage = self.plan.stages[index]
+        chunks = list(zip(stage.chunks, stage.chunk_ends, strict=True))
+        for chunk, (n, end) in enumerate(chunks[chunks_done:], start=chunks_done):
+            if chunk and meshlib.to_host((state.diverged_at >= 0) | (state.converged_at >= 0)).all():
+                break  # every setting has stopped
+            state, losses, ran = step(state, n)
+            losses, ran = meshlib.to_host((losses, ran))
+            losses = {name: v[:ran] for name, v in losses.items()}
+            progress = progress.with_chunk(losses)
+            if self.raise_on_divergence:
+                self.check_divergence(state, losses, rows, stage.first_step, end - n)
+            if self.on_chunk is not None:
+                micro_batches = len(self.plan.micro_batches)
+                self.on_chunk(
+                    ChunkReport(end, self.plan.steps, index, len(self.plan.stages), number, micro_batches, losses)
+                )
+            if self.on_snapshot is not None and end in self.plan.snapshot_steps:
+                self.snapshot(end, rows, state)
+            self.save_or_stop(Position(number, index, chunk + 1, end), state, progress)
+        return state, progress.end_stage(index, stage.first_step, state)
 
-    def placed(self, state: SolverState, index: int) -> SolverState:
-        """``state`` with every leaf where :meth:`state_sharding` puts it at stage ``index``."""
-        return jax.device_put(state, jax.tree.map(lambda x: self.state_sharding(index, x), state))
+    def check_divergence(
+        self, state: SolverState, losses: dict[str, np.ndarray], rows: range, stage_first: int, chunk_first: int
+    ) -> None:
+        """Raise :class:`~jaxstyle.solve.Diverged` if a real setting diverged in the chunk that began at
+        global step ``chunk_first`` (of the stage that began at ``stage_first``), with its losses at that step."""
+        diverged = meshlib.to_host(state.diverged_at)[: len(rows)]
+        if (diverged >= 0).any():
+            row = int(np.argmax(diverged >= 0))
+            step = stage_first + int(diverged[row])
+            raise Diverged(step, {k: float(v[step - chunk_first, row]) for k, v in losses.items()})
 
-    def after_chunk(self, position: Position, state: SolverState, progress: Progress) -> None:
+    def snapshot(self, end: int, rows: range, state: SolverState) -> None:
+        """Hand the micro-batch's current output images to ``on_snapshot``."""
+        settings, inputs, points = self.job.settings, self.job.inputs, self.job.points
+        current = meshlib.to_host(averaged_image(state))[: len(rows), 0]
+        contents = [inputs.contents[points[r].content] for r in rows]
+        self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents))
+
+    def save_or_stop(self, position: Position, state: SolverState, progress: MicroBatchProgress) -> None:
         """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""
         signum = self.stop_signal() if self.stop_signal is not None else None
         done = position.micro_batch * self.plan.steps + position.step
         signum, due = meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(done))
         if self.checkpoints is not None and (signum is not None or due):
-            arrays = progress.to_arrays("now/")
-            for n, output in enumerate(self.done):
-                arrays.update(output_arrays(output, f"done{n}/"))
-            self.checkpoints.save(done, position, state, arrays)
+            self.checkpoints.save(done, position, state, RunProgress(self.done, progress))
         if signum is not None:
             directory = self.checkpoints.directory if self.checkpoints is not None else None
             raise Stopped(signum, position.step, directory)

@@ -19,7 +19,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from jaxstyle.config import Settings, Stage, stages
+from jaxstyle.config import REMAT_MODES, Execution, Settings, Stage, stages
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import network
 
@@ -65,8 +65,6 @@ HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {
 # A network the table lacks (the tiny test network) takes this factor with no fixed part,
 # scaled by its dtype's size; float64 takes the float32 entry twice over.
 FALLBACK_FACTOR = 3.0
-# Rematerialisation modes, fastest first: `auto` takes the first whose estimate fits.
-REMAT_MODES = ("none", "blocks", "bands")
 # Fraction of a device's memory the plan fills (the rest: XLA's other buffers, the host process).
 MEMORY_FILL = 0.7
 
@@ -155,11 +153,10 @@ def schedule(
 ) -> tuple[tuple[StagePlan, ...], frozenset[int]]:
     """The stages of a run ending at ``output_size`` and its snapshot steps.
 
-    Snapshots are taken every ``save_every`` global steps, across scales, except at
-    the last step (the output itself).
+    Snapshots are taken every ``save_every`` global steps (at least 1, as
+    :class:`~jaxstyle.config.Execution` checks), across scales, except at the last step
+    (the output itself).
     """
-    if save_every is not None and save_every < 1:
-        raise JaxstyleError(f"--save-every must be at least 1, not {save_every}")
     scales: list[Stage] = stages(settings, output_size)
     total = sum(s.steps for s in scales)
     snapshots = frozenset(range(save_every, total, save_every)) if save_every else frozenset()
@@ -219,30 +216,31 @@ def choose_remat(
     settings: Settings,
     size: tuple[int, int],
     device_memory: int,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
+    execution: Execution | None = None,
     shards: int = 1,
 ) -> tuple[str, int, str]:
     """The remat mode of a run at ``size``, its estimated step memory, and a line saying why.
 
-    ``settings.remat`` as asked, or for ``auto`` the fastest mode (:data:`REMAT_MODES`
-    order) whose estimate fits :data:`MEMORY_FILL` of ``device_memory``; where none
-    fits, the one with the smallest estimate (the run may then fail out of memory).
+    ``execution.remat`` as asked (default ``Execution()``: ``auto``), or for ``auto`` the
+    fastest mode (:data:`jaxstyle.config.REMAT_MODES` order) whose estimate, for the
+    execution's dtypes, fits :data:`MEMORY_FILL` of ``device_memory``; where none fits,
+    the one with the smallest estimate (the run may then fail out of memory).
     With the image's rows split over ``shards`` devices, the estimates are one device's
     share, ``step_bytes / shards`` (halos neglected), and ``bands`` is left out: it scans
     over the rows that the split spreads over devices.
     """
+    execution = execution or Execution()
     modes = REMAT_MODES if shards == 1 else tuple(m for m in REMAT_MODES if m != "bands")
-    if settings.remat == "bands" and shards > 1:
+    if execution.remat == "bands" and shards > 1:
         raise JaxstyleError(
             f"--remat bands computes each image band by band of rows, which --spatial-shards {shards} splits "
             "over devices: use --remat blocks or none with it"
         )
-    estimates = {m: step_bytes(size, settings, dtype, m, compute_dtype) // shards for m in modes}
+    estimates = {m: step_bytes(size, settings, execution.dtype, m, execution.compute_dtype) // shards for m in modes}
     budget = MEMORY_FILL * device_memory
     h, w = size
-    if settings.remat != "auto":
-        mode, why = settings.remat, "as asked"
+    if execution.remat != "auto":
+        mode, why = execution.remat, "as asked"
     else:
         fitting = [m for m in modes if estimates[m] <= budget]
         mode = fitting[0] if fitting else min(modes, key=estimates.get)
@@ -308,19 +306,23 @@ def stage_is_split(height: int, settings: Settings, shards: int) -> bool:
 
 
 def spatial_shards_for(
-    settings: Settings, output_size: tuple[int, int], devices: int, device_memory: int, step_bytes: int
+    settings: Settings,
+    output_size: tuple[int, int],
+    devices: int,
+    device_memory: int,
+    step_bytes: int,
+    requested: int = 0,
 ) -> tuple[int, str]:
     """Devices the image's height is split over, and a line saying why.
 
-    ``settings.spatial_shards`` if given (at most ``devices``; the output height a multiple of
-    :func:`spatial_multiple`). ``0`` (automatic): the fewest divisors ``n`` of ``devices``
+    ``requested`` (the execution's ``spatial_shards``) if given (at most ``devices``; the
+    output height a multiple of :func:`spatial_multiple`). ``0`` (automatic): the fewest divisors ``n`` of ``devices``
     with a valid height for which one setting's whole-image step estimate ``step_bytes``
     (:func:`choose_remat`), divided by ``n`` (halos neglected), fits in :data:`MEMORY_FILL`
     of a device's memory; the most of them when none does. This is the one place the
     decision is made.
     """
     height = output_size[0]
-    requested = settings.spatial_shards
     if requested >= 1:
         if requested > devices:
             raise JaxstyleError(f"--spatial-shards {requested} needs {requested} devices; this run has {devices}")
@@ -345,36 +347,36 @@ def make_plan(
     output_size: tuple[int, int],
     settings_count: int,
     *,
+    execution: Execution | None = None,
     device_count: int = 1,
-    dtype_bytes: int = 4,
     device_memory: int = 1 << 30,
     platform: str = "cpu",
-    batch_size: int | None = None,
-    save_every: int | None = None,
     chunk_steps: int = CHUNK_STEPS,
     space_devices: int | None = None,
-    compute_dtype: str | None = None,
 ) -> RunPlan:
     """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule.
 
-    ``device_count`` devices hold the batch (a settings x space mesh when images are
-    split); ``space_devices`` (default ``device_count``) is how many one image may be
-    split over (a single stylization: every device, with one setting).
+    ``execution`` (default: ``Execution()``) gives the dtypes the memory estimates are for,
+    the remat mode, the split of the image and the micro-batch size asked for (each
+    ``auto``, ``0`` or unset: chosen here), and the snapshot steps. ``device_count``
+    devices hold the batch (a settings x space mesh when images are split);
+    ``space_devices`` (default ``device_count``) is how many one image may be split over
+    (a single stylization: every device, with one setting).
     """
-    planned, snapshots = schedule(settings, output_size, save_every, chunk_steps)
-    dtype = "float64" if dtype_bytes == 8 else "float32"
-    remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, dtype, compute_dtype)
+    execution = execution or Execution()
+    planned, snapshots = schedule(settings, output_size, execution.save_every, chunk_steps)
+    remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, execution)
     devices = space_devices or device_count
-    shards, split = spatial_shards_for(settings, output_size, devices, device_memory, per_setting)
+    shards, split = spatial_shards_for(
+        settings, output_size, devices, device_memory, per_setting, execution.spatial_shards
+    )
     if shards > 1:
         # Split rows: the remat mode and the estimate are chosen again for one device's share.
-        remat, per_setting, memory_why = choose_remat(
-            settings, output_size, device_memory, dtype, compute_dtype, shards=shards
-        )
+        remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, execution, shards)
     if device_count > 1 and device_count % shards:
         raise JaxstyleError(f"--spatial-shards {shards} does not divide the {device_count} devices")
     groups = max(1, device_count // shards)
-    batch, why = batch_size_for(settings_count, per_setting, groups, device_memory, platform, batch_size)
+    batch, why = batch_size_for(settings_count, per_setting, groups, device_memory, platform, execution.batch_size)
     if shards > 1:
         why += f"; {split}"
     return RunPlan(planned, snapshots, settings_count, batch, why, shards, remat, memory_why)

@@ -27,7 +27,6 @@ from jax import Array
 
 from jaxstyle.losses import LayerStatistics, add_sums, layer_statistics, layer_sums, sums_statistics, zero_sums
 
-REMAT_MODES = ("none", "blocks", "bands")
 BAND_ROWS = 128  # image rows per band (rounded up to a multiple of the bands' pooling factor)
 BANDED_BLOCKS = 2  # blocks computed in bands: VGG's widest activations (full and half resolution)
 

@@ -13,11 +13,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from jaxstyle import __version__
-from jaxstyle.config import short_label, value_text
+from jaxstyle.config import SWEPT_FIELDS, short_label, value_text
 from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import atomic_output, write_json
 from jaxstyle.image import save_image, to_uint8
-from jaxstyle.sweep import SWEPT, SweepPoint, SweepResult
+from jaxstyle.sweep import SweepPoint, SweepResult
 
 CAPTION_HEIGHT = 18
 MIN_SLOT_WIDTH = 128  # room for a caption under small thumbnails
@@ -35,7 +35,7 @@ LABEL_MAX = 40
 def axis_values(result: SweepResult) -> dict[str, list]:
     """The distinct values of each quantity the sweep varies, in order of first appearance."""
     axes = {}
-    for key in ("content", "style", *SWEPT):
+    for key in ("content", "style", *SWEPT_FIELDS):
         values = list(dict.fromkeys(getattr(p, key) for p in result.points))
         if len(values) > 1:
             axes[key] = values
@@ -63,7 +63,7 @@ def value_label(result: SweepResult, key: str, value) -> str:
 def setting_filename(result: SweepResult, k: int) -> str:
     """``003_sw1000_tv10.png``: index, then every varied value (all of them when nothing varies)."""
     point = result.points[k]
-    keys = list(axis_values(result)) or list(SWEPT)
+    keys = list(axis_values(result)) or list(SWEPT_FIELDS)
     parts = [f"{k:03d}"]
     for key in keys:
         value = getattr(point, key)

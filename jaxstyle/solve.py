@@ -1,14 +1,15 @@
 """The optimisation of one image's pixels: pure functions, no I/O.
 
 :func:`optimizer_step` is one step of the recipe's optimiser (:mod:`jaxstyle.optimizers`);
-:func:`run_chunk` scans it over a chunk of steps. The style targets are the registered
-style losses' (:data:`jaxstyle.losses.STYLE_LOSSES`). The batched form
-(:mod:`jaxstyle.batch`) vmaps the same step over settings, and :mod:`jaxstyle.pipeline`
-runs the chunks.
+:func:`run_chunk` loops it over a chunk of steps (:func:`chunk_loop`: one compilation for
+every chunk up to a length). The style targets are the registered style losses'
+(:data:`jaxstyle.losses.STYLE_LOSSES`). The batched form (:mod:`jaxstyle.batch`) vmaps
+the same step over settings, and :mod:`jaxstyle.pipeline` runs the chunks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -18,6 +19,7 @@ from flax import nnx
 from jax import Array
 from jax.sharding import Mesh
 
+from jaxstyle.config import REMAT_MODES
 from jaxstyle.lbfgs import Bounds, clip_to
 from jaxstyle.losses import (
     LayerStatistics,
@@ -29,7 +31,7 @@ from jaxstyle.losses import (
     style_targets,
 )
 from jaxstyle.optimizers import adam, adam_transform, optimizer_of
-from jaxstyle.remat import REMAT_MODES, banded_network_features, block_features
+from jaxstyle.remat import banded_network_features, block_features
 from jaxstyle.spatial import split_features
 
 # Optax's Adam as the ``adam`` optimiser runs it (the structure of its state, for warm starts).
@@ -367,6 +369,39 @@ def optimizer_step(
     return new, terms
 
 
+def chunk_loop(
+    step: Callable[[Any], tuple[Any, dict[str, Array]]],
+    state: Any,
+    length: int,
+    steps: int | Array | None = None,
+    running: Callable[[Any], Array] | None = None,
+) -> tuple[Any, dict[str, Array], Array]:
+    """``state`` after ``steps`` applications of ``step`` in one ``while`` loop of at most ``length``.
+
+    ``length`` is static: it fixes the compiled program and the losses' shape
+    ``(length, ...)``; ``steps`` (default ``length``) is traced, so chunks of any length up
+    to it share one compilation. Steps past ``steps`` are never run: the state is left
+    bit for bit as it is, and their rows of the losses are zeros. With ``running``, the
+    loop also ends once ``running(state)`` is false (after at least one step, so that a
+    chunk always reports the losses of the state it starts from). Returns the state, the
+    losses, and how many steps ran.
+    """
+    losses = jax.tree.map(lambda s: jnp.zeros((length, *s.shape), s.dtype), jax.eval_shape(step, state)[1])
+    last = length if steps is None else jnp.minimum(steps, length)
+
+    def go_on(carry: tuple[Array, Any, dict[str, Array]]) -> Array:
+        i, st, _ = carry
+        return (i < last) & ((i == 0) | running(st)) if running is not None else i < last
+
+    def body(carry: tuple[Array, Any, dict[str, Array]]) -> tuple[Array, Any, dict[str, Array]]:
+        i, st, out = carry
+        st, terms = step(st)
+        return i + 1, st, jax.tree.map(lambda rows, t: rows.at[i].set(t), out, terms)
+
+    ran, state, losses = jax.lax.while_loop(go_on, body, (jnp.zeros((), jnp.int32), state, losses))
+    return state, losses, ran
+
+
 def run_chunk(
     graphdef: nnx.GraphDef,
     recipe: Recipe,
@@ -375,13 +410,17 @@ def run_chunk(
     targets: Targets,
     weights: LossWeights,
     state: SolverState,
+    steps: int | Array | None = None,
 ) -> tuple[SolverState, dict[str, Array]]:
-    """``num_steps`` optimiser steps in one ``lax.scan``; losses come back with shape ``(num_steps,)``."""
+    """``steps`` optimiser steps (default ``num_steps``) in one compiled loop of at most
+    ``num_steps`` (static; see :func:`chunk_loop`); losses come back with shape
+    ``(num_steps,)``, zeros past ``steps``."""
 
-    def body(carry: SolverState, _: None) -> tuple[SolverState, dict[str, Array]]:
+    def one(carry: SolverState) -> tuple[SolverState, dict[str, Array]]:
         return optimizer_step(graphdef, recipe, params, targets, weights, carry)
 
-    return jax.lax.scan(body, state, None, length=num_steps)
+    state, losses, _ = chunk_loop(one, state, num_steps, steps)
+    return state, losses
 
 
 run_chunk_jit = jax.jit(run_chunk, static_argnames=("graphdef", "recipe", "num_steps"))

@@ -13,10 +13,10 @@ device and summed over ``space`` inside the map; content features leave it split
 by rows, and the losses outside it are XLA's to partition.
 
 Why not XLA's sharding propagation alone (the image placed split, the network unchanged)?
-It computes the same values in about the same time, but needs more memory per device:
-over 4 forced CPU devices 6%, 16% and 25% more at 256², 512² and 1024²
-(``python -m bench.halo``, bench/RESULTS.md). And it leaves the partitioner to decide:
-in one run at 1024² it gathered activations and took 5x as long (not reproduced since).
+It computes the same values in about the same time, but needs more memory per device,
+the more the larger the image (``python -m bench.halo``, bench/RESULTS.md). And it leaves
+the partitioner to decide: it may gather activations, which once made a run several
+times slower.
 """
 
 from __future__ import annotations

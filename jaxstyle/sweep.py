@@ -18,18 +18,19 @@ import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
 from jaxstyle import mesh as meshlib
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import Settings, numbers_checked_as, resolve, value_type
+from jaxstyle.config import SWEPT_FIELDS, Execution, Settings, numbers_checked_as, resolve, split_execution, value_type
 from jaxstyle.errors import JaxstyleError, one_line
-from jaxstyle.pipeline import SWEPT, ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
+from jaxstyle.pipeline import ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
 from jaxstyle.plan import StagePlan
 
-__all__ = ["SWEPT", "SweepPoint", "SweepResult", "grid_product", "read_grid", "sweep"]
+__all__ = ["SweepPoint", "SweepResult", "grid_product", "read_grid", "sweep"]
 
 # At most this many settings in one sweep (points, each content and style target
 # counted): at 300x450 and 500 steps, ~6 days on a GPU that does 100 setting-steps a second.
@@ -99,13 +100,13 @@ def read_grid(
         raise JaxstyleError(f"{path}: expected a non-empty list of settings ([[setting]] tables in TOML)")
     points = []
     for number, entry in enumerate(data, start=1):
-        unknown = set(entry) - {*SWEPT, "content", "style"}
+        unknown = set(entry) - {*SWEPT_FIELDS, "content", "style"}
         if unknown:
             raise JaxstyleError(f"{path}: entry {number} has unknown key(s) {', '.join(sorted(map(str, unknown)))}")
         content_ids = image_indexes(entry.get("content"), contents, path, number, "content")
         style_ids = image_indexes(entry.get("style"), styles, path, number, "style")
         check_count(len(points) + len(content_ids) * len(style_ids), f"{path}: entry {number} makes")
-        values = [[grid_value(entry.get(key, getattr(base, key)), path, number, key)] for key in SWEPT]
+        values = [[grid_value(entry.get(key, getattr(base, key)), path, number, key)] for key in SWEPT_FIELDS]
         for c, s in itertools.product(content_ids, style_ids):
             points += grid_product(1, 1, *values)
             points[-1] = dataclasses.replace(points[-1], content=c, style=s)
@@ -207,14 +208,12 @@ def sweep(
     preset: str = "paper",
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
-    batch_size: int | None = None,
+    execution: Execution | None = None,
     progress: Callable[[ChunkReport], None] | None = None,
     on_plan: Callable[[str], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
     stop_signal: Callable[[], int | None] | None = None,
-    dtype: str = "float32",
-    compute_dtype: str | None = None,
-    **overrides,
+    **overrides: Any,
 ) -> SweepResult:
     """Run many settings at once: vmapped in one compiled program, sharded over all devices.
 
@@ -225,20 +224,21 @@ def sweep(
       style_blends: blends of all the style images, each a list of one weight per
         image; when given, these are the style targets that points index (default:
         each style image alone, or the settings' ``style_blend`` as the only target).
-      preset, weights, settings, **overrides: the shared settings, as for :func:`jaxstyle.stylize`.
-      batch_size: settings per compiled micro-batch (default: from a memory estimate).
+      preset, weights, settings, execution, **overrides: the shared settings and how the run is
+        carried out, as for :func:`jaxstyle.stylize`; ``batch_size=`` (an
+        :class:`~jaxstyle.config.Execution` field) is the settings per compiled micro-batch
+        (default: from a memory estimate), ``dtype=``, ``compute_dtype=`` the dtypes.
       progress: called after every chunk with a :class:`~jaxstyle.pipeline.ChunkReport`.
       on_plan: receives the lines that explain the memory estimate (and remat mode) and the batch
         size, before the run.
-      dtype: computation dtype (``"float64"`` needs ``jax_enable_x64``).
-      compute_dtype: dtype of the convolutions (``"bfloat16"``); Gram matrices and losses stay in ``dtype``.
       checkpoint, stop_signal: as for :func:`jaxstyle.stylize`; each process saves its shards.
 
     Returns:
       A :class:`SweepResult`. A setting whose loss becomes NaN or infinite is frozen
       at its last finite image and reported as diverged; the others are unaffected.
     """
-    with numbers_checked_as(dtype):  # a float64 run takes float64 numbers
+    execution, overrides = split_execution(execution, overrides)
+    with numbers_checked_as(execution.dtype):  # a float64 run takes float64 numbers
         settings = settings or resolve(preset, **overrides)
     if not contents or not styles:
         raise JaxstyleError("a sweep needs at least one content and one style image")
@@ -256,10 +256,8 @@ def sweep(
         points,
         style_blends=style_blends,
         weights=weights,
-        dtype=dtype,
-        compute_dtype=compute_dtype,
+        execution=execution,
         device_count=jax.device_count(),
-        batch_size=batch_size,
     )
     mesh = meshlib.settings_mesh(job.plan.spatial_shards)
     check_host_memory(len(job.points), job.inputs.output_size, job.plan.steps, job.network.dtype.itemsize)
@@ -271,7 +269,7 @@ def sweep(
     return SweepResult(
         points=job.points,
         images=out.images,
-        trace=out.trace,
+        trace=out.trace_grid(job.plan.stages),
         final_losses=out.final_losses,
         diverged_at=out.diverged_at,
         steps_taken=out.stage_steps.sum(axis=1),
@@ -296,25 +294,13 @@ def host_bytes_per_setting(size: tuple[int, int], steps: int, dtype_bytes: int =
     return 2 * h * w * 3 * (dtype_bytes + 4) + 2 * 4 * steps * dtype_bytes
 
 
-def host_memory_bytes() -> int:
-    """The machine's physical memory, or the container's limit (cgroup v2) where lower."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return 1 << 62  # unknown: no limit
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        total = min(total, int(limit)) if limit.isdigit() else total
-    except (OSError, ValueError):
-        pass
-    return total
-
-
 def check_host_memory(count: int, size: tuple[int, int], steps: int, dtype_bytes: int = 4) -> None:
     """Raise, before anything is allocated, if ``count`` settings of ``size`` and ``steps`` would need more
     than :data:`HOST_MEMORY_FRACTION` of the host's memory for their images and loss traces."""
     need = count * host_bytes_per_setting(size, steps, dtype_bytes)
-    have = host_memory_bytes()
+    have = meshlib.host_memory_bytes()
+    if have is None:  # unknown: no limit
+        return
     if need > HOST_MEMORY_FRACTION * have:
         raise JaxstyleError(
             f"{count:,} settings at {size[0]}x{size[1]} with {steps} steps need about {need / 2**30:.1f} GiB of host "

@@ -17,10 +17,10 @@ import numpy as np
 from jaxstyle.api import stylize
 from jaxstyle.batch import run_batch_chunk_jit
 from jaxstyle.checkpoint import CheckpointOptions
-from jaxstyle.config import resolve
+from jaxstyle.config import Execution, resolve
 from jaxstyle.errors import Stopped
 from jaxstyle.mesh import single_run_mesh
-from jaxstyle.pipeline import Runner, prepare_job
+from jaxstyle.pipeline import DeviceLayout, StageStep, next_stage_state, prepare_job
 from jaxstyle.sweep import grid_product, sweep
 
 jax.config.update("jax_enable_x64", True)
@@ -86,22 +86,21 @@ for shards in (1, 2):
 def chunk_bytes(shards: int) -> int:
     """Per-device bytes of a compiled 2-step chunk at 128x64: arguments, outputs and temporaries."""
     fields = {k: v for k, v in common.items() if k not in ("weights", "dtype")}
-    settings = resolve("paper", steps=2, spatial_shards=shards, **fields)
-    job = prepare_job([content], [style], settings, weights=weights, dtype="float64", space_devices=4)
-    runner = Runner(job, single_run_mesh(shards), None, None, False, None, None)
-    runner.params = jax.device_put(job.network.params, runner.replicated)
-    runner.stage_targets = [runner.targets(0)]
-    device = runner.to_device(job.per_setting())
-    state = runner.next_stage_state(device, 0, None, job.network.convention)
-    net, targets = job.network, runner.stage_targets[0]
-    recipe = runner.recipe_at(0)
-    lowered = run_batch_chunk_jit.lower(net.graphdef, recipe, 2, runner.params, targets, device[0], state)
+    settings = resolve("paper", steps=2, **fields)
+    execution = Execution(dtype="float64", spatial_shards=shards)
+    job = prepare_job([content], [style], settings, weights=weights, execution=execution, space_devices=4)
+    layout = DeviceLayout.of(job, single_run_mesh(shards))
+    params = jax.device_put(job.network.params, layout.replicated)
+    targets, device = layout.targets(job, 0), layout.place_settings(job.per_setting())
+    step = StageStep(job.network.graphdef, layout.recipe(job.network.recipe, 0), params, targets, device.setting, 2)
+    state = next_stage_state(step, layout, 0, device, None, False, job.network.convention)
+    lowered = run_batch_chunk_jit.lower(step.graphdef, step.recipe, 2, params, targets, device.setting, state)
     compiled = lowered.compile()
     m = compiled.memory_analysis()
     text = compiled.as_text()
     collectives.append([text.count(f" {op}(") for op in ("collective-permute", "all-gather")])
     # The image, Adam's moments and the average stay split by rows through a chunk.
-    after, _ = compiled(runner.params, targets, device[0], state)
+    after, _, _ = compiled(params, targets, device.setting, state)
     images = [x for x in jax.tree.leaves(after) if x.shape[-3:] == (128, 64, 3)]
     split.append([len(images), sum("space" in x.sharding.spec for x in images)])
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes

@@ -238,7 +238,7 @@ def test_weights_commands(weight_files, tmp_path):
 
 def test_the_memory_line_is_printed_where_remat_or_a_split_changes_the_step():
     from jaxstyle.cli import plan_memory_line
-    from jaxstyle.config import resolve
+    from jaxstyle.config import Execution, resolve
     from jaxstyle.plan import make_plan
 
     small = make_plan(resolve("paper"), (48, 64), 1)
@@ -247,7 +247,7 @@ def test_the_memory_line_is_printed_where_remat_or_a_split_changes_the_step():
     tight = make_plan(resolve("paper"), (1024, 1024), 1, device_memory=2 << 30)
     assert tight.remat != "none" and plan_memory_line(tight).startswith(f"remat {tight.remat} (auto: ")
     assert "MiB per step at 1024x1024" in plan_memory_line(tight)
-    asked = make_plan(resolve("paper", remat="blocks"), (48, 64), 1)
+    asked = make_plan(resolve("paper"), (48, 64), 1, execution=Execution(remat="blocks"))
     assert plan_memory_line(asked).startswith("remat blocks (as asked)")
 
 

@@ -14,10 +14,14 @@ from pathlib import Path
 import pytest
 
 from jaxstyle.cli import build_parser, command_line, option_name, settings_from_args
+from jaxstyle.cli.options import execution_from_args, option_spelling
 from jaxstyle.config import (
+    EXECUTION_NAMES,
     FIELD_NAMES,
     PRESETS,
+    SECTIONS,
     SWEPT_FIELDS,
+    Execution,
     Settings,
     check_convention,
     check_swept_values,
@@ -25,9 +29,10 @@ from jaxstyle.config import (
     option_fields,
     resolve,
     short_label,
+    split_execution,
     stages,
 )
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, SettingError
 
 # The user guide's page of options (the README is a front page that links to it).
 OPTIONS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "guide" / "stylize.md"
@@ -71,8 +76,10 @@ def test_command_line_reproduces_every_preset(name):
 )
 def test_command_line_reproduces_overridden_settings(preset, overrides):
     settings = resolve(preset, **overrides)
-    command = shlex.split(command_line(settings, "c.jpg", "a.jpg,b.jpg", "o.png", "w.h5", "bfloat16", preset))
-    assert command[-4:] == ["--weights", "w.h5", "--compute-dtype", "bfloat16"]
+    execution = Execution(compute_dtype="bfloat16", save_every=5)
+    command = shlex.split(command_line(settings, "c.jpg", "a.jpg,b.jpg", "o.png", "w.h5", execution, preset))
+    # The execution choices other than the defaults, after the recipe and the weights.
+    assert command[-6:] == ["--weights", "w.h5", "--compute-dtype", "bfloat16", "--save-every", "5"]
     assert settings_from_args(build_parser().parse_args(command[1:])) == settings
 
 
@@ -212,11 +219,70 @@ def test_sweep_axes_and_labels_come_from_the_metadata():
 
 
 def test_docstring_and_docs_describe_every_setting():
-    doc = Settings.__doc__
+    doc = Settings.__doc__.replace("\n    ", " ")
     for name in FIELD_NAMES:
-        assert f"\n  {name}: {info(name).doc}" in doc.replace("\n    ", " ")
+        assert f"\n  {name}: {info(name).doc}" in doc
+    # Section by section, in the order of SECTIONS.
+    titles = [doc.index(f"\n{title.capitalize()} (section ``{key}``).") for key, title in SECTIONS.items()]
+    assert titles == sorted(titles)
+    for name in EXECUTION_NAMES:
+        assert f"\n  {name}: {info(name).doc}" in Execution.__doc__.replace("\n    ", " ")
     page = OPTIONS_PAGE.read_text()
-    assert [name for name in option_fields() if option_name(name) not in page] == []
+    options = [*option_fields(), *(name for name in EXECUTION_NAMES if info(name).cli)]
+    assert [name for name in options if option_name(name) not in page] == []
+
+
+# --------------------------------------------------------------------------- sections and execution
+
+
+def test_stylize_help_groups_the_options_by_section():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["stylize"]
+    group_of = {action.dest: group.title for group in sub._action_groups for action in group._group_actions}
+    for name in option_fields():
+        assert group_of[name] == f"recipe: {SECTIONS[info(name).section]}", name
+    assert {group_of[name] for name in ("remat", "spatial_shards", "compute_dtype", "save_every")} == {
+        "execution (how the run is carried out; the recipe stays the same)"
+    }
+
+
+def test_execution_choices_are_options_of_the_commands_that_use_them_and_no_settings():
+    assert {"remat", "spatial_shards"} & set(FIELD_NAMES) == set()
+    stylize, sweep, video = (subcommand_options(name) for name in ("stylize", "sweep", "video"))
+    assert {"--remat", "--spatial-shards", "--compute-dtype"} <= stylize & sweep & video
+    assert "--save-every" in stylize and "--save-every" not in sweep | video  # only stylize writes snapshots
+    assert "--batch-size" in sweep & video and "--batch-size" not in stylize  # one setting: no micro-batches
+    assert "--dtype" not in stylize | sweep | video  # float64 is for the parity runs of the Python API
+    args = build_parser().parse_args(["stylize", "c", "s", "-o", "o.png", "--remat", "blocks", "--save-every", "5"])
+    assert execution_from_args(args) == Execution(remat="blocks", save_every=5)
+    assert settings_from_args(args) == PRESETS["paper"]  # the recipe is untouched
+
+
+def test_python_keywords_of_execution_fields_go_to_the_execution():
+    execution, recipe = split_execution(
+        Execution(dtype="float64"), {"remat": "blocks", "steps": 3, "compute_dtype": None, "style_weight": 1e4}
+    )
+    assert execution == Execution(dtype="float64", remat="blocks") and recipe == {"steps": 3, "style_weight": 1e4}
+    with pytest.raises(TypeError, match="remat: run-time choices, not settings of the recipe; give them to Execution"):
+        resolve("paper", remat="blocks")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option", "message"),
+    [
+        ({"save_every": 0}, "--save-every", "must be a finite number >= 1, not 0"),
+        ({"batch_size": 0}, "--batch-size", "must be a finite number >= 1, not 0"),
+        ({"spatial_shards": -1}, "--spatial-shards", "must be between 0 and 4096, not -1"),
+        ({"remat": "all"}, "--remat", "must be one of auto, none, blocks, bands, not 'all'"),
+        ({"dtype": "float16"}, "dtype", "must be one of float32, float64, not 'float16'"),
+        ({"save_every": 2.5}, "--save-every", "must be a whole number, not 2.5"),
+    ],
+)
+def test_bad_execution_choices_name_the_option(kwargs, option, message):
+    with pytest.raises(SettingError) as error:
+        Execution(**kwargs)
+    assert error.value.naming(option_spelling) == f"{option} {message}"
+    assert str(error.value) == f"{next(iter(kwargs)).replace('_', ' ')} {message}"  # in words, from Python
 
 
 def test_overrides_are_stored_as_the_fields_types():

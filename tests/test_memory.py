@@ -20,7 +20,7 @@ import pytest
 from bench.common import child_result
 from jaxstyle import remat
 from jaxstyle.api import prepare
-from jaxstyle.config import resolve
+from jaxstyle.config import Execution, resolve
 from jaxstyle.losses import gram_matrix
 from jaxstyle.nets import VGG19
 from jaxstyle.plan import MEMORY_FILL, choose_remat, host_peak_bytes, step_bytes
@@ -149,8 +149,8 @@ def test_auto_remat_takes_the_fastest_mode_that_fits():
     bands = step_bytes(size, s, "float32", "bands")
     assert bands < none / 2  # the first two blocks never whole: less than half the memory
     assert choose_remat(s, size, (bands + none) / 2 / MEMORY_FILL)[0] == "bands"
-    forced = resolve("paper", remat="blocks")
-    assert choose_remat(forced, size, 100 * none)[:2] == ("blocks", step_bytes(size, s, "float32", "blocks"))
+    forced = Execution(remat="blocks")
+    assert choose_remat(s, size, 100 * none, forced)[:2] == ("blocks", step_bytes(size, s, "float32", "blocks"))
     assert f"{MEMORY_FILL:.0%}" in choose_remat(s, size, 100 * none)[2]
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -115,7 +116,13 @@ def test_a_checkpoint_of_another_run_or_format_is_refused(tmp_path, small):
     with pytest.raises(JaxstyleError, match=r"ck: holds checkpoints of an earlier run; pass --resume"):
         stylize(content, style, checkpoint=options, **common)
     resume = CheckpointOptions(tmp_path / "ck", every_steps=2, every_minutes=None, resume=True)
-    for changed, part in (({"style_weight": 5.0}, "settings"), ({"steps": 6}, "settings")):
+    # The recipe, and the execution choices a checkpoint is bound to: remat and split as asked, dtypes.
+    for changed, part in (
+        ({"style_weight": 5.0}, "settings"),
+        ({"steps": 6}, "settings"),
+        ({"remat": "blocks"}, "execution choices"),
+        ({"compute_dtype": "bfloat16"}, "dtypes"),
+    ):
         with pytest.raises(JaxstyleError, match=rf"made with other {part}; resume with the same command"):
             stylize(content, style, checkpoint=resume, **{**common, **changed})
     with pytest.raises(JaxstyleError, match="made with other inputs"):
@@ -123,8 +130,44 @@ def test_a_checkpoint_of_another_run_or_format_is_refused(tmp_path, small):
     for meta in (tmp_path / "ck").glob("*/meta/metadata"):
         data = json.loads(meta.read_text())
         meta.write_text(json.dumps({**data, "format_version": 99}))
-    with pytest.raises(JaxstyleError, match="checkpoint format version 99, this jaxstyle reads 1"):
+    with pytest.raises(JaxstyleError, match="checkpoint format version 99, this jaxstyle reads 2"):
         stylize(content, style, checkpoint=resume, **common)
+
+
+def test_a_stage_compiles_one_chunk_whatever_its_chunk_lengths(tiny_weights, rng):
+    """Snapshots every 5 steps cut two scales of 12 steps into chunks of 5, 5, 2 and 3, 5, 2, 2
+    steps: one compiled chunk per scale (each chunk length was one before). The chunks
+    are the same steps as one chunk per scale, bit for bit."""
+    from jaxstyle.api import stylize
+    from tests.compilation import count_compilations
+
+    content, style = rng.uniform(0, 1, (40, 56, 3)), rng.uniform(0, 1, (40, 56, 3))
+    common = {"weights": tiny_weights, "network": "tiny", "content_layers": ("relu4_1",), "size": (40, 56)}
+    common |= {"scales": 2, "steps": 12, "ema": 0.5}
+    jax.clear_caches()
+    with count_compilations() as compiled:  # a size no other test uses: not in the persistent cache
+        cut = stylize(content, style, save_every=5, on_snapshot=lambda step, image: None, **common)
+    assert compiled.count("jit(run_batch_chunk)") == 2, compiled
+    whole = stylize(content, style, **common)
+    np.testing.assert_array_equal(cut.image, whole.image)
+    np.testing.assert_array_equal(cut.trace["total"], whole.trace["total"])
+
+
+def test_a_scale_stopped_by_tol_ends_its_trace_at_the_stopping_step(tiny_weights, rng):
+    """A scale that ``tol`` stops reports the losses of the steps taken and of the image it stopped at,
+    and nothing after (the chunk loop ends there)."""
+    from jaxstyle.api import stylize
+
+    content, style = rng.uniform(0, 1, (32, 48, 3)), rng.uniform(0, 1, (32, 48, 3))
+    common = {"weights": tiny_weights, "network": "tiny", "content_layers": ("relu4_1",), "size": (32, 48)}
+    common |= {"scales": 2, "steps": 25}
+    full = stylize(content, style, **common)
+    stopped = stylize(content, style, tol=0.05, **common)
+    taken = [stage.steps for stage in stopped.stages]
+    assert taken[0] < 25, taken  # tol stopped the first scale
+    rows = sum(n + 1 if n < 25 else n for n in taken)
+    assert len(stopped.trace["total"]) == rows
+    np.testing.assert_array_equal(stopped.trace["total"][: taken[0] + 1], full.trace["total"][: taken[0] + 1])
 
 
 def cli(tmp_path: Path, *extra: str) -> list[str]:

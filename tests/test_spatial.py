@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxstyle.config import resolve
+from jaxstyle.config import Execution, resolve
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.plan import make_plan, spatial_multiple, spatial_shards_for, stage_is_split, step_bytes
 from tests.test_sweep import sweep_in_two_processes_and_one
@@ -30,25 +30,26 @@ def test_a_split_height_is_a_multiple_of_shards_times_two_to_the_poolings():
 
 
 def test_asked_shards_are_checked_in_one_line():
-    settings = resolve("paper", **TINY_RECIPE, spatial_shards=4)
-    assert spatial_shards_for(settings, (128, 64), devices=4, device_memory=1 << 30, step_bytes=1 << 20)[0] == 4
+    settings, four = resolve("paper", **TINY_RECIPE), Execution(spatial_shards=4)
+    memory = {"device_memory": 1 << 30, "step_bytes": 1 << 20, "requested": 4}
+    assert spatial_shards_for(settings, (128, 64), devices=4, **memory)[0] == 4
     with pytest.raises(JaxstyleError, match=r"output height 96 cannot be split over 4 devices: .* multiple of 64"):
-        spatial_shards_for(settings, (96, 64), devices=4, device_memory=1 << 30, step_bytes=1 << 20)
+        spatial_shards_for(settings, (96, 64), devices=4, **memory)
     with pytest.raises(JaxstyleError, match="--spatial-shards 4 needs 4 devices; this run has 2"):
-        spatial_shards_for(settings, (128, 64), devices=2, device_memory=1 << 30, step_bytes=1 << 20)
+        spatial_shards_for(settings, (128, 64), devices=2, **memory)
     with pytest.raises(JaxstyleError, match="does not divide the 6 devices"):
-        make_plan(settings, (128, 64), 6, device_count=6)
-    bands = resolve("paper", **TINY_RECIPE, spatial_shards=4, remat="bands")
+        make_plan(settings, (128, 64), 6, execution=four, device_count=6)
+    bands = Execution(spatial_shards=4, remat="bands")
     with pytest.raises(JaxstyleError, match=r"--remat bands computes each image band by band .* --spatial-shards 4"):
-        make_plan(bands, (128, 64), 1, device_count=4)
+        make_plan(settings, (128, 64), 1, execution=bands, device_count=4)
     # Automatic remat with a split: chosen for one device's share, never bands.
-    auto = make_plan(settings, (128, 64), 1, device_count=4, device_memory=1 << 10)
+    auto = make_plan(settings, (128, 64), 1, execution=four, device_count=4, device_memory=1 << 10)
     assert auto.spatial_shards == 4 and auto.remat in ("none", "blocks") and "share" in auto.memory_reason
 
 
 def test_automatic_shards_are_the_fewest_that_fit():
     # spatial_shards 0: automatic; no remat, so that a step's estimate is the one below
-    settings = resolve("paper", **TINY_RECIPE, remat="none")
+    settings = resolve("paper", **TINY_RECIPE)
     step = step_bytes((256, 64), settings)  # the estimate of one step
     assert spatial_shards_for(settings, (256, 64), 4, 2 * step, step)[0] == 1
     assert spatial_shards_for(settings, (256, 64), 4, step, step)[0] == 2  # 0.7 of it holds half a step

@@ -1,8 +1,11 @@
 """The options several commands share, each group defined once with the code that reads it.
 
 - the settings: one option per command-line field of :class:`~jaxstyle.config.Settings`,
-  generated from the field's type and metadata (:func:`add_settings_options`), read back
-  by :func:`settings_from_args`, and written by :func:`command_line`;
+  generated from the field's type and metadata (:func:`add_settings_options`, grouped by
+  the recipe's sections), read back by :func:`settings_from_args`, and written by
+  :func:`command_line`;
+- the execution: likewise for the fields of :class:`~jaxstyle.config.Execution` that a
+  command offers (:func:`add_execution_options`, :func:`execution_from_args`);
 - ``--weights``; ``-o/--output``;
 - progress (``--progress``, ``--progress-interval``, ``-q``) and checkpoints
   (``--checkpoint-dir``, ``--checkpoint-every``, ``--checkpoint-minutes``, ``--resume``).
@@ -17,14 +20,14 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from jaxstyle.errors import JaxstyleError, in_words
 
 if TYPE_CHECKING:
     from jaxstyle.checkpoint import CheckpointOptions
-    from jaxstyle.config import Settings
+    from jaxstyle.config import Execution, Settings
     from jaxstyle.progress import Progress
 
 
@@ -117,7 +120,7 @@ def option_help(field: str, swept_lists: bool) -> str:
     from jaxstyle.config import DEPENDENTS, info
 
     text = info(field).doc
-    if DEPENDENTS[field]:
+    if DEPENDENTS.get(field):
         text += f" (giving it resets {', '.join(map(option_name, DEPENDENTS[field]))} unless given too)"
     if swept_lists and info(field).swept:
         text += " (comma-separated values are swept)"
@@ -126,7 +129,7 @@ def option_help(field: str, swept_lists: bool) -> str:
 
 def option_spec(field: str, swept_lists: bool) -> dict[str, Any]:
     """The ``add_argument`` keywords of a field's option, from its type and metadata."""
-    from jaxstyle.config import info, value_type
+    from jaxstyle.config import EXECUTION, info, value_type
 
     spec: dict[str, Any] = {"dest": field, "help": option_help(field, swept_lists)}
     kind, choices = value_type(field), info(field).choices
@@ -139,31 +142,58 @@ def option_spec(field: str, swept_lists: bool) -> dict[str, Any]:
         spec["help"] = "weights of a blend of all style images; repeat to sweep blends"
     else:
         spec["metavar"] = "{" + ",".join(choices) + "}" if choices else TEXT_FORMS[kind].metavar
+    if info(field).section == EXECUTION and kind in (int, float):
+        # An execution choice is never a sweep's list: argparse reads it, in a one-line
+        # error naming the option (``argument --batch-size: invalid int value: 'x'``).
+        spec["type"] = kind
     return spec
 
 
 def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) -> None:
-    """One option per command-line field of :class:`~jaxstyle.config.Settings` (default: the preset's).
+    """One option per command-line field of :class:`~jaxstyle.config.Settings` (default: the
+    preset's), in one argument group per section of the recipe (:data:`~jaxstyle.config.SECTIONS`).
 
     With ``swept_lists``, the swept settings (loss weights, learning rate, EMA decay)
     take comma-separated lists (the sweep's axes), and ``--style-blend`` may be repeated
     (each blend is one style target).
     """
-    from jaxstyle.config import PRESETS, info, option_fields
+    from jaxstyle.config import PRESETS, SECTIONS, option_fields, section_fields
 
     g = p.add_argument_group("recipe (defaults: the preset's; `jaxstyle presets` lists them)")
     g.add_argument("--preset", default="paper", choices=sorted(PRESETS), help="recipe to start from")
+    for section, title in SECTIONS.items():
+        fields = [field for field in section_fields(section) if field in option_fields()]
+        if fields:
+            add_options(p.add_argument_group(f"recipe: {title}"), fields, swept_lists)
+
+
+def add_options(g: argparse._ArgumentGroup, fields: Sequence[str], swept_lists: bool = False) -> None:
+    """The options of ``fields`` in the argument group ``g``; those of one ``group`` mutually exclusive."""
+    from jaxstyle.config import info
+
     exclusive: dict[str, argparse._MutuallyExclusiveGroup] = {}
-    for field in option_fields():
+    for field in fields:
         group = info(field).group
         if group is not None and group not in exclusive:
             exclusive[group] = g.add_mutually_exclusive_group()
         (g if group is None else exclusive[group]).add_argument(option_name(field), **option_spec(field, swept_lists))
-    g.add_argument(
-        "--compute-dtype",
-        choices=("bfloat16",),
-        help="run the convolutions in bfloat16 (Gram matrices and losses stay float32)",
-    )
+
+
+def add_execution_options(p: argparse.ArgumentParser, command: str) -> None:
+    """One option per field of :class:`~jaxstyle.config.Execution` that ``command`` offers
+    (read by :func:`execution_from_args`)."""
+    from jaxstyle.config import execution_options
+
+    g = p.add_argument_group("execution (how the run is carried out; the recipe stays the same)")
+    add_options(g, execution_options(command))
+
+
+def execution_from_args(args: argparse.Namespace) -> Execution:
+    """The :class:`~jaxstyle.config.Execution` the command line asks for: the options given, else the defaults."""
+    from jaxstyle.config import EXECUTION_NAMES, Execution
+
+    given = {field: option_value(args, field) for field in EXECUTION_NAMES if hasattr(args, field)}
+    return Execution(**{field: value for field, value in given.items() if value is not None})
 
 
 def option_value(args: argparse.Namespace, field: str) -> Any:
@@ -171,7 +201,7 @@ def option_value(args: argparse.Namespace, field: str) -> Any:
     from jaxstyle.config import value_type
 
     given = getattr(args, field)
-    if given is None or isinstance(given, bool):
+    if not isinstance(given, str):  # not given, a flag, or read by argparse (an execution choice)
         return given
     return parse_text(TEXT_FORMS[value_type(field)], option_name(field), given)
 
@@ -214,29 +244,41 @@ def command_line(
     style: str,
     out: str,
     weights: str | None,
-    compute_dtype: str | None = None,
+    execution: Execution | None = None,
     preset: str = "paper",
 ) -> str:
-    """A command that reproduces ``settings`` with every value that is set explicit.
+    """A command that reproduces ``settings`` with every value that is set explicit, and the
+    execution choices of ``stylize`` that ``execution`` makes other than the defaults.
 
     Unset (``None``) values cannot be written; each is reset by an option that is
     written (e.g. ``max_side`` by ``--size``), so the command resolves to ``settings``
     as long as ``preset`` has the settings' ``convention``.
     """
-    from jaxstyle.config import option_fields, value_type
+    from jaxstyle.config import Execution, execution_options, option_fields
 
     parts = ["jaxstyle", "stylize", content, style, "-o", out, "--preset", preset]
-    for field in option_fields():
-        value = getattr(settings, field)
-        if isinstance(value, bool):
-            parts.append(option_name(field) if value else option_name(field).replace("--", "--no-", 1))
-        elif value is not None:
-            parts += [option_name(field), TEXT_FORMS[value_type(field)].write(value)]
+    parts += option_words(settings, option_fields())
     if weights:
         parts += ["--weights", weights]
-    if compute_dtype:
-        parts += ["--compute-dtype", compute_dtype]
+    if execution is not None:
+        default = Execution()
+        chosen = [f for f in execution_options("stylize") if getattr(execution, f) != getattr(default, f)]
+        parts += option_words(execution, chosen)
     return shlex.join(parts)
+
+
+def option_words(values: Settings | Execution, fields: Sequence[str]) -> list[str]:
+    """The options that give ``fields`` their values in ``values`` (unset ones left out)."""
+    from jaxstyle.config import value_type
+
+    words = []
+    for field in fields:
+        value = getattr(values, field)
+        if isinstance(value, bool):
+            words.append(option_name(field) if value else option_name(field).replace("--", "--no-", 1))
+        elif value is not None:
+            words += [option_name(field), TEXT_FORMS[value_type(field)].write(value)]
+    return words
 
 
 # --------------------------------------------------------------------------- files

@@ -1,4 +1,6 @@
-"""``jaxstyle presets [NAME]``: the presets' full settings, as a table (:data:`jaxstyle.config.PRESETS`)."""
+"""``jaxstyle presets [NAME]``: the presets' full recipes, as a table by section (:data:`jaxstyle.config.PRESETS`).
+
+Execution choices (:class:`jaxstyle.config.Execution`) are no part of a preset and are not listed."""
 
 from __future__ import annotations
 
@@ -30,13 +32,25 @@ def table_value(field: str, value: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """A table: one row per setting, one column per preset."""
-    from jaxstyle.config import FIELD_NAMES, PRESETS
+    """A table: one column per preset, and one row per setting of the recipe under its section's title."""
+    from jaxstyle.config import PRESETS, SECTIONS, section_fields
 
     names = [args.preset] if args.preset else list(PRESETS)
-    rows = {field: [table_value(field, getattr(PRESETS[name], field)) for name in names] for field in FIELD_NAMES}
-    widths = [max(len(name), *(len(values[i]) for values in rows.values())) for i, name in enumerate(names)]
-    first = max(len(field) for field in rows)
-    for label, values in [("setting", names), *rows.items()]:
-        print(" ".join([label.ljust(first), *(v.ljust(w) for v, w in zip(values, widths, strict=True))]).rstrip())
+    sections = {
+        title: {field: [table_value(field, getattr(PRESETS[name], field)) for name in names] for field in fields}
+        for title, fields in ((title, section_fields(key)) for key, title in SECTIONS.items())
+        if fields
+    }
+    rows = [values for section in sections.values() for values in section.values()]
+    widths = [max(len(name), *(len(values[i]) for values in rows)) for i, name in enumerate(names)]
+    first = max(len(field) for section in sections.values() for field in section) + 2
+
+    def line(label: str, values: list[str]) -> str:
+        return " ".join([label.ljust(first), *(v.ljust(w) for v, w in zip(values, widths, strict=True))]).rstrip()
+
+    print(line("setting", names))
+    for title, section in sections.items():
+        print(f"{title}:")
+        for field, values in section.items():
+            print(line(f"  {field}", values))
     return 0

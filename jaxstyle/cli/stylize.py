@@ -11,6 +11,7 @@ from pathlib import Path
 from jaxstyle.cli.jobs import aspect_note, plan_memory_line, run_files
 from jaxstyle.cli.options import (
     add_checkpoint_options,
+    add_execution_options,
     add_output_option,
     add_progress_options,
     add_settings_options,
@@ -18,10 +19,10 @@ from jaxstyle.cli.options import (
     checkpoint_options,
     command_line,
     csv_names,
+    execution_from_args,
     progress_reporter,
     settings_from_args,
 )
-from jaxstyle.errors import JaxstyleError
 from jaxstyle.files import file_digests
 
 RUNS_A_JOB = True  # main gives it stop requests (SIGINT, SIGTERM) and the compile cache
@@ -32,11 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("style", help="style image, or several comma-separated (blended, see --style-blend)")
     add_output_option(p, "output image (.png keeps the settings as metadata)")
     add_weights_option(p)
-    p.add_argument("--save-every", type=int, help="write OUT.stepNNNNNN.png every N steps")
     p.add_argument("--trace", help="write per-step losses to this JSON file")
     add_progress_options(p)
     add_checkpoint_options(p)
     add_settings_options(p)
+    add_execution_options(p, "stylize")
 
 
 def sha256_of(path: str) -> str | None:
@@ -47,7 +48,7 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
-def stylize_files(args: argparse.Namespace, settings) -> tuple[Path, Path | None, str]:
+def stylize_files(args: argparse.Namespace, settings, save_every: int | None) -> tuple[Path, Path | None, str]:
     """Check every file ``stylize`` writes, before any work: ``(output, trace, snapshot name pattern)``.
 
     Each is writable, none is an input or another output, and no input or output has
@@ -59,7 +60,7 @@ def stylize_files(args: argparse.Namespace, settings) -> tuple[Path, Path | None
     out = files.add_output("-o", check_output_path(args.output))
     trace = files.add_output("--trace", args.trace) if args.trace else None
     snapshot_name = str(out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}"))
-    if args.save_every is not None:
+    if save_every is not None:
         pattern = re.escape(out.stem) + r"\.step\d{6,}" + re.escape(out.suffix)
         # 12 scales of 10^6 steps: global step numbers have at most 8 digits.
         files.add_family("--save-every snapshots", out.parent, pattern, Path(snapshot_name.format(10**8 - 1)).name)
@@ -73,13 +74,11 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle.files import write_json
     from jaxstyle.image import save_image
 
-    settings = settings_from_args(args)
-    out, trace_path, snapshot_name = stylize_files(args, settings)
+    settings, execution = settings_from_args(args), execution_from_args(args)
+    out, trace_path, snapshot_name = stylize_files(args, settings, execution.save_every)
     checkpoint = checkpoint_options(args)
-    if args.save_every is not None and args.save_every < 1:
-        raise JaxstyleError(f"--save-every must be at least 1, not {args.save_every}")
     styles = list(csv_names(args.style))
-    problem = prepare(args.content, styles, settings=settings, weights=args.weights, compute_dtype=args.compute_dtype)
+    problem = prepare(args.content, styles, settings=settings, execution=execution, weights=args.weights)
     memory_line = plan_memory_line(problem.job.plan)
     if memory_line and not args.quiet:
         print(f"stylize: {memory_line}", file=sys.stderr)
@@ -91,7 +90,6 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         result = optimize(
             problem,
             progress=progress,
-            save_every=args.save_every,
             on_snapshot=snapshot,
             checkpoint=checkpoint,
             stop_signal=stop,
@@ -108,10 +106,9 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         "weights": {"file": str(result.weights_file), **result.weights_info},
         "final_losses": final,
         "seconds": round(result.seconds, 3),
-        "compute_dtype": args.compute_dtype or "float32",
-        "command": command_line(
-            settings, args.content, args.style, str(out), args.weights, args.compute_dtype, args.preset
-        ),
+        "compute_dtype": execution.compute_dtype or execution.dtype,
+        "execution": execution.to_dict(),
+        "command": command_line(settings, args.content, args.style, str(out), args.weights, execution, args.preset),
     }
     save_image(out, result.image, metadata)
     if trace_path:

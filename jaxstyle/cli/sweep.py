@@ -10,12 +10,14 @@ from pathlib import Path
 from jaxstyle.cli.jobs import aspect_note, run_files
 from jaxstyle.cli.options import (
     add_checkpoint_options,
+    add_execution_options,
     add_output_option,
     add_progress_options,
     add_settings_options,
     add_weights_option,
     checkpoint_options,
     csv_names,
+    execution_from_args,
     option_name,
     progress_reporter,
     settings_from_args,
@@ -38,7 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="replace an earlier sweep's outputs in the output directory (otherwise refused)",
     )
     add_weights_option(p)
-    p.add_argument("--batch-size", type=int, help="settings per compiled micro-batch (default: from memory)")
     add_progress_options(p)
     add_checkpoint_options(p)
     dist = p.add_argument_group("several hosts (see README)")
@@ -51,6 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist.add_argument("--num-processes", type=int)
     dist.add_argument("--process-id", type=int)
     add_settings_options(p, swept_lists=True)
+    add_execution_options(p, "sweep")
 
 
 def sweep_points(
@@ -117,7 +119,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle.sweep import sweep
 
     contents, styles = list(csv_names(args.content)), list(csv_names(args.style))
-    settings = settings_from_args(args, swept_lists=True)
+    settings, execution = settings_from_args(args, swept_lists=True), execution_from_args(args)
     blends = style_blends(args)
     points = sweep_points(args, settings, contents, styles, blends)
     out_dir = sweep_files(args, settings, contents, styles)
@@ -131,8 +133,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             style_blends=blends,
             settings=settings,
             weights=args.weights,
-            batch_size=args.batch_size,
-            compute_dtype=args.compute_dtype,
+            execution=execution,
             progress=progress,
             on_plan=lambda line: progress.write(f"sweep: {line}"),
             checkpoint=checkpoint,

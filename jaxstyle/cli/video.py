@@ -7,11 +7,13 @@ from collections.abc import Callable
 
 from jaxstyle.cli.jobs import aspect_note, run_files
 from jaxstyle.cli.options import (
+    add_execution_options,
     add_output_option,
     add_progress_options,
     add_settings_options,
     add_weights_option,
     csv_names,
+    execution_from_args,
     progress_reporter,
     settings_from_args,
 )
@@ -40,9 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--frames", metavar="START:END", help="the frames to take (END excluded; either may be left out)")
     g.add_argument("--fps", type=float, help="frame rate of a folder of frames (default 24), or to override a file's")
-    g.add_argument("--batch-size", type=int, help="multipass: frames per compiled micro-batch (default: from memory)")
     add_progress_options(p)
     add_settings_options(p)
+    add_execution_options(p, "video")
 
 
 def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle.clips import video
     from jaxstyle.videoio import check_output, read_clip
 
-    settings = settings_from_args(args)
+    settings, execution = settings_from_args(args), execution_from_args(args)
     files = run_files(args, settings, [], csv_names(args.style))
     files.add_input("input video", args.input)
     out = check_output(args.output)
@@ -70,9 +72,8 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             blend_weight=args.blend_weight,
             settings=settings,
             weights=args.weights,
-            batch_size=args.batch_size,
+            execution=execution,
             progress=progress,
-            compute_dtype=args.compute_dtype,
         )
     if not args.quiet:
         n, h, w = result.frames.shape[:3]
