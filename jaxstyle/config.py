@@ -332,8 +332,8 @@ class Settings:
         section="optimizer",
     )
     # 0 by default: from noise (the gatys preset's init) PyTorch's first step works, and a
-    # first move of 10 levels leaves L-BFGS crawling (3.0e8 after 100 steps against 5.2e6 on
-    # real VGG-19 at 128 px); from an image the opposite holds (see the README's Optimisers).
+    # first move of 10 levels leaves L-BFGS crawling; from an image the opposite holds
+    # (measured on real VGG-19: bench/RESULTS.md; docs/guide/controls.md, Optimisers).
     lbfgs_first_step: float = setting(
         0.0,
         "lbfgs-fixed's first step: the largest change it makes to any pixel, in 8-bit levels, e.g. 10 when "
@@ -789,7 +789,7 @@ def validate(s: Settings) -> None:
 
 
 # Presets of recipes users know. Each differs from its original in what jaxstyle does
-# not implement; the README's preset table names every such difference.
+# not implement; the preset table of docs/presets.md names every such difference.
 PRESETS: dict[str, Settings] = {
     "paper": Settings(),
     # Gatys et al. 2016 as jcjohnson/neural-style and ProGamerGov/neural-style-pt run it,

@@ -25,8 +25,8 @@ from jaxstyle.nets import network
 
 CHUNK_STEPS = 10  # steps per jitted chunk: progress and divergence checks happen between chunks
 # On CPU one setting already keeps every core busy, so a wider batch adds no
-# parallelism, only memory traffic: at 150x225 on 2 cores, 2-8 settings vmapped ran
-# 2-3% faster per setting than one at a time and 16 ran 4-12% slower.
+# parallelism, only memory traffic: up to about 8 settings vmapped ran a little faster
+# per setting than one at a time, and 16 slower (bench/RESULTS.md).
 CPU_SETTINGS_PER_DEVICE = 8
 # The memory model of one optimisation step (see step_bytes): bytes = fixed + factor *
 # A(H, W), A the float32 bytes of the forward activations up to the deepest layer the

@@ -14,7 +14,7 @@ import signal
 import threading
 from types import FrameType, TracebackType
 
-# Exit statuses a job script can tell apart (see the README's section on clusters).
+# Exit statuses a job script can tell apart (docs/guide/clusters.md).
 EXIT_INTERRUPTED = 130  # SIGINT: 128 + 2, as a shell reports it
 EXIT_PREEMPTED = 75  # SIGTERM with the state saved (EX_TEMPFAIL): run the same command with --resume
 EXIT_TERMINATED = 143  # SIGTERM with nothing saved: 128 + 15

@@ -1,4 +1,4 @@
-"""A synthetic clip with known motion: a photo panned and zoomed (for tests, benchmarks, the README).
+"""A synthetic clip with known motion: a photo panned and zoomed (for tests, benchmarks, the docs).
 
 Frame ``t`` shows the photo point ``q = z_t * p + b_t`` at frame pixel ``p`` (pixel
 centres at integer coordinates): the camera zooms in by ``zoom`` per frame (``z``

@@ -286,7 +286,7 @@ def option_words(values: Settings | Execution, fields: Sequence[str]) -> list[st
 
 def add_weights_option(p: argparse.ArgumentParser) -> None:
     """``--weights FILE``: the converted weights a run reads."""
-    p.add_argument("--weights", help="converted weights file (default: search path, see README)")
+    p.add_argument("--weights", help="converted weights file (default: the search path of docs/guide/weights.md)")
 
 
 def add_output_option(p: argparse.ArgumentParser, help: str, required: bool = True) -> None:
@@ -324,7 +324,7 @@ def progress_reporter(args: argparse.Namespace, label: str, main_process: bool =
 
 def add_checkpoint_options(p: argparse.ArgumentParser) -> None:
     """Checkpoints and resume (read by :func:`checkpoint_options`)."""
-    g = p.add_argument_group("checkpoints (see README, 'Running on clusters')")
+    g = p.add_argument_group("checkpoints (see the docs: guide/clusters.md)")
     g.add_argument("--checkpoint-dir", help="save the run's state here at chunk boundaries, and at once on SIGTERM")
     g.add_argument("--checkpoint-every", type=int, help="save at least every N steps (default: by time only)")
     g.add_argument("--checkpoint-minutes", type=float, default=10.0, help="save at least every M minutes")

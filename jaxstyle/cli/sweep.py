@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_weights_option(p)
     add_progress_options(p)
     add_checkpoint_options(p)
-    dist = p.add_argument_group("several hosts (see README)")
+    dist = p.add_argument_group("several hosts (see the docs: guide/sweeps.md)")
     dist.add_argument(
         "--distributed",
         action="store_true",
