@@ -296,7 +296,8 @@ def video(
         count = len(available) if devices is None else devices
         if not 1 <= count <= len(available):
             raise JaxstyleError(f"devices must be between 1 and {len(available)}, not {count}")
-        mesh = meshlib.Mesh(np.asarray(available[:count]), (meshlib.AXIS,))
+        # Frames over the settings axis; each frame whole on its device (a space axis of 1).
+        mesh = meshlib.Mesh(np.asarray(available[:count]).reshape(-1, 1), (meshlib.AXIS, meshlib.SPACE))
         points = [settings_point(settings, content=i) for i in range(len(frames_rgb))]
         job = prepare_job(list(frames_rgb), styles, settings, points, device_count=count, **common)
         out, losses = run_multipass(job, mesh, frames_rgb, motion, temporal_weight, passes, blend_weight, progress)
