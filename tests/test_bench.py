@@ -16,7 +16,7 @@ from bench.harness import ParityError, parity_gate, results_markdown
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # a dozen fresh processes: parity gate, every mode, sweeps, L-BFGS
+@pytest.mark.bench  # a dozen fresh processes: parity gate, every mode, sweeps, L-BFGS
 def test_tiny_run_writes_results_and_markdown(tmp_path):
     out, md = tmp_path / "results", tmp_path / "RESULTS.md"
     proc = subprocess.run(
@@ -50,6 +50,7 @@ def test_tiny_run_writes_results_and_markdown(tmp_path):
     assert md.is_file()  # tiny runs are left out of the tables, but the file is regenerated
 
 
+@pytest.mark.bench  # five fresh processes of the harness
 def test_bfloat16_measurements_run_in_both_frameworks_close_to_float32(weight_files):
     from bench.harness import run_child
 
@@ -356,7 +357,7 @@ def test_peers_section_of_results_markdown(tmp_path):
     assert "4 steps, 9.0 s whole command, **0.45x** pastiche's 20.0 s" in md
 
 
-@pytest.mark.slow  # the peers' environment (about 45 s to build where absent) and a dozen fresh processes
+@pytest.mark.bench  # the peers' environment (about 45 s to build where absent) and a dozen fresh processes
 def test_quick_race_against_the_peers(tmp_path):
     from bench.peers import VENV, ensure_venv
 
