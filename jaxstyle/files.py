@@ -42,6 +42,19 @@ def temporary_prefix(path: Path) -> str:
     return f".{name}."
 
 
+def existing_file(path: str | os.PathLike, missing: str = "no such file") -> Path:
+    """``path`` as a :class:`Path`, or a one-line error: ``missing`` where it is no file, and
+    ``cannot read`` where it cannot even be looked up (a name too long, a NUL byte)."""
+    path = Path(path)
+    try:
+        is_file = path.is_file()
+    except (OSError, ValueError) as e:
+        raise JaxstyleError(f"{path}: cannot read ({one_line(e)})") from None
+    if not is_file:
+        raise JaxstyleError(f"{path}: {missing}")
+    return path
+
+
 def check_writable(path: str | os.PathLike) -> Path:
     """Fail early, before any work, if a file cannot be created at ``path``.
 

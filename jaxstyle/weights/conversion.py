@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jaxstyle.errors import JaxstyleError, one_line
-from jaxstyle.files import RunFiles, check_writable, file_digests, make_directory
+from jaxstyle.errors import JaxstyleError
+from jaxstyle.files import RunFiles, check_writable, existing_file, file_digests, make_directory
 from jaxstyle.nets import DEFAULT_NETWORK
 from jaxstyle.preprocess import CONVENTIONS
 from jaxstyle.weights.params import check_finite, network_spec
@@ -29,13 +29,7 @@ def convert(
     ``convention`` say them (Keras files are always Caffe-convention). ``dst`` defaults
     to ``<network>-<convention>.h5`` in the user cache, where :func:`~jaxstyle.weights.store.find` looks.
     """
-    src = Path(src)
-    try:
-        is_file = src.is_file()
-    except (OSError, ValueError) as e:
-        raise JaxstyleError(f"{src}: cannot read ({one_line(e)})") from None
-    if not is_file:
-        raise JaxstyleError(f"{src}: no such file")
+    src = existing_file(src)
     if convention is not None and convention not in CONVENTIONS:
         raise JaxstyleError(f"unknown convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
     # The output is checked before any work (hashing, reading); the default's name needs

@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 from jaxstyle.errors import JaxstyleError, one_line
-from jaxstyle.files import atomic_output, make_directory
+from jaxstyle.files import atomic_output, existing_file, make_directory
 from jaxstyle.nets import DEFAULT_NETWORK, TEST_NETWORKS, NetworkSpec
 from jaxstyle.preprocess import CONVENTIONS, InputConvention
 from jaxstyle.weights.h5 import h5_errors, h5_floats, h5_int, h5_member, h5_scalar, h5_text, open_h5
@@ -109,13 +109,7 @@ def read_converted(path: Path, network: str | NetworkSpec | None = None) -> Load
     other files, and whatever else h5py refuses to read. With ``network``, the file must
     hold that network's weights.
     """
-    path = Path(path)
-    try:
-        is_file = path.is_file()
-    except (OSError, ValueError) as e:
-        raise JaxstyleError(f"{path}: cannot read ({one_line(e)})") from None
-    if not is_file:
-        raise JaxstyleError(f"{path}: no such weights file")
+    path = existing_file(path, "no such weights file")
     with open_h5(path) as f, h5_errors(path):
         spec = file_network(f, path)
         if network is not None and network_spec(network) != spec:
