@@ -168,9 +168,34 @@ def gram_matrix(features: Array) -> Array:
     return gram_product(features.reshape(n, h * w, c)) / (c * h * w)
 
 
-def content_loss(features: Sequence[Array], targets: Sequence[Array], layer_weights: Array) -> Array:
-    """``sum_l w_l * mean((F_l - T_l)^2)`` over the content layers ``l``."""
-    terms = [jnp.mean(jnp.square(accumulate(f) - accumulate(t))) for f, t in zip(features, targets, strict=True)]
+def keep_rows(x: Array, rows: int, first_row: Array | int = 0) -> Array:
+    """``x`` ``(..., h, W, C)`` with its rows from row ``rows`` on zeroed, its row ``i`` being row
+    ``first_row + i``: an array of an image padded below its ``rows`` own rows (an image split
+    over devices, :mod:`jaxstyle.spatial`) with the padding masked out."""
+    index = first_row + jnp.arange(x.shape[-3])
+    return jnp.where((index < rows)[:, None, None], x, jnp.zeros((), x.dtype))
+
+
+def rows_mean(x: Array, rows: int | None = None) -> Array:
+    """``mean(x)`` over the positions of ``x``'s first ``rows`` rows (axis -3), its other rows
+    zero; over all of ``x`` when ``None``."""
+    if rows is None:
+        return jnp.mean(x)
+    return jnp.sum(x) / (x.size // x.shape[-3] * rows)
+
+
+def content_loss(
+    features: Sequence[Array], targets: Sequence[Array], layer_weights: Array, rows: Sequence[int] | None = None
+) -> Array:
+    """``sum_l w_l * mean((F_l - T_l)^2)`` over the content layers ``l``.
+
+    ``rows``: each layer's own rows, where features and targets were padded below them with
+    zero rows (a split image, :mod:`jaxstyle.spatial`): each mean is over the own positions.
+    """
+    rows = rows or [None] * len(features)
+    terms = [
+        rows_mean(jnp.square(accumulate(f) - accumulate(t)), r) for f, t, r in zip(features, targets, rows, strict=True)
+    ]
     return jnp.dot(layer_weights, jnp.stack(terms))
 
 
@@ -365,7 +390,7 @@ def _abs_zero_subgradient_jvp(primals, tangents):
     return jnp.abs(x), jnp.sign(x) * dx
 
 
-def tv_nine_point(image: Array) -> Array:
+def tv_nine_point(image: Array, rows: int | None = None) -> Array:
     """style-transfer-pytorch's L2 total variation over a nine-point stencil, of NHWC images.
 
     With ``x`` the image padded by one pixel on each side by repeating its edges:
@@ -373,33 +398,45 @@ def tv_nine_point(image: Array) -> Array:
     ``h = x[i, j+1] - x[i, j]`` and ``v = x[i+1, j] - x[i, j]`` over the image's own
     positions, and ``d = x[i+1, j+1] - x[i, j]`` and ``a = x[i+1, j] - x[i, j+1]`` over
     the ``(H+1) x (W+1)`` diagonal pairs of the padded image; each mean is over its
-    own pairs, images and channels (its ``TVLoss``).
+    own pairs, images and channels (its ``TVLoss``). ``rows``: as for :func:`tv_loss`.
     """
+    if rows is not None:  # the rows below the own repeat the last, as the edge padding does
+        image = jnp.where((jnp.arange(image.shape[1]) < rows)[:, None, None], image, image[:, rows - 1 : rows])
+    own, pairs = (None, None) if rows is None else (rows, rows + 1)
     x = jnp.pad(image, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     centre = x[:, 1:-1, 1:-1]
-    h = jnp.mean(jnp.square(x[:, 1:-1, 2:] - centre)) / 3
-    v = jnp.mean(jnp.square(x[:, 2:, 1:-1] - centre)) / 3
-    d = jnp.mean(jnp.square(x[:, 1:, 1:] - x[:, :-1, :-1])) / 12
-    a = jnp.mean(jnp.square(x[:, 1:, :-1] - x[:, :-1, 1:])) / 12
+
+    def term(diff: Array, rows: int | None) -> Array:
+        return rows_mean(jnp.square(diff if rows is None else keep_rows(diff, rows)), rows)
+
+    h = term(x[:, 1:-1, 2:] - centre, own) / 3
+    v = term(x[:, 2:, 1:-1] - centre, own) / 3
+    d = term(x[:, 1:, 1:] - x[:, :-1, :-1], pairs) / 12
+    a = term(x[:, 1:, :-1] - x[:, :-1, 1:], pairs) / 12
     return 2 * (h + v + d + a)
 
 
-def tv_loss(image: Array, reduction: str = "mean") -> Array:
+def tv_loss(image: Array, reduction: str = "mean", rows: int | None = None) -> Array:
     """Total variation of NHWC images.
 
     ``"mean"`` (d2l): ``0.5 * (mean|x[i+1, j] - x[i, j]| + mean|x[i, j+1] - x[i, j]|)``,
     means over all images, positions and channels. ``"sum"`` (neural-style-pt):
     ``sum|x[i+1, j] - x[i, j]| + sum|x[i, j+1] - x[i, j]|``. ``"nine"``
     (style-transfer-pytorch): squared differences over a nine-point stencil
-    (:func:`tv_nine_point`).
+    (:func:`tv_nine_point`). ``rows``: the image's own rows, where it was padded below them
+    (a split image, :mod:`jaxstyle.spatial`): the loss of ``image[:, :rows]``, the pairs
+    that reach past them left out.
     """
     if reduction == "nine":
-        return tv_nine_point(image)
+        return tv_nine_point(image, rows)
     dy = abs_zero_subgradient(image[:, 1:, :, :] - image[:, :-1, :, :])
     dx = abs_zero_subgradient(image[:, :, 1:, :] - image[:, :, :-1, :])
+    dy_rows = None if rows is None else rows - 1
+    if rows is not None:
+        dy, dx = keep_rows(dy, dy_rows), keep_rows(dx, rows)
     if reduction == "sum":
         return jnp.sum(dy) + jnp.sum(dx)
-    return 0.5 * (jnp.mean(dy) + jnp.mean(dx))
+    return 0.5 * (rows_mean(dy, dy_rows) + rows_mean(dx, rows))
 
 
 def temporal_loss(image: Array, target: TemporalTarget) -> Array:
@@ -547,6 +584,7 @@ def loss_terms(
     weights: LossWeights,
     tv_reduction: str = "mean",
     style_losses: Sequence[str] = ("gram",),
+    rows: int | None = None,
 ) -> dict[str, Array]:
     """Loss terms and their weighted sum.
 
@@ -558,12 +596,22 @@ def loss_terms(
     own with a one-hot ``style_loss`` (a non-finite value of another would still poison
     it: 0 * inf). With a temporal target (video frames), ``total`` adds ``w_t * temporal``
     (:func:`temporal_loss`) and the returned dict has a ``temporal`` entry.
+
+    ``rows``: the image's own rows, where a split stage padded it below them with rows the
+    features and targets hold zeros in (:mod:`jaxstyle.spatial`): the content and TV
+    terms are then those of the own rows alone (``style_statistics`` count only them already).
     """
-    content = content_loss(content_features, targets.content, weights.content_layers)
+    layer_rows = None
+    if rows is not None:
+        if targets.temporal is not None:
+            raise ValueError("a video frame's temporal loss is not computed on a padded image")
+        # A layer behind k 2x2 poolings keeps rows // 2^k rows; the padded height is 2^k times its own.
+        layer_rows = [rows // (image.shape[-3] // f.shape[-3]) for f in content_features]
+    content = content_loss(content_features, targets.content, weights.content_layers, layer_rows)
     stats = [s if isinstance(s, dict) else layer_statistics(s, style_losses) for s in style_statistics]
     styles = [style_loss(stats, targets.style[name], weights.style_layers, name) for name in style_losses]
     style = styles[0] if len(styles) == 1 else jnp.dot(weights.style_loss, jnp.stack(styles))
-    tv = tv_loss(image, tv_reduction)
+    tv = tv_loss(image, tv_reduction, rows)
     total = weights.content * content + weights.style * style + weights.tv * tv
     terms = {"content": content, "style": style, "tv": tv}
     if targets.temporal is not None:

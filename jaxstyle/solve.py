@@ -62,6 +62,8 @@ class Recipe(NamedTuple):
         ``"auto"``: the planner resolves that.
       space_mesh: the mesh whose ``space`` axis splits the image's rows
         (:mod:`jaxstyle.spatial`); ``None``: the image is whole on its device.
+      valid_rows: with ``space_mesh``, the image's own rows when its height was padded
+        below them to split it (:func:`jaxstyle.spatial.pad_rows`); ``None``: every row is its own.
     """
 
     content: tuple[str, ...]
@@ -76,6 +78,7 @@ class Recipe(NamedTuple):
     adam_b2: float = 0.999
     remat: str = "none"
     space_mesh: Mesh | None = None
+    valid_rows: int | None = None
 
 
 class SolverState(NamedTuple):
@@ -137,7 +140,7 @@ def objective_features(
             raise ValueError("remat 'bands' scans over the image's rows and cannot run with them split")
         model = nnx.merge(graphdef, params)
         content, style = split_features(
-            model, image, recipe.space_mesh, recipe.content, recipe.style, losses, recipe.remat
+            model, image, recipe.space_mesh, recipe.content, recipe.style, losses, recipe.remat, recipe.valid_rows
         )
         return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
     if recipe.remat == "none":
@@ -216,7 +219,16 @@ def objective(
 ) -> tuple[Array, dict[str, Array]]:
     """``(total loss, {content, style, tv, total})`` of ``image``."""
     content_features, style_stats = objective_features(graphdef, params, image, recipe)
-    terms = loss_terms(image, content_features, style_stats, targets, weights, recipe.tv_reduction, recipe.style_losses)
+    terms = loss_terms(
+        image,
+        content_features,
+        style_stats,
+        targets,
+        weights,
+        recipe.tv_reduction,
+        recipe.style_losses,
+        recipe.valid_rows,
+    )
     return terms["total"], terms
 
 
