@@ -44,7 +44,7 @@ from jaxstyle.config import (
 )
 from jaxstyle.errors import JaxstyleError, Stopped
 from jaxstyle.losses import LossWeights, Targets, TemporalTarget
-from jaxstyle.plan import RunPlan, StagePlan, make_plan, spatial_multiple, stage_is_split
+from jaxstyle.plan import RunPlan, StagePlan, make_plan, spatial_multiple, split_height
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import (
     LOSS_NAMES,
@@ -56,8 +56,9 @@ from jaxstyle.solve import (
     content_targets_jit,
     style_statistics_jit,
     style_targets_jit,
+    warm_started_adam,
 )
-from jaxstyle.solve import warm_started_adam_jit as warm_started_adam
+from jaxstyle.spatial import own_rows, pad_rows
 
 ImageLike = str | os.PathLike | np.ndarray
 MIN_STYLE_SIDE = 16  # relu5_1 lies behind four 2x2 poolings
@@ -334,9 +335,21 @@ def targets_at(
     content = stack_content_targets_jit(
         network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
+    return Targets(content=content, style=style_targets_at(network, settings, inputs, size, place))
+
+
+def style_targets_at(
+    network: Network,
+    settings: Settings,
+    inputs: Inputs,
+    size: tuple[int, int],
+    place: Callable[[jax.Array], jax.Array] | None = None,
+) -> dict[str, tuple[Any, ...]]:
+    """:attr:`~jaxstyle.losses.Targets.style` of :func:`targets_at`: each style loss's targets
+    ``(T, 1, ...)`` per style layer from the blended statistics of the style images."""
     stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size, place))
     blended = blend_statistics(stats, jnp.asarray(inputs.blends, network.dtype))
-    return Targets(content=content, style=style_targets_jit(blended, network.recipe))
+    return style_targets_jit(blended, network.recipe)
 
 
 def style_images_at(
@@ -432,7 +445,33 @@ def upsample(images: jax.Array, size: tuple[int, int], convention: InputConventi
     return convention.to_network(jnp.clip(resized, 0.0, 1.0))
 
 
-upsample_jit = jax.jit(upsample, static_argnames=("size", "convention"))
+def upsample_rows(
+    images: jax.Array, rows: int, size: tuple[int, int], padded: int, convention: InputConvention
+) -> jax.Array:
+    """:func:`upsample` of the first ``rows`` rows of ``images`` (a split stage's, the rest its
+    padding) to ``size``, padded with zero rows to ``padded`` rows (:func:`~jaxstyle.spatial.pad_rows`).
+    With nothing padded, :func:`upsample` itself."""
+    return pad_rows(upsample(own_rows(images, rows), size, convention), padded)
+
+
+upsample_rows_jit = jax.jit(upsample_rows, static_argnames=("rows", "size", "padded", "convention"))
+
+
+def warm_started_rows(previous: Any, fresh: Any, rows: int, fresh_rows: int, padded: int) -> Any:
+    """:func:`~jaxstyle.solve.warm_started_adam` between states whose images may be padded below
+    their own rows (split stages): the moments' ``rows`` own rows resized to ``fresh``'s
+    ``fresh_rows``, padded with zero rows to ``padded``. With nothing padded, the warm start itself."""
+
+    def image_leaves(tree: Any, change: Callable[[jax.Array], jax.Array]) -> Any:
+        return jax.tree.map(lambda x: change(x) if x.ndim >= 5 else x, tree)  # (B, 1, H, W, 3) moments
+
+    warm = warm_started_adam(
+        image_leaves(previous, lambda x: own_rows(x, rows)), image_leaves(fresh, lambda x: own_rows(x, fresh_rows))
+    )
+    return image_leaves(warm, lambda x: pad_rows(x, padded))
+
+
+warm_started_rows_jit = jax.jit(warm_started_rows, static_argnames=("rows", "fresh_rows", "padded"))
 
 
 # --------------------------------------------------------------------------- the job
@@ -498,6 +537,10 @@ class Job:
     def targets_at(self, size: tuple[int, int], place: Callable[[jax.Array], jax.Array] | None = None) -> Targets:
         """Stacked content and style targets at ``size`` (see :func:`targets_at`)."""
         return targets_at(self.network, self.settings, self.inputs, size, place)
+
+    def style_targets_at(self, size: tuple[int, int], place: Callable[[jax.Array], jax.Array] | None = None) -> dict:
+        """The style targets alone at ``size`` (see :func:`style_targets_at`)."""
+        return style_targets_at(self.network, self.settings, self.inputs, size, place)
 
     def point_targets(self, size: tuple[int, int], k: int = 0) -> Targets:
         """The targets of point ``k`` alone at ``size`` (see :func:`point_targets`)."""
@@ -784,21 +827,26 @@ class DeviceLayout:
     """Where a run's arrays live on its ``settings x space`` mesh (:mod:`jaxstyle.mesh`).
 
     Per-setting arrays are split over ``settings``; the network and the style targets are
-    replicated. At a stage whose image is split (:func:`jaxstyle.plan.stage_is_split`),
-    image-shaped arrays (the image, Adam's moments, the moving average) and the content
-    features have their rows split over ``space``.
+    replicated. With ``space`` longer than 1 every stage's image is split: image-shaped
+    arrays (the image, Adam's moments, the moving average) and the content features have
+    their rows split over ``space``, their height padded with zero rows to the stage's
+    ``rows`` (:func:`jaxstyle.plan.split_height`), which the network masks out
+    (:mod:`jaxstyle.spatial`). The padded rows never leave the devices: images come to the
+    host without them (:meth:`to_host`) and go back with them (:meth:`to_device`).
 
     Attributes:
       mesh: the ``settings x space`` mesh.
       sizes: each stage's ``(height, width)``.
       split: whether each stage's image is split over ``space``.
-      multiple: what a height must be a multiple of to be split (:func:`jaxstyle.plan.spatial_multiple`).
+      multiple: what a height is padded to a multiple of (:func:`jaxstyle.plan.spatial_multiple`).
+      rows: each stage's height on the devices, padded (its height where not split).
     """
 
     mesh: Mesh
     sizes: tuple[tuple[int, int], ...]
     split: tuple[bool, ...]
     multiple: int
+    rows: tuple[int, ...]
 
     @classmethod
     def of(cls, job: Job, mesh: Mesh) -> DeviceLayout:
@@ -807,8 +855,8 @@ class DeviceLayout:
         if job.plan.batch_size % groups:
             raise JaxstyleError(f"batch size {job.plan.batch_size} is not a multiple of the {groups} device(s)")
         sizes = tuple(stage.size for stage in job.plan.stages)
-        split = tuple(stage_is_split(h, job.settings, shards) for h, _ in sizes)
-        return cls(mesh, sizes, split, spatial_multiple(job.settings, shards))
+        rows = tuple(split_height(h, job.settings, shards) for h, _ in sizes)
+        return cls(mesh, sizes, (shards > 1,) * len(sizes), spatial_multiple(job.settings, shards), rows)
 
     @property
     def replicated(self) -> jax.sharding.NamedSharding:
@@ -818,20 +866,37 @@ class DeviceLayout:
     def by_setting(self) -> jax.sharding.NamedSharding:
         return meshlib.batch_sharding(self.mesh)
 
+    def device_size(self, stage: int) -> tuple[int, int]:
+        """``(rows, width)``: the size of ``stage``'s images on the devices, padding included."""
+        return self.rows[stage], self.sizes[stage][1]
+
+    def valid_rows(self, stage: int) -> int | None:
+        """``stage``'s own rows where its height is padded on the devices; ``None`` where it is not."""
+        height = self.sizes[stage][0]
+        return height if self.rows[stage] != height else None
+
     def images(self, stage: int, ndim: int = 5) -> jax.sharding.NamedSharding:
         """Where image-shaped arrays ``(B, ..., H, W, 3)`` of ``stage`` live."""
         return meshlib.image_sharding(self.mesh, ndim, self.split[stage])
 
+    def to_device(self, stage: int, images: Any) -> jax.Array:
+        """Host images ``(B, ..., H, W, 3)`` of ``stage`` on the mesh, padded to its rows."""
+        return meshlib.to_global(pad_rows(np.asarray(images), self.rows[stage]), self.images(stage, np.ndim(images)))
+
+    def to_host(self, stage: int, images: jax.Array) -> np.ndarray:
+        """Image-shaped arrays of ``stage`` as host arrays in every process, without their padding."""
+        return own_rows(meshlib.to_host(images), self.sizes[stage][0])
+
     def place_settings(self, host: SettingArrays) -> SettingArrays:
         """A micro-batch's per-setting host arrays on the mesh; its images as those of stage 0."""
         placed = meshlib.to_global(host._replace(images=None), self.by_setting)
-        return placed._replace(images=meshlib.to_global(host.images, self.images(0)))
+        return placed._replace(images=self.to_device(0, host.images))
 
     def state_shardings(self, stage: int, state: Any) -> Any:
         """Each leaf's sharding at ``stage``: image-shaped leaves as the image, the rest by setting."""
 
         def sharding(leaf: Any) -> jax.sharding.NamedSharding:
-            if leaf.ndim >= 5 and tuple(leaf.shape[-3:]) == (*self.sizes[stage], 3):
+            if leaf.ndim >= 5 and tuple(leaf.shape[-3:]) == (*self.device_size(stage), 3):
                 return self.images(stage, leaf.ndim)
             return self.by_setting
 
@@ -843,8 +908,9 @@ class DeviceLayout:
         return jax.device_put(state, self.state_shardings(stage, state))
 
     def targets(self, job: Job, stage: int) -> Targets:
-        """The targets of ``stage``: replicated, or at a split stage computed from images split by
-        rows, the content features left split by rows and the style targets replicated."""
+        """The targets of ``stage``: replicated, or at a split stage the content features computed
+        as the step computes the image's (:meth:`recipe`), from content images split by rows and
+        padded like it, and left so; the style targets replicated."""
         size = self.sizes[stage]
         if not self.split[stage]:
             return meshlib.to_global(job.targets_at(size), self.replicated)
@@ -854,17 +920,25 @@ class DeviceLayout:
             split = images.shape[-3] % self.multiple == 0
             return meshlib.to_global(images, meshlib.image_sharding(self.mesh, images.ndim, split, batched=False))
 
-        targets = job.targets_at(size, place)
-        content = tuple(
-            jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in targets.content
+        style = job.style_targets_at(size, place)
+        contents = np.asarray(to_network_images(job.inputs.contents, size, job.network))
+        rows = meshlib.image_sharding(self.mesh, contents.ndim, batched=False)
+        recipe = self.recipe(job.network.recipe, stage)
+        content = stack_content_targets_jit(
+            job.network.graphdef,
+            job.network.params,
+            meshlib.to_global(pad_rows(contents, self.rows[stage]), rows),
+            recipe,
         )
-        return jax.device_put(targets._replace(content=()), self.replicated)._replace(content=content)
+        content = tuple(jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in content)
+        return Targets(content=content, style=jax.device_put(style, self.replicated))
 
     def recipe(self, recipe: Recipe, stage: int) -> Recipe:
         """The recipe at ``stage``: a split stage's network runs over the mesh's ``space`` axis
-        (:mod:`jaxstyle.spatial`). Targets are computed with the plain recipe, once per stage,
-        by XLA's partitioning of the split images."""
-        return recipe._replace(space_mesh=self.mesh if self.split[stage] else None)
+        (:mod:`jaxstyle.spatial`), with its own rows where its height is padded."""
+        if not self.split[stage]:
+            return recipe._replace(space_mesh=None, valid_rows=None)
+        return recipe._replace(space_mesh=self.mesh, valid_rows=self.valid_rows(stage))
 
 
 # --------------------------------------------------------------------------- stage step and transition
@@ -910,15 +984,18 @@ def next_stage_state(
     convention: InputConvention,
 ) -> SolverState:
     """The state ``stage`` starts from: the first images; or, after a stage, each setting's
-    averaged iterate upsampled on the device (:func:`upsample`), with Adam's step count and
-    moments carried over when ``warm_start``. A setting that diverged at an earlier scale stays frozen.
+    averaged iterate upsampled on the device (:func:`upsample_rows`: the own rows of a split
+    stage's, padded again), with Adam's step count and moments carried over when ``warm_start``
+    (:func:`warm_started_rows`). A setting that diverged at an earlier scale stays frozen.
     """
     if previous is None:
         return layout.place_state(stage, step.start(per_setting, per_setting.images))
-    images = upsample_jit(averaged_image(previous), layout.sizes[stage], convention)
+    (rows, _), size, padded = layout.sizes[stage - 1], layout.sizes[stage], layout.rows[stage]
+    images = upsample_rows_jit(averaged_image(previous), rows, size, padded, convention)
     fresh = step.start(per_setting, jax.device_put(images, layout.images(stage)))
     if warm_start:
-        fresh = fresh._replace(opt_state=warm_started_adam(previous.opt_state, fresh.opt_state))
+        opt_state = warm_started_rows_jit(previous.opt_state, fresh.opt_state, rows, size[0], padded)
+        fresh = fresh._replace(opt_state=opt_state)
     return layout.place_state(stage, fresh._replace(diverged_at=previous.diverged_at))
 
 
@@ -1045,7 +1122,7 @@ class Runner:
         host = jax.tree.map(lambda x: x[rows.start : rows.start + self.batch], per_setting)
         device = self.layout.place_settings(host)
         step = self.stage_step(position.stage, device.setting)
-        images = jax.ShapeDtypeStruct((self.batch, 1, *self.layout.sizes[position.stage], 3), host.images.dtype)
+        images = jax.ShapeDtypeStruct((self.batch, 1, *self.layout.device_size(position.stage), 3), host.images.dtype)
         abstract = jax.eval_shape(step.start, device, images)
         shardings = self.layout.state_shardings(position.stage, abstract)
         abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, shardings)
@@ -1080,11 +1157,14 @@ class Runner:
         # Each row's content image (for --preserve-color); padding rows repeat the last setting.
         points, contents = self.job.points, self.job.inputs.contents
         content_rgbs = [contents[points[min(rows.start + r, rows.stop - 1)].content] for r in range(self.batch)]
-        final = output_pixels(meshlib.to_host(averaged_image(state))[:, 0], settings, convention, content_rgbs)
+        last = len(plan.stages) - 1
+        final = output_pixels(
+            self.layout.to_host(last, averaged_image(state))[:, 0], settings, convention, content_rgbs
+        )
         # The final losses are those of the image written (clipped to [0, 1], with the
         # content's colours where asked), not of the iterate before the last step.
         written = convention.to_network(jnp.asarray(final, self.job.network.dtype))[:, None]
-        final_losses = step.losses(meshlib.to_global(written, self.layout.images(len(plan.stages) - 1)))
+        final_losses = step.losses(self.layout.to_device(last, written))
         self.offsets = meshlib.local_rows(state.image)
         return MicroBatchOutput(
             images=final,
@@ -1123,7 +1203,7 @@ class Runner:
                     ChunkReport(end, self.plan.steps, index, len(self.plan.stages), number, micro_batches, losses)
                 )
             if self.on_snapshot is not None and end in self.plan.snapshot_steps:
-                self.snapshot(end, rows, state)
+                self.snapshot(end, rows, index, state)
             self.save_or_stop(Position(number, index, chunk + 1, end), state, progress)
         return state, progress.end_stage(index, stage.first_step, state)
 
@@ -1138,10 +1218,10 @@ class Runner:
             step = stage_first + int(diverged[row])
             raise Diverged(step, {k: float(v[step - chunk_first, row]) for k, v in losses.items()})
 
-    def snapshot(self, end: int, rows: range, state: SolverState) -> None:
-        """Hand the micro-batch's current output images to ``on_snapshot``."""
+    def snapshot(self, end: int, rows: range, stage: int, state: SolverState) -> None:
+        """Hand the micro-batch's current output images (at ``stage``) to ``on_snapshot``."""
         settings, inputs, points = self.job.settings, self.job.inputs, self.job.points
-        current = meshlib.to_host(averaged_image(state))[: len(rows), 0]
+        current = self.layout.to_host(stage, averaged_image(state))[: len(rows), 0]
         contents = [inputs.contents[points[r].content] for r in rows]
         self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents))
 

@@ -290,19 +290,35 @@ def pools_before_deepest(settings: Settings) -> int:
 
 
 def spatial_multiple(settings: Settings, shards: int) -> int:
-    """What an image's height must be a multiple of to be split over ``shards`` devices:
+    """What a split image's rows are padded to a multiple of (:func:`split_height`):
     ``shards * 2**p``, ``p`` the poolings in front of the deepest layer used, so that every
     device holds whole, even rows at every level (each pooling window lies on one device)."""
     return shards * 2 ** pools_before_deepest(settings)
 
 
-def stage_is_split(height: int, settings: Settings, shards: int) -> bool:
-    """Whether a stage of ``height`` rows is split over the ``shards`` devices of the space axis.
+def split_height(height: int, settings: Settings, shards: int) -> int:
+    """The rows a stage of ``height`` rows is computed with over ``shards`` devices: ``height``
+    rounded up to a multiple of :func:`spatial_multiple` (``height`` itself on one device).
 
-    A coarse stage whose height is not a multiple of :func:`spatial_multiple` runs whole
-    on each of them (the same work on every one; coarse stages are the small ones).
+    Every stage of a split run is split, the rows past ``height`` zero padding that every
+    layer masks out (:mod:`jaxstyle.spatial`): the same result as the whole image, for the
+    work of at most ``spatial_multiple - 1`` extra rows.
     """
-    return shards > 1 and height % spatial_multiple(settings, shards) == 0
+    if shards == 1:
+        return height
+    multiple = spatial_multiple(settings, shards)
+    return -(-height // multiple) * multiple
+
+
+def split_line(height: int, settings: Settings, shards: int) -> str:
+    """What the split does to a height, for the plan's line: nothing, or the padding it computes."""
+    rows = split_height(height, settings, shards)
+    if rows == height:
+        return f"{height} rows, {height // shards} per device"
+    return (
+        f"{height} rows padded to {rows} ({rows // shards} per device, a multiple of "
+        f"{spatial_multiple(settings, shards)}; the {rows - height} zero rows are masked out)"
+    )
 
 
 def spatial_shards_for(
@@ -315,31 +331,26 @@ def spatial_shards_for(
 ) -> tuple[int, str]:
     """Devices the image's height is split over, and a line saying why.
 
-    ``requested`` (the execution's ``spatial_shards``) if given (at most ``devices``; the
-    output height a multiple of :func:`spatial_multiple`). ``0`` (automatic): the fewest divisors ``n`` of ``devices``
-    with a valid height for which one setting's whole-image step estimate ``step_bytes``
-    (:func:`choose_remat`), divided by ``n`` (halos neglected), fits in :data:`MEMORY_FILL`
-    of a device's memory; the most of them when none does. This is the one place the
-    decision is made.
+    ``requested`` (the execution's ``spatial_shards``) if given (at most ``devices``; any
+    height: it is padded, :func:`split_height`). ``0`` (automatic): the fewest divisors ``n``
+    of ``devices`` for which one setting's whole-image step estimate ``step_bytes``
+    (:func:`choose_remat`), divided by ``n`` and scaled to the padded height (halos
+    neglected), fits in :data:`MEMORY_FILL` of a device's memory; the most of them when
+    none does. This is the one place the decision is made.
     """
     height = output_size[0]
     if requested >= 1:
         if requested > devices:
             raise JaxstyleError(f"--spatial-shards {requested} needs {requested} devices; this run has {devices}")
-        multiple = spatial_multiple(settings, requested)
-        if requested > 1 and height % multiple:
-            raise JaxstyleError(
-                f"output height {height} cannot be split over {requested} devices: it must be a multiple of "
-                f"{multiple} ({requested} x 2^{pools_before_deepest(settings)}, whole even rows per device at "
-                "every pooling); use another --size or --spatial-shards"
-            )
-        return requested, f"image split over {requested} device(s) as asked"
-    need = step_bytes
-    valid = [n for n in range(1, devices + 1) if devices % n == 0 and (n == 1 or stage_is_split(height, settings, n))]
-    fitting = [n for n in valid if need / n <= MEMORY_FILL * device_memory]
-    shards = fitting[0] if fitting else valid[-1]
-    why = f"~{need / 2**20:.0f} MiB per image step: split over {shards} of {devices} device(s)"
-    return shards, why + ("" if fitting else " (the most a valid height allows; it may not fit)")
+        shards, why = requested, f"image split over {requested} device(s) as asked"
+    else:
+        divisors = [n for n in range(1, devices + 1) if devices % n == 0]
+        share = {n: step_bytes * split_height(height, settings, n) / height / n for n in divisors}
+        fitting = [n for n in divisors if share[n] <= MEMORY_FILL * device_memory]
+        shards = fitting[0] if fitting else divisors[-1]
+        why = f"~{step_bytes / 2**20:.0f} MiB per image step: split over {shards} of {devices} device(s)"
+        why += "" if fitting else " (the most there are; it may not fit)"
+    return shards, why + (f" ({split_line(height, settings, shards)})" if shards > 1 else "")
 
 
 def make_plan(
@@ -371,8 +382,9 @@ def make_plan(
         settings, output_size, devices, device_memory, per_setting, execution.spatial_shards
     )
     if shards > 1:
-        # Split rows: the remat mode and the estimate are chosen again for one device's share.
-        remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, execution, shards)
+        # Split rows: the remat mode and the estimate are chosen again for one device's share of the padded rows.
+        padded = (split_height(output_size[0], settings, shards), output_size[1])
+        remat, per_setting, memory_why = choose_remat(settings, padded, device_memory, execution, shards)
     if device_count > 1 and device_count % shards:
         raise JaxstyleError(f"--spatial-shards {shards} does not divide the {device_count} devices")
     groups = max(1, device_count // shards)
