@@ -8,13 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image
 
 from jaxstyle.config import Execution, resolve
 from jaxstyle.errors import JaxstyleError
+from jaxstyle.losses import content_loss, keep_rows, tv_loss
 from jaxstyle.plan import make_plan, spatial_multiple, spatial_shards_for, split_height, split_line, step_bytes
+from jaxstyle.spatial import own_rows, pad_rows
 from tests.test_sweep import sweep_in_two_processes_and_one
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +76,27 @@ def test_automatic_shards_are_the_fewest_that_fit():
     plan = make_plan(settings, (256, 64), 8, device_count=4, device_memory=step)
     # Half a step per device, one setting in 0.7 of a device, 2 groups of 2 devices: micro-batches of 2.
     assert plan.spatial_shards == 2 and plan.batch_size == 2 and "split over 2 of 4 device(s)" in plan.batch_reason
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "nine"])
+def test_padded_rows_count_for_nothing_in_the_tv_and_content_losses(reduction, rng):
+    # An image of 37 own rows padded to 64 (garbage in the padding: the losses mask it, not the zeros).
+    image = rng.normal(size=(2, 37, 9, 3))
+    padded = np.concatenate([image, rng.normal(size=(2, 27, 9, 3))], axis=1)
+    whole, split = tv_loss(jnp.asarray(image), reduction), tv_loss(jnp.asarray(padded), reduction, rows=37)
+    np.testing.assert_allclose(split, whole, rtol=1e-13)
+    grad = jax.grad(lambda x: tv_loss(x, reduction, rows=37))(jnp.asarray(padded))
+    np.testing.assert_allclose(grad[:, :37], jax.grad(lambda x: tv_loss(x, reduction))(jnp.asarray(image)), atol=1e-15)
+    assert not np.asarray(grad[:, 37:]).any()
+    # Content features of 2 layers (full and quarter rows: 37 and 9 own), zero past their own rows.
+    f, t = rng.normal(size=(1, 37, 9, 4)), rng.normal(size=(1, 9, 3, 8))
+    g, u = rng.normal(size=(1, 37, 9, 4)), rng.normal(size=(1, 9, 3, 8))
+    weights = jnp.asarray([1.0, 0.3])
+    whole = content_loss([f, t], [g, u], weights)
+    features, targets = [pad_rows(f, 64), pad_rows(t, 16)], [pad_rows(g, 64), pad_rows(u, 16)]
+    np.testing.assert_allclose(content_loss(features, targets, weights, [37, 9]), whole, rtol=1e-13)
+    assert np.array_equal(own_rows(pad_rows(f, 64), 37), f) and pad_rows(f, 37) is f
+    np.testing.assert_array_equal(keep_rows(jnp.asarray(padded), 37), pad_rows(image, 64))
 
 
 @pytest.mark.slow  # a fresh process with 4 forced CPU devices
