@@ -922,14 +922,10 @@ class DeviceLayout:
 
         style = job.style_targets_at(size, place)
         contents = np.asarray(to_network_images(job.inputs.contents, size, job.network))
-        rows = meshlib.image_sharding(self.mesh, contents.ndim, batched=False)
+        by_rows = meshlib.image_sharding(self.mesh, contents.ndim, batched=False)
+        placed = meshlib.to_global(pad_rows(contents, self.rows[stage]), by_rows)
         recipe = self.recipe(job.network.recipe, stage)
-        content = stack_content_targets_jit(
-            job.network.graphdef,
-            job.network.params,
-            meshlib.to_global(pad_rows(contents, self.rows[stage]), rows),
-            recipe,
-        )
+        content = stack_content_targets_jit(job.network.graphdef, job.network.params, placed, recipe)
         content = tuple(jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in content)
         return Targets(content=content, style=jax.device_put(style, self.replicated))
 
