@@ -16,6 +16,12 @@ sides, and the largest side within the budget is read from the fit, then checked
 compiled at that side and the next one; PyTorch: measured at a side near it when it is small
 enough to run here). Writes ``bench/results/spatial/<machine>.json`` and regenerates
 ``bench/RESULTS.md``, whose section "One image over many devices" is drawn from it.
+
+``python -m bench.spatial --padding [--devices 4]`` measures what padding a height costs
+(:func:`jaxstyle.plan.split_height`) and adds it to this machine's result file: the
+compiled step's per-device FLOPs (XLA's cost analysis) and bytes over ``--devices``, at a
+width of 512 and the heights ``7m``, ``7m + 1`` (padded by ``m - 1`` rows to ``8m``) and
+``8m``, ``m`` the split's multiple.
 """
 
 from __future__ import annotations
@@ -37,19 +43,20 @@ RESULTS = HERE / "results" / "spatial"
 POOLS = 4  # relu5_1 lies behind four poolings
 
 
-def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
-    """Per-device bytes of one compiled Adam step of the paper recipe at ``side x side`` split over ``shards``."""
+def jax_step_bytes(size: tuple[int, int], shards: int, weights: str) -> dict:
+    """Per-device bytes (and FLOPs) of one compiled Adam step of the paper recipe at ``size``
+    split over ``shards``."""
     import jax
 
     from bench.common import bench_images
-    from jaxstyle.batch import run_batch_chunk_jit
+    from jaxstyle.batch import run_batch_chunk_jit, stack_content_targets
     from jaxstyle.config import Execution, resolve
     from jaxstyle.mesh import image_sharding, single_run_mesh
     from jaxstyle.pipeline import DeviceLayout, StageStep, prepare_job
 
-    content, style = bench_images((64, 64))  # resized to the side inside the run
+    content, style = bench_images((64, 64))  # resized to the size inside the run
     # remat "none" for every side: "auto" would pick by the RAM free at the moment of the run.
-    settings = resolve("paper", size=(side, side), steps=1)
+    settings = resolve("paper", size=size, steps=1)
     execution = Execution(spatial_shards=shards, remat="none")
     job = prepare_job(
         [content], [style], settings, weights=weights, execution=execution, space_devices=jax.device_count()
@@ -61,14 +68,19 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
 
     params = abstract(job.network.params, lambda _: layout.replicated)
     # Shapes only: the targets' and the state's arrays are never computed.
-    targets = jax.eval_shape(lambda: job.targets_at((side, side)))
-    split = layout.split[0]
+    targets = jax.eval_shape(lambda: job.targets_at(size))
+    split, recipe = layout.split[0], layout.recipe(job.network.recipe, 0)
+    contents = jax.ShapeDtypeStruct((1, 1, *layout.device_size(0), 3), job.network.dtype)  # padded where split
+    content = jax.eval_shape(
+        lambda c: stack_content_targets(job.network.graphdef, job.network.params, c, recipe), contents
+    )
     targets = targets._replace(
-        content=abstract(targets.content, lambda x: image_sharding(layout.mesh, x.ndim, split, batched=False))
+        content=abstract(content, lambda x: image_sharding(layout.mesh, x.ndim, split, batched=False))
     )
     targets = targets._replace(style=abstract(targets.style, lambda _: layout.replicated))
     host = abstract(job.per_setting(), lambda x: layout.by_setting)
-    recipe = layout.recipe(job.network.recipe, 0)
+    images = jax.ShapeDtypeStruct((1, 1, *layout.device_size(0), 3), job.network.dtype, sharding=layout.images(0))
+    host = host._replace(images=images)
     step = StageStep(job.network.graphdef, recipe, params, targets, host.setting, 1)
     state = jax.eval_shape(lambda d: step.start(d, d.images), host)
     state = jax.tree.map(
@@ -76,9 +88,17 @@ def jax_step_bytes(side: int, shards: int, weights: str) -> dict:
     )
     start = time.perf_counter()
     compiled = run_batch_chunk_jit.lower(job.network.graphdef, recipe, 1, params, targets, host.setting, state)
-    m = compiled.compile().memory_analysis()
+    executable = compiled.compile()
+    m = executable.memory_analysis()
     total = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
-    return {"bytes": total, "temp_bytes": m.temp_size_in_bytes, "compile_s": time.perf_counter() - start}
+    cost = executable.cost_analysis()
+    flops = (cost[0] if isinstance(cost, list) else cost).get("flops", 0.0)
+    return {
+        "bytes": total,
+        "temp_bytes": m.temp_size_in_bytes,
+        "flops": flops,
+        "compile_s": time.perf_counter() - start,
+    }
 
 
 def torch_step_bytes(side: int, weights: str) -> dict:
@@ -102,18 +122,20 @@ def resident_mib() -> float:
     raise OSError("no VmRSS in /proc/self/status")
 
 
-def child(kind: str, side: int, shards: int, weights: str, devices: int) -> dict:
-    """One measurement in a fresh process (``devices`` forced CPU devices for jaxstyle)."""
+def child(kind: str, side: int, shards: int, weights: str, devices: int, height: int | None = None) -> dict:
+    """One measurement in a fresh process (``devices`` forced CPU devices for jaxstyle), at
+    ``side x side`` or ``height x side``."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     if kind == "jax":
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-    argv = [sys.executable, "-m", "bench.spatial", "--child", kind, str(side), str(shards), weights]
+    size = f"{height or side}x{side}"
+    argv = [sys.executable, "-m", "bench.spatial", "--child", kind, size, str(shards), weights]
     done = subprocess.run(argv, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=3600)
     out = child_result(done.stdout)
     if done.returncode or out is None:
-        raise RuntimeError(f"{kind} at {side}: {done.stderr.strip().splitlines()[-1:]}")
-    print(f"  {kind} {side}x{side} over {shards}: {out['bytes'] / 2**30:.3f} GiB", flush=True)
-    return {"side": side, **out}
+        raise RuntimeError(f"{kind} at {size}: {done.stderr.strip().splitlines()[-1:]}")
+    print(f"  {kind} {size} over {shards}: {out['bytes'] / 2**30:.3f} GiB", flush=True)
+    return {"side": side, **({"height": height} if height else {}), **out}
 
 
 def fit(points: list[dict]) -> tuple[float, float]:
@@ -150,6 +172,39 @@ def measure_torch(budget: float, weights: str, sides: tuple[int, ...]) -> dict:
     return {"fit": [a, b], "fit_error": worst, "points": points, "largest_side": largest_side(a, b, budget, 16)}
 
 
+def measure_padding(devices: int, weights: str, width: int = 512) -> dict:
+    """Per-device FLOPs and bytes of the step at heights ``7m``, ``7m + 1`` and ``8m`` split over ``devices``."""
+    multiple = devices * 2**POOLS
+    heights = (7 * multiple, 7 * multiple + 1, 8 * multiple)
+    return {
+        "multiple": multiple,
+        "width": width,
+        "points": [child("jax", width, devices, weights, devices, h) for h in heights],
+    }
+
+
+def padding_lines(d: dict) -> list[str]:
+    """The padding table of a result file's ``padding`` entry."""
+    pad, devices = d["padding"], d["devices"]
+    m, points = pad["multiple"], pad["points"]
+    base = points[-1]
+    out = [
+        f"What padding costs, over {devices} forced CPU devices at a width of {pad['width']} (the same recipe, "
+        f"compiled only): a height that is not a multiple of {m} is padded to the next one "
+        "(`jaxstyle.plan.split_height`) and masked; per-device FLOPs from XLA's cost analysis.",
+        "",
+        "| height | rows on the devices | GFLOP per device | vs the padded height unpadded | GiB per device |",
+        "|---|---|---|---|---|",
+    ]
+    for p in points:
+        rows = -(-p["height"] // m) * m
+        out.append(
+            f"| {p['height']} | {rows} | {p['flops'] / 1e9:.1f} | {p['flops'] / base['flops']:.3f} | "
+            f"{p['bytes'] / 2**30:.2f} |"
+        )
+    return [*out, ""]
+
+
 def section(path: Path) -> list[str]:
     """The markdown section of ``bench/RESULTS.md`` drawn from one spatial result file."""
     d = json.loads(path.read_text())
@@ -181,7 +236,7 @@ def section(path: Path) -> list[str]:
         )
     fitted = (torch["fit"][0] + torch["fit"][1] * t_side**2) / 2**30
     out += [f"| PyTorch eager | 1 | {t_side} | {fitted:.2f} (fitted) | 1.00 |", ""]
-    return out
+    return out + (padding_lines(d) if "padding" in d else [])
 
 
 def markdown(results_dir: Path) -> list[str]:
@@ -193,17 +248,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.spatial", description=__doc__.splitlines()[0])
     parser.add_argument("--budget-gib", type=float, default=8.0)
     parser.add_argument("--devices", type=int, default=4)
-    parser.add_argument("--child", nargs=4, metavar=("KIND", "SIDE", "SHARDS", "WEIGHTS"), help=argparse.SUPPRESS)
+    parser.add_argument("--padding", action="store_true", help="measure what padding a height costs only")
+    parser.add_argument("--child", nargs=4, metavar=("KIND", "SIZE", "SHARDS", "WEIGHTS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        kind, side, shards, weights = args.child
-        out = jax_step_bytes(int(side), int(shards), weights) if kind == "jax" else torch_step_bytes(int(side), weights)
+        kind, size, shards, weights = args.child
+        h, w = map(int, size.split("x"))
+        out = jax_step_bytes((h, w), int(shards), weights) if kind == "jax" else torch_step_bytes(w, weights)
         print("RESULT " + json.dumps(out))
         return 0
     from bench.common import bench_weights
-    from bench.harness import write_result
+    from bench.harness import device_slug, machine, write_result
 
     weights, _ = bench_weights(Path(tempfile.mkdtemp(prefix="jaxstyle-bench-")))  # never beside the results
+    if args.padding:
+        path = RESULTS / f"{device_slug(machine())}.json"
+        result = json.loads(path.read_text())
+        result["padding"] = measure_padding(result["devices"], str(weights))
+        print("\n".join(section(write_result(RESULTS, result))))
+        return 0
     budget = args.budget_gib * 2**30
     print(f"largest square step within {args.budget_gib:g} GiB per device", flush=True)
     result = {
@@ -216,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         # PyTorch's steps run for real: sides this 2-core machine steps through in a few minutes.
         "torch": measure_torch(budget, str(weights), (512, 768, 1024)),
+        "padding": measure_padding(args.devices, str(weights)),
     }
     print("\n".join(section(write_result(RESULTS, result))))
     return 0
