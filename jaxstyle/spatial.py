@@ -114,13 +114,12 @@ def local_features(
     """
     graphdef, params = nnx.split(model)
     spec, layers = model.spec, (*content, *style)
-    device = jax.lax.axis_index(SPACE)
 
     def own(x: Array, level: int) -> Array:
         """``x`` with the rows past its level's own zeroed (nothing when nothing is padded)."""
         if rows is None:
             return x
-        return keep_rows(x, rows // 2**level, device * x.shape[1])
+        return keep_rows(x, rows // 2**level, jax.lax.axis_index(SPACE) * x.shape[1])
 
     def block(x: Array, params: nnx.State, names: tuple[str, ...], level: int) -> tuple[Array, dict, dict]:
         net = nnx.merge(graphdef, params)
