@@ -144,10 +144,11 @@ def test_split_image_of_any_height_equals_whole_image_float64(tmp_path, tiny_wei
 def test_two_processes_split_one_image(tmp_path, tiny_weights):
     rng = np.random.default_rng(3)
     for name in ("c", "s"):
-        Image.fromarray((rng.uniform(0, 1, (64, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
-    common = [str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--size", "64x48", "--steps", "3", "-q"]
+        Image.fromarray((rng.uniform(0, 1, (60, 48, 3)) * 255).astype(np.uint8)).save(tmp_path / f"{name}.png")
+    common = [str(tmp_path / "c.png"), str(tmp_path / "s.png"), "--size", "60x48", "--steps", "3", "-q"]
     common += ["--network", "tiny", "--content-layers", "relu4_1", "--style-weight", "1e2,1e3"]
     common += ["--weights", str(tiny_weights), "--spatial-shards", "2"]
+    # 60 rows, padded to 64 on the devices: 32 own rows on process 0, 28 and 4 padded ones on process 1.
     sweep_in_two_processes_and_one(tmp_path, common)  # the one process: 2 devices, split likewise
     # Each image's top rows, hence its file, are on process 0; process 1 held the bottom rows.
     names = ["000_sw100.png", "001_sw1000.png"]
