@@ -95,6 +95,19 @@ class GaussianTarget(NamedTuple):
     cov_sqrt: Array
 
 
+class EditTarget(NamedTuple):
+    """What ``--edit-mask`` holds fixed (restoration): the optimised image is ``c + m (x - c)``.
+
+    Attributes:
+      image: the content image ``c`` in network space, ``(N, H, W, 3)``.
+      mask: ``m`` in [0, 1], ``(N, H, W, 1)``: 1 where pixels are optimised, 0 where they
+        stay the content's.
+    """
+
+    image: Array
+    mask: Array
+
+
 class Targets(NamedTuple):
     """What the synthesized image is pulled towards, computed once before solving.
 
@@ -107,11 +120,17 @@ class Targets(NamedTuple):
         layer (:attr:`StyleLoss.target`: a Gram matrix for ``gram``, a
         :class:`GaussianTarget` for ``w2``); only the recipe's losses are present.
       temporal: the warped neighbouring frame and its mask (video frames only).
+      guides: the guidance channels of the ``guided`` style loss at each style layer,
+        ``(N, h, w, R)`` at that layer's size (:func:`jaxstyle.masks.guide_pyramid`);
+        ``None``: one all-ones channel (no masks).
+      edit: with ``--edit-mask``, the content image and the mask of the pixels optimised.
     """
 
     content: tuple[Array, ...]
     style: Mapping[str, tuple[Any, ...]]
     temporal: TemporalTarget | None = None
+    guides: tuple[Array, ...] | None = None
+    edit: EditTarget | None = None
 
 
 def accumulation_dtype(dtype: jnp.dtype) -> jnp.dtype:
@@ -400,6 +419,19 @@ def tv_loss(image: Array, reduction: str = "mean") -> Array:
     if reduction == "sum":
         return jnp.sum(dy) + jnp.sum(dx)
     return 0.5 * (jnp.mean(dy) + jnp.mean(dx))
+
+
+def edited_image(image: Array, edit: EditTarget | None) -> Array:
+    """``c + m (x - c)``: the image ``x`` with the pixels outside the edit mask ``m`` the content's ``c``.
+
+    The objective is a function of this image, so its gradient with respect to ``x`` is
+    ``m`` times the gradient at the composite: zero outside the mask, where no optimiser
+    then moves ``x`` (Adam's moments stay 0 there; L-BFGS's directions are sums of
+    gradients and past steps, all 0 there). ``None``: ``x`` itself.
+    """
+    if edit is None:
+        return image
+    return edit.image + edit.mask * (image - edit.image)
 
 
 def temporal_loss(image: Array, target: TemporalTarget) -> Array:

@@ -24,7 +24,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxstyle import image as imageio
+from jaxstyle import masks as masklib
 from jaxstyle import mesh as meshlib
+from jaxstyle import nets
 from jaxstyle import weights as weightsio
 from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
 from jaxstyle.checkpoint import CheckpointOptions, Checkpoints, Position, digest
@@ -43,7 +45,7 @@ from jaxstyle.config import (
     value_type,
 )
 from jaxstyle.errors import JaxstyleError, Stopped
-from jaxstyle.losses import LossWeights, Targets, TemporalTarget
+from jaxstyle.losses import EditTarget, LossWeights, Targets, TemporalTarget
 from jaxstyle.plan import RunPlan, StagePlan, make_plan, spatial_multiple, stage_is_split
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import (
@@ -149,6 +151,7 @@ class Inputs:
       blends: ``(T, S)`` weights of the style images in each style target (rows sum to 1).
       init_rgb: the ``init`` image file's pixels, if ``init`` names one.
       output_size: ``(height, width)`` of the output.
+      masks: regions, style-image masks and the edit mask (:class:`jaxstyle.masks.Masks`), or ``None``.
     """
 
     contents: list[np.ndarray]
@@ -156,6 +159,7 @@ class Inputs:
     blends: np.ndarray
     init_rgb: np.ndarray | None
     output_size: tuple[int, int]
+    masks: masklib.Masks | None = None
 
 
 def read_inputs(
@@ -305,14 +309,21 @@ def to_network_images(rgbs: Sequence[np.ndarray], size: tuple[int, int], network
     return network.convention.to_network(jnp.asarray(resized, network.dtype)[:, None])
 
 
-def stacked_style_statistics(network: Network, images: Sequence[jax.Array]) -> tuple[Any, ...]:
+def stacked_style_statistics(
+    network: Network, images: Sequence[jax.Array], guides: Sequence[tuple | None] | None = None
+) -> tuple[Any, ...]:
     """Style statistics (:data:`~jaxstyle.losses.LayerStatistics`: for each of the recipe's
     style losses, e.g. Gram matrices, or means and second moments) of every style image at
-    every style layer; leaves ``(S, 1, ...)``.
+    every style layer; leaves ``(S, 1, ...)``. ``guides``: each image's guidance channels at
+    each style layer (:func:`style_image_guides`), or ``None``.
 
     Style images may differ in size (one compiled function per size); their statistics do not.
     """
-    stats = [style_statistics_jit(network.graphdef, network.params, image, network.recipe) for image in images]
+    guides = guides or [None] * len(images)
+    stats = [
+        style_statistics_jit(network.graphdef, network.params, image, network.recipe, g)
+        for image, g in zip(images, guides, strict=True)
+    ]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *stats)
 
 
@@ -325,7 +336,9 @@ def targets_at(
 ) -> Targets:
     """Stacked targets for an output of ``size``: content features ``(Nc, 1, ...)`` per content
     layer, and each style loss's targets ``(T, 1, ...)`` per style layer from the blended
-    statistics, ``X_t = sum_s blends[t, s] * X_s`` (:func:`~jaxstyle.solve.blend_statistics`).
+    statistics, ``X_t = sum_s blends[t, s] * X_s`` (:func:`~jaxstyle.solve.blend_statistics`);
+    with masks, each content image's guides and edit target (:func:`mask_targets`), and
+    with regions the one target of :func:`region_statistics`.
 
     ``place`` puts each network-space image where its features are computed (a run whose
     images are split over devices computes them split too); by default, the default device.
@@ -334,9 +347,96 @@ def targets_at(
     content = stack_content_targets_jit(
         network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
-    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size, place))
-    blended = blend_statistics(stats, jnp.asarray(inputs.blends, network.dtype))
-    return Targets(content=content, style=style_targets_jit(blended, network.recipe))
+    guides, edit = mask_targets(network, settings, inputs, size, range(len(inputs.contents)))
+    return Targets(
+        content=content,
+        style=style_targets_jit(style_statistics_at(network, settings, inputs, size, place), network.recipe),
+        guides=guides,
+        edit=edit,
+    )
+
+
+def style_statistics_at(
+    network: Network,
+    settings: Settings,
+    inputs: Inputs,
+    size: tuple[int, int],
+    place: Callable[[jax.Array], jax.Array] | None = None,
+    blends: np.ndarray | None = None,
+) -> tuple[Any, ...]:
+    """The statistics every style target is made of, leaves ``(T, 1, ...)``: the blends
+    (``blends``, default every row of ``inputs.blends``) of the style images' statistics,
+    each restricted to its style-image mask if it has one; with regions, the one target
+    whose region ``r`` holds style image ``r``'s (:func:`region_statistics`)."""
+    masks = inputs.masks
+    images = style_images_at(network, settings, inputs, size, place)
+    guides = [style_image_guides(network, settings, masks, s, image.shape[1:3]) for s, image in enumerate(images)]
+    stats = stacked_style_statistics(network, images, guides)
+    if masks is not None and masks.style is not None:
+        return region_statistics(stats)
+    return blend_statistics(stats, jnp.asarray(inputs.blends if blends is None else blends, network.dtype))
+
+
+def region_statistics(stats: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The one style target of a run with regions, leaves ``(1, 1, R, ...)``, from the style images'
+    guided Gram matrices (leaves ``(S, 1, 1, C, C)``, one guidance channel each): style image
+    ``r``'s in region ``r``.
+
+    Each style image is matched in its own region (Gatys et al. 2017, section 4.1); blends
+    do not apply."""
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 2), stats)
+
+
+def network_layers(network: Network, settings: Settings) -> tuple[str, ...]:
+    """The network's layers from its input to the deepest style layer, in order."""
+    spec = nets.network(settings.network)
+    return tuple(name for block in spec.blocks_until(spec.deepest(network.recipe.style)) for name in block)
+
+
+def guides_of(
+    network: Network, settings: Settings, masks: masklib.Masks, mask: np.ndarray, size: tuple[int, int]
+) -> tuple:
+    """The guide pyramid (:func:`jaxstyle.masks.guide_pyramid`) of a mask ``(H, W, R)`` resized to
+    ``size``, at each style layer, ``(1, h, w, R)``."""
+    resized = jnp.asarray(masklib.resized(mask, size), network.dtype)[None]
+    layers = network_layers(network, settings)
+    return masklib.guide_pyramid(resized, layers, network.recipe.style, masks.guidance)
+
+
+def style_image_guides(
+    network: Network, settings: Settings, masks: masklib.Masks | None, index: int, size: tuple[int, int]
+) -> tuple | None:
+    """Style image ``index``'s guides at each style layer (one channel, ``(1, h, w, 1)``) at its
+    ``size``: its style-image mask if it has one, else all ones when the run has regions;
+    ``None`` otherwise (the style losses' own statistics)."""
+    if masks is None or (masks.style is None and masks.style_image is None):
+        return None
+    mask = None if masks.style_image is None else masks.style_image[index]
+    if mask is None:
+        if masks.style is None:
+            return None
+        mask = np.ones((*size, 1), np.float32)
+    return guides_of(network, settings, masks, mask.reshape(*mask.shape[:2], 1), size)
+
+
+def mask_targets(
+    network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int], contents: Sequence[int]
+) -> tuple[tuple | None, EditTarget | None]:
+    """The guides ``(Nc, 1, h, w, R)`` at each style layer and the edit target (content image and
+    mask, ``(Nc, 1, H, W, 3)`` and ``(Nc, 1, H, W, 1)``) of the content images ``contents`` at
+    ``size``; ``None`` where no such masks are given."""
+    masks = inputs.masks
+    if masks is None:
+        return None, None
+    guides = edit = None
+    if masks.style is not None:
+        pyramids = [guides_of(network, settings, masks, masks.for_content("style", c), size) for c in contents]
+        guides = jax.tree.map(lambda *xs: jnp.stack(xs), *pyramids)
+    if masks.edit is not None:
+        image = to_network_images([inputs.contents[c] for c in contents], size, network)
+        mask = np.stack([masklib.resized(masks.for_content("edit", c), size) for c in contents])
+        edit = EditTarget(image, jnp.asarray(mask, network.dtype)[:, None, :, :, None])
+    return guides, edit
 
 
 def style_images_at(
@@ -357,15 +457,20 @@ def style_images_at(
 def point_targets(network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int], point: Any) -> Targets:
     """The targets of one point (:class:`~jaxstyle.sweep.SweepPoint`) at ``size``, leaves ``(1, ...)``:
     the content features of its content image, and its style target, ``X = sum_s blends[t, s] * X_s``
-    for its style target ``t``. What :func:`targets_at` stacks for every content and target of a
+    for its style target ``t`` (with regions, the one target of :func:`region_statistics`), and its
+    content image's masks. What :func:`targets_at` stacks for every content and target of a
     batch, and :func:`~jaxstyle.batch.select_targets` picks from, computed for the one alone."""
     recipe = network.recipe
     content = to_network_images([inputs.contents[point.content]], size, network)[0]
-    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size))
-    blended = blend_statistics(stats, jnp.asarray(inputs.blends[point.style], network.dtype))
+    stats = style_statistics_at(network, settings, inputs, size, blends=inputs.blends[point.style])
+    if inputs.masks is not None and inputs.masks.style is not None:
+        stats = jax.tree.map(lambda x: x[0], stats)
+    guides, edit = mask_targets(network, settings, inputs, size, [point.content])
     return Targets(
         content=content_targets_jit(network.graphdef, network.params, content, recipe),
-        style=style_targets_jit(blended, recipe),
+        style=style_targets_jit(stats, recipe),
+        guides=jax.tree.map(lambda x: x[0], guides),
+        edit=jax.tree.map(lambda x: x[0], edit),
     )
 
 
@@ -403,9 +508,12 @@ def output_pixels(
     settings: Settings,
     convention: InputConvention,
     content_rgbs: Sequence[np.ndarray],
+    edit_masks: Sequence[np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """Network-space images ``(B, H, W, 3)`` as RGB in [0, 1]; with ``preserve_color``,
-    row ``b`` takes the colours of ``content_rgbs[b]`` (resized to the output)."""
+    row ``b`` takes the colours of ``content_rgbs[b]`` (resized to the output); with
+    ``edit_masks[b]`` (``(H', W')``, any size of the output's aspect), row ``b`` is
+    :func:`restored`."""
     rgb = to_pixels(jnp.asarray(images), convention)
     if settings.preserve_color:
         rgb = np.stack(
@@ -414,7 +522,23 @@ def output_pixels(
                 for x, content in zip(rgb, content_rgbs, strict=True)
             ]
         )
+    if edit_masks is not None:
+        rgb = np.stack([restored(x, c, m) for x, c, m in zip(rgb, content_rgbs, edit_masks, strict=True)])
     return rgb
+
+
+def restored(rgb: np.ndarray, content: np.ndarray, edit_mask: np.ndarray | None) -> np.ndarray:
+    """``q + m (x - q)``: the output ``x`` with the pixels outside the edit mask ``m`` (resized to
+    it) the content's own 8-bit pixels ``q`` at the output's size, so that an 8-bit file
+    written from it holds the content's values there, bit for bit (``m = 0``: exactly ``q``).
+
+    The objective saw ``c + m (x - c)`` with ``c`` the content in float
+    (:func:`jaxstyle.losses.edited_image`); ``q`` is ``c`` rounded to 8 bits."""
+    if edit_mask is None:
+        return rgb
+    q = imageio.to_uint8(imageio.resize(content, rgb.shape[:2])).astype(np.float32) / 255.0
+    m = masklib.resized(edit_mask, rgb.shape[:2])[:, :, None]
+    return q + m * (rgb - q)
 
 
 def upsample(images: jax.Array, size: tuple[int, int], convention: InputConvention) -> jax.Array:
@@ -548,6 +672,57 @@ class Job:
         return setting._replace(weights=weights, temporal=temporal), starts
 
 
+@dataclass(frozen=True)
+class MaskInputs:
+    """The masks a run is given, as files or arrays, before they are read (:func:`jaxstyle.masks.read_masks`).
+
+    Attributes:
+      style: one region mask per style image, in the content's coordinates (``--style-masks``).
+      style_image: one mask per style image (or ``None``), in its own coordinates (``--style-image-masks``).
+      edit: the mask of the pixels optimised (``--edit-mask``).
+      guidance: ``simple`` or ``inside`` (``--guidance``).
+    """
+
+    style: Sequence[masklib.MaskLike] | None = None
+    style_image: Sequence[masklib.MaskLike | None] | None = None
+    edit: masklib.MaskLike | None = None
+    guidance: str = "simple"
+
+    def given(self) -> bool:
+        return self.style is not None or self.style_image is not None or self.edit is not None
+
+
+def with_masks(inputs: Inputs, given: MaskInputs, style_blends: Sequence[Sequence[float]] | None) -> Inputs:
+    """``inputs`` with their masks read and checked. With regions the run has one style target
+    (each style image in its own region), so the style images are not blended."""
+    masks = masklib.read_masks(
+        [c.shape[:2] for c in inputs.contents],
+        [s.shape[:2] for s in inputs.styles],
+        given.style,
+        given.style_image,
+        given.edit,
+        given.guidance,
+    )
+    if masks is not None and masks.style is not None:
+        if style_blends is not None and len(style_blends) > 1:
+            raise JaxstyleError("--style-masks give each style image its own region: they take no style blends")
+        return dataclasses.replace(inputs, masks=masks, blends=np.ones((1, len(inputs.styles))) / len(inputs.styles))
+    return dataclasses.replace(inputs, masks=masks)
+
+
+def check_mask_losses(inputs: Inputs, points: Sequence[SweepPoint]) -> None:
+    """Region and style-image masks are guidance channels: they need the ``guided`` style loss."""
+    masks = inputs.masks
+    if masks is None or (masks.style is None and masks.style_image is None):
+        return
+    others = sorted({p.style_loss for p in points} - {"guided"})
+    if others:
+        raise JaxstyleError(
+            "--style-masks and --style-image-masks weight the guided Gram matrices: "
+            f"they need --style-loss guided, not {', '.join(others)}"
+        )
+
+
 def prepare_job(
     contents: Sequence[ImageLike],
     styles: Sequence[ImageLike],
@@ -559,15 +734,19 @@ def prepare_job(
     execution: Execution | None = None,
     device_count: int = 1,
     space_devices: int | None = None,
+    masks: MaskInputs | None = None,
 ) -> Job:
     """Read and check everything a run needs, so that a run fails before it starts.
 
     ``points`` default to every content with every style target at the settings' values;
     ``execution`` (default ``Execution()``) says how the run is carried out;
     ``device_count`` devices hold the batch, and one image may be split over
-    ``space_devices`` (default ``device_count``; see :func:`jaxstyle.plan.make_plan`).
+    ``space_devices`` (default ``device_count``; see :func:`jaxstyle.plan.make_plan`);
+    ``masks``: regions, style-image masks, the edit mask (:func:`with_masks`).
     """
     inputs = read_inputs(contents, styles, settings, style_blends)
+    if masks is not None:
+        inputs = with_masks(inputs, masks, style_blends)
     if points is None:
         points = [
             settings_point(settings, c, s) for c in range(len(inputs.contents)) for s in range(len(inputs.blends))
@@ -592,6 +771,7 @@ def prepare_job(
         space_devices=space_devices,
     )
     check_sizes(settings, inputs, plan)
+    check_mask_losses(inputs, points)
     network = build_network(settings, weights, execution, [p.style_loss for p in points], plan.remat)
     return Job(settings, network, inputs, points, plan, execution)
 
@@ -944,11 +1124,19 @@ def fingerprint(job: Job) -> dict[str, str]:
         "execution choices": digest(execution.remat, execution.spatial_shards),
         "inputs": digest(*inputs.contents, *inputs.styles, inputs.blends, inputs.init_rgb is None)
         + (digest(inputs.init_rgb) if inputs.init_rgb is not None else ""),
+        **({} if inputs.masks is None else {"masks": mask_digest(inputs.masks)}),
         "weights": weightsio.file_digests(network.weights_file)[0],
         "dtypes": digest(str(network.dtype), str(network.compute_dtype)),
         # Not the batch plan's reason: it quotes the memory free at the time.
         "plan": digest(repr(job.plan.stages), sorted(job.plan.snapshot_steps), job.plan.batch_size),
     }
+
+
+def mask_digest(masks: masklib.Masks) -> str:
+    """A digest of a run's masks: which kinds are given, their arrays, and the guidance."""
+    kinds = [masks.style is not None, masks.style_image is not None, masks.edit is not None]
+    present = [m is not None for m in masks.style_image or []]
+    return digest(kinds, present, masks.guidance, *masks.arrays())
 
 
 def run_job(
@@ -1079,8 +1267,11 @@ class Runner:
             chunks_done = 0
         # Each row's content image (for --preserve-color); padding rows repeat the last setting.
         points, contents = self.job.points, self.job.inputs.contents
-        content_rgbs = [contents[points[min(rows.start + r, rows.stop - 1)].content] for r in range(self.batch)]
-        final = output_pixels(meshlib.to_host(averaged_image(state))[:, 0], settings, convention, content_rgbs)
+        indexes = [points[min(rows.start + r, rows.stop - 1)].content for r in range(self.batch)]
+        content_rgbs = [contents[c] for c in indexes]
+        final = output_pixels(
+            meshlib.to_host(averaged_image(state))[:, 0], settings, convention, content_rgbs, self.edit_masks(indexes)
+        )
         # The final losses are those of the image written (clipped to [0, 1], with the
         # content's colours where asked), not of the iterate before the last step.
         written = convention.to_network(jnp.asarray(final, self.job.network.dtype))[:, None]
@@ -1142,8 +1333,17 @@ class Runner:
         """Hand the micro-batch's current output images to ``on_snapshot``."""
         settings, inputs, points = self.job.settings, self.job.inputs, self.job.points
         current = meshlib.to_host(averaged_image(state))[: len(rows), 0]
-        contents = [inputs.contents[points[r].content] for r in rows]
-        self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents))
+        indexes = [points[r].content for r in rows]
+        contents = [inputs.contents[c] for c in indexes]
+        edit = self.edit_masks(indexes)
+        self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents, edit))
+
+    def edit_masks(self, contents: Sequence[int]) -> list[np.ndarray | None] | None:
+        """The edit mask of each of the content images ``contents`` (``None``: no edit masks)."""
+        masks = self.job.inputs.masks
+        if masks is None or masks.edit is None:
+            return None
+        return [masks.for_content("edit", c) for c in contents]
 
     def save_or_stop(self, position: Position, state: SolverState, progress: MicroBatchProgress) -> None:
         """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""

@@ -56,6 +56,7 @@ def local_features(
     style: Sequence[str],
     style_losses: Sequence[str],
     remat: str,
+    guides: dict[str, Array] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """Inside ``shard_map``: this device's content features and every device's style statistics.
 
@@ -83,7 +84,8 @@ def local_features(
                 found_content[name] = x
             if name in style:
                 n, h, w, c = x.shape
-                sums = jax.lax.psum(layer_sums(x.reshape(n, h * w, c), style_losses), SPACE)
+                g = None if name not in (guides or {}) else guides[name].reshape(n, h * w, -1)  # this device's rows
+                sums = jax.lax.psum(layer_sums(x.reshape(n, h * w, c), style_losses, g), SPACE)
                 found_style[name] = sums_statistics(sums, h * shards * w)
         return x, found_content, found_style
 
@@ -104,6 +106,7 @@ def split_features(
     style: Sequence[str],
     style_losses: Sequence[str],
     remat: str = "none",
+    guides: dict[str, Array] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """:func:`local_features` of ``image`` (N, H, W, 3), its rows split over ``mesh``'s ``space`` axis.
 
@@ -115,13 +118,16 @@ def split_features(
     shards = mesh.shape[SPACE]
     names = tuple(content)
 
-    def local(params: nnx.State, image: Array) -> tuple[tuple[Array, ...], dict[str, LayerStatistics]]:
-        c, s = local_features(nnx.merge(graphdef, params), image, shards, content, style, style_losses, remat)
+    def local(params: nnx.State, image: Array, guides: dict | None) -> tuple[tuple[Array, ...], dict]:
+        c, s = local_features(nnx.merge(graphdef, params), image, shards, content, style, style_losses, remat, guides)
         return tuple(c[n] for n in names), s
 
     rows = P(None, SPACE)
-    mapped = jax.shard_map(local, mesh=mesh, in_specs=(P(), rows), out_specs=(tuple(rows for _ in names), P()))
-    found_content, found_style = mapped(params, image)
+    # Guides (computed on the whole image) are split by rows as the features are.
+    guide_rows = None if guides is None else {name: rows for name in guides}
+    specs = (P(), rows, guide_rows)
+    mapped = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=(tuple(rows for _ in names), P()))
+    found_content, found_style = mapped(params, image, guides)
     return dict(zip(names, found_content, strict=True)), found_style
 
 
