@@ -124,6 +124,7 @@ def prepare(
     style_image_masks: Sequence[MaskLike | None] | None = None,
     edit_mask: MaskLike | None = None,
     guidance: str = "simple",
+    masks: MaskInputs | None = None,
     **overrides: Any,
 ) -> Problem:
     """Read and check everything a run needs, so that a run fails before it starts.
@@ -132,8 +133,9 @@ def prepare(
     :class:`~jaxstyle.config.Execution` (``dtype="float64"``, which needs
     ``jax_enable_x64`` and the parity tests use; ``compute_dtype="bfloat16"``;
     ``remat``; ``save_every``) go into ``execution``, the others into the settings.
+    ``masks``: the four mask arguments in one (:class:`~jaxstyle.pipeline.MaskInputs`), instead of them.
     """
-    masks = MaskInputs(style_masks, style_image_masks, edit_mask, guidance)
+    masks = masks or MaskInputs(style_masks, style_image_masks, edit_mask, guidance)
     if settings is None and guides_needed(masks):
         overrides.setdefault("style_loss", "guided")
     execution, overrides = split_execution(execution, overrides)
