@@ -124,6 +124,7 @@ def prepare(
     style_image_masks: Sequence[MaskLike | None] | None = None,
     edit_mask: MaskLike | None = None,
     guidance: str = "simple",
+    strength_map: MaskLike | None = None,
     masks: MaskInputs | None = None,
     **overrides: Any,
 ) -> Problem:
@@ -135,7 +136,7 @@ def prepare(
     ``remat``; ``save_every``) go into ``execution``, the others into the settings.
     ``masks``: the four mask arguments in one (:class:`~jaxstyle.pipeline.MaskInputs`), instead of them.
     """
-    masks = masks or MaskInputs(style_masks, style_image_masks, edit_mask, guidance)
+    masks = masks or MaskInputs(style_masks, style_image_masks, edit_mask, guidance, strength_map)
     if settings is None and guides_needed(masks):
         overrides.setdefault("style_loss", "guided")
     execution, overrides = split_execution(execution, overrides)
@@ -213,6 +214,7 @@ def stylize(
     style_image_masks: Sequence[MaskLike | None] | None = None,
     edit_mask: MaskLike | None = None,
     guidance: str = "simple",
+    strength_map: MaskLike | None = None,
     **overrides: Any,
 ) -> Result:
     """Stylize ``content`` in the manner of ``style``.
@@ -246,6 +248,10 @@ def stylize(
       edit_mask: the pixels optimised; the others are the content's, bit for bit in 8 bits.
       guidance: how masks reach the style layers, ``"simple"`` or ``"inside"``
         (:func:`jaxstyle.masks.guide_pyramid`).
+      strength_map: the strength of the style at each pixel, in [0, 1], in the content's
+        coordinates (a path or an array): the style loss's gradient there is scaled by it, so
+        that a uniform strength ``c`` is a style weight times ``c``
+        (:func:`jaxstyle.losses.loss_terms`).
       **overrides: any field of :class:`~jaxstyle.config.Settings`, e.g. ``steps=200``, or of
         :class:`~jaxstyle.config.Execution`, e.g. ``remat="blocks"``, ``compute_dtype="bfloat16"``,
         ``dtype="float64"`` (needs ``jax_enable_x64``), ``save_every=100``.
@@ -267,6 +273,7 @@ def stylize(
         style_image_masks=style_image_masks,
         edit_mask=edit_mask,
         guidance=guidance,
+        strength_map=strength_map,
         **overrides,
     )
     return optimize(

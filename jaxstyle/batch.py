@@ -61,6 +61,7 @@ def select_targets(
         temporal=temporal,
         guides=jax.tree.map(lambda t: t[content_index], stacked.guides),
         edit=jax.tree.map(lambda t: t[content_index], stacked.edit),
+        strength=None if stacked.strength is None else stacked.strength[content_index],
     )
 
 

@@ -78,6 +78,25 @@ def guide_pyramid(masks: Array, names: Sequence[str], taps: Sequence[str], guida
     return tuple(found[name] for name in taps)
 
 
+def strength_pyramid(strength: Array, names: Sequence[str], taps: Sequence[str]) -> tuple[tuple, Array]:
+    """A strength map ``(N, H, W, 1)`` at each of the layers ``taps``: ``(ratios, means)``.
+
+    The map reaches each layer as :func:`guide_pyramid`'s ``simple`` guidance does (a
+    neuron's strength is the mean over the pixels below it, pooling by pooling), ``s_l``.
+    ``ratios``: ``s_l / mean_p s_l`` per tap (0 where the mean is 0), ``(N, h, w, 1)``,
+    the factor on the style gradient at each position; ``means``: ``mean_p s_l``,
+    ``(N, len(taps))``, the factor on each layer's style term
+    (:func:`jaxstyle.losses.strength_scaled`, :func:`jaxstyle.losses.loss_terms`).
+    """
+    levels = guide_pyramid(strength, names, taps, "simple")
+    means = jnp.stack([jnp.mean(s, axis=(1, 2, 3)) for s in levels], axis=-1)
+    ratios = tuple(
+        jnp.where(m[:, None, None, None] > 0, s / jnp.where(m > 0, m, 1)[:, None, None, None], 0)
+        for s, m in zip(levels, means.T, strict=True)
+    )
+    return ratios, means
+
+
 def region_mass(guide: Array) -> Array:
     """``sum_p m_r(p)^2`` of ``(N, H, W, R)`` guides, ``(N, R)``: the weight a region's guided Gram
     matrix is normalised by (:func:`jaxstyle.losses.guided_gram`); 0 for a region the layer
@@ -102,17 +121,19 @@ class Masks:
         ``(h, w)`` in its coordinates, or ``None`` (all of it); ``None``: none given.
       edit: per content image, the mask of the pixels optimised ``(H, W)`` (one entry: the
         same for every content image); ``None``: every pixel.
+      strength: per content image, the strength of the style at each pixel ``(H, W)`` (one
+        entry: the same for every content image); ``None``: 1 everywhere.
       guidance: ``simple`` or ``inside`` (:func:`guide_pyramid`).
-      names: what each mask is called in messages (a file, or an option).
     """
 
     style: list[np.ndarray] | None = None
     style_image: list[np.ndarray | None] | None = None
     edit: list[np.ndarray] | None = None
+    strength: list[np.ndarray] | None = None
     guidance: str = "simple"
 
     def for_content(self, kind: str, index: int) -> np.ndarray | None:
-        """Content image ``index``'s ``style`` or ``edit`` masks (``None``: none given)."""
+        """Content image ``index``'s ``style``, ``edit`` or ``strength`` masks (``None``: none given)."""
         masks = getattr(self, kind)
         if masks is None:
             return None
@@ -120,7 +141,8 @@ class Masks:
 
     def arrays(self) -> list[np.ndarray]:
         """Every mask array, in a fixed order (what a checkpoint's fingerprint digests)."""
-        groups = (self.style or [], [m for m in self.style_image or [] if m is not None], self.edit or [])
+        style_image = [m for m in self.style_image or [] if m is not None]
+        groups = (self.style or [], style_image, self.edit or [], self.strength or [])
         return [m for group in groups for m in group]
 
 
@@ -183,15 +205,17 @@ def read_masks(
     style_image_masks: Sequence[MaskLike | None] | None = None,
     edit_mask: MaskLike | None = None,
     guidance: str = "simple",
+    strength_map: MaskLike | None = None,
 ) -> Masks | None:
     """Read and check a run's masks (``None`` when none is given).
 
     ``style_masks``: one per style image, in the content images' coordinates (the first
     content image's aspect); ``style_image_masks``: one per style image (``None`` for all of
-    it), in that image's coordinates; ``edit_mask``: in the content's coordinates. A mask
-    may be of any size of its image's aspect: it is resized with the image at every scale.
+    it), in that image's coordinates; ``edit_mask`` and ``strength_map``: in the content's
+    coordinates (a strength map may be all black: no style anywhere). A mask may be of any
+    size of its image's aspect: it is resized with the image at every scale.
     """
-    if style_masks is None and style_image_masks is None and edit_mask is None:
+    if style_masks is None and style_image_masks is None and edit_mask is None and strength_map is None:
         return None
     if guidance not in GUIDANCE:
         raise JaxstyleError(f"--guidance must be one of {', '.join(GUIDANCE)}, not {guidance!r}")
@@ -222,6 +246,13 @@ def read_masks(
         ]
     if edit_mask is not None:
         masks.edit = [checked_mask(edit_mask, mask_name(edit_mask, "--edit-mask", 1), content_hw, "content image")]
+    if strength_map is not None:
+        name = mask_name(strength_map, "--strength-map", 1)
+        arr = as_mask(strength_map, name)
+        if not same_aspect(arr.shape, content_hw):
+            (h, w), (hh, ww) = arr.shape, content_hw
+            raise JaxstyleError(f"mask {name} is {h}x{w} pixels: not the aspect of the content image, {hh}x{ww}")
+        masks.strength = [arr]
     return masks
 
 

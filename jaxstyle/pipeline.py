@@ -45,7 +45,7 @@ from jaxstyle.config import (
     value_type,
 )
 from jaxstyle.errors import JaxstyleError, Stopped
-from jaxstyle.losses import EditTarget, LossWeights, Targets, TemporalTarget
+from jaxstyle.losses import EditTarget, Guide, LossWeights, Targets, TemporalTarget
 from jaxstyle.plan import RunPlan, StagePlan, make_plan, spatial_multiple, stage_is_split
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import (
@@ -347,12 +347,13 @@ def targets_at(
     content = stack_content_targets_jit(
         network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
-    guides, edit = mask_targets(network, settings, inputs, size, range(len(inputs.contents)))
+    guides, edit, strength = mask_targets(network, settings, inputs, size, range(len(inputs.contents)))
     return Targets(
         content=content,
         style=style_targets_jit(style_statistics_at(network, settings, inputs, size, place), network.recipe),
         guides=guides,
         edit=edit,
+        strength=strength,
     )
 
 
@@ -421,22 +422,39 @@ def style_image_guides(
 
 def mask_targets(
     network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int], contents: Sequence[int]
-) -> tuple[tuple | None, EditTarget | None]:
-    """The guides ``(Nc, 1, h, w, R)`` at each style layer and the edit target (content image and
-    mask, ``(Nc, 1, H, W, 3)`` and ``(Nc, 1, H, W, 1)``) of the content images ``contents`` at
-    ``size``; ``None`` where no such masks are given."""
+) -> tuple[tuple[Guide, ...] | None, EditTarget | None, jax.Array | None]:
+    """What the masks of the content images ``contents`` make at ``size``, stacked ``(Nc, 1, ...)``:
+    a :class:`~jaxstyle.losses.Guide` at each style layer (region guides ``(Nc, 1, h, w, R)``,
+    strength ratios ``(Nc, 1, h, w, 1)``), the edit target (content image and mask,
+    ``(Nc, 1, H, W, 3)`` and ``(Nc, 1, H, W, 1)``) and the mean strength at each style layer
+    ``(Nc, 1, L)``; ``None`` where no such masks are given."""
     masks = inputs.masks
     if masks is None:
-        return None, None
-    guides = edit = None
+        return None, None, None
+    layers, style = network_layers(network, settings), network.recipe.style
+    regions = strength = means = edit = None
     if masks.style is not None:
-        pyramids = [guides_of(network, settings, masks, masks.for_content("style", c), size) for c in contents]
-        guides = jax.tree.map(lambda *xs: jnp.stack(xs), *pyramids)
+        regions = stacked([guides_of(network, settings, masks, masks.for_content("style", c), size) for c in contents])
+    if masks.strength is not None:
+        maps = [jnp.asarray(masklib.resized(masks.for_content("strength", c), size), network.dtype) for c in contents]
+        pyramids = [masklib.strength_pyramid(m[None, :, :, None], layers, style) for m in maps]
+        strength, means = stacked([p[0] for p in pyramids]), stacked([p[1] for p in pyramids])
+    guides = None
+    if regions is not None or strength is not None:
+        guides = tuple(
+            Guide(None if regions is None else regions[i], None if strength is None else strength[i])
+            for i in range(len(style))
+        )
     if masks.edit is not None:
         image = to_network_images([inputs.contents[c] for c in contents], size, network)
         mask = np.stack([masklib.resized(masks.for_content("edit", c), size) for c in contents])
         edit = EditTarget(image, jnp.asarray(mask, network.dtype)[:, None, :, :, None])
-    return guides, edit
+    return guides, edit, means
+
+
+def stacked(trees: Sequence[Any]) -> Any:
+    """Pytrees of the same structure stacked leaf by leaf along a new first axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def style_images_at(
@@ -465,12 +483,13 @@ def point_targets(network: Network, settings: Settings, inputs: Inputs, size: tu
     stats = style_statistics_at(network, settings, inputs, size, blends=inputs.blends[point.style])
     if inputs.masks is not None and inputs.masks.style is not None:
         stats = jax.tree.map(lambda x: x[0], stats)
-    guides, edit = mask_targets(network, settings, inputs, size, [point.content])
+    guides, edit, strength = mask_targets(network, settings, inputs, size, [point.content])
     return Targets(
         content=content_targets_jit(network.graphdef, network.params, content, recipe),
         style=style_targets_jit(stats, recipe),
         guides=jax.tree.map(lambda x: x[0], guides),
         edit=jax.tree.map(lambda x: x[0], edit),
+        strength=None if strength is None else strength[0],
     )
 
 
@@ -681,15 +700,17 @@ class MaskInputs:
       style_image: one mask per style image (or ``None``), in its own coordinates (``--style-image-masks``).
       edit: the mask of the pixels optimised (``--edit-mask``).
       guidance: ``simple`` or ``inside`` (``--guidance``).
+      strength: the strength of the style at each pixel (``--strength-map``).
     """
 
     style: Sequence[masklib.MaskLike] | None = None
     style_image: Sequence[masklib.MaskLike | None] | None = None
     edit: masklib.MaskLike | None = None
     guidance: str = "simple"
+    strength: masklib.MaskLike | None = None
 
     def given(self) -> bool:
-        return self.style is not None or self.style_image is not None or self.edit is not None
+        return any(x is not None for x in (self.style, self.style_image, self.edit, self.strength))
 
 
 def with_masks(inputs: Inputs, given: MaskInputs, style_blends: Sequence[Sequence[float]] | None) -> Inputs:
@@ -702,6 +723,7 @@ def with_masks(inputs: Inputs, given: MaskInputs, style_blends: Sequence[Sequenc
         given.style_image,
         given.edit,
         given.guidance,
+        given.strength,
     )
     if masks is not None and masks.style is not None:
         if style_blends is not None and len(style_blends) > 1:
@@ -1135,6 +1157,7 @@ def fingerprint(job: Job) -> dict[str, str]:
 def mask_digest(masks: masklib.Masks) -> str:
     """A digest of a run's masks: which kinds are given, their arrays, and the guidance."""
     kinds = [masks.style is not None, masks.style_image is not None, masks.edit is not None]
+    kinds += [masks.strength is not None] if masks.strength is not None else []  # older digests unchanged
     present = [m is not None for m in masks.style_image or []]
     return digest(kinds, present, masks.guidance, *masks.arrays())
 

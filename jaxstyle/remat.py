@@ -25,7 +25,17 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
-from jaxstyle.losses import LayerStatistics, add_sums, layer_statistics, layer_sums, sums_statistics, zero_sums
+from jaxstyle.losses import (
+    Guide,
+    LayerStatistics,
+    add_sums,
+    as_guide,
+    flat_positions,
+    layer_statistics,
+    layer_sums,
+    sums_statistics,
+    zero_sums,
+)
 
 BAND_ROWS = 128  # image rows per band (rounded up to a multiple of the bands' pooling factor)
 BANDED_BLOCKS = 2  # blocks computed in bands: VGG's widest activations (full and half resolution)
@@ -37,7 +47,7 @@ def block_features(
     content: Sequence[str],
     style: Sequence[str],
     style_losses: Sequence[str],
-    guides: dict[str, Array] | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """``remat="blocks"``: each block a ``jax.checkpoint`` returning its output, content features
     and style statistics (``guides``: the guidance channels of each style layer, or ``None``)."""
@@ -94,7 +104,7 @@ def banded_features(
     style: Sequence[str],
     style_losses: Sequence[str],
     band_rows: int | None = None,
-    guides: dict[str, Array] | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[Array, dict[str, Array], dict[str, LayerStatistics]]:
     """The layers ``names`` (from the network's input) applied to ``image`` band by band.
 
@@ -116,11 +126,13 @@ def banded_features(
             heights.append(heights[-1] // 2)
             widths.append(widths[-1] // 2)
     taps = [n_ for n_ in names if n_ in content or n_ in style]
-    band_guides = {}  # each guided style layer's guide, its rows padded to the bands' end
+    band_guides = {}  # each guided style layer's guide (every leaf), its rows padded to the bands' end
     for name, guide in guides.items():
         if name in names:
             rows_here = count * rows // 2 ** _level(names, name)
-            band_guides[name] = jnp.pad(guide, ((0, 0), (0, rows_here - guide.shape[1]), (0, 0), (0, 0)))
+            band_guides[name] = jax.tree.map(
+                lambda g, r=rows_here: jnp.pad(g, ((0, 0), (0, r - g.shape[1]), (0, 0), (0, 0))), as_guide(guide)
+            )
 
     def band(sums: dict, index: Array) -> tuple[dict, tuple[Array, dict]]:
         net = nnx.merge(graphdef, params)
@@ -141,8 +153,11 @@ def banded_features(
                 if name in style:
                     g = band_guides.get(name)
                     if g is not None:
-                        g = jax.lax.dynamic_slice_in_dim(g, index * rows // 2**level, rows // 2**level, axis=1)
-                        g = g.reshape(n, -1, g.shape[-1])
+                        first_row, band = index * rows // 2**level, rows // 2**level
+                        g = jax.tree.map(
+                            lambda x, a=first_row, b=band: jax.lax.dynamic_slice_in_dim(x, a, b, axis=1), g
+                        )
+                        g = flat_positions(g)
                     new_sums[name] = add_sums(sums[name], layer_sums(f.reshape(n, -1, f.shape[-1]), style_losses, g))
         lo = halo // scale
         return new_sums, (x[:, lo : lo + rows // scale], inner)
@@ -151,7 +166,8 @@ def banded_features(
     for name in style:
         if name in names:
             c = _channels(names, name, model.spec.conv_shapes())
-            channels = guides[name].shape[-1] if name in guides else None
+            regions = as_guide(guides.get(name)).regions
+            channels = None if regions is None else regions.shape[-1]
             sums0[name] = zero_sums(style_losses, n, c, jnp.dtype(model.conv1_1.dtype or image.dtype), channels)
     sums, (outs, inners) = jax.lax.scan(jax.checkpoint(band), sums0, jnp.arange(count))
     out = _assemble(outs, heights[-1])
@@ -186,7 +202,7 @@ def banded_network_features(
     content: Sequence[str],
     style: Sequence[str],
     style_losses: Sequence[str],
-    guides: dict[str, Array] | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """``remat="bands"``: the first :data:`BANDED_BLOCKS` blocks by bands
     (:func:`banded_features`), the rest of the network on their output."""

@@ -30,7 +30,7 @@ from jax import Array
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jaxstyle.losses import LayerStatistics, layer_sums, sums_statistics
+from jaxstyle.losses import LayerStatistics, flat_positions, layer_sums, sums_statistics
 from jaxstyle.mesh import AXIS, SPACE
 
 
@@ -84,7 +84,7 @@ def local_features(
                 found_content[name] = x
             if name in style:
                 n, h, w, c = x.shape
-                g = None if name not in (guides or {}) else guides[name].reshape(n, h * w, -1)  # this device's rows
+                g = None if name not in (guides or {}) else flat_positions(guides[name])  # this device's rows
                 sums = jax.lax.psum(layer_sums(x.reshape(n, h * w, c), style_losses, g), SPACE)
                 found_style[name] = sums_statistics(sums, h * shards * w)
         return x, found_content, found_style

@@ -387,3 +387,39 @@ def test_a_mask_at_half_size_is_taken(tmp_path, tiny_cli, on_disk):
     proc = run_cli("stylize", on_disk["content"], on_disk["style"], "-o", out, *args, *tiny_cli)
     assert proc.returncode == 0, proc.stderr
     assert out.exists()
+
+
+# --------------------------------------------------------------------------- strength
+
+
+def test_a_uniform_strength_is_the_style_weight_times_it_float64(tiny, pictures):
+    content, style, _ = pictures
+    c = 0.375  # exact in float32, as masks are read
+    scaled = jaxstyle.stylize(content, style, steps=4, style_weight=1000.0 * c, **tiny, **F64)
+    mapped = jaxstyle.stylize(content, style, steps=4, strength_map=np.full(SIZE, c), **tiny, **F64)
+    assert mapped.settings.style_loss == "gram" and mapped.settings.style_weight == 1000.0
+    np.testing.assert_allclose(mapped.image, scaled.image, rtol=0, atol=1e-10)
+    # The style term reported is the strength-weighted one: c times the unweighted term.
+    np.testing.assert_allclose(mapped.trace["total"], scaled.trace["total"], rtol=1e-10)
+    np.testing.assert_allclose(mapped.trace["style"], c * scaled.trace["style"], rtol=1e-10)
+
+
+def test_a_strength_map_scales_the_style_gradient_at_each_position(rng):
+    """At one layer: the gradient of the style term with strength ratios ``s / mean s`` and the
+    term times ``mean s`` is ``s(p)`` times the unmasked gradient at each position."""
+    from jaxstyle.losses import Guide, gram_matrix, layer_statistics, style_loss
+
+    f = jnp.asarray(rng.uniform(0, 1, (1, 6, 7, 5)))
+    s = jnp.asarray(rng.uniform(0, 1, (1, 6, 7, 1)))
+    target = (gram_matrix(jnp.asarray(rng.uniform(0, 1, (1, 6, 7, 5)))),)
+    ones = jnp.ones(1)
+
+    def plain(x):
+        return style_loss([layer_statistics(x, ("gram",))], target, ones)
+
+    def strong(x):
+        stats = layer_statistics(x, ("gram",), Guide(strength=s / jnp.mean(s)))
+        return style_loss([stats], target, ones * jnp.mean(s))
+
+    assert float(strong(f)) == pytest.approx(float(jnp.mean(s) * plain(f)), rel=1e-13)
+    np.testing.assert_allclose(jax.grad(strong)(f), s * jax.grad(plain)(f), rtol=1e-12)

@@ -368,6 +368,11 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--edit-mask", help="greyscale mask of the pixels optimised; the others stay the content's exactly")
     g.add_argument(
+        "--strength-map",
+        help="greyscale map of the style's strength at each pixel (black: none, white: full); "
+        "a uniform grey c is --style-weight times c",
+    )
+    g.add_argument(
         "--guidance",
         choices=("simple", "inside"),
         default="simple",
@@ -382,7 +387,7 @@ def mask_inputs(args: argparse.Namespace) -> Any:
 
     style = list(csv_names(args.style_masks)) if args.style_masks else None
     style_image = [name or None for name in args.style_image_masks.split(",")] if args.style_image_masks else None
-    masks = MaskInputs(style, style_image, args.edit_mask or None, args.guidance)
+    masks = MaskInputs(style, style_image, args.edit_mask or None, args.guidance, args.strength_map or None)
     return masks if masks.given() else None
 
 

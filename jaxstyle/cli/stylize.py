@@ -120,6 +120,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             "style_masks": args.style_masks,
             "style_image_masks": args.style_image_masks,
             "edit_mask": args.edit_mask,
+            "strength_map": args.strength_map,
             "guidance": args.guidance,
         }
     save_image(out, result.image, metadata)
