@@ -10,7 +10,11 @@ pyramid written independently with ``torch.nn.functional`` poolings.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -423,3 +427,22 @@ def test_a_strength_map_scales_the_style_gradient_at_each_position(rng):
 
     assert float(strong(f)) == pytest.approx(float(jnp.mean(s) * plain(f)), rel=1e-13)
     np.testing.assert_allclose(jax.grad(strong)(f), s * jax.grad(plain)(f), rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- split over devices
+
+
+def test_a_masked_split_run_equals_the_whole_run_float64(tmp_path, tiny_weights):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    out = tmp_path / "masked.npz"
+    worker = [sys.executable, str(root / "tests" / "masks_worker.py"), str(out), str(tiny_weights)]
+    subprocess.run(worker, check=True, env=env, cwd=root, timeout=900)
+    r = dict(np.load(out))
+    assert r["devices"] == 4
+    whole = r["stylize1_image"]
+    assert np.linalg.norm(r["stylize4_image"] - whole) / np.linalg.norm(whole) < 1e-10
+    np.testing.assert_allclose(r["stylize4_total"], r["stylize1_total"], rtol=1e-10)
+    for k in range(2):
+        a, b = r["sweep2_images"][k], r["sweep1_images"][k]
+        assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-10, k
