@@ -446,3 +446,24 @@ def test_a_masked_split_run_equals_the_whole_run_float64(tmp_path, tiny_weights)
     for k in range(2):
         a, b = r["sweep2_images"][k], r["sweep1_images"][k]
         assert np.linalg.norm(a - b) / np.linalg.norm(b) < 1e-10, k
+
+
+# --------------------------------------------------------------------------- video
+
+
+@pytest.mark.parametrize("mode", ["sequential", "multipass"])
+def test_a_static_edit_mask_holds_every_frame_outside_it(tiny, rng, mode):
+    from jaxstyle.clips import video
+    from jaxstyle.pipeline import MaskInputs
+
+    frames = rng.integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
+    mask = np.zeros((32, 48), np.float32)
+    mask[8:24, 12:36] = 1
+    style = rng.uniform(0, 1, (32, 32, 3))
+    out = video(
+        frames, style, mode=mode, passes=2, steps=2, init="noise", size=(32, 48), masks=MaskInputs(edit=mask), **tiny
+    )
+    eight_bit = np.round(out.frames * 255).astype(np.uint8)
+    outside = mask == 0
+    np.testing.assert_array_equal(eight_bit[:, outside], frames[:, outside])
+    assert (eight_bit[:, ~outside] != frames[:, ~outside]).any()
