@@ -1145,8 +1145,9 @@ def fingerprint(job: Job) -> dict[str, str]:
         "settings": digest(job.settings.to_dict(), [dataclasses.astuple(p) for p in job.points]),
         "execution choices": digest(execution.remat, execution.spatial_shards),
         "inputs": digest(*inputs.contents, *inputs.styles, inputs.blends, inputs.init_rgb is None)
-        + (digest(inputs.init_rgb) if inputs.init_rgb is not None else ""),
-        **({} if inputs.masks is None else {"masks": mask_digest(inputs.masks)}),
+        + (digest(inputs.init_rgb) if inputs.init_rgb is not None else "")
+        # The masks are inputs: a masked run's digest has theirs too (an unmasked run's is as before).
+        + (mask_digest(inputs.masks) if inputs.masks is not None else ""),
         "weights": weightsio.file_digests(network.weights_file)[0],
         "dtypes": digest(str(network.dtype), str(network.compute_dtype)),
         # Not the batch plan's reason: it quotes the memory free at the time.

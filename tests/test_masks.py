@@ -284,14 +284,15 @@ def test_resume_with_masks_is_exact(tmp_path, tiny, pictures):
     )
     np.testing.assert_array_equal(resumed.image, reference.image)
     np.testing.assert_array_equal(resumed.trace["total"], reference.trace["total"])
-    # Other masks are another run: the checkpoint refuses them.
-    with pytest.raises(JaxstyleError, match="masks"):
-        jaxstyle.stylize(
-            content,
-            [style1, style2],
-            checkpoint=CheckpointOptions(tmp_path / "ck", resume=True),
-            **{**common, "style_masks": [right, left]},
-        )
+    # Other masks, or none, are another run: the checkpoint refuses them.
+    for other in ({"style_masks": [right, left]}, {"edit_mask": None}):
+        with pytest.raises(JaxstyleError, match="made with other inputs"):
+            jaxstyle.stylize(
+                content,
+                [style1, style2],
+                checkpoint=CheckpointOptions(tmp_path / "ck", resume=True),
+                **{**common, **other},
+            )
 
 
 def test_a_style_image_mask_restricts_the_target_to_its_part(tiny, pictures):
