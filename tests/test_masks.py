@@ -532,3 +532,14 @@ def test_two_regions_on_the_real_vgg19_each_move_towards_their_own_style(real_vg
             own = distance(ours, r) / distance(before, r)
             other = distance(ours, 1 - r) / distance(before, 1 - r)
             assert own < 0.8 and own < other, (r, name, own, other)
+
+
+def test_a_sweep_command_with_regions_has_one_style_target(tmp_path, tiny_cli, on_disk):
+    out = tmp_path / "sweep"
+    style2 = write(tmp_path / "s2.png", np.asarray(Image.open(on_disk["style"]))[::-1])
+    right = write(tmp_path / "right.png", 255 - np.asarray(Image.open(on_disk["good"])))
+    args = ("--style-masks", f"{on_disk['good']},{right}", "--style-weight", "1e2,1e3", "--size", "48x64")
+    styles = f"{on_disk['style']},{style2}"
+    proc = run_cli("sweep", on_disk["content"], styles, "-o", out, *args, "--steps", "2", "-q", *tiny_cli)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list(out.glob("0*.png"))) == 2  # two style weights, one style target (each style in its region)
