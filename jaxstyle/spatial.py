@@ -30,7 +30,7 @@ from jax import Array
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jaxstyle.losses import LayerStatistics, flat_positions, layer_sums, sums_statistics
+from jaxstyle.losses import Guide, LayerStatistics, flat_positions, layer_sums, sums_statistics
 from jaxstyle.mesh import AXIS, SPACE
 
 
@@ -56,7 +56,7 @@ def local_features(
     style: Sequence[str],
     style_losses: Sequence[str],
     remat: str,
-    guides: dict[str, Array] | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """Inside ``shard_map``: this device's content features and every device's style statistics.
 
@@ -106,7 +106,7 @@ def split_features(
     style: Sequence[str],
     style_losses: Sequence[str],
     remat: str = "none",
-    guides: dict[str, Array] | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """:func:`local_features` of ``image`` (N, H, W, 3), its rows split over ``mesh``'s ``space`` axis.
 
