@@ -506,8 +506,11 @@ def at_side(path: Path, side: int):
 
 
 def mask_tile(path: Path, height: int, caption: str) -> tuple[Image.Image, str]:
+    """A mask, framed in grey (its white would not show on the page)."""
+    from PIL import ImageOps
+
     with Image.open(path) as img:
-        return fit(img.convert("RGB"), min(height, INPUT_HEIGHT)), caption
+        return ImageOps.expand(fit(img.convert("RGB"), min(height, INPUT_HEIGHT) - 2), 1, (128, 128, 128)), caption
 
 
 def masks_panel(
@@ -526,9 +529,11 @@ def masks_panel(
     tiles = [*inputs, (result, f"result ({meta['seconds']:.0f} s)")]
     first, second = describe_settings(meta["settings"], meta.get("scales"))
     masks = meta.get("masks", {})
-    given = ", ".join(
-        f"--{k.replace('_', '-')} {Path(v).name if k != 'guidance' else v}" for k, v in masks.items() if v
-    )
+
+    def names(key: str, value: str) -> str:  # the files' names, not their paths
+        return value if key == "guidance" else ",".join(Path(v).name for v in value.split(","))
+
+    given = ", ".join(f"--{k.replace('_', '-')} {names(k, v)}" for k, v in masks.items() if v)
     lines = [first, second, f"Masks: {given}", describe_weights(meta["weights"]), note]
     lines.append(
         f"Seconds: optimisation incl. compilation (PNG metadata), on {cpu_name()}, under load average "
