@@ -568,7 +568,8 @@ def make_regions_panel(panel: Panel, images: Path, work: Path, weights: Path | N
 
 def make_restoration_panel(panel: Panel, images: Path, work: Path, weights: Path | None, out_dir: Path) -> dict:
     """A damaged photo restored in its own style: a rectangle of the photo blanked, only it
-    optimised (--edit-mask), its style from the photo's intact part (--style-image-masks)."""
+    optimised (--edit-mask), its region's style (--style-masks) the photo's intact part's
+    (the same photo as the style image, with --style-image-masks)."""
     import numpy as np
 
     pixels = at_side(images / panel.content, 192)
@@ -583,18 +584,11 @@ def make_restoration_panel(panel: Panel, images: Path, work: Path, weights: Path
         write_grey(work / "restoration_hole.png", hole),
         write_grey(work / "restoration_intact.png", 1 - hole),
     )
-    command = [
-        rel(photo),
-        rel(photo),
-        *panel.runs[0].args,
-        "--edit-mask",
-        rel(edit),
-        "--style-image-masks",
-        rel(intact),
-    ]
+    command = [rel(photo), rel(photo), *panel.runs[0].args, "--edit-mask", rel(edit), "--style-masks", rel(edit)]
+    command += ["--style-image-masks", rel(intact)]
     height = INPUT_HEIGHT
-    inputs = [(fit(Image.open(photo).convert("RGB"), height), "damaged photo (content and style)")]
-    inputs += [mask_tile(edit, height, "--edit-mask")]
+    inputs = [(fit(Image.open(photo).convert("RGB"), height), "damaged photo")]
+    inputs += [mask_tile(edit, height, "the hole"), mask_tile(intact, height, "its intact part")]
     return masks_panel(panel, work, weights, out_dir, command, inputs, panel.note)
 
 
@@ -613,18 +607,14 @@ PANELS = (
     ),
     Panel(
         "restoration",
-        "A damaged region restored in the photo's own style (--edit-mask, --style-image-masks)",
+        "A damaged region restored in the photo's own style (--edit-mask, --style-masks, --style-image-masks)",
         "tubingen.jpg",
         (),
-        (
-            Run(
-                "restoration",
-                (*MASKS_SIDE, "--preset", "gatys", "--init", "noise", "--content-weight", "0", "--steps", "300"),
-            ),
-        ),
-        note="A rectangle of the photo (192 px) blanked to grey; only it is optimised, from noise, with no content "
-        "loss (it has no content): the style of the photo's intact part (its guided Gram matrices) and TV. Every "
-        "pixel outside the rectangle is the damaged photo's own, bit for bit.",
+        (Run("restoration", (*GATYS_FROM_PHOTO, "--content-weight", "0", "--steps", "300")),),
+        note="A rectangle of the photo (192 px) blanked to grey; only it is optimised (--edit-mask), from the grey, "
+        "with no content loss (it has no content): its guided Gram matrices (the hole as the one region) pulled "
+        "to those of the photo's intact part (the same photo as the style image, --style-image-masks), and TV. "
+        "Every pixel outside the rectangle is the damaged photo's own, bit for bit.",
         maker=make_restoration_panel,
     ),
 )
