@@ -232,7 +232,7 @@ def test_masks_through_two_scales(tiny, pictures):
     assert len(stages) == 2 and stages[-1].size == SIZE
     for stage in stages:
         targets = problem.job.targets_at(stage.size)
-        guide = np.asarray(targets.guides[0])  # relu1_1, (Nc, 1, h, w, R)
+        guide = np.asarray(targets.guides[0].regions)  # relu1_1, (Nc, 1, h, w, R)
         assert guide.shape == (1, 1, *stage.size, 2)
         np.testing.assert_allclose(guide[0, 0, :, :, 0], masklib.resized(small[0], stage.size), atol=1e-7)
         assert targets.edit.mask.shape == (1, 1, *stage.size, 1)
