@@ -17,7 +17,8 @@ from jaxstyle.checkpoint import CheckpointOptions
 from jaxstyle.config import Execution, Settings, Stage, numbers_checked_as, resolve, split_execution
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.losses import LossWeights, Targets
-from jaxstyle.pipeline import ChunkReport, ImageLike, Job, prepare_job, run_job, single_device_mesh
+from jaxstyle.masks import MaskLike
+from jaxstyle.pipeline import ChunkReport, ImageLike, Job, MaskInputs, prepare_job, run_job, single_device_mesh
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import Diverged, Recipe, SolverState, start_state
 
@@ -119,6 +120,12 @@ def prepare(
     weights: str | os.PathLike | None = None,
     settings: Settings | None = None,
     execution: Execution | None = None,
+    style_masks: Sequence[MaskLike] | None = None,
+    style_image_masks: Sequence[MaskLike | None] | None = None,
+    edit_mask: MaskLike | None = None,
+    guidance: str = "simple",
+    strength_map: MaskLike | None = None,
+    masks: MaskInputs | None = None,
     **overrides: Any,
 ) -> Problem:
     """Read and check everything a run needs, so that a run fails before it starts.
@@ -127,14 +134,30 @@ def prepare(
     :class:`~jaxstyle.config.Execution` (``dtype="float64"``, which needs
     ``jax_enable_x64`` and the parity tests use; ``compute_dtype="bfloat16"``;
     ``remat``; ``save_every``) go into ``execution``, the others into the settings.
+    ``masks``: the four mask arguments in one (:class:`~jaxstyle.pipeline.MaskInputs`), instead of them.
     """
+    masks = masks or MaskInputs(style_masks, style_image_masks, edit_mask, guidance, strength_map)
+    if settings is None and guides_needed(masks):
+        overrides.setdefault("style_loss", "guided")
     execution, overrides = split_execution(execution, overrides)
     with numbers_checked_as(execution.dtype):  # a float64 run takes float64 numbers
         settings = settings or resolve(preset, **overrides)
     job = prepare_job(
-        [content], style_list(style), settings, weights=weights, execution=execution, space_devices=jax.device_count()
+        [content],
+        style_list(style),
+        settings,
+        weights=weights,
+        execution=execution,
+        space_devices=jax.device_count(),
+        masks=masks if masks.given() else None,
     )
     return Problem(job)
+
+
+def guides_needed(masks: MaskInputs) -> bool:
+    """Whether ``masks`` are guidance channels (regions or style-image masks), which the
+    ``guided`` style loss reads: a run given them and no style loss uses ``guided``."""
+    return masks.style is not None or masks.style_image is not None
 
 
 def optimize(
@@ -187,6 +210,11 @@ def stylize(
     on_snapshot: Callable[[int, np.ndarray], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
     stop_signal: Callable[[], int | None] | None = None,
+    style_masks: Sequence[MaskLike] | None = None,
+    style_image_masks: Sequence[MaskLike | None] | None = None,
+    edit_mask: MaskLike | None = None,
+    guidance: str = "simple",
+    strength_map: MaskLike | None = None,
     **overrides: Any,
 ) -> Result:
     """Stylize ``content`` in the manner of ``style``.
@@ -210,6 +238,20 @@ def stylize(
       stop_signal: asked after every chunk; a signal number stops the run there
         (after a checkpoint, if ``checkpoint`` is set) with
         :class:`~jaxstyle.pipeline.Stopped` (see :class:`jaxstyle.signals.StopRequests`).
+      style_masks: one region mask per style image, in the content's coordinates: paths of
+        greyscale images or ``(H, W)`` arrays in [0, 1] (white: this style; soft values
+        weight it). Style image ``r`` is matched in region ``r``; pixels no mask covers keep
+        the content. Selects ``style_loss="guided"`` unless another is asked (an error).
+        See docs/guide/spatial-control.md.
+      style_image_masks: one mask (or ``None``) per style image, in its own coordinates:
+        the part of it its statistics come from.
+      edit_mask: the pixels optimised; the others are the content's, bit for bit in 8 bits.
+      guidance: how masks reach the style layers, ``"simple"`` or ``"inside"``
+        (:func:`jaxstyle.masks.guide_pyramid`).
+      strength_map: the strength of the style at each pixel, in [0, 1], in the content's
+        coordinates (a path or an array): the style loss's gradient there is scaled by it, so
+        that a uniform strength ``c`` is a style weight times ``c``
+        (:func:`jaxstyle.losses.loss_terms`).
       **overrides: any field of :class:`~jaxstyle.config.Settings`, e.g. ``steps=200``, or of
         :class:`~jaxstyle.config.Execution`, e.g. ``remat="blocks"``, ``compute_dtype="bfloat16"``,
         ``dtype="float64"`` (needs ``jax_enable_x64``), ``save_every=100``.
@@ -227,6 +269,11 @@ def stylize(
         weights=weights,
         settings=settings,
         execution=execution,
+        style_masks=style_masks,
+        style_image_masks=style_image_masks,
+        edit_mask=edit_mask,
+        guidance=guidance,
+        strength_map=strength_map,
         **overrides,
     )
     return optimize(

@@ -53,11 +53,15 @@ def select_targets(
 ) -> Targets:
     """The targets of one setting: ``stacked.content[l][content_index]``, and every leaf of every
     style loss's targets at ``style_index``; ``temporal`` is the setting's own (per-setting data,
-    not shared)."""
+    not shared). Guidance channels and the edit target belong to a content image (a video
+    frame's masks are its own): ``[content_index]`` as the content features."""
     return Targets(
         content=tuple(t[content_index] for t in stacked.content),
         style=jax.tree.map(lambda t: t[style_index], stacked.style),
         temporal=temporal,
+        guides=jax.tree.map(lambda t: t[content_index], stacked.guides),
+        edit=jax.tree.map(lambda t: t[content_index], stacked.edit),
+        strength=None if stacked.strength is None else stacked.strength[content_index],
     )
 
 

@@ -52,7 +52,7 @@ from jaxstyle.videoio import DEFAULT_FOLDER_FPS, Clip, check_output, parse_range
 if TYPE_CHECKING:  # the pipeline imports JAX: only when a run starts
     from jax.sharding import Mesh
 
-    from jaxstyle.pipeline import ChunkReport, FrameTargets, Job
+    from jaxstyle.pipeline import ChunkReport, FrameTargets, Job, MaskInputs
 
     OnChunk = Callable[[ChunkReport], None] | None
 
@@ -234,6 +234,7 @@ def video(
     devices: int | None = None,
     execution: Execution | None = None,
     progress: Callable[[ChunkReport], None] | None = None,
+    masks: MaskInputs | None = None,
     **overrides: Any,
 ) -> VideoResult:
     """Stylize a clip with temporal consistency; write it to ``output`` if given.
@@ -256,6 +257,8 @@ def video(
         its ``batch_size`` is the frames per compiled micro-batch (default: from memory).
       progress: called with each chunk's :class:`~jaxstyle.pipeline.ChunkReport` (frames
         or passes count as micro-batches).
+      masks: regions, style-image masks, an edit mask or a strength map
+        (:class:`~jaxstyle.pipeline.MaskInputs`), the same for every frame.
       **overrides: as for :func:`jaxstyle.stylize`: every recipe setting, e.g. ``max_side=256``,
         ``steps=100``, and every field of :class:`~jaxstyle.config.Execution`, e.g. ``batch_size=4``.
     """
@@ -285,7 +288,7 @@ def video(
     start = time.perf_counter()
     motion = Motion.of(frames_rgb)
     flow_seconds = time.perf_counter() - start
-    common = {"weights": weights, "execution": execution}
+    common = {"weights": weights, "execution": execution, "masks": masks}
     start = time.perf_counter()
     if mode == "sequential":
         job = prepare_job([frames_rgb[0]], styles, settings, **common)

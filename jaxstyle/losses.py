@@ -95,6 +95,60 @@ class GaussianTarget(NamedTuple):
     cov_sqrt: Array
 
 
+class EditTarget(NamedTuple):
+    """What ``--edit-mask`` holds fixed (restoration): the optimised image is ``c + m (x - c)``.
+
+    Attributes:
+      image: the content image ``c`` in network space, ``(N, H, W, 3)``.
+      mask: ``m`` in [0, 1], ``(N, H, W, 1)``: 1 where pixels are optimised, 0 where they
+        stay the content's.
+    """
+
+    image: Array
+    mask: Array
+
+
+class Guide(NamedTuple):
+    """What a style layer's statistics read besides its features, per position (or ``None``).
+
+    Attributes:
+      regions: the guidance channels ``m_r`` of the ``guided`` loss, ``(N, h, w, R)`` (or
+        ``(N, P, R)`` flattened), in [0, 1].
+      strength: the strength map at this layer over its mean, ``s_l(p) / mean_p s_l``,
+        ``(N, h, w, 1)`` (or ``(N, P, 1)``): the factor on the style loss's gradient at each
+        position (:func:`strength_scaled`).
+    """
+
+    regions: Array | None = None
+    strength: Array | None = None
+
+
+def as_guide(guide: Guide | Array | None) -> Guide:
+    """A :class:`Guide`; an array is its guidance channels ``regions``."""
+    if guide is None:
+        return Guide()
+    return guide if isinstance(guide, Guide) else Guide(regions=guide)
+
+
+@jax.custom_jvp
+def strength_scaled(flat: Array, ratio: Array) -> Array:
+    """``flat`` itself, whose derivative is scaled at each position: ``d(out) = ratio * d(flat)``.
+
+    A layer's features pass through it on their way to the style statistics, so that the
+    style loss's gradient with respect to the features at position ``p`` is multiplied by
+    ``ratio(p) = s_l(p) / mean s_l`` (the strength map at the layer over its mean); with
+    the layer's style term multiplied by ``mean s_l`` (:func:`loss_terms`), the style force
+    at ``p`` is ``s_l(p)`` times the unmasked one. ``ratio`` is a constant (no derivative).
+    """
+    return flat
+
+
+@strength_scaled.defjvp
+def _strength_scaled_jvp(primals, tangents):
+    (flat, ratio), (dflat, _) = primals, tangents
+    return flat, (ratio * dflat).astype(dflat.dtype)
+
+
 class Targets(NamedTuple):
     """What the synthesized image is pulled towards, computed once before solving.
 
@@ -107,11 +161,20 @@ class Targets(NamedTuple):
         layer (:attr:`StyleLoss.target`: a Gram matrix for ``gram``, a
         :class:`GaussianTarget` for ``w2``); only the recipe's losses are present.
       temporal: the warped neighbouring frame and its mask (video frames only).
+      guides: at each style layer, a :class:`Guide`: the guidance channels of the
+        ``guided`` style loss at that layer's size (:func:`jaxstyle.masks.guide_pyramid`)
+        and the strength map's ratios; ``None``: no masks.
+      edit: with ``--edit-mask``, the content image and the mask of the pixels optimised.
+      strength: with a strength map, ``mean_p s_l`` at each style layer, ``(N, L)``: the
+        factor on each layer's style term (:func:`loss_terms`).
     """
 
     content: tuple[Array, ...]
     style: Mapping[str, tuple[Any, ...]]
     temporal: TemporalTarget | None = None
+    guides: tuple[Guide, ...] | None = None
+    edit: EditTarget | None = None
+    strength: Array | None = None
 
 
 def accumulation_dtype(dtype: jnp.dtype) -> jnp.dtype:
@@ -439,6 +502,19 @@ def tv_loss(image: Array, reduction: str = "mean", rows: int | None = None) -> A
     return 0.5 * (rows_mean(dy, dy_rows) + rows_mean(dx, rows))
 
 
+def edited_image(image: Array, edit: EditTarget | None) -> Array:
+    """``c + m (x - c)``: the image ``x`` with the pixels outside the edit mask ``m`` the content's ``c``.
+
+    The objective is a function of this image, so its gradient with respect to ``x`` is
+    ``m`` times the gradient at the composite: zero outside the mask, where no optimiser
+    then moves ``x`` (Adam's moments stay 0 there; L-BFGS's directions are sums of
+    gradients and past steps, all 0 there). ``None``: ``x`` itself.
+    """
+    if edit is None:
+        return image
+    return edit.image + edit.mask * (image - edit.image)
+
+
 def temporal_loss(image: Array, target: TemporalTarget) -> Array:
     """Ruder et al.'s short-term temporal loss of NHWC images (their eq. 7, ``mse`` criterion).
 
@@ -529,9 +605,13 @@ def style_loss_entry(name: str) -> StyleLoss:
     return STYLE_LOSSES[name]
 
 
-def layer_sums(flat: Array, style_losses: Sequence[str], guide: Array | None = None) -> dict[str, Any]:
-    """Every loss's :attr:`StyleLoss.sums` of ``(N, P, C)`` features (and guide ``(N, P, R)``), by name."""
-    return {name: style_loss_entry(name).sums(flat, guide) for name in style_losses}
+def layer_sums(flat: Array, style_losses: Sequence[str], guide: Guide | Array | None = None) -> dict[str, Any]:
+    """Every loss's :attr:`StyleLoss.sums` of ``(N, P, C)`` features, by name; ``guide``: a
+    :class:`Guide` flattened to ``(N, P, .)`` (an array: its guidance channels ``(N, P, R)``)."""
+    regions, strength = as_guide(guide)
+    if strength is not None:
+        flat = strength_scaled(flat, strength.astype(flat.dtype))
+    return {name: style_loss_entry(name).sums(flat, regions) for name in style_losses}
 
 
 def zero_sums(style_losses: Sequence[str], n: int, c: int, dtype: jnp.dtype, guide_channels: int | None = None) -> dict:
@@ -553,12 +633,19 @@ def sums_statistics(sums: dict, positions: int) -> LayerStatistics:
     return {name: style_loss_entry(name).statistics(s, positions) for name, s in sums.items()}
 
 
-def layer_statistics(features: Array, style_losses: Sequence[str], guide: Array | None = None) -> LayerStatistics:
-    """:data:`LayerStatistics` of NHWC ``features`` (and of the guidance channels ``guide``,
-    ``(N, H, W, R)`` at the features' size, or ``None``)."""
+def layer_statistics(
+    features: Array, style_losses: Sequence[str], guide: Guide | Array | None = None
+) -> LayerStatistics:
+    """:data:`LayerStatistics` of NHWC ``features`` (and of a :class:`Guide` at the features'
+    size, or of guidance channels ``(N, H, W, R)``, or ``None``)."""
     n, h, w, c = features.shape
-    flat_guide = None if guide is None else guide.reshape(n, h * w, guide.shape[-1])
+    flat_guide = flat_positions(as_guide(guide))
     return sums_statistics(layer_sums(features.reshape(n, h * w, c), style_losses, flat_guide), h * w)
+
+
+def flat_positions(tree: Any) -> Any:
+    """Every ``(N, H, W, K)`` leaf of ``tree`` as ``(N, H*W, K)``."""
+    return jax.tree.map(lambda x: x.reshape(x.shape[0], -1, x.shape[-1]), tree)
 
 
 def style_targets(stats: Sequence[LayerStatistics], style_losses: Sequence[str]) -> dict[str, tuple[Any, ...]]:
@@ -595,7 +682,10 @@ def loss_terms(
     with several, ``style`` is ``sum_i weights.style_loss[i] * style_i``, the setting's
     own with a one-hot ``style_loss`` (a non-finite value of another would still poison
     it: 0 * inf). With a temporal target (video frames), ``total`` adds ``w_t * temporal``
-    (:func:`temporal_loss`) and the returned dict has a ``temporal`` entry.
+    (:func:`temporal_loss`) and the returned dict has a ``temporal`` entry. With a strength
+    map ``s`` (:attr:`Targets.strength`), style layer ``l``'s term is ``mean_p s_l`` times its
+    distance, and its gradient at each position ``p`` is scaled by ``s_l(p) / mean s_l``
+    (:func:`strength_scaled`): a uniform strength ``c`` is exactly a style weight ``c w_s``.
 
     ``rows``: the image's own rows, where a split stage padded it below them with rows the
     features and targets hold zeros in (:mod:`jaxstyle.spatial`): the content and TV
@@ -609,7 +699,10 @@ def loss_terms(
         layer_rows = [rows // (image.shape[-3] // f.shape[-3]) for f in content_features]
     content = content_loss(content_features, targets.content, weights.content_layers, layer_rows)
     stats = [s if isinstance(s, dict) else layer_statistics(s, style_losses) for s in style_statistics]
-    styles = [style_loss(stats, targets.style[name], weights.style_layers, name) for name in style_losses]
+    layer_weights = weights.style_layers
+    if targets.strength is not None:  # a strength map: each layer's term times its mean strength
+        layer_weights = layer_weights * jnp.mean(targets.strength, axis=0)
+    styles = [style_loss(stats, targets.style[name], layer_weights, name) for name in style_losses]
     style = styles[0] if len(styles) == 1 else jnp.dot(weights.style_loss, jnp.stack(styles))
     tv = tv_loss(image, tv_reduction, rows)
     total = weights.content * content + weights.style * style + weights.tv * tv

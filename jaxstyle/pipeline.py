@@ -24,7 +24,9 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxstyle import image as imageio
+from jaxstyle import masks as masklib
 from jaxstyle import mesh as meshlib
+from jaxstyle import nets
 from jaxstyle import weights as weightsio
 from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
 from jaxstyle.checkpoint import CheckpointOptions, Checkpoints, Position, digest
@@ -43,7 +45,7 @@ from jaxstyle.config import (
     value_type,
 )
 from jaxstyle.errors import JaxstyleError, Stopped
-from jaxstyle.losses import LossWeights, Targets, TemporalTarget
+from jaxstyle.losses import EditTarget, Guide, LossWeights, Targets, TemporalTarget
 from jaxstyle.plan import RunPlan, StagePlan, make_plan, spatial_multiple, split_height
 from jaxstyle.preprocess import InputConvention
 from jaxstyle.solve import (
@@ -150,6 +152,7 @@ class Inputs:
       blends: ``(T, S)`` weights of the style images in each style target (rows sum to 1).
       init_rgb: the ``init`` image file's pixels, if ``init`` names one.
       output_size: ``(height, width)`` of the output.
+      masks: regions, style-image masks and the edit mask (:class:`jaxstyle.masks.Masks`), or ``None``.
     """
 
     contents: list[np.ndarray]
@@ -157,6 +160,7 @@ class Inputs:
     blends: np.ndarray
     init_rgb: np.ndarray | None
     output_size: tuple[int, int]
+    masks: masklib.Masks | None = None
 
 
 def read_inputs(
@@ -306,14 +310,21 @@ def to_network_images(rgbs: Sequence[np.ndarray], size: tuple[int, int], network
     return network.convention.to_network(jnp.asarray(resized, network.dtype)[:, None])
 
 
-def stacked_style_statistics(network: Network, images: Sequence[jax.Array]) -> tuple[Any, ...]:
+def stacked_style_statistics(
+    network: Network, images: Sequence[jax.Array], guides: Sequence[tuple | None] | None = None
+) -> tuple[Any, ...]:
     """Style statistics (:data:`~jaxstyle.losses.LayerStatistics`: for each of the recipe's
     style losses, e.g. Gram matrices, or means and second moments) of every style image at
-    every style layer; leaves ``(S, 1, ...)``.
+    every style layer; leaves ``(S, 1, ...)``. ``guides``: each image's guidance channels at
+    each style layer (:func:`style_image_guides`), or ``None``.
 
     Style images may differ in size (one compiled function per size); their statistics do not.
     """
-    stats = [style_statistics_jit(network.graphdef, network.params, image, network.recipe) for image in images]
+    guides = guides or [None] * len(images)
+    stats = [
+        style_statistics_jit(network.graphdef, network.params, image, network.recipe, g)
+        for image, g in zip(images, guides, strict=True)
+    ]
     return jax.tree.map(lambda *xs: jnp.stack(xs), *stats)
 
 
@@ -326,7 +337,9 @@ def targets_at(
 ) -> Targets:
     """Stacked targets for an output of ``size``: content features ``(Nc, 1, ...)`` per content
     layer, and each style loss's targets ``(T, 1, ...)`` per style layer from the blended
-    statistics, ``X_t = sum_s blends[t, s] * X_s`` (:func:`~jaxstyle.solve.blend_statistics`).
+    statistics, ``X_t = sum_s blends[t, s] * X_s`` (:func:`~jaxstyle.solve.blend_statistics`);
+    with masks, each content image's guides and edit target (:func:`mask_targets`), and
+    with regions the one target of :func:`region_statistics`.
 
     ``place`` puts each network-space image where its features are computed (a run whose
     images are split over devices computes them split too); by default, the default device.
@@ -335,7 +348,14 @@ def targets_at(
     content = stack_content_targets_jit(
         network.graphdef, network.params, place(to_network_images(inputs.contents, size, network)), network.recipe
     )
-    return Targets(content=content, style=style_targets_at(network, settings, inputs, size, place))
+    guides, edit, strength = mask_targets(network, settings, inputs, size, range(len(inputs.contents)))
+    return Targets(
+        content=content,
+        style=style_targets_at(network, settings, inputs, size, place),
+        guides=guides,
+        edit=edit,
+        strength=strength,
+    )
 
 
 def style_targets_at(
@@ -346,10 +366,117 @@ def style_targets_at(
     place: Callable[[jax.Array], jax.Array] | None = None,
 ) -> dict[str, tuple[Any, ...]]:
     """:attr:`~jaxstyle.losses.Targets.style` of :func:`targets_at`: each style loss's targets
-    ``(T, 1, ...)`` per style layer from the blended statistics of the style images."""
-    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size, place))
-    blended = blend_statistics(stats, jnp.asarray(inputs.blends, network.dtype))
-    return style_targets_jit(blended, network.recipe)
+    ``(T, 1, ...)`` per style layer from :func:`style_statistics_at`."""
+    return style_targets_jit(style_statistics_at(network, settings, inputs, size, place), network.recipe)
+
+
+def style_statistics_at(
+    network: Network,
+    settings: Settings,
+    inputs: Inputs,
+    size: tuple[int, int],
+    place: Callable[[jax.Array], jax.Array] | None = None,
+    blends: np.ndarray | None = None,
+) -> tuple[Any, ...]:
+    """The statistics every style target is made of, leaves ``(T, 1, ...)``: the blends
+    (``blends``, default every row of ``inputs.blends``) of the style images' statistics,
+    each restricted to its style-image mask if it has one; with regions, the one target
+    whose region ``r`` holds style image ``r``'s (:func:`region_statistics`)."""
+    masks = inputs.masks
+    images = style_images_at(network, settings, inputs, size, place)
+    guides = [style_image_guides(network, settings, masks, s, image.shape[1:3]) for s, image in enumerate(images)]
+    stats = stacked_style_statistics(network, images, guides)
+    if masks is not None and masks.style is not None:
+        return region_statistics(stats)
+    return blend_statistics(stats, jnp.asarray(inputs.blends if blends is None else blends, network.dtype))
+
+
+def region_statistics(stats: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The one style target of a run with regions, leaves ``(1, 1, R, ...)``, from the style images'
+    guided Gram matrices (leaves ``(S, 1, 1, C, C)``, one guidance channel each): style image
+    ``r``'s in region ``r``.
+
+    Each style image is matched in its own region (Gatys et al. 2017, section 4.1); blends
+    do not apply."""
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 0, 2), stats)
+
+
+def network_layers(network: Network, settings: Settings) -> tuple[str, ...]:
+    """The network's layers from its input to the deepest style layer, in order."""
+    spec = nets.network(settings.network)
+    return tuple(name for block in spec.blocks_until(spec.deepest(network.recipe.style)) for name in block)
+
+
+def pool_levels(network: Network, settings: Settings) -> dict[str, int]:
+    """Each of the network's layers (to the deepest style layer): how many 2x2 poolings lie before it."""
+    levels, level = {}, 0
+    for name in network_layers(network, settings):
+        level += name.startswith("pool")
+        levels[name] = level
+    return levels
+
+
+def guides_of(
+    network: Network, settings: Settings, masks: masklib.Masks, mask: np.ndarray, size: tuple[int, int]
+) -> tuple:
+    """The guide pyramid (:func:`jaxstyle.masks.guide_pyramid`) of a mask ``(H, W, R)`` resized to
+    ``size``, at each style layer, ``(1, h, w, R)``."""
+    resized = jnp.asarray(masklib.resized(mask, size), network.dtype)[None]
+    layers = network_layers(network, settings)
+    return masklib.guide_pyramid(resized, layers, network.recipe.style, masks.guidance)
+
+
+def style_image_guides(
+    network: Network, settings: Settings, masks: masklib.Masks | None, index: int, size: tuple[int, int]
+) -> tuple | None:
+    """Style image ``index``'s guides at each style layer (one channel, ``(1, h, w, 1)``) at its
+    ``size``: its style-image mask if it has one, else all ones when the run has regions;
+    ``None`` otherwise (the style losses' own statistics)."""
+    if masks is None or (masks.style is None and masks.style_image is None):
+        return None
+    mask = None if masks.style_image is None else masks.style_image[index]
+    if mask is None:
+        if masks.style is None:
+            return None
+        mask = np.ones((*size, 1), np.float32)
+    return guides_of(network, settings, masks, mask.reshape(*mask.shape[:2], 1), size)
+
+
+def mask_targets(
+    network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int], contents: Sequence[int]
+) -> tuple[tuple[Guide, ...] | None, EditTarget | None, jax.Array | None]:
+    """What the masks of the content images ``contents`` make at ``size``, stacked ``(Nc, 1, ...)``:
+    a :class:`~jaxstyle.losses.Guide` at each style layer (region guides ``(Nc, 1, h, w, R)``,
+    strength ratios ``(Nc, 1, h, w, 1)``), the edit target (content image and mask,
+    ``(Nc, 1, H, W, 3)`` and ``(Nc, 1, H, W, 1)``) and the mean strength at each style layer
+    ``(Nc, 1, L)``; ``None`` where no such masks are given."""
+    masks = inputs.masks
+    if masks is None:
+        return None, None, None
+    layers, style = network_layers(network, settings), network.recipe.style
+    regions = strength = means = edit = None
+    if masks.style is not None:
+        regions = stacked([guides_of(network, settings, masks, masks.for_content("style", c), size) for c in contents])
+    if masks.strength is not None:
+        maps = [jnp.asarray(masklib.resized(masks.for_content("strength", c), size), network.dtype) for c in contents]
+        pyramids = [masklib.strength_pyramid(m[None, :, :, None], layers, style) for m in maps]
+        strength, means = stacked([p[0] for p in pyramids]), stacked([p[1] for p in pyramids])
+    guides = None
+    if regions is not None or strength is not None:
+        guides = tuple(
+            Guide(None if regions is None else regions[i], None if strength is None else strength[i])
+            for i in range(len(style))
+        )
+    if masks.edit is not None:
+        image = to_network_images([inputs.contents[c] for c in contents], size, network)
+        mask = np.stack([masklib.resized(masks.for_content("edit", c), size) for c in contents])
+        edit = EditTarget(image, jnp.asarray(mask, network.dtype)[:, None, :, :, None])
+    return guides, edit, means
+
+
+def stacked(trees: Sequence[Any]) -> Any:
+    """Pytrees of the same structure stacked leaf by leaf along a new first axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def style_images_at(
@@ -370,15 +497,21 @@ def style_images_at(
 def point_targets(network: Network, settings: Settings, inputs: Inputs, size: tuple[int, int], point: Any) -> Targets:
     """The targets of one point (:class:`~jaxstyle.sweep.SweepPoint`) at ``size``, leaves ``(1, ...)``:
     the content features of its content image, and its style target, ``X = sum_s blends[t, s] * X_s``
-    for its style target ``t``. What :func:`targets_at` stacks for every content and target of a
+    for its style target ``t`` (with regions, the one target of :func:`region_statistics`), and its
+    content image's masks. What :func:`targets_at` stacks for every content and target of a
     batch, and :func:`~jaxstyle.batch.select_targets` picks from, computed for the one alone."""
     recipe = network.recipe
     content = to_network_images([inputs.contents[point.content]], size, network)[0]
-    stats = stacked_style_statistics(network, style_images_at(network, settings, inputs, size))
-    blended = blend_statistics(stats, jnp.asarray(inputs.blends[point.style], network.dtype))
+    stats = style_statistics_at(network, settings, inputs, size, blends=inputs.blends[point.style])
+    if inputs.masks is not None and inputs.masks.style is not None:
+        stats = jax.tree.map(lambda x: x[0], stats)
+    guides, edit, strength = mask_targets(network, settings, inputs, size, [point.content])
     return Targets(
         content=content_targets_jit(network.graphdef, network.params, content, recipe),
-        style=style_targets_jit(blended, recipe),
+        style=style_targets_jit(stats, recipe),
+        guides=jax.tree.map(lambda x: x[0], guides),
+        edit=jax.tree.map(lambda x: x[0], edit),
+        strength=None if strength is None else strength[0],
     )
 
 
@@ -416,9 +549,12 @@ def output_pixels(
     settings: Settings,
     convention: InputConvention,
     content_rgbs: Sequence[np.ndarray],
+    edit_masks: Sequence[np.ndarray | None] | None = None,
 ) -> np.ndarray:
     """Network-space images ``(B, H, W, 3)`` as RGB in [0, 1]; with ``preserve_color``,
-    row ``b`` takes the colours of ``content_rgbs[b]`` (resized to the output)."""
+    row ``b`` takes the colours of ``content_rgbs[b]`` (resized to the output); with
+    ``edit_masks[b]`` (``(H', W')``, any size of the output's aspect), row ``b`` is
+    :func:`restored`."""
     rgb = to_pixels(jnp.asarray(images), convention)
     if settings.preserve_color:
         rgb = np.stack(
@@ -427,7 +563,23 @@ def output_pixels(
                 for x, content in zip(rgb, content_rgbs, strict=True)
             ]
         )
+    if edit_masks is not None:
+        rgb = np.stack([restored(x, c, m) for x, c, m in zip(rgb, content_rgbs, edit_masks, strict=True)])
     return rgb
+
+
+def restored(rgb: np.ndarray, content: np.ndarray, edit_mask: np.ndarray | None) -> np.ndarray:
+    """``q + m (x - q)``: the output ``x`` with the pixels outside the edit mask ``m`` (resized to
+    it) the content's own 8-bit pixels ``q`` at the output's size, so that an 8-bit file
+    written from it holds the content's values there, bit for bit (``m = 0``: exactly ``q``).
+
+    The objective saw ``c + m (x - c)`` with ``c`` the content in float
+    (:func:`jaxstyle.losses.edited_image`); ``q`` is ``c`` rounded to 8 bits."""
+    if edit_mask is None:
+        return rgb
+    q = imageio.to_uint8(imageio.resize(content, rgb.shape[:2])).astype(np.float32) / 255.0
+    m = masklib.resized(edit_mask, rgb.shape[:2])[:, :, None]
+    return q + m * (rgb - q)
 
 
 def upsample(images: jax.Array, size: tuple[int, int], convention: InputConvention) -> jax.Array:
@@ -591,6 +743,60 @@ class Job:
         return setting._replace(weights=weights, temporal=temporal), starts
 
 
+@dataclass(frozen=True)
+class MaskInputs:
+    """The masks a run is given, as files or arrays, before they are read (:func:`jaxstyle.masks.read_masks`).
+
+    Attributes:
+      style: one region mask per style image, in the content's coordinates (``--style-masks``).
+      style_image: one mask per style image (or ``None``), in its own coordinates (``--style-image-masks``).
+      edit: the mask of the pixels optimised (``--edit-mask``).
+      guidance: ``simple`` or ``inside`` (``--guidance``).
+      strength: the strength of the style at each pixel (``--strength-map``).
+    """
+
+    style: Sequence[masklib.MaskLike] | None = None
+    style_image: Sequence[masklib.MaskLike | None] | None = None
+    edit: masklib.MaskLike | None = None
+    guidance: str = "simple"
+    strength: masklib.MaskLike | None = None
+
+    def given(self) -> bool:
+        return any(x is not None for x in (self.style, self.style_image, self.edit, self.strength))
+
+
+def with_masks(inputs: Inputs, given: MaskInputs, style_blends: Sequence[Sequence[float]] | None) -> Inputs:
+    """``inputs`` with their masks read and checked. With regions the run has one style target
+    (each style image in its own region), so the style images are not blended."""
+    masks = masklib.read_masks(
+        [c.shape[:2] for c in inputs.contents],
+        [s.shape[:2] for s in inputs.styles],
+        given.style,
+        given.style_image,
+        given.edit,
+        given.guidance,
+        given.strength,
+    )
+    if masks is not None and masks.style is not None:
+        if style_blends is not None and len(style_blends) > 1:
+            raise JaxstyleError("--style-masks give each style image its own region: they take no style blends")
+        return dataclasses.replace(inputs, masks=masks, blends=np.ones((1, len(inputs.styles))) / len(inputs.styles))
+    return dataclasses.replace(inputs, masks=masks)
+
+
+def check_mask_losses(inputs: Inputs, points: Sequence[SweepPoint]) -> None:
+    """Region and style-image masks are guidance channels: they need the ``guided`` style loss."""
+    masks = inputs.masks
+    if masks is None or (masks.style is None and masks.style_image is None):
+        return
+    others = sorted({p.style_loss for p in points} - {"guided"})
+    if others:
+        raise JaxstyleError(
+            "--style-masks and --style-image-masks weight the guided Gram matrices: "
+            f"they need --style-loss guided, not {', '.join(others)}"
+        )
+
+
 def prepare_job(
     contents: Sequence[ImageLike],
     styles: Sequence[ImageLike],
@@ -602,15 +808,19 @@ def prepare_job(
     execution: Execution | None = None,
     device_count: int = 1,
     space_devices: int | None = None,
+    masks: MaskInputs | None = None,
 ) -> Job:
     """Read and check everything a run needs, so that a run fails before it starts.
 
     ``points`` default to every content with every style target at the settings' values;
     ``execution`` (default ``Execution()``) says how the run is carried out;
     ``device_count`` devices hold the batch, and one image may be split over
-    ``space_devices`` (default ``device_count``; see :func:`jaxstyle.plan.make_plan`).
+    ``space_devices`` (default ``device_count``; see :func:`jaxstyle.plan.make_plan`);
+    ``masks``: regions, style-image masks, the edit mask (:func:`with_masks`).
     """
     inputs = read_inputs(contents, styles, settings, style_blends)
+    if masks is not None:
+        inputs = with_masks(inputs, masks, style_blends)
     if points is None:
         points = [
             settings_point(settings, c, s) for c in range(len(inputs.contents)) for s in range(len(inputs.blends))
@@ -635,6 +845,7 @@ def prepare_job(
         space_devices=space_devices,
     )
     check_sizes(settings, inputs, plan)
+    check_mask_losses(inputs, points)
     network = build_network(settings, weights, execution, [p.style_loss for p in points], plan.remat)
     return Job(settings, network, inputs, points, plan, execution)
 
@@ -927,7 +1138,39 @@ class DeviceLayout:
         recipe = self.recipe(job.network.recipe, stage)
         content = stack_content_targets_jit(job.network.graphdef, job.network.params, placed, recipe)
         content = tuple(jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in content)
-        return Targets(content=content, style=jax.device_put(style, self.replicated))
+        guides, edit, strength = self.split_masks(job, stage)
+        return Targets(
+            content=content,
+            style=jax.device_put(style, self.replicated),
+            guides=guides,
+            edit=edit,
+            strength=None if strength is None else jax.device_put(strength, self.replicated),
+        )
+
+    def split_masks(self, job: Job, stage: int) -> tuple[tuple[Guide, ...] | None, EditTarget | None, jax.Array | None]:
+        """:func:`mask_targets` at a split stage: the guides of each style layer padded to that
+        level's rows (zero rows weigh nothing) and the edit target to the stage's, both split
+        by rows as the image is; the mean strengths as they are."""
+        inputs, network = job.inputs, job.network
+        guides, edit, strength = mask_targets(
+            network, job.settings, inputs, self.sizes[stage], range(len(inputs.contents))
+        )
+        rows = self.rows[stage]
+
+        def split(tree: Any, level_rows: int) -> Any:
+            return jax.tree.map(
+                lambda x: meshlib.to_global(
+                    pad_rows(x, level_rows), meshlib.image_sharding(self.mesh, x.ndim, batched=False)
+                ),
+                tree,
+            )
+
+        if guides is not None:
+            levels = pool_levels(network, job.settings)
+            guides = tuple(
+                split(g, rows // 2 ** levels[name]) for g, name in zip(guides, network.recipe.style, strict=True)
+            )
+        return guides, None if edit is None else split(edit, rows), strength
 
     def recipe(self, recipe: Recipe, stage: int) -> Recipe:
         """The recipe at ``stage``: a split stage's network runs over the mesh's ``space`` axis
@@ -1016,12 +1259,22 @@ def fingerprint(job: Job) -> dict[str, str]:
         "settings": digest(job.settings.to_dict(), [dataclasses.astuple(p) for p in job.points]),
         "execution choices": digest(execution.remat, execution.spatial_shards),
         "inputs": digest(*inputs.contents, *inputs.styles, inputs.blends, inputs.init_rgb is None)
-        + (digest(inputs.init_rgb) if inputs.init_rgb is not None else ""),
+        + (digest(inputs.init_rgb) if inputs.init_rgb is not None else "")
+        # The masks are inputs: a masked run's digest has theirs too (an unmasked run's is as before).
+        + (mask_digest(inputs.masks) if inputs.masks is not None else ""),
         "weights": weightsio.file_digests(network.weights_file)[0],
         "dtypes": digest(str(network.dtype), str(network.compute_dtype)),
         # Not the batch plan's reason: it quotes the memory free at the time.
         "plan": digest(repr(job.plan.stages), sorted(job.plan.snapshot_steps), job.plan.batch_size),
     }
+
+
+def mask_digest(masks: masklib.Masks) -> str:
+    """A digest of a run's masks: which kinds are given, their arrays, and the guidance."""
+    kinds = [masks.style is not None, masks.style_image is not None, masks.edit is not None]
+    kinds += [masks.strength is not None] if masks.strength is not None else []  # older digests unchanged
+    present = [m is not None for m in masks.style_image or []]
+    return digest(kinds, present, masks.guidance, *masks.arrays())
 
 
 def run_job(
@@ -1152,10 +1405,15 @@ class Runner:
             chunks_done = 0
         # Each row's content image (for --preserve-color); padding rows repeat the last setting.
         points, contents = self.job.points, self.job.inputs.contents
-        content_rgbs = [contents[points[min(rows.start + r, rows.stop - 1)].content] for r in range(self.batch)]
+        indexes = [points[min(rows.start + r, rows.stop - 1)].content for r in range(self.batch)]
+        content_rgbs = [contents[c] for c in indexes]
         last = len(plan.stages) - 1
         final = output_pixels(
-            self.layout.to_host(last, averaged_image(state))[:, 0], settings, convention, content_rgbs
+            self.layout.to_host(last, averaged_image(state))[:, 0],
+            settings,
+            convention,
+            content_rgbs,
+            self.edit_masks(indexes),
         )
         # The final losses are those of the image written (clipped to [0, 1], with the
         # content's colours where asked), not of the iterate before the last step.
@@ -1218,8 +1476,17 @@ class Runner:
         """Hand the micro-batch's current output images (at ``stage``) to ``on_snapshot``."""
         settings, inputs, points = self.job.settings, self.job.inputs, self.job.points
         current = self.layout.to_host(stage, averaged_image(state))[: len(rows), 0]
-        contents = [inputs.contents[points[r].content] for r in rows]
-        self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents))
+        indexes = [points[r].content for r in rows]
+        contents = [inputs.contents[c] for c in indexes]
+        edit = self.edit_masks(indexes)
+        self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents, edit))
+
+    def edit_masks(self, contents: Sequence[int]) -> list[np.ndarray | None] | None:
+        """The edit mask of each of the content images ``contents`` (``None``: no edit masks)."""
+        masks = self.job.inputs.masks
+        if masks is None or masks.edit is None:
+            return None
+        return [masks.for_content("edit", c) for c in contents]
 
     def save_or_stop(self, position: Position, state: SolverState, progress: MicroBatchProgress) -> None:
         """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""

@@ -25,17 +25,33 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import Array
 
-from jaxstyle.losses import LayerStatistics, add_sums, layer_statistics, layer_sums, sums_statistics, zero_sums
+from jaxstyle.losses import (
+    Guide,
+    LayerStatistics,
+    add_sums,
+    as_guide,
+    flat_positions,
+    layer_statistics,
+    layer_sums,
+    sums_statistics,
+    zero_sums,
+)
 
 BAND_ROWS = 128  # image rows per band (rounded up to a multiple of the bands' pooling factor)
 BANDED_BLOCKS = 2  # blocks computed in bands: VGG's widest activations (full and half resolution)
 
 
 def block_features(
-    model: nnx.Module, image: Array, content: Sequence[str], style: Sequence[str], style_losses: Sequence[str]
+    model: nnx.Module,
+    image: Array,
+    content: Sequence[str],
+    style: Sequence[str],
+    style_losses: Sequence[str],
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """``remat="blocks"``: each block a ``jax.checkpoint`` returning its output, content features
-    and style statistics."""
+    and style statistics (``guides``: the guidance channels of each style layer, or ``None``)."""
+    guides = guides or {}
     graphdef, params = nnx.split(model)
     spec, layers = model.spec, (*content, *style)
     found_content, found_style, x = {}, {}, image
@@ -44,7 +60,7 @@ def block_features(
         def block(x: Array, params: nnx.State, names: tuple[str, ...] = names) -> tuple[Array, dict, dict]:
             y, acts = nnx.merge(graphdef, params).run(x, names, layers)
             c = {n: a for n, a in acts.items() if n in content}
-            s = {n: layer_statistics(a, style_losses) for n, a in acts.items() if n in style}
+            s = {n: layer_statistics(a, style_losses, guides.get(n)) for n, a in acts.items() if n in style}
             return y, c, s
 
         x, c, s = jax.checkpoint(block)(x, params)
@@ -88,6 +104,7 @@ def banded_features(
     style: Sequence[str],
     style_losses: Sequence[str],
     band_rows: int | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[Array, dict[str, Array], dict[str, LayerStatistics]]:
     """The layers ``names`` (from the network's input) applied to ``image`` band by band.
 
@@ -95,7 +112,10 @@ def banded_features(
     each style loss's sums over positions (:func:`~jaxstyle.losses.layer_sums`, e.g.
     ``sum_p f_p f_p^T`` for Gram matrices) added over the bands' own rows, then normalised
     by the layer's ``H W`` positions (:func:`~jaxstyle.losses.sums_statistics`).
+    ``guides``: each style layer's guidance channels ``(N, h, w, R)``, cut into the same
+    bands as its features (zero rows past the layer's end weigh nothing), or ``None``.
     """
+    guides = guides or {}
     graphdef, params = nnx.split(model)
     n, height, width, _ = image.shape
     scale, halo, rows, count = band_geometry(names, height, band_rows)
@@ -106,6 +126,13 @@ def banded_features(
             heights.append(heights[-1] // 2)
             widths.append(widths[-1] // 2)
     taps = [n_ for n_ in names if n_ in content or n_ in style]
+    band_guides = {}  # each guided style layer's guide (every leaf), its rows padded to the bands' end
+    for name, guide in guides.items():
+        if name in names:
+            rows_here = count * rows // 2 ** _level(names, name)
+            band_guides[name] = jax.tree.map(
+                lambda g, r=rows_here: jnp.pad(g, ((0, 0), (0, r - g.shape[1]), (0, 0), (0, 0))), as_guide(guide)
+            )
 
     def band(sums: dict, index: Array) -> tuple[dict, tuple[Array, dict]]:
         net = nnx.merge(graphdef, params)
@@ -124,7 +151,14 @@ def banded_features(
                 if name in content:
                     inner[name] = f
                 if name in style:
-                    new_sums[name] = add_sums(sums[name], layer_sums(f.reshape(n, -1, f.shape[-1]), style_losses))
+                    g = band_guides.get(name)
+                    if g is not None:
+                        first_row, band = index * rows // 2**level, rows // 2**level
+                        g = jax.tree.map(
+                            lambda x, a=first_row, b=band: jax.lax.dynamic_slice_in_dim(x, a, b, axis=1), g
+                        )
+                        g = flat_positions(g)
+                    new_sums[name] = add_sums(sums[name], layer_sums(f.reshape(n, -1, f.shape[-1]), style_losses, g))
         lo = halo // scale
         return new_sums, (x[:, lo : lo + rows // scale], inner)
 
@@ -132,7 +166,9 @@ def banded_features(
     for name in style:
         if name in names:
             c = _channels(names, name, model.spec.conv_shapes())
-            sums0[name] = zero_sums(style_losses, n, c, jnp.dtype(model.conv1_1.dtype or image.dtype))
+            regions = as_guide(guides.get(name)).regions
+            channels = None if regions is None else regions.shape[-1]
+            sums0[name] = zero_sums(style_losses, n, c, jnp.dtype(model.conv1_1.dtype or image.dtype), channels)
     sums, (outs, inners) = jax.lax.scan(jax.checkpoint(band), sums0, jnp.arange(count))
     out = _assemble(outs, heights[-1])
     found_content = {name: _assemble(inners[name], heights[_level(names, name)]) for name in inners}
@@ -161,17 +197,23 @@ def _level(names: Sequence[str], layer: str) -> int:
 
 
 def banded_network_features(
-    model: nnx.Module, image: Array, content: Sequence[str], style: Sequence[str], style_losses: Sequence[str]
+    model: nnx.Module,
+    image: Array,
+    content: Sequence[str],
+    style: Sequence[str],
+    style_losses: Sequence[str],
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """``remat="bands"``: the first :data:`BANDED_BLOCKS` blocks by bands
     (:func:`banded_features`), the rest of the network on their output."""
+    guides = guides or {}
     spec, layers = model.spec, (*content, *style)
     blocks = spec.blocks_until(spec.deepest(layers))
     head = tuple(n for block in blocks[:BANDED_BLOCKS] for n in block)
-    x, found_content, found_style = banded_features(model, image, head, content, style, style_losses)
+    x, found_content, found_style = banded_features(model, image, head, content, style, style_losses, None, guides)
     tail = tuple(n for block in blocks[BANDED_BLOCKS:] for n in block)
     if tail:
         _, acts = model.run(x, tail, layers)
         found_content.update({n: a for n, a in acts.items() if n in content})
-        found_style.update({n: layer_statistics(a, style_losses) for n, a in acts.items() if n in style})
+        found_style.update({n: layer_statistics(a, style_losses, guides.get(n)) for n, a in acts.items() if n in style})
     return found_content, found_style

@@ -25,6 +25,7 @@ from jaxstyle.losses import (
     LayerStatistics,
     LossWeights,
     Targets,
+    edited_image,
     gram_matrix,
     layer_statistics,
     loss_terms,
@@ -128,29 +129,45 @@ def network_features(
 
 
 def objective_features(
-    graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    image: Array,
+    recipe: Recipe,
+    guides: tuple[Array, ...] | None = None,
 ) -> tuple[tuple[Array, ...], tuple[LayerStatistics, ...]]:
     """What the losses of ``image`` read: content features, and the style layers'
     :data:`~jaxstyle.losses.LayerStatistics` for ``recipe.style_losses``, computed as
     ``recipe.remat`` says (:mod:`jaxstyle.remat`: the same values, less memory kept for
-    the backward pass) and over the devices of ``recipe.space_mesh`` (:mod:`jaxstyle.spatial`)."""
+    the backward pass) and over the devices of ``recipe.space_mesh`` (:mod:`jaxstyle.spatial`).
+    ``guides``: the guidance channels at each style layer, ``(N, h, w, R)``
+    (:attr:`~jaxstyle.losses.Targets.guides`), or ``None``."""
     losses = recipe.style_losses
+    by_layer = None if guides is None else dict(zip(recipe.style, guides, strict=True))
     if recipe.space_mesh is not None:
         if recipe.remat == "bands":
             raise ValueError("remat 'bands' scans over the image's rows and cannot run with them split")
         model = nnx.merge(graphdef, params)
         content, style = split_features(
-            model, image, recipe.space_mesh, recipe.content, recipe.style, losses, recipe.remat, recipe.valid_rows
+            model,
+            image,
+            recipe.space_mesh,
+            recipe.content,
+            recipe.style,
+            losses,
+            recipe.remat,
+            recipe.valid_rows,
+            by_layer,
         )
         return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
     if recipe.remat == "none":
         content, style = network_features(graphdef, params, image, recipe)
-        return content, tuple(layer_statistics(f, losses) for f in style)
+        layer_guides = guides or (None,) * len(style)
+        return content, tuple(layer_statistics(f, losses, g) for f, g in zip(style, layer_guides, strict=True))
     model = nnx.merge(graphdef, params)
     if recipe.remat == "blocks":
-        content, style = block_features(model, image, recipe.content, recipe.style, losses)
+        content, style = block_features(model, image, recipe.content, recipe.style, losses, by_layer)
     elif recipe.remat == "bands":
-        content, style = banded_network_features(model, image, recipe.content, recipe.style, losses)
+        content, style = banded_network_features(model, image, recipe.content, recipe.style, losses, by_layer)
     else:
         raise ValueError(f"remat must be one of {', '.join(REMAT_MODES)}, not {recipe.remat!r}")
     return tuple(content[n] for n in recipe.content), tuple(style[n] for n in recipe.style)
@@ -172,11 +189,16 @@ style_grams_jit = jax.jit(style_grams, static_argnames=("graphdef", "recipe"))
 
 
 def style_statistics(
-    graphdef: nnx.GraphDef, params: nnx.State, image: Array, recipe: Recipe
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    image: Array,
+    recipe: Recipe,
+    guides: tuple[Array, ...] | None = None,
 ) -> tuple[LayerStatistics, ...]:
     """The :data:`~jaxstyle.losses.LayerStatistics` of a style image at each style layer, for
-    ``recipe.style_losses`` (computed as ``recipe.remat`` says, as :func:`content_targets`)."""
-    return objective_features(graphdef, params, image, recipe._replace(content=()))[1]
+    ``recipe.style_losses`` (computed as ``recipe.remat`` says, as :func:`content_targets`);
+    ``guides`` restrict them to a part of the image (``--style-image-masks``)."""
+    return objective_features(graphdef, params, image, recipe._replace(content=()), guides)[1]
 
 
 style_statistics_jit = jax.jit(style_statistics, static_argnames=("graphdef", "recipe"))
@@ -217,8 +239,10 @@ compute_targets_jit = jax.jit(compute_targets, static_argnames=("graphdef", "rec
 def objective(
     image: Array, graphdef: nnx.GraphDef, params: nnx.State, recipe: Recipe, targets: Targets, weights: LossWeights
 ) -> tuple[Array, dict[str, Array]]:
-    """``(total loss, {content, style, tv, total})`` of ``image``."""
-    content_features, style_stats = objective_features(graphdef, params, image, recipe)
+    """``(total loss, {content, style, tv, total})`` of ``image``; with an edit target, of the
+    image with the pixels outside the edit mask the content's (:func:`~jaxstyle.losses.edited_image`)."""
+    image = edited_image(image, targets.edit)
+    content_features, style_stats = objective_features(graphdef, params, image, recipe, targets.guides)
     terms = loss_terms(
         image,
         content_features,

@@ -41,7 +41,7 @@ from jax import Array
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from jaxstyle.losses import LayerStatistics, keep_rows, layer_sums, sums_statistics
+from jaxstyle.losses import Guide, LayerStatistics, flat_positions, keep_rows, layer_sums, sums_statistics
 from jaxstyle.mesh import AXIS, SPACE
 
 
@@ -92,6 +92,7 @@ def local_features(
     style_losses: Sequence[str],
     remat: str,
     rows: int | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """Inside ``shard_map``: this device's content features and every device's style statistics.
 
@@ -134,7 +135,8 @@ def local_features(
                 found_content[name] = own(x, level)
             if name in style:
                 n, h, w, c = x.shape
-                sums = jax.lax.psum(layer_sums(own(x, level).reshape(n, h * w, c), style_losses), SPACE)
+                g = None if name not in (guides or {}) else flat_positions(guides[name])  # this device's rows
+                sums = jax.lax.psum(layer_sums(own(x, level).reshape(n, h * w, c), style_losses, g), SPACE)
                 own_height = h * shards if rows is None else rows // 2**level
                 found_style[name] = sums_statistics(sums, own_height * w)
         return x, found_content, found_style
@@ -158,6 +160,7 @@ def split_features(
     style_losses: Sequence[str],
     remat: str = "none",
     rows: int | None = None,
+    guides: dict[str, Guide] | None = None,
 ) -> tuple[dict[str, Array], dict[str, LayerStatistics]]:
     """:func:`local_features` of ``image`` (N, H, W, 3), its rows split over ``mesh``'s ``space`` axis.
 
@@ -174,14 +177,18 @@ def split_features(
         raise ValueError(f"{rows} own rows do not fit an image of {image.shape[1]}")
     rows = None if rows == image.shape[1] else rows
 
-    def local(params: nnx.State, image: Array) -> tuple[tuple[Array, ...], dict[str, LayerStatistics]]:
+    def local(params: nnx.State, image: Array, guides: dict | None) -> tuple[tuple[Array, ...], dict]:
         model = nnx.merge(graphdef, params)
-        c, s = local_features(model, image, shards, content, style, style_losses, remat, rows)
+        c, s = local_features(model, image, shards, content, style, style_losses, remat, rows, guides)
         return tuple(c[n] for n in names), s
 
     spec = P(None, SPACE)
-    mapped = jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=(tuple(spec for _ in names), P()))
-    found_content, found_style = mapped(params, image)
+    # Guides (computed on the whole image, padded as it is) are split by rows as the features are.
+    guide_specs = None if guides is None else {name: spec for name in guides}
+    mapped = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(), spec, guide_specs), out_specs=(tuple(spec for _ in names), P())
+    )
+    found_content, found_style = mapped(params, image, guides)
     return dict(zip(names, found_content, strict=True)), found_style
 
 

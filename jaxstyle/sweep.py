@@ -27,7 +27,7 @@ from jaxstyle import mesh as meshlib
 from jaxstyle.checkpoint import CheckpointOptions
 from jaxstyle.config import SWEPT_FIELDS, Execution, Settings, numbers_checked_as, resolve, split_execution, value_type
 from jaxstyle.errors import JaxstyleError, one_line
-from jaxstyle.pipeline import ChunkReport, ImageLike, SweepPoint, image_name, prepare_job, run_job
+from jaxstyle.pipeline import ChunkReport, ImageLike, MaskInputs, SweepPoint, image_name, prepare_job, run_job
 from jaxstyle.plan import StagePlan
 
 __all__ = ["SweepPoint", "SweepResult", "grid_product", "read_grid", "sweep"]
@@ -213,6 +213,7 @@ def sweep(
     on_plan: Callable[[str], None] | None = None,
     checkpoint: CheckpointOptions | None = None,
     stop_signal: Callable[[], int | None] | None = None,
+    masks: MaskInputs | None = None,
     **overrides: Any,
 ) -> SweepResult:
     """Run many settings at once: vmapped in one compiled program, sharded over all devices.
@@ -232,6 +233,9 @@ def sweep(
       on_plan: receives the lines that explain the memory estimate (and remat mode) and the batch
         size, before the run.
       checkpoint, stop_signal: as for :func:`jaxstyle.stylize`; each process saves its shards.
+      masks: regions, style-image masks and an edit mask (:class:`~jaxstyle.pipeline.MaskInputs`),
+        shared by every setting (each content image's own, as a video frame's): with regions
+        there is one style target, each style image in its region, so points' ``style`` is 0.
 
     Returns:
       A :class:`SweepResult`. A setting whose loss becomes NaN or infinite is frozen
@@ -247,7 +251,8 @@ def sweep(
     if style_blends is None and settings.style_blend is not None:
         style_blends = [settings.style_blend]
     blended = style_blends is not None
-    if not blended:
+    regions = masks is not None and masks.style is not None
+    if not blended and not regions:
         style_blends = np.eye(len(styles)).tolist()  # each style image alone is a target
     job = prepare_job(
         contents,
@@ -258,6 +263,7 @@ def sweep(
         weights=weights,
         execution=execution,
         device_count=jax.device_count(),
+        masks=masks,
     )
     mesh = meshlib.settings_mesh(job.plan.spatial_shards)
     check_host_memory(len(job.points), job.inputs.output_size, job.plan.steps, job.network.dtype.itemsize)
@@ -277,7 +283,8 @@ def sweep(
         settings=settings,
         contents=[image_name(c, f"content{i}") for i, c in enumerate(contents)],
         content_size=job.inputs.contents[0].shape[:2],
-        styles=style_target_names(style_names, job.inputs.blends, blended),
+        # With regions the one style target is every style image, each in its region: a|b.
+        styles=["|".join(style_names)] if regions else style_target_names(style_names, job.inputs.blends, blended),
         local=out.local,
         seconds=out.seconds,
         batch_size=job.plan.batch_size,

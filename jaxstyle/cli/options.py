@@ -348,3 +348,54 @@ def checkpoint_options(args: argparse.Namespace) -> CheckpointOptions | None:
     directory = make_directory(args.checkpoint_dir)  # checked before any work, like every output
     check_writable(directory / "checkpoint")
     return CheckpointOptions(directory, args.checkpoint_every, args.checkpoint_minutes, args.resume)
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def add_mask_options(p: argparse.ArgumentParser) -> None:
+    """Spatial control with masks (read by :func:`mask_inputs`; docs: guide/spatial-control.md)."""
+    g = p.add_argument_group("spatial control (see the docs: guide/spatial-control.md)")
+    g.add_argument(
+        "--style-masks",
+        help="one greyscale mask per style image, comma-separated, in the content's coordinates: white = this style "
+        "(soft values weight it); pixels no mask covers keep the content. Selects --style-loss guided",
+    )
+    g.add_argument(
+        "--style-image-masks",
+        help="one greyscale mask per style image, comma-separated (an empty entry: all of it): the part of each "
+        "style image its statistics come from",
+    )
+    g.add_argument("--edit-mask", help="greyscale mask of the pixels optimised; the others stay the content's exactly")
+    g.add_argument(
+        "--strength-map",
+        help="greyscale map of the style's strength at each pixel (black: none, white: full); "
+        "a uniform grey c is --style-weight times c",
+    )
+    g.add_argument(
+        "--guidance",
+        choices=("simple", "inside"),
+        default="simple",
+        help="how masks reach the style layers: downsampled (simple), or kept only where a neuron's receptive "
+        "field lies inside the region (inside)",
+    )
+
+
+def mask_inputs(args: argparse.Namespace) -> Any:
+    """The run's :class:`~jaxstyle.pipeline.MaskInputs` from the options, or ``None`` when none is given."""
+    from jaxstyle.pipeline import MaskInputs
+
+    style = list(csv_names(args.style_masks)) if args.style_masks else None
+    style_image = [name or None for name in args.style_image_masks.split(",")] if args.style_image_masks else None
+    masks = MaskInputs(style, style_image, args.edit_mask or None, args.guidance, args.strength_map or None)
+    return masks if masks.given() else None
+
+
+def with_mask_loss(args: argparse.Namespace, settings: Settings, masks: Any) -> Settings:
+    """``settings`` with ``--style-loss guided`` when region or style-image masks are given and no
+    style loss is asked (another one asked is refused when the run is prepared)."""
+    import dataclasses
+
+    if masks is None or (masks.style is None and masks.style_image is None) or args.style_loss is not None:
+        return settings
+    return dataclasses.replace(settings, style_loss="guided")

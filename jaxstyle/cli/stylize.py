@@ -12,6 +12,7 @@ from jaxstyle.cli.jobs import aspect_note, plan_memory_line, run_files
 from jaxstyle.cli.options import (
     add_checkpoint_options,
     add_execution_options,
+    add_mask_options,
     add_output_option,
     add_progress_options,
     add_settings_options,
@@ -20,8 +21,10 @@ from jaxstyle.cli.options import (
     command_line,
     csv_names,
     execution_from_args,
+    mask_inputs,
     progress_reporter,
     settings_from_args,
+    with_mask_loss,
 )
 from jaxstyle.files import file_digests
 
@@ -36,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trace", help="write per-step losses to this JSON file")
     add_progress_options(p)
     add_checkpoint_options(p)
+    add_mask_options(p)
     add_settings_options(p)
     add_execution_options(p, "stylize")
 
@@ -74,11 +78,12 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle.files import write_json
     from jaxstyle.image import save_image
 
-    settings, execution = settings_from_args(args), execution_from_args(args)
+    masks = mask_inputs(args)
+    settings, execution = with_mask_loss(args, settings_from_args(args), masks), execution_from_args(args)
     out, trace_path, snapshot_name = stylize_files(args, settings, execution.save_every)
     checkpoint = checkpoint_options(args)
     styles = list(csv_names(args.style))
-    problem = prepare(args.content, styles, settings=settings, execution=execution, weights=args.weights)
+    problem = prepare(args.content, styles, settings=settings, execution=execution, weights=args.weights, masks=masks)
     memory_line = plan_memory_line(problem.job.plan)
     if memory_line and not args.quiet:
         print(f"stylize: {memory_line}", file=sys.stderr)
@@ -110,6 +115,14 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         "execution": execution.to_dict(),
         "command": command_line(settings, args.content, args.style, str(out), args.weights, execution, args.preset),
     }
+    if masks is not None:
+        metadata["masks"] = {
+            "style_masks": args.style_masks,
+            "style_image_masks": args.style_image_masks,
+            "edit_mask": args.edit_mask,
+            "strength_map": args.strength_map,
+            "guidance": args.guidance,
+        }
     save_image(out, result.image, metadata)
     if trace_path:
         write_json(

@@ -11,6 +11,7 @@ from jaxstyle.cli.jobs import aspect_note, run_files
 from jaxstyle.cli.options import (
     add_checkpoint_options,
     add_execution_options,
+    add_mask_options,
     add_output_option,
     add_progress_options,
     add_settings_options,
@@ -18,11 +19,13 @@ from jaxstyle.cli.options import (
     checkpoint_options,
     csv_names,
     execution_from_args,
+    mask_inputs,
     option_name,
     progress_reporter,
     settings_from_args,
     style_blends,
     swept_values,
+    with_mask_loss,
 )
 from jaxstyle.errors import JaxstyleError, SettingError
 
@@ -51,6 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist.add_argument("--coordinator", help="HOST:PORT of process 0")
     dist.add_argument("--num-processes", type=int)
     dist.add_argument("--process-id", type=int)
+    add_mask_options(p)
     add_settings_options(p, swept_lists=True)
     add_execution_options(p, "sweep")
 
@@ -119,9 +123,12 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle.sweep import sweep
 
     contents, styles = list(csv_names(args.content)), list(csv_names(args.style))
+    masks = mask_inputs(args)
     settings, execution = settings_from_args(args, swept_lists=True), execution_from_args(args)
+    settings = with_mask_loss(args, settings, masks)
     blends = style_blends(args)
-    points = sweep_points(args, settings, contents, styles, blends)
+    regions = masks is not None and masks.style is not None  # one style target: each style in its region
+    points = sweep_points(args, settings, contents, styles[:1] if regions else styles, blends)
     out_dir = sweep_files(args, settings, contents, styles)
     checkpoint = checkpoint_options(args)
     main_process = jax.process_index() == 0
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             on_plan=lambda line: progress.write(f"sweep: {line}"),
             checkpoint=checkpoint,
             stop_signal=stop,
+            masks=masks,
         )
     write_outputs(result, out_dir, jax.process_index(), replace=args.overwrite)
     if main_process and not args.quiet:
