@@ -156,11 +156,11 @@ PANELS = (
     ),
     Panel(
         "preserve_color",
-        "--preserve-color: the photo's colours, the painting's strokes",
+        "--color post: the photo's colours, the painting's strokes",
         "tubingen.jpg",
         ("starry_night.jpg",),
-        (Run("--preserve-color", (*FIRST, "--preserve-color")),),
-        note="The README's first command (gatys on VGG-19) with --preserve-color (YCbCr: the result's luminance, "
+        (Run("--color post", (*FIRST, "--color", "post")),),
+        note="The README's first command (gatys on VGG-19) with --color post (YCbCr: the result's luminance, "
         "the photo's chroma).",
     ),
     Panel(
@@ -298,8 +298,8 @@ def describe_settings(s: dict, scales: list[dict] | None, swept: tuple[str, ...]
     else:
         size = ""
     extras = [f"init {s['init']}"]
-    if s.get("preserve_color"):
-        extras.append("preserve colour")
+    if s.get("preserve_color") or s.get("color", "none") != "none":  # PNGs written before --color: preserve_color
+        extras.append(f"colour {s.get('color', 'post')}")
     if s.get("style_blend"):
         extras.append("blend " + ":".join(f"{b:g}" for b in s["style_blend"]))
     if s["style_shape"] != "output" or s["style_scale"] != 1:
