@@ -195,7 +195,7 @@ class SettingInfo:
 
     doc: str
     section: str
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
     bounds: Bounds | None = None
     depends_on: tuple[str, ...] = ()
     optimizers: tuple[str, ...] | None = None
@@ -577,6 +577,15 @@ class Execution:
         bounds=Bounds(1),
         commands=("stylize",),
     )
+    # What the files hold, not what is optimised: the image is float until it is written.
+    bit_depth: int = setting(
+        8,
+        "bits per channel of the images written: 16 writes PNG or TIFF straight from the float image, "
+        "with an sRGB ICC profile (docs: guide/large-images.md)",
+        EXECUTION,
+        choices=(8, 16),
+        commands=("stylize", "sweep"),
+    )
 
     def __post_init__(self) -> None:
         for name in EXECUTION_NAMES:
@@ -747,7 +756,9 @@ def check_value(name: str, value: Any, where: str = "") -> None:
     setting's declared ``choices`` and ``bounds`` (``None``, unset, lies in any bounds)."""
     declared = info(name)
     if declared.choices is not None and value is not None and value not in declared.choices:
-        raise SettingError(f"{where}${name} must be one of {', '.join(declared.choices)}, not {value!r}", name)
+        raise SettingError(
+            f"{where}${name} must be one of {', '.join(map(str, declared.choices))}, not {value!r}", name
+        )
     if declared.bounds is not None and value is not None:
         kind = element_type(name)
         for x in value if isinstance(value, tuple) else (value,):

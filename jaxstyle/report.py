@@ -105,8 +105,9 @@ def scale_records(result: SweepResult) -> list[dict]:
     return [{"size": list(stage.size), "steps": stage.steps} for stage in result.stages]
 
 
-def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int]) -> None:
-    """One PNG per setting, with the shared settings and the setting's own values as metadata."""
+def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int], bit_depth: int = 8) -> None:
+    """One PNG per setting (``bit_depth`` bits a channel), with the shared settings and the setting's own
+    values as metadata."""
     shared = result.settings.to_dict()
     for k in indexes:
         save_image(
@@ -118,6 +119,7 @@ def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int])
                 "scales": scale_records(result),
                 "sweep_point": point_record(result, k),
             },
+            bit_depth=bit_depth,
         )
 
 
@@ -258,14 +260,17 @@ def summary(result: SweepResult) -> dict:
     }
 
 
-def write_outputs(result: SweepResult, out_dir: Path, process_index: int = 0, replace: bool = False) -> None:
-    """Every process writes its own settings' PNGs; process 0 also the sheet, plot and summary.
+def write_outputs(
+    result: SweepResult, out_dir: Path, process_index: int = 0, replace: bool = False, bit_depth: int = 8
+) -> None:
+    """Every process writes its own settings' PNGs (``bit_depth`` bits a channel); process 0 also the
+    sheet, plot and summary.
 
     With ``replace``, process 0 then removes the files of an earlier sweep in ``out_dir``
     that this one did not write over, so that the directory holds one sweep, the one
     ``summary.json`` describes.
     """
-    write_setting_images(result, out_dir, result.local)
+    write_setting_images(result, out_dir, result.local, bit_depth)
     if process_index == 0:
         sheet, _ = contact_sheet(result)
         with atomic_output(out_dir / "contact_sheet.png") as tmp:

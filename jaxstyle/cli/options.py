@@ -141,7 +141,7 @@ def option_spec(field: str, swept_lists: bool) -> dict[str, Any]:
         spec["action"], spec["metavar"] = "append", TEXT_FORMS[kind].metavar
         spec["help"] = "weights of a blend of all style images; repeat to sweep blends"
     else:
-        spec["metavar"] = "{" + ",".join(choices) + "}" if choices else TEXT_FORMS[kind].metavar
+        spec["metavar"] = "{" + ",".join(map(str, choices)) + "}" if choices else TEXT_FORMS[kind].metavar
     if info(field).section == EXECUTION and kind in (int, float):
         # An execution choice is never a sweep's list: argparse reads it, in a one-line
         # error naming the option (``argument --batch-size: invalid int value: 'x'``).

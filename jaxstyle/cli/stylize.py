@@ -48,7 +48,7 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
-def stylize_files(args: argparse.Namespace, settings, save_every: int | None) -> tuple[Path, Path | None, str]:
+def stylize_files(args: argparse.Namespace, settings, execution) -> tuple[Path, Path | None, str]:
     """Check every file ``stylize`` writes, before any work: ``(output, trace, snapshot name pattern)``.
 
     Each is writable, none is an input or another output, and no input or output has
@@ -57,10 +57,10 @@ def stylize_files(args: argparse.Namespace, settings, save_every: int | None) ->
     from jaxstyle.image import check_output_path
 
     files = run_files(args, settings, [args.content], csv_names(args.style))
-    out = files.add_output("-o", check_output_path(args.output))
+    out = files.add_output("-o", check_output_path(args.output, execution.bit_depth))
     trace = files.add_output("--trace", args.trace) if args.trace else None
     snapshot_name = str(out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}"))
-    if save_every is not None:
+    if execution.save_every is not None:
         pattern = re.escape(out.stem) + r"\.step\d{6,}" + re.escape(out.suffix)
         # 12 scales of 10^6 steps: global step numbers have at most 8 digits.
         files.add_family("--save-every snapshots", out.parent, pattern, Path(snapshot_name.format(10**8 - 1)).name)
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle.image import save_image
 
     settings, execution = settings_from_args(args), execution_from_args(args)
-    out, trace_path, snapshot_name = stylize_files(args, settings, execution.save_every)
+    out, trace_path, snapshot_name = stylize_files(args, settings, execution)
     checkpoint = checkpoint_options(args)
     styles = list(csv_names(args.style))
     problem = prepare(args.content, styles, settings=settings, execution=execution, weights=args.weights)
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         print(f"stylize: {memory_line}", file=sys.stderr)
 
     def snapshot(step: int, rgb) -> None:
-        save_image(snapshot_name.format(step), rgb)
+        save_image(snapshot_name.format(step), rgb, bit_depth=execution.bit_depth)
 
     with progress_reporter(args, "stylize") as progress:
         result = optimize(
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         "execution": execution.to_dict(),
         "command": command_line(settings, args.content, args.style, str(out), args.weights, execution, args.preset),
     }
-    save_image(out, result.image, metadata)
+    save_image(out, result.image, metadata, bit_depth=execution.bit_depth)
     if trace_path:
         write_json(
             trace_path,

@@ -139,7 +139,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             checkpoint=checkpoint,
             stop_signal=stop,
         )
-    write_outputs(result, out_dir, jax.process_index(), replace=args.overwrite)
+    write_outputs(result, out_dir, jax.process_index(), replace=args.overwrite, bit_depth=execution.bit_depth)
     if main_process and not args.quiet:
         diverged = int((result.diverged_at >= 0).sum())
         print(
