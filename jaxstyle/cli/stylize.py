@@ -71,8 +71,9 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     """Stylize, write the image (with its settings as metadata) and the trace; ``stop``: the run's stop requests."""
     from jaxstyle import __version__
     from jaxstyle.api import optimize, prepare
-    from jaxstyle.files import write_json
+    from jaxstyle.files import json_bytes
     from jaxstyle.image import save_image
+    from jaxstyle.kept import Output, places, write_or_keep
 
     settings, execution = settings_from_args(args), execution_from_args(args)
     out, trace_path, snapshot_name = stylize_files(args, settings, execution)
@@ -110,17 +111,17 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         "execution": execution.to_dict(),
         "command": command_line(settings, args.content, args.style, str(out), args.weights, execution, args.preset),
     }
-    save_image(out, result.image, metadata, bit_depth=execution.bit_depth)
+    outputs = [Output.image(out, result.image, metadata, execution.bit_depth)]
     if trace_path:
-        write_json(
-            trace_path,
-            {
-                "settings": settings.to_dict(),
-                "seconds": result.seconds,
-                **{k: v.tolist() for k, v in result.trace.items()},
-                "final": final,
-            },
-        )
+        trace = {
+            "settings": settings.to_dict(),
+            "seconds": result.seconds,
+            **{k: v.tolist() for k, v in result.trace.items()},
+            "final": final,
+        }
+        outputs.append(Output.file(trace_path, json_bytes(trace)))
+    # A failed write keeps the result (beside the output, in the checkpoint directory, ...) for `jaxstyle write`.
+    write_or_keep(outputs, "stylize", out.name, places(out.parent, args.checkpoint_dir))
     if not args.quiet:
         h, w = result.image.shape[:2]
         print(
