@@ -228,8 +228,8 @@ def network_view(mode: str, rgb: np.ndarray) -> np.ndarray:
     """What the network sees of an image that is not a style image (``(..., H, W, 3)``):
     its luminance replicated to three channels under ``luminance``, else the image itself."""
     check_mode(mode)
-    if mode == "luminance":
-        return pixels(grey(luminance(rgb)))
+    if mode == "luminance":  # Y of pixels in [0, 1] lies in [0, 1]: nothing to clip
+        return grey(luminance(rgb)).astype(rgb.dtype if np.issubdtype(rgb.dtype, np.floating) else np.float32)
     return rgb
 
 
