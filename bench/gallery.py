@@ -155,13 +155,21 @@ PANELS = (
         "its five scales instead of 1000, 500, 500, 500, 500 (2-core CPU shared with other jobs).",
     ),
     Panel(
-        "preserve_color",
-        "--color post: the photo's colours, the painting's strokes",
+        "color",
+        "The content's colours three ways: after the run, luminance only, and the style's colours matched first",
         "tubingen.jpg",
         ("starry_night.jpg",),
-        (Run("--color post", (*FIRST, "--color", "post")),),
-        note="The README's first command (gatys on VGG-19) with --color post (YCbCr: the result's luminance, "
-        "the photo's chroma).",
+        (
+            Run("--color post", (*FIRST, "--color", "post")),
+            Run("--color luminance", (*FIRST, "--color", "luminance")),
+            Run("--color histogram-pca", (*FIRST, "--color", "histogram-pca")),
+        ),
+        note="The README's first command (gatys on VGG-19) with each --color mode (docs: guide/controls.md). "
+        "post: the result's luminance with the photo's chroma (YCbCr), after a run that saw the painting's colours. "
+        "luminance: the network sees luminance only, the painting's matched to the photo's mean and deviation; "
+        "the photo's I, Q (YIQ) back. histogram-pca: the painting's colours given the photo's mean and covariance "
+        "before the run (Gatys et al. 2017, section 5), here by PCA (histogram-cholesky gives the same mean and "
+        "covariance, its colour axes rotated).",
     ),
     Panel(
         "blend",
