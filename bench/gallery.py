@@ -156,13 +156,21 @@ PANELS = (
         "its five scales instead of 1000, 500, 500, 500, 500 (2-core CPU shared with other jobs).",
     ),
     Panel(
-        "preserve_color",
-        "--preserve-color: the photo's colours, the painting's strokes",
+        "color",
+        "The content's colours three ways: after the run, luminance only, and the style's colours matched first",
         "tubingen.jpg",
         ("starry_night.jpg",),
-        (Run("--preserve-color", (*FIRST, "--preserve-color")),),
-        note="The README's first command (gatys on VGG-19) with --preserve-color (YCbCr: the result's luminance, "
-        "the photo's chroma).",
+        (
+            Run("--color post", (*FIRST, "--color", "post")),
+            Run("--color luminance", (*FIRST, "--color", "luminance")),
+            Run("--color histogram-pca", (*FIRST, "--color", "histogram-pca")),
+        ),
+        note="The README's first command (gatys on VGG-19) with each --color mode (docs: guide/controls.md). "
+        "post: the result's luminance with the photo's chroma (YCbCr), after a run that saw the painting's colours. "
+        "luminance: the network sees luminance only, the painting's matched to the photo's mean and deviation; "
+        "the photo's I, Q (YIQ) back. histogram-pca: the painting's colours given the photo's mean and covariance "
+        "before the run (Gatys et al. 2017, section 5), here by PCA (histogram-cholesky gives the same mean and "
+        "covariance, its colour axes rotated).",
     ),
     Panel(
         "blend",
@@ -299,8 +307,8 @@ def describe_settings(s: dict, scales: list[dict] | None, swept: tuple[str, ...]
     else:
         size = ""
     extras = [f"init {s['init']}"]
-    if s.get("preserve_color"):
-        extras.append("preserve colour")
+    if s.get("preserve_color") or s.get("color", "none") != "none":  # PNGs written before --color: preserve_color
+        extras.append(f"colour {s.get('color', 'post')}")
     if s.get("style_blend"):
         extras.append("blend " + ":".join(f"{b:g}" for b in s["style_blend"]))
     if s["style_shape"] != "output" or s["style_scale"] != 1:

@@ -152,7 +152,7 @@ def run_sequential(
         if i > 0:
             warped = warp(out[-1], motion.backward[i - 1])[None]
             targets = FrameTargets(warped, warped, motion.mask_prev[i - 1][None], np.full(1, temporal_weight))
-        inputs = dataclasses.replace(job.inputs, contents=[frame])
+        inputs = job.inputs.with_contents([frame], job.settings.color)
         report = on_chunk and (lambda r, i=i: on_chunk(r._replace(micro_batch=i, micro_batches=len(frames))))
         result = run_job(dataclasses.replace(job, inputs=inputs, frames=targets), mesh, on_chunk=report)
         out.append(result.images[0])

@@ -31,6 +31,7 @@ import struct
 import textwrap
 import types
 import typing
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -74,6 +75,19 @@ def check_registry(kind: str, registry: dict, names: dict[str, str]) -> None:
         raise RuntimeError(f"{kind} registered {tuple(registry)} but jaxstyle.config names {tuple(names)}")
 
 
+# The modes of --color (jaxstyle.color, which imports NumPy, applies them), with one line of help each.
+COLOR_HELP: dict[str, str] = {
+    "none": "the style's colours",
+    "post": "after the run, the result's luminance with the content's chroma (YCbCr), "
+    "as neural-style's -original_colors 1",
+    "luminance": "luminance-only transfer: the network sees luminance only, the style's matched to the "
+    "content's mean and variance; the output takes the content's I and Q (YIQ)",
+    "histogram-cholesky": "before the run, the style's colour mean and covariance matched to the content's "
+    "(linear map from Cholesky factors)",
+    "histogram-pca": "as histogram-cholesky, the map from the covariances' symmetric square roots "
+    "(eigendecompositions)",
+}
+COLOR_MODES = tuple(COLOR_HELP)
 OPTIMIZERS = tuple(OPTIMIZER_HELP)
 STYLE_LOSS_NAMES = tuple(STYLE_LOSS_HELP)
 # Rematerialisation modes (jaxstyle.remat), fastest first: `auto` takes the first whose estimate fits.
@@ -181,7 +195,7 @@ class SettingInfo:
 
     doc: str
     section: str
-    choices: tuple[str, ...] | None = None
+    choices: tuple[Any, ...] | None = None
     bounds: Bounds | None = None
     depends_on: tuple[str, ...] = ()
     optimizers: tuple[str, ...] | None = None
@@ -457,10 +471,12 @@ class Settings:
         "weight of each style image when several are given, e.g. 0.7,0.3; normalised to sum 1 (unset: equal)",
         section="style",
     )
-    preserve_color: bool = setting(
-        False,
-        "keep the content image's colours, taking only the result's luminance (YCbCr), "
-        "as neural-style's -original_colors 1",
+    # Replaces the on/off preserve_color (now color="post"), which resolve() and the
+    # command line's --preserve-color still take (DEPRECATED_SETTINGS).
+    color: str = setting(
+        "none",
+        "colour control (Gatys et al. 2017, section 5; docs: guide/controls.md): " + choices_help(COLOR_HELP),
+        choices=COLOR_MODES,
         section="output",
     )
     pool: str = setting("max", "VGG pooling", choices=("max", "avg"), section="network")
@@ -560,6 +576,15 @@ class Execution:
         EXECUTION,
         bounds=Bounds(1),
         commands=("stylize",),
+    )
+    # What the files hold, not what is optimised: the image is float until it is written.
+    bit_depth: int = setting(
+        8,
+        "bits per channel of the images written: 16 writes PNG or TIFF straight from the float image, "
+        "with an sRGB ICC profile (docs: guide/large-images.md)",
+        EXECUTION,
+        choices=(8, 16),
+        commands=("stylize", "sweep"),
     )
 
     def __post_init__(self) -> None:
@@ -731,7 +756,9 @@ def check_value(name: str, value: Any, where: str = "") -> None:
     setting's declared ``choices`` and ``bounds`` (``None``, unset, lies in any bounds)."""
     declared = info(name)
     if declared.choices is not None and value is not None and value not in declared.choices:
-        raise SettingError(f"{where}${name} must be one of {', '.join(declared.choices)}, not {value!r}", name)
+        raise SettingError(
+            f"{where}${name} must be one of {', '.join(map(str, declared.choices))}, not {value!r}", name
+        )
     if declared.bounds is not None and value is not None:
         kind = element_type(name)
         for x in value if isinstance(value, tuple) else (value,):
@@ -844,6 +871,30 @@ PRESETS: dict[str, Settings] = {
 }
 
 
+# Settings that were replaced, each with its successor and the successor's value for each
+# old value: resolve() (the Python API) and the command line (--preserve-color) still take them.
+DEPRECATED_SETTINGS: dict[str, tuple[str, dict[Any, Any]]] = {
+    "preserve_color": ("color", {True: "post", False: "none"}),
+}
+
+
+def replace_deprecated(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``overrides`` with each deprecated setting given (not ``None``) replaced by its successor's value
+    (:data:`DEPRECATED_SETTINGS`), with a ``DeprecationWarning``; an error where both are given and differ."""
+    replaced = dict(overrides)
+    for old, (new, values) in DEPRECATED_SETTINGS.items():
+        value = replaced.pop(old, None)
+        if value is None:
+            continue
+        if not isinstance(value, bool) or value not in values:
+            raise JaxstyleError(f"{old} must be one of {', '.join(map(repr, values))}, not {value!r}")
+        warnings.warn(f"{old}={value} is deprecated; use {new}={values[value]!r}", DeprecationWarning, stacklevel=3)
+        if replaced.get(new) is not None and replaced[new] != values[value]:
+            raise JaxstyleError(f"{old}={value} means {new} {values[value]}, not {replaced[new]}; give {new} only")
+        replaced[new] = values[value]
+    return replaced
+
+
 def resets(given: Sequence[str]) -> set[str]:
     """The settings that giving ``given`` resets: their dependents, transitively, except those given."""
     reset: set[str] = set()
@@ -868,7 +919,7 @@ def resolve(preset: str = "paper", **overrides: Any) -> Settings:
     """
     if preset not in PRESETS:
         raise JaxstyleError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    given = {k: v for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in replace_deprecated(overrides).items() if v is not None}
     unknown = set(given) - set(FIELD_NAMES)
     if unknown & set(EXECUTION_NAMES):
         raise TypeError(

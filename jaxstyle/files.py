@@ -135,10 +135,15 @@ def file_digests(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> tuple[s
     return sha.hexdigest(), md5.hexdigest()
 
 
+def json_bytes(data: dict) -> bytes:
+    """``data`` as the indented JSON :func:`write_json` writes."""
+    return json.dumps(data, indent=1).encode()
+
+
 def write_json(path: str | os.PathLike, data: dict) -> None:
     """Write ``data`` as indented JSON, atomically."""
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1))
+        tmp.write_bytes(json_bytes(data))
 
 
 # --------------------------------------------------------------------------- the files of a run

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
+from jaxstyle import encode16
 from jaxstyle.config import MAX_SIDE, MIN_SIDE  # declared with the settings they bound
 from jaxstyle.errors import JaxstyleError, one_line
 from jaxstyle.files import atomic_output, check_writable
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 MAX_INPUT_PIXELS = 1 << 26  # 67 Mpx: larger files are refused before decoding (bombs).
 METADATA_KEY = "jaxstyle"
 WRITABLE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".tif": "TIFF", ".tiff": "TIFF"}
+BIT_DEPTHS = (8, 16)
+DEEP_FORMATS = ("PNG", "TIFF")  # the formats written with 16 bits a channel (jaxstyle.encode16)
 
 
 def to_rgb01(img: Image.Image) -> np.ndarray:
@@ -168,23 +171,39 @@ def to_uint8(rgb: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def check_output_path(path: str | os.PathLike) -> Path:
-    """Fail early, before any work, if ``path`` cannot be written as an image."""
+def check_output_path(path: str | os.PathLike, bit_depth: int = 8) -> Path:
+    """Fail early, before any work, if ``path`` cannot be written as an image of ``bit_depth`` bits a channel."""
     path = Path(path)
     if path.suffix.lower() not in WRITABLE_SUFFIXES:
         raise JaxstyleError(f"{path}: unsupported output type; use one of {', '.join(WRITABLE_SUFFIXES)}")
+    if bit_depth not in BIT_DEPTHS:
+        raise JaxstyleError(f"{path}: a bit depth of {bit_depth}; use 8 or 16")
+    if bit_depth == 16 and WRITABLE_SUFFIXES[path.suffix.lower()] not in DEEP_FORMATS:
+        raise JaxstyleError(f"{path}: --bit-depth 16 writes PNG or TIFF; name the output .png, .tif or .tiff")
     return check_writable(path)
 
 
-def save_image(path: str | os.PathLike, rgb: np.ndarray, metadata: Mapping | None = None) -> Path:
+def save_image(path: str | os.PathLike, rgb: np.ndarray, metadata: Mapping | None = None, bit_depth: int = 8) -> Path:
     """Write RGB in [0, 1] atomically: to a temporary file beside ``path``, then rename.
 
-    ``metadata`` is stored as JSON in the PNG text chunk ``jaxstyle`` (PNG only).
+    ``metadata`` is stored as JSON in the PNG text chunk ``jaxstyle`` (8-bit: PNG only).
+    With ``bit_depth`` 16, a PNG or TIFF of ``round(65535 x)`` straight from the floats,
+    with an sRGB ICC profile and the metadata (TIFF: in ``ImageDescription``); see
+    :mod:`jaxstyle.encode16`.
     """
-    path = check_output_path(path)
+    path = check_output_path(path, bit_depth)
+    fmt = WRITABLE_SUFFIXES[path.suffix.lower()]
+    if bit_depth == 16:
+        text = json.dumps(metadata if metadata is not None else {}, sort_keys=True)
+        if fmt == "PNG":
+            data = encode16.png16(rgb, {METADATA_KEY: text, "Software": "jaxstyle"}, encode16.srgb_profile())
+        else:
+            data = encode16.tiff16(rgb, text, encode16.srgb_profile())
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(data)
+        return path
     image = Image.fromarray(to_uint8(rgb), mode="RGB")
     kwargs: dict = {}
-    fmt = WRITABLE_SUFFIXES[path.suffix.lower()]
     if fmt == "PNG" and metadata is not None:
         info = PngImagePlugin.PngInfo()
         info.add_text(METADATA_KEY, json.dumps(metadata, sort_keys=True))
@@ -196,11 +215,14 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, metadata: Mapping | Non
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The settings jaxstyle stored in a PNG it wrote."""
+    """The settings jaxstyle stored in a PNG it wrote, or in a 16-bit TIFF (its ``ImageDescription``)."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             text = img.text.get(METADATA_KEY) if hasattr(img, "text") else None
+            tags = getattr(img, "tag_v2", None)
+            if text is None and tags is not None and tags.get(305) == "jaxstyle":  # Software
+                text = tags.get(270)  # ImageDescription
     except (OSError, UnidentifiedImageError) as e:
         raise JaxstyleError(f"{path}: cannot read ({e})") from None
     if text is None:

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from jaxstyle import color as colour
 from jaxstyle import image as imageio
 from jaxstyle import masks as masklib
 from jaxstyle import mesh as meshlib
@@ -30,7 +31,6 @@ from jaxstyle import nets
 from jaxstyle import weights as weightsio
 from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
 from jaxstyle.checkpoint import CheckpointOptions, Checkpoints, Position, digest
-from jaxstyle.color import preserve_color
 from jaxstyle.config import (
     INITS,
     STYLE_LOSS_NAMES,
@@ -146,12 +146,17 @@ def read_init(settings: Settings) -> np.ndarray | None:
 class Inputs:
     """The images of a run, read and checked.
 
+    The images the network sees are those the settings' ``color`` makes of the files
+    (:mod:`jaxstyle.color`): under ``luminance`` their luminance, under ``histogram-*`` the
+    styles with the first content's colours; the output takes its colours from ``originals``.
+
     Attributes:
-      contents: content images, float32 RGB at their own sizes.
-      styles: style images, likewise.
+      contents: content images as the network sees them, float32 RGB at their own sizes.
+      styles: style images as the network sees them, likewise.
       blends: ``(T, S)`` weights of the style images in each style target (rows sum to 1).
-      init_rgb: the ``init`` image file's pixels, if ``init`` names one.
+      init_rgb: the ``init`` image file's pixels as the network sees them, if ``init`` names one.
       output_size: ``(height, width)`` of the output.
+      originals: the content images as read (the colours of ``--color post`` and ``luminance``).
       masks: regions, style-image masks and the edit mask (:class:`jaxstyle.masks.Masks`), or ``None``.
     """
 
@@ -160,7 +165,15 @@ class Inputs:
     blends: np.ndarray
     init_rgb: np.ndarray | None
     output_size: tuple[int, int]
+    originals: list[np.ndarray]
     masks: masklib.Masks | None = None
+
+    def with_contents(self, rgbs: Sequence[np.ndarray], color: str) -> Inputs:
+        """These inputs with other content images (a video's frames, one at a time), seen as
+        ``color`` says; the style images stay as they were matched (to the first content)."""
+        return dataclasses.replace(
+            self, contents=[colour.network_view(color, rgb) for rgb in rgbs], originals=list(rgbs)
+        )
 
 
 def read_inputs(
@@ -169,19 +182,22 @@ def read_inputs(
     settings: Settings,
     style_blends: Sequence[Sequence[float]] | None = None,
 ) -> Inputs:
-    """Read every image of a run; the output size follows the first content image."""
+    """Read every image of a run, as the settings' ``color`` has the network see it
+    (:class:`Inputs`); the output size follows the first content image."""
     if not contents or not styles:
         raise JaxstyleError("a run needs at least one content and one style image")
     content_rgbs = [as_rgb(c) for c in contents]
     style_rgbs = [as_rgb(s) for s in styles]
     if style_blends is None:
         style_blends = [settings.blend_weights(len(style_rgbs))]
+    init_rgb = read_init(settings)
     return Inputs(
-        contents=content_rgbs,
-        styles=style_rgbs,
+        contents=[colour.network_view(settings.color, rgb) for rgb in content_rgbs],
+        styles=colour.styles_for(settings.color, style_rgbs, content_rgbs[0]),
         blends=blend_matrix(len(style_rgbs), style_blends),
-        init_rgb=read_init(settings),
+        init_rgb=None if init_rgb is None else colour.network_view(settings.color, init_rgb),
         output_size=imageio.output_size(content_rgbs[0].shape[:2], settings),
+        originals=content_rgbs,
     )
 
 
@@ -551,15 +567,16 @@ def output_pixels(
     content_rgbs: Sequence[np.ndarray],
     edit_masks: Sequence[np.ndarray | None] | None = None,
 ) -> np.ndarray:
-    """Network-space images ``(B, H, W, 3)`` as RGB in [0, 1]; with ``preserve_color``,
-    row ``b`` takes the colours of ``content_rgbs[b]`` (resized to the output); with
-    ``edit_masks[b]`` (``(H', W')``, any size of the output's aspect), row ``b`` is
+    """Network-space images ``(B, H, W, 3)`` as RGB in [0, 1]; where the settings' ``color``
+    gives the output the content's colours (``post``, ``luminance``), row ``b`` takes those of
+    ``content_rgbs[b]`` (the content as read, resized to the output: :func:`jaxstyle.color.recolour`);
+    with ``edit_masks[b]`` (``(H', W')``, any size of the output's aspect), row ``b`` is
     :func:`restored`."""
     rgb = to_pixels(jnp.asarray(images), convention)
-    if settings.preserve_color:
+    if settings.color in ("post", "luminance"):
         rgb = np.stack(
             [
-                preserve_color(x, imageio.resize(content, x.shape[:2]))
+                colour.recolour(settings.color, x, imageio.resize(content, x.shape[:2]))
                 for x, content in zip(rgb, content_rgbs, strict=True)
             ]
         )
@@ -735,11 +752,13 @@ class Job:
         """``setting`` with each video frame's temporal weight and target; its own starting images."""
         frames, dtype = self.frames, self.network.dtype
         to_network = self.network.convention.to_network
-        warped = np.asarray(to_network(jnp.asarray(frames.warped, dtype)))[:, None]
+        view = self.settings.color  # the network sees the stylized frames as it sees the contents
+        warped = np.asarray(to_network(jnp.asarray(colour.network_view(view, frames.warped), dtype)))[:, None]
         temporal = TemporalTarget(warped, np.asarray(frames.mask, dtype)[:, None, :, :, None])
         weights = setting.weights._replace(temporal=np.asarray(frames.weight, dtype))
         if frames.init is not None:
-            starts = np.asarray(to_network_images(list(frames.init), self.plan.stages[0].size, self.network))
+            init = [colour.network_view(view, rgb) for rgb in frames.init]
+            starts = np.asarray(to_network_images(init, self.plan.stages[0].size, self.network))
         return setting._replace(weights=weights, temporal=temporal), starts
 
 
@@ -1403,8 +1422,8 @@ class Runner:
                 state = next_stage_state(step, self.layout, index, device, state, settings.warm_start, convention)
             state, progress = self.stage(step, state, progress, rows, number, index, chunks_done)
             chunks_done = 0
-        # Each row's content image (for --preserve-color); padding rows repeat the last setting.
-        points, contents = self.job.points, self.job.inputs.contents
+        # Each row's content image as read (for --color, --edit-mask); padding rows repeat the last setting.
+        points, contents = self.job.points, self.job.inputs.originals
         indexes = [points[min(rows.start + r, rows.stop - 1)].content for r in range(self.batch)]
         content_rgbs = [contents[c] for c in indexes]
         last = len(plan.stages) - 1
@@ -1417,7 +1436,8 @@ class Runner:
         )
         # The final losses are those of the image written (clipped to [0, 1], with the
         # content's colours where asked), not of the iterate before the last step.
-        written = convention.to_network(jnp.asarray(final, self.job.network.dtype))[:, None]
+        seen = colour.network_view(settings.color, final)  # as the network saw the image optimised
+        written = convention.to_network(jnp.asarray(seen, self.job.network.dtype))[:, None]
         final_losses = step.losses(self.layout.to_device(last, written))
         self.offsets = meshlib.local_rows(state.image)
         return MicroBatchOutput(
@@ -1477,7 +1497,7 @@ class Runner:
         settings, inputs, points = self.job.settings, self.job.inputs, self.job.points
         current = self.layout.to_host(stage, averaged_image(state))[: len(rows), 0]
         indexes = [points[r].content for r in rows]
-        contents = [inputs.contents[c] for c in indexes]
+        contents = [inputs.originals[c] for c in indexes]
         edit = self.edit_masks(indexes)
         self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents, edit))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -15,8 +16,9 @@ from PIL import Image, ImageDraw, ImageFont
 from jaxstyle import __version__
 from jaxstyle.config import SWEPT_FIELDS, short_label, value_text
 from jaxstyle.errors import JaxstyleError, one_line
-from jaxstyle.files import atomic_output, write_json
-from jaxstyle.image import save_image, to_uint8
+from jaxstyle.files import json_bytes
+from jaxstyle.image import to_uint8
+from jaxstyle.kept import Output, places, write_or_keep
 from jaxstyle.sweep import SweepPoint, SweepResult
 
 CAPTION_HEIGHT = 18
@@ -105,11 +107,12 @@ def scale_records(result: SweepResult) -> list[dict]:
     return [{"size": list(stage.size), "steps": stage.steps} for stage in result.stages]
 
 
-def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int]) -> None:
-    """One PNG per setting, with the shared settings and the setting's own values as metadata."""
+def setting_images(result: SweepResult, out_dir: Path, indexes: list[int], bit_depth: int = 8) -> list[Output]:
+    """One PNG per setting (``bit_depth`` bits a channel), with the shared settings and the setting's own
+    values as metadata."""
     shared = result.settings.to_dict()
-    for k in indexes:
-        save_image(
+    return [
+        Output.image(
             out_dir / setting_filename(result, k),
             result.images[k],
             {
@@ -118,7 +121,10 @@ def write_setting_images(result: SweepResult, out_dir: Path, indexes: list[int])
                 "scales": scale_records(result),
                 "sweep_point": point_record(result, k),
             },
+            bit_depth=bit_depth,
         )
+        for k in indexes
+    ]
 
 
 def thumbnail(rgb: np.ndarray, max_side: int) -> Image.Image:
@@ -200,8 +206,8 @@ def contact_sheet(result: SweepResult, cell: int = 256) -> tuple[Image.Image, Sh
     return sheet, SheetLayout(boxes=boxes, rows=len(row_labels), columns=len(column_labels))
 
 
-def loss_plot(result: SweepResult, path: Path) -> None:
-    """Total loss against step for every setting (log scale), diverged settings dashed."""
+def loss_plot(result: SweepResult) -> bytes:
+    """A PNG of the total loss against step for every setting (log scale), diverged settings dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,9 +235,10 @@ def loss_plot(result: SweepResult, path: Path) -> None:
         borderaxespad=0,
     )
     fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    return buffer.getvalue()
 
 
 def summary(result: SweepResult) -> dict:
@@ -258,30 +265,42 @@ def summary(result: SweepResult) -> dict:
     }
 
 
-def write_outputs(result: SweepResult, out_dir: Path, process_index: int = 0, replace: bool = False) -> None:
-    """Every process writes its own settings' PNGs; process 0 also the sheet, plot and summary.
+def write_outputs(
+    result: SweepResult,
+    out_dir: Path,
+    process_index: int = 0,
+    replace: bool = False,
+    bit_depth: int = 8,
+    checkpoint_dir: str | os.PathLike | None = None,
+) -> None:
+    """Every process writes its own settings' PNGs (``bit_depth`` bits a channel); process 0 also the
+    sheet, plot and summary.
 
-    With ``replace``, process 0 then removes the files of an earlier sweep in ``out_dir``
-    that this one did not write over, so that the directory holds one sweep, the one
-    ``summary.json`` describes.
+    What cannot be written is kept (:func:`jaxstyle.kept.write_or_keep`: in ``out_dir``,
+    ``checkpoint_dir``, ...) to be written by ``jaxstyle write``. With ``replace``, process 0
+    then removes the files of an earlier sweep in ``out_dir`` that this one did not write
+    over, so that the directory holds one sweep, the one ``summary.json`` describes.
     """
-    write_setting_images(result, out_dir, result.local)
+    outputs = setting_images(result, out_dir, result.local, bit_depth)
     if process_index == 0:
         sheet, _ = contact_sheet(result)
-        with atomic_output(out_dir / "contact_sheet.png") as tmp:
-            sheet.save(tmp, format="PNG")
-        loss_plot(result, out_dir / "losses.png")
-        write_json(out_dir / "summary.json", summary(result))
-        if replace:
-            written = {*SWEEP_FILES, *(setting_filename(result, k) for k in range(len(result.points)))}
-            for name in sweep_outputs_in(out_dir):
-                if name not in written:
-                    try:
-                        (out_dir / name).unlink()
-                    except OSError as e:
-                        raise JaxstyleError(
-                            f"{out_dir / name}: cannot remove the earlier sweep's file ({one_line(e)})"
-                        ) from None
+        buffer = io.BytesIO()
+        sheet.save(buffer, format="PNG")
+        outputs.append(Output.file(out_dir / "contact_sheet.png", buffer.getvalue()))
+        outputs.append(Output.file(out_dir / "losses.png", loss_plot(result)))
+        outputs.append(Output.file(out_dir / "summary.json", json_bytes(summary(result))))
+    name = f"{out_dir.resolve().name or 'sweep'}.sweep" + (f".process{process_index}" if process_index else "")
+    write_or_keep(outputs, "sweep", name, places(out_dir, checkpoint_dir))
+    if process_index == 0 and replace:
+        written = {*SWEEP_FILES, *(setting_filename(result, k) for k in range(len(result.points)))}
+        for name in sweep_outputs_in(out_dir):
+            if name not in written:
+                try:
+                    (out_dir / name).unlink()
+                except OSError as e:
+                    raise JaxstyleError(
+                        f"{out_dir / name}: cannot remove the earlier sweep's file ({one_line(e)})"
+                    ) from None
 
 
 def sweep_outputs_in(out_dir: Path) -> list[str]:

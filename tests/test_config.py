@@ -71,7 +71,7 @@ def test_command_line_reproduces_every_preset(name):
     [
         ("crowsonkb", {"steps": 10, "style_layers": ("relu1_1",), "optimizer": "lbfgs", "pixels": 40000}),
         ("gatys", {"optimizer": "adam", "size": (64, 96), "scale_steps": (3, 2), "scales": 2, "warm_start": True}),
-        ("paper", {"min_side": 40, "max_side": 90, "style_blend": (0.25, 0.75), "preserve_color": True}),
+        ("paper", {"min_side": 40, "max_side": 90, "style_blend": (0.25, 0.75), "color": "luminance"}),
     ],
 )
 def test_command_line_reproduces_overridden_settings(preset, overrides):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 
@@ -224,3 +225,85 @@ def test_save_is_atomic_and_keeps_metadata(tmp_path, rng):
     assert read_metadata(path) == {"a": 1, "b": [1, 2]}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png"]
     np.testing.assert_array_equal(np.asarray(Image.open(path)), np.round(rgb * 255).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------- 16-bit output (--bit-depth 16)
+
+
+def read16(path) -> np.ndarray:
+    """A 16-bit RGB file as OpenCV (libpng, libtiff) reads it: an independent decoder."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert bgr is not None and bgr.dtype == np.uint16 and bgr.shape[2] == 3, path
+    return bgr[..., ::-1]
+
+
+def sixteen_bit_values(rng) -> np.ndarray:
+    """Float RGB whose 16-bit values cover every low byte: 8 bits on the way would lose them."""
+    levels = rng.permutation(65536)[: 24 * 40 * 3].reshape(24, 40, 3)
+    levels[0, :3] = [[0, 1, 255], [256, 257, 65534], [65535, 32768, 12345]]
+    return levels / 65535.0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".tiff"])
+def test_16_bit_output_keeps_every_level_an_srgb_profile_and_the_metadata(tmp_path, rng, suffix):
+    from PIL import ImageCms
+
+    from jaxstyle.encode16 import srgb_profile
+
+    rgb = sixteen_bit_values(rng)
+    path = save_image(tmp_path / f"o{suffix}", rgb, {"settings": {"color": "post"}, "n": [1, 2]}, bit_depth=16)
+    read = read16(path)
+    np.testing.assert_array_equal(read, np.round(rgb * 65535).astype(np.uint16))
+    assert (read % 257 != 0).mean() > 0.99  # levels no 8-bit value gives (v * 257)
+    assert len(np.unique(read)) == read.size > 256  # distinct levels, more than 8 bits hold
+    assert read_metadata(path) == {"settings": {"color": "post"}, "n": [1, 2]}
+    with Image.open(path) as img:
+        img.verify()  # chunk CRCs, the TIFF directory
+    with Image.open(path) as img:
+        assert img.info["icc_profile"] == srgb_profile()
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(img.info["icc_profile"]))
+        assert ImageCms.getProfileDescription(profile).strip() == "sRGB built-in"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"o{suffix}"]
+
+
+def test_16_bit_output_rounds_and_clips_the_floats(tmp_path):
+    rgb = np.array([[[-0.5, 0.0, 1 / 131070], [0.5, 1.0, 7.0]]])  # 1/131070: half a level, rounds to even
+    read = read16(save_image(tmp_path / "o.png", rgb, bit_depth=16))
+    np.testing.assert_array_equal(read, [[[0, 0, 0], [32768, 65535, 65535]]])
+
+
+def test_16_bit_output_is_png_or_tiff(tmp_path):
+    with pytest.raises(JaxstyleError, match=r"--bit-depth 16 writes PNG or TIFF"):
+        check_output_path(tmp_path / "o.jpg", bit_depth=16)
+    with pytest.raises(JaxstyleError, match="bit depth of 12"):
+        save_image(tmp_path / "o.png", np.zeros((4, 4, 3)), bit_depth=12)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_16_bit_stylize_and_sweep_from_the_command_line(tmp_path, rng, tiny_cli):
+    from jaxstyle.cli import main
+
+    from .test_bad_input import assert_one_line_error, run_cli
+
+    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(tmp_path / "c.png")
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "s.png")
+    inputs = [str(tmp_path / "c.png"), str(tmp_path / "s.png")]
+    common = ["--size", "48x64", "--steps", "3", *tiny_cli, "-q"]
+    assert main(["stylize", *inputs, "-o", str(tmp_path / "o8.png"), *common]) == 0
+    assert main(["stylize", *inputs, "-o", str(tmp_path / "o16.tif"), *common, "--bit-depth", "16"]) == 0
+    deep, shallow = read16(tmp_path / "o16.tif").astype(np.int64), np.asarray(Image.open(tmp_path / "o8.png"))
+    assert np.abs(np.round(deep / 257) - shallow).max() <= 1  # the same run, rounded once to each depth
+    assert (deep % 257 != 0).mean() > 0.9
+    metadata = read_metadata(tmp_path / "o16.tif")
+    assert metadata["execution"]["bit_depth"] == 16 and "--bit-depth 16" in metadata["command"]
+    out_dir = tmp_path / "sweep"
+    assert main(["sweep", *inputs, "-o", str(out_dir), *common, "--style-weight", "1,1000", "--bit-depth", "16"]) == 0
+    for name in ("000_sw1.png", "001_sw1000.png"):
+        assert (read16(out_dir / name) % 257 != 0).mean() > 0.9
+        assert read_metadata(out_dir / name)["sweep_point"]["file"] == name
+    result = run_cli("stylize", *inputs, "-o", str(tmp_path / "o.jpg"), *common, "--bit-depth", "16")
+    assert_one_line_error(result, "o.jpg", "--bit-depth 16 writes PNG or TIFF")
+    result = run_cli("stylize", *inputs, "-o", str(tmp_path / "o.png"), *common, "--bit-depth", "12")
+    assert_one_line_error(result, "--bit-depth must be one of 8, 16")

@@ -247,7 +247,7 @@ PUBLISHED = {
         "max_side": 512,
         "init": "gaussian",  # -init random: randn * 0.001 in network space
         "style_scale": 1.0,
-        "preserve_color": False,
+        "color": "none",
         "pool": "max",
         "convention": "caffe",
     },
@@ -317,7 +317,7 @@ def test_presets_command_lists_every_setting(capsys):
 
 def test_sweep_batches_ema_blends_scales_and_colour_like_single_runs(images, common):
     content, style_a, style_b = images
-    shared = {**common, "steps": 2, "scales": 2, "preserve_color": True, "dtype": "float64"}
+    shared = {**common, "steps": 2, "scales": 2, "color": "post", "dtype": "float64"}
     blends = [(1.0, 0.0), (0.3, 0.7)]
     points = [SweepPoint(0, 1, 1.0, 1e3, 10.0, 0.1, 0.0), SweepPoint(0, 0, 1.0, 1e4, 10.0, 0.1, 0.5)]
     result = sweep([content], [style_a, style_b], points, style_blends=blends, **shared)

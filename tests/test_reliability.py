@@ -341,3 +341,105 @@ def test_a_vmapped_lbfgs_sweep_stopped_twice_resumes_exactly(tmp_path, tiny_weig
     np.testing.assert_array_equal(resumed.images, reference.images)
     np.testing.assert_array_equal(resumed.trace["total"], reference.trace["total"])
     np.testing.assert_array_equal(resumed.final_losses["total"], reference.final_losses["total"])
+
+
+# --------------------------------------------------------------------------- a full disk at the end
+
+
+@pytest.fixture
+def full_disk(tmp_path, monkeypatch):
+    """A disk that fills up as the outputs are moved into ``tmp_path / "out"``: ``os.replace`` into it
+    raises ENOSPC, after copying the file it would have put there into ``tmp_path / "would"``
+    (the bytes the run meant to write). ``$TMPDIR`` and the cache are inside ``tmp_path``."""
+    import errno
+    import shutil
+    import tempfile
+
+    out, would = tmp_path / "out", tmp_path / "would"
+    out.mkdir()
+    would.mkdir()
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).resolve().parent == out.resolve():
+            shutil.copyfile(src, would / Path(dst).name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    yield out, would, lambda: monkeypatch.setattr(os, "replace", real)
+
+
+def kept_path(line: str) -> Path:
+    """The kept result an error line names."""
+    match = re.search(r"kept in (\S+\.kept\.npz):", line)
+    assert match, line
+    return Path(match.group(1))
+
+
+@pytest.mark.parametrize("command", ["stylize", "sweep"])
+def test_a_full_disk_at_the_end_keeps_the_result_to_write_without_a_step(
+    tmp_path, tiny_cli, images_on_disk, full_disk, monkeypatch, command
+):
+    from jaxstyle import pipeline
+
+    from .test_bad_input import assert_one_line_error, run_cli
+
+    out_dir, would, room_again = full_disk
+    inputs = [tmp_path / "c.png", tmp_path / "s.png"]
+    common = ["--size", "48x64", "--steps", "2", *tiny_cli, "-q", "--checkpoint-dir", tmp_path / "ck"]
+    if command == "stylize":
+        target, extra = out_dir / "out.png", ["--trace", out_dir / "trace.json", "--bit-depth", "16"]
+        names = ["out.png", "trace.json"]
+    else:
+        target, extra = out_dir, ["--style-weight", "1,1000"]
+        names = ["000_sw1.png", "001_sw1000.png", "contact_sheet.png", "losses.png", "summary.json"]
+    result = run_cli(command, *inputs, "-o", target, *common, *extra)
+    line = assert_one_line_error(result, str(out_dir / names[0]), "No space left on device", "jaxstyle write")
+    kept = kept_path(line)
+    # The output's directory is full: the checkpoint directory took it.
+    assert kept.parent == tmp_path / "ck" and kept.is_file()
+    assert kept.stat().st_size < 200_000  # small: the float images and their metadata
+    # The first output failed, and nothing after it was tried; then keeping it beside the outputs failed too.
+    assert sorted(p.name for p in would.iterdir()) == sorted([names[0], kept.name])
+    assert not [p for p in out_dir.iterdir() if p.suffix != ".npz"]  # nothing half-written
+    # Room again: `jaxstyle write` writes the same bytes, and runs no step.
+    room_again()
+    monkeypatch.setattr(pipeline.Runner, "run", lambda self: pytest.fail("a step was run"))
+    written = run_cli("write", kept)
+    assert written.returncode == 0, written.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)
+    assert (out_dir / names[0]).read_bytes() == (would / names[0]).read_bytes()
+    assert not kept.exists()
+    if command == "sweep":
+        assert [p["file"] for p in json.loads((out_dir / "summary.json").read_text())["points"]] == names[:2]
+
+
+def test_a_kept_result_writes_elsewhere_at_another_depth_and_bad_ones_are_one_line(tmp_path, rng):
+    from jaxstyle.image import read_metadata, save_image
+    from jaxstyle.kept import Output, keep, write_or_keep
+
+    from .test_bad_input import assert_one_line_error, run_cli
+
+    rgb = rng.uniform(size=(20, 30, 3))
+    outputs = [Output.image(tmp_path / "a.png", rgb, {"n": 1}), Output.file(tmp_path / "t.json", b"{}")]
+    kept = keep(outputs, "stylize", "a.png", [tmp_path / "no" / "such" / "dir", tmp_path])
+    assert kept == tmp_path / "no" / "such" / "dir" / "a.png.kept.npz"  # the first place that takes it
+    (tmp_path / "elsewhere").mkdir()
+    assert run_cli("write", kept, "-o", tmp_path / "elsewhere", "-q").returncode == 0
+    save_image(tmp_path / "ref.png", rgb, {"n": 1})
+    assert (tmp_path / "elsewhere" / "a.png").read_bytes() == (tmp_path / "ref.png").read_bytes()
+    assert (tmp_path / "elsewhere" / "t.json").read_bytes() == b"{}" and not kept.exists()
+    # One image, written as a 16-bit TIFF instead.
+    kept = keep(outputs[:1], "stylize", "a.png", [tmp_path])
+    assert run_cli("write", kept, "-o", tmp_path / "print.tif", "--bit-depth", "16", "-q").returncode == 0
+    assert read_metadata(tmp_path / "print.tif") == {"n": 1}
+    (tmp_path / "junk.kept.npz").write_bytes(b"not a zip")
+    assert_one_line_error(run_cli("write", tmp_path / "junk.kept.npz"), "junk.kept.npz", "not a jaxstyle kept result")
+    assert_one_line_error(run_cli("write", tmp_path / "none.kept.npz"), "none.kept.npz", "no such file")
+    # Nowhere to keep it: the line says so.
+    with pytest.raises(JaxstyleError, match=r"a\.png: .*could not be kept either \(tried /proc/x\)"):
+        write_or_keep([Output.image(tmp_path / "missing" / "a.png", rgb)], "stylize", "a.png", [Path("/proc/x")])

@@ -47,6 +47,7 @@ COMMANDS: dict[str, Command] = {
     "video": Command("stylize a video with temporal consistency (Ruder et al. 2016)", "jaxstyle.cli.video"),
     "weights": Command("download, convert and inspect VGG weights", "jaxstyle.cli.weights"),
     "presets": Command("list the presets with their full settings", "jaxstyle.cli.presets"),
+    "write": Command("write a finished result a run kept when it could not write it", "jaxstyle.cli.write"),
 }
 
 

@@ -141,7 +141,7 @@ def option_spec(field: str, swept_lists: bool) -> dict[str, Any]:
         spec["action"], spec["metavar"] = "append", TEXT_FORMS[kind].metavar
         spec["help"] = "weights of a blend of all style images; repeat to sweep blends"
     else:
-        spec["metavar"] = "{" + ",".join(choices) + "}" if choices else TEXT_FORMS[kind].metavar
+        spec["metavar"] = "{" + ",".join(map(str, choices)) + "}" if choices else TEXT_FORMS[kind].metavar
     if info(field).section == EXECUTION and kind in (int, float):
         # An execution choice is never a sweep's list: argparse reads it, in a one-line
         # error naming the option (``argument --batch-size: invalid int value: 'x'``).
@@ -165,6 +165,12 @@ def add_settings_options(p: argparse.ArgumentParser, swept_lists: bool = False) 
         fields = [field for field in section_fields(section) if field in option_fields()]
         if fields:
             add_options(p.add_argument_group(f"recipe: {title}"), fields, swept_lists)
+    p.add_argument_group("recipe: replaced options").add_argument(
+        "--preserve-color",
+        dest="preserve_color",
+        action=argparse.BooleanOptionalAction,
+        help="deprecated: --color post (--no-preserve-color: --color none)",
+    )
 
 
 def add_options(g: argparse._ArgumentGroup, fields: Sequence[str], swept_lists: bool = False) -> None:
@@ -217,6 +223,12 @@ def settings_from_args(args: argparse.Namespace, swept_lists: bool = False) -> S
 
     skipped = (*SWEPT_FIELDS, "style_blend") if swept_lists else ()
     values = {field: option_value(args, field) for field in option_fields() if field not in skipped}
+    if getattr(args, "preserve_color", None) is not None:  # deprecated: --color post (or none)
+        spelled = "--preserve-color" if args.preserve_color else "--no-preserve-color"
+        color = "post" if args.preserve_color else "none"
+        if values["color"] not in (None, color):
+            raise JaxstyleError(f"{spelled} is --color {color}, not --color {values['color']}; give --color only")
+        values["color"] = color
     return resolve(args.preset, **values)
 
 

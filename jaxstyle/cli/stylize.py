@@ -52,7 +52,7 @@ def sha256_of(path: str) -> str | None:
         return None
 
 
-def stylize_files(args: argparse.Namespace, settings, save_every: int | None) -> tuple[Path, Path | None, str]:
+def stylize_files(args: argparse.Namespace, settings, execution) -> tuple[Path, Path | None, str]:
     """Check every file ``stylize`` writes, before any work: ``(output, trace, snapshot name pattern)``.
 
     Each is writable, none is an input or another output, and no input or output has
@@ -61,10 +61,10 @@ def stylize_files(args: argparse.Namespace, settings, save_every: int | None) ->
     from jaxstyle.image import check_output_path
 
     files = run_files(args, settings, [args.content], csv_names(args.style))
-    out = files.add_output("-o", check_output_path(args.output))
+    out = files.add_output("-o", check_output_path(args.output, execution.bit_depth))
     trace = files.add_output("--trace", args.trace) if args.trace else None
     snapshot_name = str(out.with_name(f"{out.stem}.step{{:06d}}{out.suffix}"))
-    if save_every is not None:
+    if execution.save_every is not None:
         pattern = re.escape(out.stem) + r"\.step\d{6,}" + re.escape(out.suffix)
         # 12 scales of 10^6 steps: global step numbers have at most 8 digits.
         files.add_family("--save-every snapshots", out.parent, pattern, Path(snapshot_name.format(10**8 - 1)).name)
@@ -75,12 +75,13 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     """Stylize, write the image (with its settings as metadata) and the trace; ``stop``: the run's stop requests."""
     from jaxstyle import __version__
     from jaxstyle.api import optimize, prepare
-    from jaxstyle.files import write_json
+    from jaxstyle.files import json_bytes
     from jaxstyle.image import save_image
+    from jaxstyle.kept import Output, places, write_or_keep
 
     masks = mask_inputs(args)
     settings, execution = with_mask_loss(args, settings_from_args(args), masks), execution_from_args(args)
-    out, trace_path, snapshot_name = stylize_files(args, settings, execution.save_every)
+    out, trace_path, snapshot_name = stylize_files(args, settings, execution)
     checkpoint = checkpoint_options(args)
     styles = list(csv_names(args.style))
     problem = prepare(args.content, styles, settings=settings, execution=execution, weights=args.weights, masks=masks)
@@ -89,7 +90,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         print(f"stylize: {memory_line}", file=sys.stderr)
 
     def snapshot(step: int, rgb) -> None:
-        save_image(snapshot_name.format(step), rgb)
+        save_image(snapshot_name.format(step), rgb, bit_depth=execution.bit_depth)
 
     with progress_reporter(args, "stylize") as progress:
         result = optimize(
@@ -123,17 +124,17 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             "strength_map": args.strength_map,
             "guidance": args.guidance,
         }
-    save_image(out, result.image, metadata)
+    outputs = [Output.image(out, result.image, metadata, execution.bit_depth)]
     if trace_path:
-        write_json(
-            trace_path,
-            {
-                "settings": settings.to_dict(),
-                "seconds": result.seconds,
-                **{k: v.tolist() for k, v in result.trace.items()},
-                "final": final,
-            },
-        )
+        trace = {
+            "settings": settings.to_dict(),
+            "seconds": result.seconds,
+            **{k: v.tolist() for k, v in result.trace.items()},
+            "final": final,
+        }
+        outputs.append(Output.file(trace_path, json_bytes(trace)))
+    # A failed write keeps the result (beside the output, in the checkpoint directory, ...) for `jaxstyle write`.
+    write_or_keep(outputs, "stylize", out.name, places(out.parent, args.checkpoint_dir))
     if not args.quiet:
         h, w = result.image.shape[:2]
         print(

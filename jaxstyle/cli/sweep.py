@@ -147,7 +147,9 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             stop_signal=stop,
             masks=masks,
         )
-    write_outputs(result, out_dir, jax.process_index(), replace=args.overwrite)
+    write_outputs(
+        result, out_dir, jax.process_index(), args.overwrite, execution.bit_depth, checkpoint_dir=args.checkpoint_dir
+    )
     if main_process and not args.quiet:
         diverged = int((result.diverged_at >= 0).sum())
         print(
