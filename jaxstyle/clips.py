@@ -34,7 +34,10 @@ pixel; its mask is 0 there either way.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,8 +47,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from jaxstyle import image as imageio
+from jaxstyle.checkpoint import CheckpointOptions, digest
 from jaxstyle.config import Execution, Settings, numbers_checked_as, override, resolve, split_execution
-from jaxstyle.errors import JaxstyleError
+from jaxstyle.errors import JaxstyleError, Stopped, one_line
+from jaxstyle.files import atomic_output, write_json
 from jaxstyle.flow import consistency_mask, flows, warp
 from jaxstyle.videoio import DEFAULT_FOLDER_FPS, Clip, check_output, parse_range, read_clip, write_clip
 
@@ -56,12 +61,20 @@ if TYPE_CHECKING:  # the pipeline imports JAX: only when a run starts
 
     OnChunk = Callable[[ChunkReport], None] | None
 
+StopSignal = Callable[[], int | None] | None
+
 MODES = ("sequential", "multipass")
 # artistic_video.lua's -temporal_weight 1e3 against -content_weight 5: 200 times the content
 # weight. Both of its losses are means over elements, as jaxstyle's are, and both scale
 # alike with the input convention's pixel range, so the ratio carries over.
 TEMPORAL_PER_CONTENT = 200.0
 DEFAULT_PASSES = 6
+# A video checkpoint directory (:class:`VideoCheckpoints`): its manifest, and the names of its units.
+VIDEO_FORMAT_VERSION = 1
+MANIFEST = "video.json"
+FRAME_NAME = "frame_{:06d}"
+PASS_PREFIX = "pass_"
+PASS_NAME = PASS_PREFIX + "{:04d}"
 
 
 @dataclass
@@ -140,24 +153,67 @@ def no_frames(k: int, hw: tuple[int, int]) -> FrameTargets:
 
 
 def run_sequential(
-    job: Job, frames: np.ndarray, motion: Motion, temporal_weight: float, on_chunk: OnChunk
+    job: Job,
+    frames: np.ndarray,
+    motion: Motion,
+    temporal_weight: float,
+    on_chunk: OnChunk,
+    store: VideoCheckpoints | None = None,
+    stop_signal: StopSignal = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Frame after frame on one device: each starts from, and is pulled towards, the previous result warped."""
-    from jaxstyle.pipeline import FrameTargets, run_job, single_device_mesh
+    """Frame after frame on one device: each starts from, and is pulled towards, the previous result warped.
+
+    With ``store``, each finished frame is kept there and skipped when the run is resumed,
+    and the frame in flight is checkpointed by the runner.
+    """
+    from jaxstyle.pipeline import FrameTargets, single_device_mesh
 
     mesh, hw = single_device_mesh(), frames.shape[1:3]
     out, losses = [], []
     for i, frame in enumerate(frames):
-        targets = no_frames(1, hw)
-        if i > 0:
-            warped = warp(out[-1], motion.backward[i - 1])[None]
-            targets = FrameTargets(warped, warped, motion.mask_prev[i - 1][None], np.full(1, temporal_weight))
-        inputs = dataclasses.replace(job.inputs, contents=[frame])
-        report = on_chunk and (lambda r, i=i: on_chunk(r._replace(micro_batch=i, micro_batches=len(frames))))
-        result = run_job(dataclasses.replace(job, inputs=inputs, frames=targets), mesh, on_chunk=report)
-        out.append(result.images[0])
-        losses.append(result.final_losses)
+        name = FRAME_NAME.format(i)
+        kept = store.kept(name) if store is not None else None
+        if kept is None:
+            targets = no_frames(1, hw)
+            if i > 0:
+                warped = warp(out[-1], motion.backward[i - 1])[None]
+                targets = FrameTargets(warped, warped, motion.mask_prev[i - 1][None], np.full(1, temporal_weight))
+            inputs = dataclasses.replace(job.inputs, contents=[frame])
+            report = on_chunk and (lambda r, i=i: on_chunk(r._replace(micro_batch=i, micro_batches=len(frames))))
+            frame_job = dataclasses.replace(job, inputs=inputs, frames=targets)
+            kept = run_unit(frame_job, mesh, report, store, name, stop_signal)
+        images, frame_losses = unit_results(kept)
+        out.append(images[0])
+        losses.append(frame_losses)
     return np.stack(out), {name: np.concatenate([loss[name] for loss in losses]) for name in losses[0]}
+
+
+def run_unit(
+    job: Job, mesh: Mesh, on_chunk: OnChunk, store: VideoCheckpoints | None, name: str, stop_signal: StopSignal
+) -> dict[str, np.ndarray]:
+    """Run a frame's or a pass's job, checkpointed in ``store``'s unit ``name`` and kept there when finished;
+    its images and final losses as :func:`unit_arrays`. A stop names the video's checkpoint directory."""
+    from jaxstyle.pipeline import run_job
+
+    checkpoint = store.unit(name) if store is not None else None
+    try:
+        result = run_job(job, mesh, on_chunk=on_chunk, checkpoint=checkpoint, stop_signal=stop_signal)
+    except Stopped as e:
+        raise Stopped(e.signum, e.step, store.directory if store is not None else None) from None
+    arrays = unit_arrays(result.images, result.final_losses)
+    if store is not None:
+        store.keep(name, arrays)
+    return arrays
+
+
+def unit_arrays(images: np.ndarray, final_losses: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A finished frame's or pass's results as flat named arrays: ``images`` and ``loss_NAME``."""
+    return {"images": images, **{f"loss_{name}": value for name, value in final_losses.items()}}
+
+
+def unit_results(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``(images, final_losses)`` back from :func:`unit_arrays`."""
+    return arrays["images"], {key[5:]: value for key, value in arrays.items() if key.startswith("loss_")}
 
 
 def pass_targets(p: int, previous: np.ndarray, motion: Motion, temporal_weight: float, blend: float) -> FrameTargets:
@@ -198,23 +254,33 @@ def run_multipass(
     passes: int,
     blend: float,
     on_chunk: OnChunk,
+    store: VideoCheckpoints | None = None,
+    stop_signal: StopSignal = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """All frames as one batch, ``passes`` times (see the module's docstring)."""
-    from jaxstyle.pipeline import run_job
+    """All frames as one batch, ``passes`` times (see the module's docstring).
 
+    With ``store``, each finished pass is kept there (only the newest: the next pass starts
+    from it), a resumed run goes on after it, and the pass in flight is checkpointed by the runner.
+    """
     n, hw = len(frames), frames.shape[1:3]
-    current, targets, result = None, no_frames(n, hw), None
-    for p in range(1, passes + 1):
-        if p > 1:
-            targets = pass_targets(p, current, motion, temporal_weight, blend)
+    current, losses, first = None, None, 1
+    done = store.newest(PASS_PREFIX) if store is not None else None
+    if done is not None:
+        current, losses = unit_results(store.kept(PASS_NAME.format(done)))
+        first = done + 1
+    for p in range(first, passes + 1):
+        targets = pass_targets(p, current, motion, temporal_weight, blend) if p > 1 else no_frames(n, hw)
 
         def report(r, p=p):
             number = (p - 1) * r.micro_batches + r.micro_batch
             on_chunk(r._replace(micro_batch=number, micro_batches=passes * r.micro_batches))
 
-        result = run_job(dataclasses.replace(job, frames=targets), mesh, on_chunk=report if on_chunk else None)
-        current = result.images
-    return current, result.final_losses
+        pass_job = dataclasses.replace(job, frames=targets)
+        kept = run_unit(pass_job, mesh, report if on_chunk else None, store, PASS_NAME.format(p), stop_signal)
+        if store is not None and p > 1:
+            store.drop(PASS_NAME.format(p - 1))  # the next pass starts from this one
+        current, losses = unit_results(kept)
+    return current, losses
 
 
 def video(
@@ -234,17 +300,22 @@ def video(
     devices: int | None = None,
     execution: Execution | None = None,
     progress: Callable[[ChunkReport], None] | None = None,
+    checkpoint: CheckpointOptions | None = None,
+    stop_signal: Callable[[], int | None] | None = None,
     **overrides: Any,
 ) -> VideoResult:
     """Stylize a clip with temporal consistency; write it to ``output`` if given.
+
+    In a multi-process run (``jax.distributed``), every process computes its share and
+    holds the whole result; process 0 alone writes ``output`` and the checkpoints' own files.
 
     Args:
       clip: a video file (mp4, webm, gif, mov, mkv), a folder of frames, an array
         ``(N, H, W, 3)`` (uint8 or float in [0, 1]), or a :class:`Clip`.
       style: the style image(s), as for :func:`jaxstyle.stylize`.
       output: a video file (the frame rate and any audio are kept) or a new folder of PNGs.
-      mode: ``"sequential"`` (frame after frame, one device) or ``"multipass"`` (all
-        frames as one batch over ``devices`` devices, ``passes`` times).
+      mode: ``"sequential"`` (frame after frame, one device, one process) or ``"multipass"``
+        (all frames as one batch over ``devices`` devices, ``passes`` times).
       passes: multi-pass passes (pass 1 stylizes the frames independently).
       temporal_weight: weight of the temporal loss (default: 200 times the content weight,
         artistic-videos' ratio); 0 turns it off.
@@ -256,6 +327,12 @@ def video(
         its ``batch_size`` is the frames per compiled micro-batch (default: from memory).
       progress: called with each chunk's :class:`~jaxstyle.pipeline.ChunkReport` (frames
         or passes count as micro-batches).
+      checkpoint: where and how often to save the run's state, and whether to resume from
+        it (:class:`~jaxstyle.checkpoint.CheckpointOptions`): the frames (sequential) or the
+        pass (multi-pass) finished, and the solver state of the one in flight (see
+        :class:`VideoCheckpoints`).
+      stop_signal: asked after every chunk; a signal number stops the run there (after a
+        checkpoint, if ``checkpoint`` is set) with :class:`~jaxstyle.errors.Stopped`.
       **overrides: as for :func:`jaxstyle.stylize`: every recipe setting, e.g. ``max_side=256``,
         ``steps=100``, and every field of :class:`~jaxstyle.config.Execution`, e.g. ``batch_size=4``.
     """
@@ -267,11 +344,17 @@ def video(
 
     if mode not in MODES:
         raise JaxstyleError(f"mode {mode!r}: choose from {', '.join(MODES)}")
+    if mode == "sequential" and jax.process_count() > 1:
+        raise JaxstyleError(
+            "mode sequential runs frame after frame on one device, in one process: use mode multipass "
+            "to spread a clip over several processes"
+        )
     if not (isinstance(passes, int) and 1 <= passes <= 1000):
         raise JaxstyleError(f"passes must be a whole number between 1 and 1000, not {passes}")
     if not (np.isfinite(blend_weight) and blend_weight >= 0):
         raise JaxstyleError(f"blend weight must be a finite number >= 0, not {blend_weight}")
-    if output is not None:
+    writer = jax.process_index() == 0
+    if output is not None and writer:
         check_output(output)
     execution, overrides = split_execution(execution, overrides)
     with numbers_checked_as(execution.dtype):
@@ -286,10 +369,12 @@ def video(
     motion = Motion.of(frames_rgb)
     flow_seconds = time.perf_counter() - start
     common = {"weights": weights, "execution": execution}
-    start = time.perf_counter()
+    schedule: dict[str, Any] = {"mode": mode, "temporal_weight": temporal_weight}
     if mode == "sequential":
         job = prepare_job([frames_rgb[0]], styles, settings, **common)
-        out, losses = run_sequential(job, frames_rgb, motion, temporal_weight, progress)
+        store = checkpoint and VideoCheckpoints(checkpoint, video_fingerprint(job, frames_rgb, schedule))
+        start = time.perf_counter()
+        out, losses = run_sequential(job, frames_rgb, motion, temporal_weight, progress, store, stop_signal)
         passes = 1
     else:
         available = jax.devices()
@@ -300,11 +385,153 @@ def video(
         mesh = meshlib.Mesh(np.asarray(available[:count]).reshape(-1, 1), (meshlib.AXIS, meshlib.SPACE))
         points = [settings_point(settings, content=i) for i in range(len(frames_rgb))]
         job = prepare_job(list(frames_rgb), styles, settings, points, device_count=count, **common)
-        out, losses = run_multipass(job, mesh, frames_rgb, motion, temporal_weight, passes, blend_weight, progress)
+        schedule |= {"passes": passes, "blend_weight": blend_weight}
+        store = checkpoint and VideoCheckpoints(checkpoint, video_fingerprint(job, frames_rgb, schedule))
+        start = time.perf_counter()
+        out, losses = run_multipass(
+            job, mesh, frames_rgb, motion, temporal_weight, passes, blend_weight, progress, store, stop_signal
+        )
     seconds = time.perf_counter() - start
-    if output is not None:
-        write_clip(output, out, clip.fps, clip)
+    if output is not None and writer:
+        write_result(output, out, clip)
     return VideoResult(out, clip.fps, motion, losses, seconds, flow_seconds, settings, mode, passes, temporal_weight)
+
+
+def write_result(output: str | os.PathLike, frames: np.ndarray, clip: Clip) -> None:
+    """Write the finished clip (atomically), at ``clip``'s frame rate and with its audio: the one place
+    a video's result is written, by process 0 alone.
+
+    With a checkpoint directory the finished frames are kept there (:class:`VideoCheckpoints`),
+    so a write that fails is done again by the same command with ``--resume`` and no step
+    redone. Without one, a failed write loses them: keeping the finished result for that case
+    (the shared "keep the finished result" of ``stylize`` and ``batch``) belongs here.
+    """
+    write_clip(output, frames, clip.fps, clip)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+class VideoCheckpoints:
+    """The checkpoint directory of a video run: the units finished, and the runner's checkpoints of the one in flight.
+
+    A unit is a frame (sequential) or a pass (multi-pass). A finished unit is kept as
+    ``NAME.npz`` (its float32 frames and final losses, written atomically), after which
+    the runner's checkpoints of it (:class:`jaxstyle.checkpoint.Checkpoints`, Orbax, in the
+    subdirectory ``NAME/``) are removed. Sequential keeps every finished frame; multi-pass
+    the newest pass, which the next one starts from. A resumed run takes the finished
+    units as they are and the unit in flight from the runner's newest checkpoint: it
+    computes exactly what an uninterrupted run does. The finished units stay after the
+    clip is written, so a clip whose write failed (a full disk) is written again by the
+    same command with ``--resume``, without a step redone.
+
+    ``video.json`` binds the directory to its run: a format version and a fingerprint of
+    the clip, the recipe, the weights, the plan and the schedule; another run's is refused
+    in one line. In a multi-process run every process reads the directory (shared, as the
+    runner's checkpoints need) and process 0 alone writes the units and the manifest.
+
+    Args:
+      options: the directory (created if missing), how often the runner saves within a
+        unit, and whether to resume.
+      fingerprint: ``{part: digest}`` of what the run depends on.
+    """
+
+    def __init__(self, options: CheckpointOptions, fingerprint: dict[str, str]) -> None:
+        import jax
+
+        self.options, self.directory = options, Path(options.directory).absolute()
+        self.writer = jax.process_index() == 0
+        manifest = self.directory / MANIFEST
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            theirs = json.loads(manifest.read_text()) if manifest.is_file() else None
+            others = theirs is None and any(self.directory.iterdir())
+        except (OSError, ValueError) as e:
+            raise JaxstyleError(
+                f"{self.directory}: cannot use as a video checkpoint directory ({one_line(e)})"
+            ) from None
+        if others:
+            raise JaxstyleError(
+                f"{self.directory}: holds files that are no video checkpoints; use another --checkpoint-dir"
+            )
+        if theirs is not None:
+            self.check(theirs, fingerprint)
+        all_processes_here("jaxstyle video checkpoint directory checked")  # before process 0 writes in it
+        if theirs is None and self.writer:
+            write_json(manifest, {"format_version": VIDEO_FORMAT_VERSION, "fingerprint": fingerprint})
+
+    def check(self, theirs: Any, ours: dict[str, str]) -> None:
+        """Refuse an earlier run's directory without ``resume``, or one of another format or run,
+        naming what differs."""
+        if not self.options.resume:
+            raise JaxstyleError(
+                f"{self.directory}: holds checkpoints of an earlier run; pass --resume to go on from them, "
+                "or use another --checkpoint-dir"
+            )
+        version = theirs.get("format_version") if isinstance(theirs, dict) else None
+        if version != VIDEO_FORMAT_VERSION:
+            raise JaxstyleError(
+                f"{self.directory}: video checkpoint format version {version}, "
+                f"this jaxstyle reads {VIDEO_FORMAT_VERSION}"
+            )
+        for part, value in ours.items():
+            if theirs.get("fingerprint", {}).get(part) != value:
+                raise JaxstyleError(
+                    f"{self.directory}: the checkpoints there were made with other {part}; resume with the same "
+                    "command, or use another --checkpoint-dir"
+                )
+
+    def unit(self, name: str) -> CheckpointOptions:
+        """How the runner checkpoints unit ``name``: in its own subdirectory, resumed from there when it
+        holds checkpoints (only this run writes there: the manifest says so)."""
+        return dataclasses.replace(self.options, directory=self.directory / name, resume=True)
+
+    def kept(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays of finished unit ``name`` (:func:`unit_arrays`), or ``None`` if it is not finished."""
+        path = self.directory / f"{name}.npz"
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path) as data:
+                return {key: data[key] for key in data.files}
+        except (OSError, ValueError) as e:
+            raise JaxstyleError(f"{path}: unreadable video checkpoint ({one_line(e)})") from None
+
+    def keep(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Keep finished unit ``name`` (atomically), then remove the runner's checkpoints of it."""
+        if self.writer:
+            with atomic_output(self.directory / f"{name}.npz") as tmp, open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+            shutil.rmtree(self.directory / name, ignore_errors=True)
+
+    def drop(self, name: str) -> None:
+        """Remove finished unit ``name``, which a later one supersedes."""
+        if self.writer:
+            (self.directory / f"{name}.npz").unlink(missing_ok=True)
+
+    def newest(self, prefix: str) -> int | None:
+        """The highest number ``N`` of a finished unit ``{prefix}N``, or ``None``."""
+        pattern = re.compile(rf"{re.escape(prefix)}(\d+)\.npz")
+        numbers = [int(m[1]) for path in self.directory.iterdir() if (m := pattern.fullmatch(path.name))]
+        return max(numbers, default=None)
+
+
+def all_processes_here(name: str) -> None:
+    """Wait until every process of a multi-process run reaches the point called ``name``."""
+    import jax
+
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def video_fingerprint(job: Job, frames: np.ndarray, schedule: dict[str, Any]) -> dict[str, str]:
+    """What a video checkpoint is bound to: the runner's fingerprint of ``job`` (recipe, weights, dtypes,
+    plan), every frame of the clip at the output size, and the ``schedule`` (mode, temporal terms, passes)."""
+    from jaxstyle.pipeline import fingerprint
+
+    return {**fingerprint(job), "clip": digest(frames), "schedule": digest(schedule)}
 
 
 def frames_at_output_size(frames: np.ndarray, settings: Settings) -> tuple[np.ndarray, Settings]:

@@ -7,7 +7,9 @@ so the true flow between any two frames is known exactly.
 from __future__ import annotations
 
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +33,7 @@ from .real_weights import PHOTO
 from .test_bad_input import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "video_worker.py"
 MOTION = PanZoom(size=(48, 64))
 FRAMES = 8
 BORDER = 4  # DIS has no data beyond the frame: its flow is judged this far inside
@@ -206,7 +209,7 @@ def test_multipass_on_four_devices_equals_one_float64(tmp_path, tiny_weights):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     out = tmp_path / "multipass.npz"
     subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "video_worker.py"), str(out), str(tiny_weights), str(PHOTO)],
+        [sys.executable, str(WORKER), "devices", str(out), str(tiny_weights), str(PHOTO)],
         check=True,
         env={**env, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
@@ -218,6 +221,97 @@ def test_multipass_on_four_devices_equals_one_float64(tmp_path, tiny_weights):
     np.testing.assert_allclose(r["all_total"], r["one_total"], rtol=1e-10)
     # Pass 3 runs forward: every frame but the first is pulled towards its warped predecessor.
     assert r["all_temporal"][0] == 0 and (r["all_temporal"][1:] > 0).all()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def resume_worker(out: Path, weights: Path, mode: str, directory: Path, resume: bool, pause: float = 0):
+    """``tests/video_worker.py resume`` on the tiny network's ``weights``, pausing ``pause`` s after each report."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), "RESUME_WORKER_PAUSE": str(pause)}
+    command = [sys.executable, str(WORKER), "resume", str(out), str(weights), str(PHOTO), mode, str(directory)]
+    return subprocess.Popen(
+        [*command, "1" if resume else "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def frames_written(folder: Path) -> np.ndarray:
+    """The frames of a folder output, as the 8-bit pixels in its PNGs."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.glob("frame_*.png"))])
+
+
+@pytest.mark.slow  # three fresh processes per mode
+@pytest.mark.parametrize("mode", ["sequential", "multipass"])
+def test_video_resumes_exactly_after_sigterm_at_a_random_step(tmp_path, tiny_weights, mode):
+    """SIGTERM at a random chunk, then the same run with --resume: the same frames, bit for bit,
+    as a run never stopped, both the float32 frames and the PNGs written.
+
+    Sequential: 4 frames of 12 steps; the stop falls in a frame, after the frames before it
+    were kept. Multi-pass: 3 passes over 4 frames in micro-batches of 2; the stop falls in a
+    pass, after the passes before it.
+    """
+    from jaxstyle.signals import EXIT_PREEMPTED
+
+    if not PHOTO.is_file():
+        pytest.skip(f"{PHOTO} is missing")
+    reference = resume_worker(tmp_path / "ref.npz", tiny_weights, mode, tmp_path / "ref-ck", resume=False)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    total = 4 * 12 * (3 if mode == "multipass" else 1)
+    step = random.Random().randrange(2, total - 2)  # the run stops at the next chunk end
+    cut = tmp_path / "cut.npz"
+    interrupted = resume_worker(cut, tiny_weights, mode, tmp_path / "ck", resume=False, pause=0.2)
+    for line in interrupted.stdout:
+        if line.startswith("STEP ") and int(line.split()[1]) >= step:
+            interrupted.send_signal(signal.SIGTERM)
+            break
+    assert interrupted.wait(timeout=600) == EXIT_PREEMPTED, (step, interrupted.stderr.read())
+    assert not cut.exists() and not (tmp_path / "cut_frames").exists()
+    kept = sorted(path.name for path in (tmp_path / "ck").iterdir())
+    assert "video.json" in kept, kept
+    resumed = resume_worker(cut, tiny_weights, mode, tmp_path / "ck", resume=True)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    ours, theirs = dict(np.load(cut)), dict(np.load(tmp_path / "ref.npz"))
+    assert sorted(ours) == sorted(theirs)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{key}, signal at step {step}")
+    ours_png, theirs_png = frames_written(tmp_path / "cut_frames"), frames_written(tmp_path / "ref_frames")
+    assert len(ours_png) == 4
+    np.testing.assert_array_equal(ours_png, theirs_png, err_msg=f"signal at step {step}")
+    # Only finished units and the manifest stay, no runner checkpoint of a unit in flight.
+    left = sorted(path.name for path in (tmp_path / "ck").iterdir())
+    expected = ["pass_0003.npz"] if mode == "multipass" else [f"frame_{i:06d}.npz" for i in range(4)]
+    assert left == [*expected, "video.json"]
+
+
+def test_video_checkpoints_skip_finished_frames_and_refuse_another_run(tmp_path, clip, tiny_weights):
+    """A finished run resumed does no step (its frames are kept: the clip can be written again);
+    a directory of another run, or without --resume, is refused in one line."""
+    from jaxstyle.checkpoint import CheckpointOptions
+
+    common = {"weights": tiny_weights, "steps": 2, **TINY_RUN}
+    directory = tmp_path / "ck"
+    first = video(clip[:3], clip[0], checkpoint=CheckpointOptions(directory), **common)
+    reports = []
+    again = video(
+        clip[:3], clip[0], checkpoint=CheckpointOptions(directory, resume=True), progress=reports.append, **common
+    )
+    assert reports == []  # nothing left to compute
+    np.testing.assert_array_equal(again.frames, first.frames)
+    for key, value in first.final_losses.items():
+        np.testing.assert_array_equal(again.final_losses[key], value)
+    with pytest.raises(JaxstyleError, match="holds checkpoints of an earlier run; pass --resume"):
+        video(clip[:3], clip[0], checkpoint=CheckpointOptions(directory), **common)
+    with pytest.raises(JaxstyleError, match="made with other schedule"):
+        video(clip[:3], clip[0], temporal_weight=5.0, checkpoint=CheckpointOptions(directory, resume=True), **common)
+    with pytest.raises(JaxstyleError, match="made with other clip"):
+        video(clip[[0, 1, 3]], clip[0], checkpoint=CheckpointOptions(directory, resume=True), **common)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(JaxstyleError, match="holds files that are no video checkpoints"):
+        video(clip[:3], clip[0], checkpoint=CheckpointOptions(other, resume=True), **common)
 
 
 # --------------------------------------------------------------------------- files
