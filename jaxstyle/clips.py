@@ -12,7 +12,10 @@ Two schedules, after artistic-videos (manuelruder/artistic-videos at 40e7447):
 
 - ``sequential`` (``artistic_video.lua``): frame after frame on one device, each
   initialised with the previous stylized frame warped by the flow (its ``-init
-  prevWarped``) and pulled towards it by the temporal loss.
+  prevWarped``) and pulled towards it by the temporal loss; with ``temporal_indices``
+  ``J`` (its ``-flow_relative_indices``, e.g. 1,2,4), towards each earlier stylized frame
+  ``i - j`` warped by the flow between the two frames, each pixel by its closest reliable
+  earlier frame (the long-term loss of the paper's §3.3, :func:`long_term_masks`).
 - ``multipass`` (``artistic_video_multiPass.lua``): all frames optimised together as
   one batch (vmapped, sharded over every device and host like a sweep), pass after
   pass. Pass 1 stylizes each frame on its own; each later pass starts every frame from
@@ -25,8 +28,8 @@ Two schedules, after artistic-videos (manuelruder/artistic-videos at 40e7447):
   on from pass 2 rather than ``-use_temporalLoss_after 8``, for the fewer passes a batch
   of all frames affords.
 
-Long-term temporal terms (the paper's ``-flow_relative_indices 1,2,4``...) are not
-implemented. Departure in warping: a point that the flow sends outside the frame takes
+Long-term terms are for the sequential schedule, as in artistic-videos (its multi-pass
+script has none). Departure in warping: a point that the flow sends outside the frame takes
 the nearest edge pixel, where artistic-videos pads the initialisation with the mean
 pixel; its mask is 0 there either way.
 """
@@ -85,19 +88,29 @@ class Motion:
       forward, backward: ``(N-1, H, W, 2)``: frame ``i`` to ``i+1``, and ``i+1`` to ``i``.
       mask_prev: ``(N-1, H, W)``: weight of frame ``i`` warped into frame ``i+1`` (by ``backward[i]``).
       mask_next: ``(N-1, H, W)``: weight of frame ``i+1`` warped into frame ``i`` (by ``forward[i]``).
+      earlier: for each relative index ``j > 1`` of the long-term loss, ``(flow, mask)``:
+        ``flow[i]`` from frame ``i+j`` to ``i``, ``(N-j, H, W, 2)``, and ``mask[i]`` the weight
+        of frame ``i`` warped into frame ``i+j`` by it, ``(N-j, H, W)``.
     """
 
     forward: np.ndarray
     backward: np.ndarray
     mask_prev: np.ndarray
     mask_next: np.ndarray
+    earlier: dict[int, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, frames: np.ndarray) -> Motion:
+    def of(cls, frames: np.ndarray, indices: Sequence[int] = (1,)) -> Motion:
+        """The flows and masks of ``frames``: between neighbours, and between frames ``j``
+        apart for each relative index ``j > 1`` in ``indices``."""
         forward, backward = flows(frames)
         prev = np.stack([consistency_mask(b, f) for f, b in zip(forward, backward, strict=True)])
         nxt = np.stack([consistency_mask(f, b) for f, b in zip(forward, backward, strict=True)])
-        return cls(forward, backward, prev, nxt)
+        return cls(forward, backward, prev, nxt, {j: backward_motion(frames, j) for j in indices if j > 1})
+
+    def back(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(flow, mask)`` that warp frame ``i`` into frame ``i+j`` (index ``i``), and its weight."""
+        return (self.backward, self.mask_prev) if j == 1 else self.earlier[j]
 
     def previous_warped(self, images: np.ndarray) -> np.ndarray:
         """``out[i] = images[i]`` warped into frame ``i+1``, ``(N-1, H, W, 3)``."""
@@ -106,6 +119,43 @@ class Motion:
     def next_warped(self, images: np.ndarray) -> np.ndarray:
         """``out[i] = images[i+1]`` warped into frame ``i``, ``(N-1, H, W, 3)``."""
         return np.stack([warp(x, f) for x, f in zip(images[1:], self.forward, strict=True)])
+
+
+def backward_motion(frames: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(flow, mask)`` from each frame ``i+j`` back to frame ``i``, and the weight of frame ``i`` warped by it."""
+    forward, backward = flows(frames, j)
+    masks = [consistency_mask(b, f) for f, b in zip(forward, backward, strict=True)]
+    return backward, np.stack(masks) if masks else np.zeros(backward.shape[:3], np.float32)
+
+
+def long_term_masks(masks: np.ndarray) -> np.ndarray:
+    """Ruder et al.'s long-term weights (§3.3) from the masks ``c`` of the earlier frames, closest first.
+
+    ``c_long[j] = max(c[j] - sum_{k < j} c[k], 0)``: each pixel is pulled towards the
+    closest earlier frame in which it is reliable, a farther frame taking only the weight
+    the closer ones leave. ``masks``: ``(J, H, W)``, a frame that does not exist (before
+    the clip's start) all 0. Departure: artistic-videos' ``processFlowWeights``
+    (``closestFirst``) subtracts the closer frames' weights after reducing them in place,
+    not their masks as the paper writes; the two differ only where a closer frame's own
+    weight was reduced. The paper's formula is followed here.
+    """
+    closer = np.concatenate([np.zeros_like(masks[:1]), np.cumsum(masks, axis=0)[:-1]])
+    return np.maximum(masks - closer, 0.0)
+
+
+def earlier_targets(
+    i: int, stylized: Sequence[np.ndarray], motion: Motion, indices: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frame ``i``'s temporal targets from the ``stylized`` frames before it: each earlier frame
+    ``i - j`` (``j`` in ``indices``, closest first) warped into frame ``i``, ``(J, H, W, 3)``, and
+    their :func:`long_term_masks`, ``(J, H, W)``; zeros where ``i - j`` is before the clip."""
+    hw = motion.mask_prev.shape[1:]
+    warped, masks = np.zeros((len(indices), *hw, 3), np.float32), np.zeros((len(indices), *hw), np.float32)
+    for n, j in enumerate(indices):
+        if i - j >= 0:
+            flow, mask = motion.back(j)
+            warped[n], masks[n] = warp(stylized[i - j], flow[i - j]), mask[i - j]
+    return warped, long_term_masks(masks)
 
 
 def temporal_error(stylized: np.ndarray, motion: Motion) -> float:
@@ -145,11 +195,13 @@ class VideoResult:
     temporal_weight: float
 
 
-def no_frames(k: int, hw: tuple[int, int]) -> FrameTargets:
-    """Frame targets that change nothing: temporal weight 0 (same pytree as real ones, so no recompile)."""
+def no_frames(k: int, hw: tuple[int, int], terms: int = 1) -> FrameTargets:
+    """Frame targets that change nothing: temporal weight 0, ``terms`` warped frames of zeros
+    (the same pytree as real ones, so no recompile)."""
     from jaxstyle.pipeline import FrameTargets
 
-    return FrameTargets(None, np.zeros((k, *hw, 3), np.float32), np.zeros((k, *hw), np.float32), np.zeros(k))
+    zeros = np.zeros((k, terms, *hw), np.float32)
+    return FrameTargets(None, np.zeros((*zeros.shape, 3), np.float32), zeros, np.zeros(k))
 
 
 def run_sequential(
@@ -160,8 +212,10 @@ def run_sequential(
     on_chunk: OnChunk,
     store: VideoCheckpoints | None = None,
     stop_signal: StopSignal = None,
+    indices: Sequence[int] = (1,),
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Frame after frame on one device: each starts from, and is pulled towards, the previous result warped.
+    """Frame after frame on one device: each starts from the previous result warped, and is pulled
+    towards the earlier results ``indices`` frames back (1: the previous one) warped.
 
     With ``store``, each finished frame is kept there and skipped when the run is resumed,
     and the frame in flight is checkpointed by the runner.
@@ -174,10 +228,11 @@ def run_sequential(
         name = FRAME_NAME.format(i)
         kept = store.kept(name) if store is not None else None
         if kept is None:
-            targets = no_frames(1, hw)
+            targets = no_frames(1, hw, len(indices))
             if i > 0:
-                warped = warp(out[-1], motion.backward[i - 1])[None]
-                targets = FrameTargets(warped, warped, motion.mask_prev[i - 1][None], np.full(1, temporal_weight))
+                warped, masks = earlier_targets(i, out, motion, indices)
+                init = warp(out[-1], motion.backward[i - 1])[None]  # -init prevWarped, whatever the indices
+                targets = FrameTargets(init, warped[None], masks[None], np.full(1, temporal_weight))
             inputs = dataclasses.replace(job.inputs, contents=[frame])
             report = on_chunk and (lambda r, i=i: on_chunk(r._replace(micro_batch=i, micro_batches=len(frames))))
             frame_job = dataclasses.replace(job, inputs=inputs, frames=targets)
@@ -242,7 +297,7 @@ def pass_targets(p: int, previous: np.ndarray, motion: Motion, temporal_weight: 
         weight[-1] = 0.0
     c = blend * mask[..., None]
     init = (previous + c * warped) / (1 + c)
-    return FrameTargets(init.astype(np.float32), warped, mask, weight)
+    return FrameTargets(init.astype(np.float32), warped[:, None], mask[:, None], weight)
 
 
 def run_multipass(
@@ -291,6 +346,7 @@ def video(
     mode: str = "sequential",
     passes: int = DEFAULT_PASSES,
     temporal_weight: float | None = None,
+    temporal_indices: Sequence[int] = (1,),
     blend_weight: float = 1.0,
     frames: str | None = None,
     fps: float | None = None,
@@ -319,6 +375,10 @@ def video(
       passes: multi-pass passes (pass 1 stylizes the frames independently).
       temporal_weight: weight of the temporal loss (default: 200 times the content weight,
         artistic-videos' ratio); 0 turns it off.
+      temporal_indices: sequential: how many frames back each temporal term looks, e.g.
+        ``(1, 2, 4)``: the previous frame, and the long-term terms of Ruder et al. §3.3
+        (each pixel pulled towards its closest reliable earlier frame); ``(1,)``: the
+        short-term loss alone. Each term has ``temporal_weight``.
       blend_weight: multi-pass: weight of the warped neighbour in each pass's starting image.
       frames: ``"START:END"``, the frames to take (END excluded; either may be left out).
       fps: the frame rate of a folder or array (default 24), or one that overrides the file's.
@@ -349,6 +409,7 @@ def video(
             "mode sequential runs frame after frame on one device, in one process: use mode multipass "
             "to spread a clip over several processes"
         )
+    indices = check_temporal_indices(temporal_indices, mode)
     if not (isinstance(passes, int) and 1 <= passes <= 1000):
         raise JaxstyleError(f"passes must be a whole number between 1 and 1000, not {passes}")
     if not (np.isfinite(blend_weight) and blend_weight >= 0):
@@ -366,15 +427,15 @@ def video(
         raise JaxstyleError(f"temporal weight must be a finite number >= 0, not {temporal_weight}")
     styles = style_list(style)
     start = time.perf_counter()
-    motion = Motion.of(frames_rgb)
+    motion = Motion.of(frames_rgb, indices)
     flow_seconds = time.perf_counter() - start
     common = {"weights": weights, "execution": execution}
-    schedule: dict[str, Any] = {"mode": mode, "temporal_weight": temporal_weight}
+    schedule: dict[str, Any] = {"mode": mode, "temporal_weight": temporal_weight, "temporal_indices": indices}
     if mode == "sequential":
         job = prepare_job([frames_rgb[0]], styles, settings, **common)
         store = checkpoint and VideoCheckpoints(checkpoint, video_fingerprint(job, frames_rgb, schedule))
         start = time.perf_counter()
-        out, losses = run_sequential(job, frames_rgb, motion, temporal_weight, progress, store, stop_signal)
+        out, losses = run_sequential(job, frames_rgb, motion, temporal_weight, progress, store, stop_signal, indices)
         passes = 1
     else:
         available = jax.devices()
@@ -395,6 +456,24 @@ def video(
     if output is not None and writer:
         write_result(output, out, clip)
     return VideoResult(out, clip.fps, motion, losses, seconds, flow_seconds, settings, mode, passes, temporal_weight)
+
+
+def check_temporal_indices(indices: Sequence[int], mode: str) -> tuple[int, ...]:
+    """The relative indices of the temporal terms, sorted (closest first), or a one-line error:
+    whole numbers >= 1, each once; other than ``(1,)`` only in sequential mode."""
+    values = tuple(indices)
+    text = ",".join(map(str, values))
+    if not values or not all(isinstance(j, (int, np.integer)) and not isinstance(j, bool) and j >= 1 for j in values):
+        raise JaxstyleError(f"temporal indices must be whole numbers >= 1, e.g. 1,2,4, not {text!r}")
+    if len(set(values)) != len(values):
+        raise JaxstyleError(f"temporal indices {text}: each may be given once")
+    values = tuple(int(j) for j in values)
+    if values != (1,) and mode != "sequential":
+        raise JaxstyleError(
+            "temporal indices other than 1 (long-term terms) are for mode sequential; multipass pulls each "
+            "frame towards its neighbour only"
+        )
+    return tuple(sorted(values))
 
 
 def write_result(output: str | os.PathLike, frames: np.ndarray, clip: Clip) -> None:

@@ -461,8 +461,9 @@ class FrameTargets:
     Attributes:
       init: each point's starting image, RGB ``(K, H, W, 3)`` (the previous stylized
         frame warped, or a blend of neighbours); ``None``: the settings' ``init``.
-      warped: the neighbouring stylized frame warped into each point's frame, RGB ``(K, H, W, 3)``.
-      mask: its per-pixel weight in [0, 1], ``(K, H, W)``.
+      warped: the ``J`` earlier (or neighbouring) stylized frames warped into each point's
+        frame, closest first, RGB ``(K, J, H, W, 3)`` (:class:`~jaxstyle.losses.TemporalTarget`).
+      mask: their per-pixel weights in [0, 1], ``(K, J, H, W)``.
       weight: each point's temporal loss weight, ``(K,)`` (0 where a frame has no neighbour).
     """
 
@@ -541,7 +542,7 @@ class Job:
         frames, dtype = self.frames, self.network.dtype
         to_network = self.network.convention.to_network
         warped = np.asarray(to_network(jnp.asarray(frames.warped, dtype)))[:, None]
-        temporal = TemporalTarget(warped, np.asarray(frames.mask, dtype)[:, None, :, :, None])
+        temporal = TemporalTarget(warped, np.asarray(frames.mask, dtype)[:, None, ..., None])
         weights = setting.weights._replace(temporal=np.asarray(frames.weight, dtype))
         if frames.init is not None:
             starts = np.asarray(to_network_images(list(frames.init), self.plan.stages[0].size, self.network))

@@ -141,21 +141,99 @@ def test_warp_by_a_known_shift(rng):
 
 def test_temporal_loss_formula(rng):
     x = rng.normal(size=(1, 6, 7, 3))
-    target = rng.normal(size=(1, 6, 7, 3))
-    c = rng.uniform(0, 1, size=(1, 6, 7, 1))
+    target = rng.normal(size=(1, 1, 6, 7, 3))
+    c = rng.uniform(0, 1, size=(1, 1, 6, 7, 1))
     t = TemporalTarget(jnp.asarray(target), jnp.asarray(c))
-    expected = (c * (x - target) ** 2).sum() / x.size
+    expected = (c[:, 0] * (x - target[:, 0]) ** 2).sum() / x.size
     np.testing.assert_allclose(float(temporal_loss(jnp.asarray(x), t)), expected, rtol=1e-13)
     grad = jax.grad(temporal_loss)(jnp.asarray(x), t)
-    np.testing.assert_allclose(np.asarray(grad), 2 * c * (x - target) / x.size, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad), 2 * c[:, 0] * (x - target[:, 0]) / x.size, rtol=1e-12)
 
 
 def test_temporal_loss_at_a_coarser_scale(rng):
-    """The target and mask are resized to a coarser image's size (the coarse stages of --scales)."""
-    target = jnp.asarray(rng.normal(size=(1, 8, 10, 3)))
-    t = TemporalTarget(target, jnp.ones((1, 8, 10, 1)))
-    small = jax.image.resize(target, (1, 4, 5, 3), "linear")
+    """The targets and masks are resized to a coarser image's size (the coarse stages of --scales)."""
+    target = jnp.asarray(rng.normal(size=(1, 2, 8, 10, 3)))
+    t = TemporalTarget(target, jnp.ones((1, 2, 8, 10, 1)))
+    small = jax.image.resize(target[:, 0], (1, 4, 5, 3), "linear")
+    t = t._replace(image=t.image.at[:, 1].set(target[:, 0]))  # two equal warped frames
     assert float(temporal_loss(small, t)) < 1e-20
+
+
+def long_term_reference(c: np.ndarray) -> np.ndarray:
+    """Ruder et al.'s §3.3, pixel by pixel: ``c_long(i-j) = max(c(i-j) - sum_{k in J, k < j} c(i-k), 0)``
+    for masks ``c`` of the frames ``i - j``, ``j`` in J ascending (closest first)."""
+    out = np.zeros_like(c)
+    for j in range(c.shape[0]):
+        for y in range(c.shape[1]):
+            for x in range(c.shape[2]):
+                closer = sum(float(c[k, y, x]) for k in range(j))
+                out[j, y, x] = max(float(c[j, y, x]) - closer, 0.0)
+    return out
+
+
+def test_long_term_loss_float64_against_numpy(rng):
+    """The long-term loss of J = {1, 2, 4}: each warped earlier frame weighted by the masks that keep,
+    per pixel, the closest reliable one, the terms summed; value and gradient against NumPy, float64."""
+    from jaxstyle.clips import long_term_masks
+
+    h, w = 6, 7
+    # Masks in [0, 1] with exact 0s and 1s, as the consistency check gives (occlusions, clear pixels).
+    c = np.clip(rng.uniform(-0.5, 1.5, size=(3, h, w)), 0.0, 1.0)
+    c_long = long_term_masks(c)
+    np.testing.assert_allclose(c_long, long_term_reference(c), rtol=0, atol=1e-15)
+    assert (c_long[0] == c[0]).all()  # the closest frame keeps its mask
+    assert (c_long.sum(axis=0) <= c.max(axis=0) + 1e-15).all()  # a pixel weighs no more than its most reliable frame
+    x = rng.normal(size=(1, h, w, 3))
+    warped = rng.normal(size=(1, 3, h, w, 3))
+    t = TemporalTarget(jnp.asarray(warped), jnp.asarray(c_long[None, ..., None]))
+    d = x.size
+    expected = sum((c_long[j][..., None] * (x[0] - warped[0, j]) ** 2).sum() / d for j in range(3))
+    np.testing.assert_allclose(float(temporal_loss(jnp.asarray(x), t)), expected, rtol=1e-13)
+    grad = np.asarray(jax.grad(temporal_loss)(jnp.asarray(x), t))[0]
+    expected_grad = sum(2 * c_long[j][..., None] * (x[0] - warped[0, j]) / d for j in range(3))
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-300)
+
+
+def test_earlier_targets_warp_each_earlier_frame_and_drop_missing_ones(rng):
+    """Frame i's targets for J = {1, 2, 4}: frames i-1, i-2, i-4 warped (no motion here: as they are),
+    with the long-term masks; a frame before the clip's start is all zero and takes no weight."""
+    from jaxstyle.clips import earlier_targets, long_term_masks
+
+    n, h, w = 6, 5, 4
+    stylized = rng.uniform(0, 1, size=(n, h, w, 3)).astype(np.float32)
+    still = {j: np.zeros((n - j, h, w, 2), np.float32) for j in (1, 2, 4)}
+    masks = {j: rng.uniform(0, 1, size=(n - j, h, w)).astype(np.float32) for j in (1, 2, 4)}
+    motion = Motion(still[1], still[1], masks[1], masks[1], {j: (still[j], masks[j]) for j in (2, 4)})
+    warped, c = earlier_targets(5, stylized, motion, (1, 2, 4))
+    np.testing.assert_array_equal(warped, stylized[[4, 3, 1]])
+    np.testing.assert_array_equal(c, long_term_masks(np.stack([masks[1][4], masks[2][3], masks[4][1]])))
+    warped, c = earlier_targets(3, stylized, motion, (1, 2, 4))  # frame -1 does not exist
+    np.testing.assert_array_equal(warped[:2], stylized[[2, 1]])
+    assert not warped[2].any() and not c[2].any()
+
+
+def test_long_term_flow_is_computed_between_the_frames_themselves(photo, clip):
+    """The flow from frame t+2 back to frame t is DIS's between those two frames (not two flows chained),
+    within the flow test's tolerance of the true motion."""
+    motion = Motion.of(clip[:5], (1, 2))
+    flow, mask = motion.back(2)
+    assert flow.shape == (3, *MOTION.size, 2) and mask.shape == (3, *MOTION.size)
+    inner = (slice(BORDER, -BORDER), slice(BORDER, -BORDER))
+    for t in range(3):
+        truth = true_flow(photo.shape[:2], MOTION, t + 2, -2)
+        assert np.linalg.norm(flow[t] - truth, axis=-1)[inner].mean() < FLOW_TOLERANCE_PX
+        assert mask[t][6:-6, 6:-6].mean() > 0.9
+
+
+def test_temporal_indices_are_checked(clip, tiny_weights):
+    from jaxstyle.clips import check_temporal_indices
+
+    assert check_temporal_indices([4, 1, 2], "sequential") == (1, 2, 4)
+    for bad, message in (((0, 1), "whole numbers >= 1"), ((1, 1), "each may be given once"), ((), "whole numbers")):
+        with pytest.raises(JaxstyleError, match=message):
+            check_temporal_indices(bad, "sequential")
+    with pytest.raises(JaxstyleError, match="are for mode sequential"):
+        video(clip[:2], clip[0], mode="multipass", temporal_indices=(1, 2), weights=tiny_weights, **TINY_RUN)
 
 
 # --------------------------------------------------------------------------- the schedules
@@ -171,6 +249,44 @@ def test_sequential_first_frame_is_a_plain_stylization(clip, tiny_weights):
     np.testing.assert_allclose(result.frames[0], single.image, rtol=0, atol=1e-12)
     # Frame 0's temporal target has an all-zero mask (and weight 0); frame 1's is real.
     assert result.final_losses["temporal"][0] == 0.0 and result.final_losses["temporal"][1] > 0
+
+
+def test_long_term_terms_act_from_the_first_frame_that_has_them(clip, tiny_weights):
+    """Sequential with J = {1, 2}: frames 0 and 1 (no frame 2 back) are those of the short-term run
+    (float64, to rounding: the second term is all zero); frame 2 on, the long-term term pulls too.
+
+    On the plain pan every pixel reliable two frames back is reliable one frame back too, so
+    the long-term masks are all 0 and change nothing; a flash of noise on frame 1 makes its
+    flow to frame 2 less reliable in places, where frame 0 takes the weight it leaves.
+    """
+    flash = clip[:4].copy()
+    flash[1, 12:32, 20:44] = np.random.default_rng(0).uniform(0, 1, size=(20, 24, 3))
+    common = {"weights": tiny_weights, "steps": 3, "dtype": "float64", **TINY_RUN}
+    short = video(flash, clip[0], **common)
+    long = video(flash, clip[0], temporal_indices=(2, 1), **common)
+    np.testing.assert_allclose(long.frames[:2], short.frames[:2], rtol=0, atol=1e-12)
+    assert np.abs(long.frames[2:] - short.frames[2:]).max() > 1e-6
+    assert long.final_losses["temporal"][0] == 0 and (long.final_losses["temporal"][1:] > 0).all()
+
+
+def test_cli_temporal_indices(tmp_path, clip, tiny_weights, capsys):
+    from jaxstyle.cli import main
+
+    frames_dir = tmp_path / "frames"
+    write_clip(frames_dir, clip[:3], 24.0)
+    argv = ["video", str(frames_dir), str(SHARED_STYLE), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights)]
+    argv += [*TINY_CLI, "--steps", "1", "--size", "48x64", "--progress", "none"]
+    assert main([*argv, "--temporal-indices", "1,2"]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 3
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--temporal-indices", "1,two"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--temporal-indices" in err
+    assert main([*argv, "-o", str(tmp_path / "o2"), "--temporal-indices", "1,0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "jaxstyle: temporal indices must be whole numbers >= 1, e.g. 1,2,4, not '1,0'\n"
 
 
 def test_temporal_loss_makes_frames_consistent_tiny(clip, tiny_weights):
@@ -199,7 +315,7 @@ def test_multipass_blends_the_neighbour_in_the_pass_direction(rng):
     c = 0.5 * mask[::-1][..., None]
     np.testing.assert_allclose(backward.init[:-1], (previous[:-1] + c * previous[1:]) / (1 + c), rtol=1e-6)
     np.testing.assert_array_equal(backward.weight, [200.0, 200.0, 200.0, 0.0])
-    np.testing.assert_array_equal(backward.warped[:-1], previous[1:])
+    np.testing.assert_array_equal(backward.warped[:-1, 0], previous[1:])
 
 
 @pytest.mark.slow  # a fresh process with 4 forced CPU devices

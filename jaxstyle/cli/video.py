@@ -16,6 +16,7 @@ from jaxstyle.cli.options import (
     add_settings_options,
     add_weights_option,
     checkpoint_options,
+    csv_ints,
     csv_names,
     execution_from_args,
     progress_reporter,
@@ -41,6 +42,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--passes", type=int, default=6, help="multipass: passes over the clip (default 6)")
     g.add_argument(
         "--temporal-weight", type=float, help="weight of the temporal loss (default: 200 x the content weight)"
+    )
+    g.add_argument(
+        "--temporal-indices",
+        type=csv_ints,
+        default=(1,),
+        metavar="J,...",
+        help="sequential: frames back the temporal terms look, e.g. 1,2,4 adds Ruder et al.'s long-term terms "
+        "(default 1: the previous frame only)",
     )
     g.add_argument(
         "--blend-weight", type=float, default=1.0, help="multipass: weight of the warped neighbour in each start"
@@ -81,6 +90,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             mode=args.mode,
             passes=args.passes,
             temporal_weight=args.temporal_weight,
+            temporal_indices=args.temporal_indices,
             blend_weight=args.blend_weight,
             settings=settings,
             weights=args.weights,
