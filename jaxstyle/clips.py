@@ -158,14 +158,17 @@ def earlier_targets(
     return warped, long_term_masks(masks)
 
 
-def temporal_error(stylized: np.ndarray, motion: Motion) -> float:
-    """Mean absolute difference between each frame and its predecessor warped into it, over reliable pixels.
+def temporal_error(stylized: np.ndarray, motion: Motion, j: int = 1) -> float:
+    """Mean absolute difference between each frame and the frame ``j`` before it warped into it, over
+    reliable pixels (``j = 1``: its predecessor; ``j > 1`` needs ``motion``'s flows ``j`` frames apart).
 
-    ``sum_i sum_p c_i(p) |x_i(p) - w(x_{i-1})(p)| / (3 sum_i sum_p c_i(p))`` over frames
-    ``i >= 1``, with ``c`` the consistency mask (0 at occlusions and motion boundaries).
+    ``sum_i sum_p c_i(p) |x_i(p) - w(x_{i-j})(p)| / (3 sum_i sum_p c_i(p))`` over frames
+    ``i >= j``, with ``c`` the consistency mask (0 at occlusions and motion boundaries).
     """
-    diff = np.abs(stylized[1:] - motion.previous_warped(stylized)).mean(axis=-1)
-    return float((diff * motion.mask_prev).sum() / motion.mask_prev.sum())
+    flow, mask = motion.back(j)
+    warped = np.stack([warp(x, f) for x, f in zip(stylized[:-j], flow, strict=True)])
+    diff = np.abs(stylized[j:] - warped).mean(axis=-1)
+    return float((diff * mask).sum() / mask.sum())
 
 
 @dataclass

@@ -34,6 +34,7 @@ from .test_bad_input import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "video_worker.py"
+FORCED_TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 MOTION = PanZoom(size=(48, 64))
 FRAMES = 8
 BORDER = 4  # DIS has no data beyond the frame: its flow is judged this far inside
@@ -428,6 +429,54 @@ def test_video_checkpoints_skip_finished_frames_and_refuse_another_run(tmp_path,
     (other / "notes.txt").write_text("mine")
     with pytest.raises(JaxstyleError, match="holds files that are no video checkpoints"):
         video(clip[:3], clip[0], checkpoint=CheckpointOptions(other, resume=True), **common)
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def run_video_cli(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxstyle", "video", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+@pytest.mark.slow  # three fresh processes, two of them one multi-process run
+def test_two_processes_write_one_clip_equal_to_one_process(tmp_path, clip, tiny_weights):
+    """``jaxstyle video --mode multipass`` as two processes on 127.0.0.1 (one CPU device each), with
+    checkpoints: process 0 alone writes the clip and the checkpoints' own files, and its frames are
+    those of one process on two devices, pixel for pixel."""
+    from tests.test_sweep import free_port
+
+    frames_dir = tmp_path / "frames"
+    write_clip(frames_dir, clip[:5], 24.0)
+    common = [str(frames_dir), str(SHARED_STYLE), "--weights", str(tiny_weights), *TINY_CLI, "--size", "48x64"]
+    common += ["--steps", "3", "--mode", "multipass", "--passes", "2", "-q"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    joining = ["--checkpoint-dir", str(tmp_path / "ck"), "--coordinator", f"127.0.0.1:{free_port()}"]
+    joining += ["--num-processes", "2"]
+    procs = [
+        run_video_cli([*common, *joining, "-o", str(tmp_path / f"p{i}"), "--process-id", str(i)], env) for i in (0, 1)
+    ]
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == [0, 0], [p.stderr.read().decode()[-3000:] for p in procs]
+    one = run_video_cli([*common, "-o", str(tmp_path / "one")], {**env, **FORCED_TWO_DEVICES})
+    assert one.wait(timeout=600) == 0, one.stderr.read().decode()[-3000:]
+    assert not (tmp_path / "p1").exists()  # process 1 wrote nothing
+    assert sorted(path.name for path in (tmp_path / "ck").iterdir()) == ["pass_0002.npz", "video.json"]
+    two, single = frames_written(tmp_path / "p0"), frames_written(tmp_path / "one")
+    assert two.shape == (5, 48, 64, 3)
+    np.testing.assert_array_equal(two, single)
+
+
+def test_sequential_mode_is_one_process(monkeypatch, clip):
+    """Sequential runs frame after frame on one device: a multi-process run is refused in one line."""
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(JaxstyleError, match="mode sequential runs frame after frame on one device, in one process"):
+        video(clip[:2], clip[0], mode="sequential")
 
 
 # --------------------------------------------------------------------------- files
