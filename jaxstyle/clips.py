@@ -325,6 +325,7 @@ def run_multipass(
     done = store.newest(PASS_PREFIX) if store is not None else None
     if done is not None:
         current, losses = unit_results(store.kept(PASS_NAME.format(done)))
+        store.drop(PASS_NAME.format(done - 1))  # if a run stopped between keeping pass done and this
         first = done + 1
     for p in range(first, passes + 1):
         targets = pass_targets(p, current, motion, temporal_weight, blend) if p > 1 else no_frames(n, hw)
@@ -575,9 +576,12 @@ class VideoCheckpoints:
             return None
         try:
             with np.load(path) as data:
-                return {key: data[key] for key in data.files}
+                arrays = {key: data[key] for key in data.files}
         except (OSError, ValueError) as e:
             raise JaxstyleError(f"{path}: unreadable video checkpoint ({one_line(e)})") from None
+        if self.writer:  # a run stopped between keeping the unit and removing its runner checkpoints
+            shutil.rmtree(self.directory / name, ignore_errors=True)
+        return arrays
 
     def keep(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Keep finished unit ``name`` (atomically), then remove the runner's checkpoints of it."""
