@@ -14,8 +14,6 @@ EpicFlow, which ship no Python wheel.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
 # consistencyChecker.cpp: "|w + ŵ|² >= 0.01 (|w|² + |ŵ|²) + 0.5" marks an occlusion ...
@@ -101,13 +99,16 @@ def consistency_mask(flow: np.ndarray, reverse: np.ndarray) -> np.ndarray:
     return np.clip(mask, 0.0, 1.0)
 
 
-def flows(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Forward and backward flows between consecutive frames ``(N, H, W, 3)``.
+def flows(frames: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Forward and backward flows between frames ``step`` apart, ``(N, H, W, 3)``.
 
-    ``forward[i]``: from frame ``i`` to ``i + 1``; ``backward[i]``: from frame ``i + 1``
-    to ``i``; each ``(N - 1, H, W, 2)``.
+    ``forward[i]``: from frame ``i`` to ``i + step``; ``backward[i]``: from frame
+    ``i + step`` to ``i``; each ``(N - step, H, W, 2)``. Frames further apart than one
+    (the long-term temporal loss) get their flow directly, as artistic-videos'
+    ``makeOptFlow.sh`` computes it for each relative index, not by chaining flows.
     """
-    pairs = list(itertools.pairwise(frames))
-    forward = np.stack([dis_flow(a, b) for a, b in pairs]) if pairs else np.zeros((0, *frames.shape[1:3], 2))
-    backward = np.stack([dis_flow(b, a) for a, b in pairs]) if pairs else np.zeros((0, *frames.shape[1:3], 2))
+    pairs = list(zip(frames[:-step], frames[step:], strict=True))
+    empty = np.zeros((0, *frames.shape[1:3], 2))
+    forward = np.stack([dis_flow(a, b) for a, b in pairs]) if pairs else empty
+    backward = np.stack([dis_flow(b, a) for a, b in pairs]) if pairs else empty
     return forward.astype(np.float32), backward.astype(np.float32)

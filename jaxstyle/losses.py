@@ -65,16 +65,20 @@ class LossWeights(NamedTuple):
 
 
 class TemporalTarget(NamedTuple):
-    """What a video frame's temporal loss pulls it towards (Ruder et al. 2016, eq. 7).
+    """What a video frame's temporal loss pulls it towards: ``J`` earlier (or neighbouring)
+    stylized frames warped into it, each with its mask (Ruder et al. 2016, eq. 7 and §3.3).
 
-    A constant of the optimisation: computed on the host from the previous stylized
-    frame, never differentiated through.
+    A constant of the optimisation: computed on the host from the stylized frames, never
+    differentiated through. The short-term loss has ``J = 1``: the previous frame (or, in
+    multi-pass, the neighbour in the pass's direction); the long-term loss one entry per
+    relative index, closest first, with the masks that keep each pixel's closest reliable frame.
 
     Attributes:
-      image: the neighbouring stylized frame warped into this frame by the optical flow,
-        in network space, ``(N, H, W, 3)``.
-      mask: the per-pixel weight ``c`` in [0, 1]: 0 at occlusions and motion boundaries
-        (see :func:`jaxstyle.flow.consistency_mask`), ``(N, H, W, 1)``.
+      image: the stylized frames warped into this frame by the optical flow, in network
+        space, ``(N, J, H, W, 3)``.
+      mask: the per-pixel weight ``c_j`` in [0, 1] of each: 0 at occlusions and motion
+        boundaries (see :func:`jaxstyle.flow.consistency_mask`), and for the long-term loss
+        where a closer frame is reliable, ``(N, J, H, W, 1)``.
     """
 
     image: Array
@@ -516,21 +520,26 @@ def edited_image(image: Array, edit: EditTarget | None) -> Array:
 
 
 def temporal_loss(image: Array, target: TemporalTarget) -> Array:
-    """Ruder et al.'s short-term temporal loss of NHWC images (their eq. 7, ``mse`` criterion).
+    """Ruder et al.'s temporal loss of NHWC images (``mse`` criterion): the short-term loss of
+    their eq. 7 when ``target`` holds one warped frame, the long-term loss of §3.3 when several.
 
-    ``(1/D) * sum_k c_k * (x_k - w_k)^2`` with ``D = N*H*W*C`` all elements, ``w`` the
-    warped neighbouring frame and ``c`` its mask (broadcast over channels), as
-    artistic-videos' ``WeightedContentLoss`` on the image (``nn.MSECriterion`` of
-    ``sqrt(c) * x`` against ``sqrt(c) * w``). At a coarser scale than the target's, the
-    target and its mask are resized bilinearly to the image's size.
+    ``sum_j (1/D) sum_k c_{j,k} (x_k - w_{j,k})^2`` with ``D = N*H*W*C`` the image's
+    elements, ``w_j`` the ``j``-th warped frame and ``c_j`` its mask (broadcast over
+    channels): each term is artistic-videos' ``WeightedContentLoss`` on the image
+    (``nn.MSECriterion`` of ``sqrt(c_j) * x`` against ``sqrt(c_j) * w_j``), one per earlier
+    frame, all with the same weight. At a coarser scale than the targets', each warped
+    frame and its mask are resized bilinearly to the image's size.
     """
-    warped, mask = target.image, target.mask
-    if warped.shape[-3:-1] != image.shape[-3:-1]:
-        h, w = image.shape[-3:-1]
-        warped = jax.image.resize(warped, (*warped.shape[:-3], h, w, warped.shape[-1]), "linear")
-        mask = jax.image.resize(mask, (*mask.shape[:-3], h, w, mask.shape[-1]), "linear")
-    diff = accumulate(image) - accumulate(warped)
-    return jnp.sum(mask * jnp.square(diff)) / diff.size
+    terms = []
+    for j in range(target.image.shape[-4]):  # static: the warped frames, closest first
+        warped, mask = target.image[..., j, :, :, :], target.mask[..., j, :, :, :]
+        if warped.shape[-3:-1] != image.shape[-3:-1]:
+            h, w = image.shape[-3:-1]
+            warped = jax.image.resize(warped, (*warped.shape[:-3], h, w, warped.shape[-1]), "linear")
+            mask = jax.image.resize(mask, (*mask.shape[:-3], h, w, mask.shape[-1]), "linear")
+        diff = accumulate(image) - accumulate(warped)
+        terms.append(jnp.sum(mask * jnp.square(diff)) / diff.size)
+    return functools.reduce(jnp.add, terms)
 
 
 # --------------------------------------------------------------------------- the style losses, by name

@@ -669,8 +669,9 @@ class FrameTargets:
     Attributes:
       init: each point's starting image, RGB ``(K, H, W, 3)`` (the previous stylized
         frame warped, or a blend of neighbours); ``None``: the settings' ``init``.
-      warped: the neighbouring stylized frame warped into each point's frame, RGB ``(K, H, W, 3)``.
-      mask: its per-pixel weight in [0, 1], ``(K, H, W)``.
+      warped: the ``J`` earlier (or neighbouring) stylized frames warped into each point's
+        frame, closest first, RGB ``(K, J, H, W, 3)`` (:class:`~jaxstyle.losses.TemporalTarget`).
+      mask: their per-pixel weights in [0, 1], ``(K, J, H, W)``.
       weight: each point's temporal loss weight, ``(K,)`` (0 where a frame has no neighbour).
     """
 
@@ -754,7 +755,7 @@ class Job:
         to_network = self.network.convention.to_network
         view = self.settings.color  # the network sees the stylized frames as it sees the contents
         warped = np.asarray(to_network(jnp.asarray(colour.network_view(view, frames.warped), dtype)))[:, None]
-        temporal = TemporalTarget(warped, np.asarray(frames.mask, dtype)[:, None, :, :, None])
+        temporal = TemporalTarget(warped, np.asarray(frames.mask, dtype)[:, None, ..., None])
         weights = setting.weights._replace(temporal=np.asarray(frames.weight, dtype))
         if frames.init is not None:
             init = [colour.network_view(view, rgb) for rgb in frames.init]

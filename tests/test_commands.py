@@ -87,8 +87,10 @@ def test_the_settings_options_are_shared_by_every_command_that_runs(cli):
         _, out, _ = cli(name, "--help")
         for option in ("--weights", "--progress", "--style-weight", "--max-side", "--preset", "-o OUTPUT"):
             assert option in out, (name, option)
-    _, out, _ = cli("video", "--help")
-    assert "--checkpoint-dir" not in out  # a clip is not checkpointed
+    for name in ("stylize", "sweep", "video"):
+        _, out, _ = cli(name, "--help")
+        assert "--checkpoint-dir" in out and "--resume" in out, name
+        assert ("--coordinator" in out) == (name != "stylize"), name  # several hosts: sweep and video
 
 
 def test_a_command_is_its_module_and_a_line_in_the_table(monkeypatch, cli):

@@ -7,7 +7,9 @@ so the true flow between any two frames is known exactly.
 from __future__ import annotations
 
 import os
+import random
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +33,8 @@ from .real_weights import PHOTO
 from .test_bad_input import assert_one_line_error, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "video_worker.py"
+FORCED_TWO_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 MOTION = PanZoom(size=(48, 64))
 FRAMES = 8
 BORDER = 4  # DIS has no data beyond the frame: its flow is judged this far inside
@@ -138,21 +142,99 @@ def test_warp_by_a_known_shift(rng):
 
 def test_temporal_loss_formula(rng):
     x = rng.normal(size=(1, 6, 7, 3))
-    target = rng.normal(size=(1, 6, 7, 3))
-    c = rng.uniform(0, 1, size=(1, 6, 7, 1))
+    target = rng.normal(size=(1, 1, 6, 7, 3))
+    c = rng.uniform(0, 1, size=(1, 1, 6, 7, 1))
     t = TemporalTarget(jnp.asarray(target), jnp.asarray(c))
-    expected = (c * (x - target) ** 2).sum() / x.size
+    expected = (c[:, 0] * (x - target[:, 0]) ** 2).sum() / x.size
     np.testing.assert_allclose(float(temporal_loss(jnp.asarray(x), t)), expected, rtol=1e-13)
     grad = jax.grad(temporal_loss)(jnp.asarray(x), t)
-    np.testing.assert_allclose(np.asarray(grad), 2 * c * (x - target) / x.size, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad), 2 * c[:, 0] * (x - target[:, 0]) / x.size, rtol=1e-12)
 
 
 def test_temporal_loss_at_a_coarser_scale(rng):
-    """The target and mask are resized to a coarser image's size (the coarse stages of --scales)."""
-    target = jnp.asarray(rng.normal(size=(1, 8, 10, 3)))
-    t = TemporalTarget(target, jnp.ones((1, 8, 10, 1)))
-    small = jax.image.resize(target, (1, 4, 5, 3), "linear")
+    """The targets and masks are resized to a coarser image's size (the coarse stages of --scales)."""
+    target = jnp.asarray(rng.normal(size=(1, 2, 8, 10, 3)))
+    t = TemporalTarget(target, jnp.ones((1, 2, 8, 10, 1)))
+    small = jax.image.resize(target[:, 0], (1, 4, 5, 3), "linear")
+    t = t._replace(image=t.image.at[:, 1].set(target[:, 0]))  # two equal warped frames
     assert float(temporal_loss(small, t)) < 1e-20
+
+
+def long_term_reference(c: np.ndarray) -> np.ndarray:
+    """Ruder et al.'s §3.3, pixel by pixel: ``c_long(i-j) = max(c(i-j) - sum_{k in J, k < j} c(i-k), 0)``
+    for masks ``c`` of the frames ``i - j``, ``j`` in J ascending (closest first)."""
+    out = np.zeros_like(c)
+    for j in range(c.shape[0]):
+        for y in range(c.shape[1]):
+            for x in range(c.shape[2]):
+                closer = sum(float(c[k, y, x]) for k in range(j))
+                out[j, y, x] = max(float(c[j, y, x]) - closer, 0.0)
+    return out
+
+
+def test_long_term_loss_float64_against_numpy(rng):
+    """The long-term loss of J = {1, 2, 4}: each warped earlier frame weighted by the masks that keep,
+    per pixel, the closest reliable one, the terms summed; value and gradient against NumPy, float64."""
+    from jaxstyle.clips import long_term_masks
+
+    h, w = 6, 7
+    # Masks in [0, 1] with exact 0s and 1s, as the consistency check gives (occlusions, clear pixels).
+    c = np.clip(rng.uniform(-0.5, 1.5, size=(3, h, w)), 0.0, 1.0)
+    c_long = long_term_masks(c)
+    np.testing.assert_allclose(c_long, long_term_reference(c), rtol=0, atol=1e-15)
+    assert (c_long[0] == c[0]).all()  # the closest frame keeps its mask
+    assert (c_long.sum(axis=0) <= c.max(axis=0) + 1e-15).all()  # a pixel weighs no more than its most reliable frame
+    x = rng.normal(size=(1, h, w, 3))
+    warped = rng.normal(size=(1, 3, h, w, 3))
+    t = TemporalTarget(jnp.asarray(warped), jnp.asarray(c_long[None, ..., None]))
+    d = x.size
+    expected = sum((c_long[j][..., None] * (x[0] - warped[0, j]) ** 2).sum() / d for j in range(3))
+    np.testing.assert_allclose(float(temporal_loss(jnp.asarray(x), t)), expected, rtol=1e-13)
+    grad = np.asarray(jax.grad(temporal_loss)(jnp.asarray(x), t))[0]
+    expected_grad = sum(2 * c_long[j][..., None] * (x[0] - warped[0, j]) / d for j in range(3))
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-300)
+
+
+def test_earlier_targets_warp_each_earlier_frame_and_drop_missing_ones(rng):
+    """Frame i's targets for J = {1, 2, 4}: frames i-1, i-2, i-4 warped (no motion here: as they are),
+    with the long-term masks; a frame before the clip's start is all zero and takes no weight."""
+    from jaxstyle.clips import earlier_targets, long_term_masks
+
+    n, h, w = 6, 5, 4
+    stylized = rng.uniform(0, 1, size=(n, h, w, 3)).astype(np.float32)
+    still = {j: np.zeros((n - j, h, w, 2), np.float32) for j in (1, 2, 4)}
+    masks = {j: rng.uniform(0, 1, size=(n - j, h, w)).astype(np.float32) for j in (1, 2, 4)}
+    motion = Motion(still[1], still[1], masks[1], masks[1], {j: (still[j], masks[j]) for j in (2, 4)})
+    warped, c = earlier_targets(5, stylized, motion, (1, 2, 4))
+    np.testing.assert_array_equal(warped, stylized[[4, 3, 1]])
+    np.testing.assert_array_equal(c, long_term_masks(np.stack([masks[1][4], masks[2][3], masks[4][1]])))
+    warped, c = earlier_targets(3, stylized, motion, (1, 2, 4))  # frame -1 does not exist
+    np.testing.assert_array_equal(warped[:2], stylized[[2, 1]])
+    assert not warped[2].any() and not c[2].any()
+
+
+def test_long_term_flow_is_computed_between_the_frames_themselves(photo, clip):
+    """The flow from frame t+2 back to frame t is DIS's between those two frames (not two flows chained),
+    within the flow test's tolerance of the true motion."""
+    motion = Motion.of(clip[:5], (1, 2))
+    flow, mask = motion.back(2)
+    assert flow.shape == (3, *MOTION.size, 2) and mask.shape == (3, *MOTION.size)
+    inner = (slice(BORDER, -BORDER), slice(BORDER, -BORDER))
+    for t in range(3):
+        truth = true_flow(photo.shape[:2], MOTION, t + 2, -2)
+        assert np.linalg.norm(flow[t] - truth, axis=-1)[inner].mean() < FLOW_TOLERANCE_PX
+        assert mask[t][6:-6, 6:-6].mean() > 0.9
+
+
+def test_temporal_indices_are_checked(clip, tiny_weights):
+    from jaxstyle.clips import check_temporal_indices
+
+    assert check_temporal_indices([4, 1, 2], "sequential") == (1, 2, 4)
+    for bad, message in (((0, 1), "whole numbers >= 1"), ((1, 1), "each may be given once"), ((), "whole numbers")):
+        with pytest.raises(JaxstyleError, match=message):
+            check_temporal_indices(bad, "sequential")
+    with pytest.raises(JaxstyleError, match="are for mode sequential"):
+        video(clip[:2], clip[0], mode="multipass", temporal_indices=(1, 2), weights=tiny_weights, **TINY_RUN)
 
 
 # --------------------------------------------------------------------------- the schedules
@@ -168,6 +250,44 @@ def test_sequential_first_frame_is_a_plain_stylization(clip, tiny_weights):
     np.testing.assert_allclose(result.frames[0], single.image, rtol=0, atol=1e-12)
     # Frame 0's temporal target has an all-zero mask (and weight 0); frame 1's is real.
     assert result.final_losses["temporal"][0] == 0.0 and result.final_losses["temporal"][1] > 0
+
+
+def test_long_term_terms_act_from_the_first_frame_that_has_them(clip, tiny_weights):
+    """Sequential with J = {1, 2}: frames 0 and 1 (no frame 2 back) are those of the short-term run
+    (float64, to rounding: the second term is all zero); frame 2 on, the long-term term pulls too.
+
+    On the plain pan every pixel reliable two frames back is reliable one frame back too, so
+    the long-term masks are all 0 and change nothing; a flash of noise on frame 1 makes its
+    flow to frame 2 less reliable in places, where frame 0 takes the weight it leaves.
+    """
+    flash = clip[:4].copy()
+    flash[1, 12:32, 20:44] = np.random.default_rng(0).uniform(0, 1, size=(20, 24, 3))
+    common = {"weights": tiny_weights, "steps": 3, "dtype": "float64", **TINY_RUN}
+    short = video(flash, clip[0], **common)
+    long = video(flash, clip[0], temporal_indices=(2, 1), **common)
+    np.testing.assert_allclose(long.frames[:2], short.frames[:2], rtol=0, atol=1e-12)
+    assert np.abs(long.frames[2:] - short.frames[2:]).max() > 1e-6
+    assert long.final_losses["temporal"][0] == 0 and (long.final_losses["temporal"][1:] > 0).all()
+
+
+def test_cli_temporal_indices(tmp_path, clip, tiny_weights, capsys):
+    from jaxstyle.cli import main
+
+    frames_dir = tmp_path / "frames"
+    write_clip(frames_dir, clip[:3], 24.0)
+    argv = ["video", str(frames_dir), str(SHARED_STYLE), "-o", str(tmp_path / "out"), "--weights", str(tiny_weights)]
+    argv += [*TINY_CLI, "--steps", "1", "--size", "48x64", "--progress", "none"]
+    assert main([*argv, "--temporal-indices", "1,2"]) == 0
+    assert len(list((tmp_path / "out").iterdir())) == 3
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--temporal-indices", "1,two"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--temporal-indices" in err
+    assert main([*argv, "-o", str(tmp_path / "o2"), "--temporal-indices", "1,0"]) == 2
+    err = capsys.readouterr().err
+    assert err == "jaxstyle: temporal indices must be whole numbers >= 1, e.g. 1,2,4, not '1,0'\n"
 
 
 def test_temporal_loss_makes_frames_consistent_tiny(clip, tiny_weights):
@@ -196,7 +316,7 @@ def test_multipass_blends_the_neighbour_in_the_pass_direction(rng):
     c = 0.5 * mask[::-1][..., None]
     np.testing.assert_allclose(backward.init[:-1], (previous[:-1] + c * previous[1:]) / (1 + c), rtol=1e-6)
     np.testing.assert_array_equal(backward.weight, [200.0, 200.0, 200.0, 0.0])
-    np.testing.assert_array_equal(backward.warped[:-1], previous[1:])
+    np.testing.assert_array_equal(backward.warped[:-1, 0], previous[1:])
 
 
 @pytest.mark.slow  # a fresh process with 4 forced CPU devices
@@ -206,7 +326,7 @@ def test_multipass_on_four_devices_equals_one_float64(tmp_path, tiny_weights):
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
     out = tmp_path / "multipass.npz"
     subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "video_worker.py"), str(out), str(tiny_weights), str(PHOTO)],
+        [sys.executable, str(WORKER), "devices", str(out), str(tiny_weights), str(PHOTO)],
         check=True,
         env={**env, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
@@ -218,6 +338,145 @@ def test_multipass_on_four_devices_equals_one_float64(tmp_path, tiny_weights):
     np.testing.assert_allclose(r["all_total"], r["one_total"], rtol=1e-10)
     # Pass 3 runs forward: every frame but the first is pulled towards its warped predecessor.
     assert r["all_temporal"][0] == 0 and (r["all_temporal"][1:] > 0).all()
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def resume_worker(out: Path, weights: Path, mode: str, directory: Path, resume: bool, pause: float = 0):
+    """``tests/video_worker.py resume`` on the tiny network's ``weights``, pausing ``pause`` s after each report."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT), "RESUME_WORKER_PAUSE": str(pause)}
+    command = [sys.executable, str(WORKER), "resume", str(out), str(weights), str(PHOTO), mode, str(directory)]
+    return subprocess.Popen(
+        [*command, "1" if resume else "0"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def frames_written(folder: Path) -> np.ndarray:
+    """The frames of a folder output, as the 8-bit pixels in its PNGs."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.glob("frame_*.png"))])
+
+
+@pytest.mark.slow  # three fresh processes per mode
+@pytest.mark.parametrize("mode", ["sequential", "multipass"])
+def test_video_resumes_exactly_after_sigterm_at_a_random_step(tmp_path, tiny_weights, mode):
+    """SIGTERM at a random chunk, then the same run with --resume: the same frames, bit for bit,
+    as a run never stopped, both the float32 frames and the PNGs written.
+
+    Sequential: 4 frames of 12 steps; the stop falls in a frame, after the frames before it
+    were kept. Multi-pass: 3 passes over 4 frames in micro-batches of 2; the stop falls in a
+    pass, after the passes before it.
+    """
+    from jaxstyle.signals import EXIT_PREEMPTED
+
+    if not PHOTO.is_file():
+        pytest.skip(f"{PHOTO} is missing")
+    reference = resume_worker(tmp_path / "ref.npz", tiny_weights, mode, tmp_path / "ref-ck", resume=False)
+    assert reference.wait(timeout=600) == 0, reference.stderr.read()
+    total = 12 * (3 * 2 if mode == "multipass" else 4)  # steps reported: 3 passes of 2 micro-batches, or 4 frames
+    step = random.Random().randrange(2, total - 2)  # the run stops at the next chunk end
+    cut = tmp_path / "cut.npz"
+    interrupted = resume_worker(cut, tiny_weights, mode, tmp_path / "ck", resume=False, pause=0.2)
+    for line in interrupted.stdout:
+        if line.startswith("STEP ") and int(line.split()[1]) >= step:
+            interrupted.send_signal(signal.SIGTERM)
+            break
+    assert interrupted.wait(timeout=600) == EXIT_PREEMPTED, (step, interrupted.stderr.read())
+    assert not cut.exists() and not (tmp_path / "cut_frames").exists()
+    kept = sorted(path.name for path in (tmp_path / "ck").iterdir())
+    assert "video.json" in kept, kept
+    resumed = resume_worker(cut, tiny_weights, mode, tmp_path / "ck", resume=True)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    ours, theirs = dict(np.load(cut)), dict(np.load(tmp_path / "ref.npz"))
+    assert sorted(ours) == sorted(theirs)
+    for key in ours:
+        np.testing.assert_array_equal(ours[key], theirs[key], err_msg=f"{key}, signal at step {step}")
+    ours_png, theirs_png = frames_written(tmp_path / "cut_frames"), frames_written(tmp_path / "ref_frames")
+    assert len(ours_png) == 4
+    np.testing.assert_array_equal(ours_png, theirs_png, err_msg=f"signal at step {step}")
+    # Only finished units and the manifest stay, no runner checkpoint of a unit in flight.
+    left = sorted(path.name for path in (tmp_path / "ck").iterdir())
+    expected = ["pass_0003.npz"] if mode == "multipass" else [f"frame_{i:06d}.npz" for i in range(4)]
+    assert left == [*expected, "video.json"]
+
+
+def test_video_checkpoints_skip_finished_frames_and_refuse_another_run(tmp_path, clip, tiny_weights):
+    """A finished run resumed does no step (its frames are kept: the clip can be written again);
+    a directory of another run, or without --resume, is refused in one line."""
+    from jaxstyle.checkpoint import CheckpointOptions
+
+    common = {"weights": tiny_weights, "steps": 2, **TINY_RUN}
+    directory = tmp_path / "ck"
+    first = video(clip[:3], clip[0], checkpoint=CheckpointOptions(directory), **common)
+    reports = []
+    again = video(
+        clip[:3], clip[0], checkpoint=CheckpointOptions(directory, resume=True), progress=reports.append, **common
+    )
+    assert reports == []  # nothing left to compute
+    np.testing.assert_array_equal(again.frames, first.frames)
+    for key, value in first.final_losses.items():
+        np.testing.assert_array_equal(again.final_losses[key], value)
+    with pytest.raises(JaxstyleError, match="holds checkpoints of an earlier run; pass --resume"):
+        video(clip[:3], clip[0], checkpoint=CheckpointOptions(directory), **common)
+    with pytest.raises(JaxstyleError, match="made with other schedule"):
+        video(clip[:3], clip[0], temporal_weight=5.0, checkpoint=CheckpointOptions(directory, resume=True), **common)
+    with pytest.raises(JaxstyleError, match="made with other clip"):
+        video(clip[[0, 1, 3]], clip[0], checkpoint=CheckpointOptions(directory, resume=True), **common)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(JaxstyleError, match="holds files that are no video checkpoints"):
+        video(clip[:3], clip[0], checkpoint=CheckpointOptions(other, resume=True), **common)
+
+
+# --------------------------------------------------------------------------- several processes
+
+
+def run_video_cli(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "jaxstyle", "video", *argv], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+
+
+@pytest.mark.slow  # three fresh processes, two of them one multi-process run
+def test_two_processes_write_one_clip_equal_to_one_process(tmp_path, clip, tiny_weights):
+    """``jaxstyle video --mode multipass`` as two processes on 127.0.0.1 (one CPU device each), with
+    checkpoints: process 0 alone writes the clip and the checkpoints' own files, and its frames are
+    those of one process on two devices, pixel for pixel."""
+    from tests.test_sweep import free_port
+
+    frames_dir = tmp_path / "frames"
+    write_clip(frames_dir, clip[:5], 24.0)
+    common = [str(frames_dir), str(SHARED_STYLE), "--weights", str(tiny_weights), *TINY_CLI, "--size", "48x64"]
+    common += ["--steps", "3", "--mode", "multipass", "--passes", "2", "-q"]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
+    joining = ["--checkpoint-dir", str(tmp_path / "ck"), "--coordinator", f"127.0.0.1:{free_port()}"]
+    joining += ["--num-processes", "2"]
+    procs = [
+        run_video_cli([*common, *joining, "-o", str(tmp_path / f"p{i}"), "--process-id", str(i)], env) for i in (0, 1)
+    ]
+    try:
+        codes = [p.wait(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert codes == [0, 0], [p.stderr.read().decode()[-3000:] for p in procs]
+    one = run_video_cli([*common, "-o", str(tmp_path / "one")], {**env, **FORCED_TWO_DEVICES})
+    assert one.wait(timeout=600) == 0, one.stderr.read().decode()[-3000:]
+    assert not (tmp_path / "p1").exists()  # process 1 wrote nothing
+    assert sorted(path.name for path in (tmp_path / "ck").iterdir()) == ["pass_0002.npz", "video.json"]
+    two, single = frames_written(tmp_path / "p0"), frames_written(tmp_path / "one")
+    assert two.shape == (5, 48, 64, 3)
+    np.testing.assert_array_equal(two, single)
+
+
+def test_sequential_mode_is_one_process(monkeypatch, clip):
+    """Sequential runs frame after frame on one device: a multi-process run is refused in one line."""
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    with pytest.raises(JaxstyleError, match="mode sequential runs frame after frame on one device, in one process"):
+        video(clip[:2], clip[0], mode="sequential")
 
 
 # --------------------------------------------------------------------------- files

@@ -10,6 +10,7 @@ from pathlib import Path
 from jaxstyle.cli.jobs import aspect_note, run_files
 from jaxstyle.cli.options import (
     add_checkpoint_options,
+    add_distributed_options,
     add_execution_options,
     add_mask_options,
     add_output_option,
@@ -23,6 +24,7 @@ from jaxstyle.cli.options import (
     option_name,
     progress_reporter,
     settings_from_args,
+    start_distributed,
     style_blends,
     swept_values,
     with_mask_loss,
@@ -45,15 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_weights_option(p)
     add_progress_options(p)
     add_checkpoint_options(p)
-    dist = p.add_argument_group("several hosts (see the docs: guide/sweeps.md)")
-    dist.add_argument(
-        "--distributed",
-        action="store_true",
-        help="join a multi-process run configured by the cluster's environment (SLURM, TPU pods)",
-    )
-    dist.add_argument("--coordinator", help="HOST:PORT of process 0")
-    dist.add_argument("--num-processes", type=int)
-    dist.add_argument("--process-id", type=int)
+    add_distributed_options(p, "guide/sweeps.md")
     add_mask_options(p)
     add_settings_options(p, swept_lists=True)
     add_execution_options(p, "sweep")
@@ -115,10 +109,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     """Run the sweep and write its images, summary, contact sheet and loss plot; ``stop``: its stop requests."""
     import jax
 
-    from jaxstyle import mesh as meshlib
-
-    if args.distributed or args.coordinator is not None or args.num_processes is not None:
-        meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    start_distributed(args)
     from jaxstyle.report import write_outputs
     from jaxstyle.sweep import sweep
 
