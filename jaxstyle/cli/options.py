@@ -348,3 +348,28 @@ def checkpoint_options(args: argparse.Namespace) -> CheckpointOptions | None:
     directory = make_directory(args.checkpoint_dir)  # checked before any work, like every output
     check_writable(directory / "checkpoint")
     return CheckpointOptions(directory, args.checkpoint_every, args.checkpoint_minutes, args.resume)
+
+
+# --------------------------------------------------------------------------- several hosts
+
+
+def add_distributed_options(p: argparse.ArgumentParser, guide: str) -> None:
+    """``--distributed``, ``--coordinator``, ``--num-processes``, ``--process-id``: one run over several
+    processes (read by :func:`start_distributed`); ``guide`` is the docs page that tells how."""
+    g = p.add_argument_group(f"several hosts (see the docs: {guide})")
+    g.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run configured by the cluster's environment (SLURM, TPU pods)",
+    )
+    g.add_argument("--coordinator", help="HOST:PORT of process 0")
+    g.add_argument("--num-processes", type=int)
+    g.add_argument("--process-id", type=int)
+
+
+def start_distributed(args: argparse.Namespace) -> None:
+    """Join the multi-process run the options of :func:`add_distributed_options` ask for, if any."""
+    if args.distributed or args.coordinator is not None or args.num_processes is not None:
+        from jaxstyle import mesh as meshlib
+
+        meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
