@@ -194,8 +194,12 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         if main_process:
             print(failure_line(failure), file=sys.stderr, flush=True)
 
-    todo = [path for path in mine if path not in set(skipped)]
-    parts, _ = photos.plan_parts(todo, names, settings, execution, jax.device_count(), on_failure=failed)
+    # The parts are cut from every photo of the shard, done or not, so that a resumed run cuts the same
+    # ones; a part whose outputs all exist is skipped, one with some missing runs whole (and writes those).
+    skip = set(skipped)
+    parts, _ = photos.plan_parts(mine, names, settings, execution, jax.device_count(), on_failure=failed)
+    parts = [part for part in parts if any(photo.path not in skip for photo in part.photos)]
+    todo = [photo.path for part in parts for photo in part.photos if photo.path not in skip]
     order = {path: i for i, path in enumerate(todo)}
     sample = set(todo[:: max(1, len(todo) // SAMPLE)][:SAMPLE])
     thumbs: dict[int, tuple[str, np.ndarray]] = {}
@@ -221,6 +225,8 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             for failure in output.failures:
                 failed(failure)
             for photo, rgb in output.images.items():
+                if photo.path in skip:
+                    continue
                 out = out_dir / photo.name
                 if main_process:
                     save_image(out, rgb, photo_metadata(args, settings, execution, photo, out, output))
