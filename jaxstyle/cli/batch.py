@@ -8,6 +8,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from jaxstyle.errors import JaxstyleError
 if TYPE_CHECKING:
     import numpy as np
 
+    from jaxstyle.checkpoint import CheckpointOptions
     from jaxstyle.photos import Failure, PartOutput, Photo
 
 RUNS_A_JOB = True  # main gives it stop requests (SIGINT, SIGTERM) and the compile cache
@@ -127,7 +129,7 @@ def photo_metadata(args, settings, execution, photo: Photo, out: Path, output: P
         "seconds": round(output.seconds / len(output.part.photos), 3),
         "compute_dtype": execution.compute_dtype or execution.dtype,
         "execution": execution.to_dict(),
-        "command": command_line(settings, str(photo.path), args.style, str(out), args.weights, None, args.preset),
+        "command": command_line(settings, str(photo.path), args.style, str(out), args.weights, execution, args.preset),
         "batch": {"inputs": args.inputs, "shard": args.shard, "photos_in_micro_batch": len(output.part.photos)},
     }
 
@@ -156,16 +158,47 @@ def write_sheet(path: Path, thumbs: dict[int, tuple[str, np.ndarray]]) -> None:
         sheet.save(tmp, format="PNG")
 
 
+@dataclass
+class Tally:
+    """What the run has done so far: each output written, each failure (logged at once by process 0),
+    and the thumbnails of the contact sheet's sample (``sample``: path -> its place in the run)."""
+
+    sample: dict[Path, int]
+    main_process: bool
+    done: dict[str, str] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    thumbs: dict[int, tuple[str, np.ndarray]] = field(default_factory=dict)
+
+    def failed(self, failure: Failure) -> None:
+        self.failures.append(failure)
+        if self.main_process:
+            print(failure_line(failure), file=sys.stderr, flush=True)
+
+    def wrote(self, photo: Photo, rgb: np.ndarray) -> None:
+        self.done[str(photo.path)] = photo.name
+        if photo.path in self.sample:
+            self.thumbs[self.sample[photo.path]] = (photo.name, rgb)
+
+
+def sizes_of(parts: Sequence) -> list[dict]:
+    """Each output size's photos, micro-batches and largest micro-batch, for the summary."""
+    sizes: dict[tuple[int, int], dict] = {}
+    for part in parts:
+        entry = sizes.setdefault(part.size, {"size": list(part.size), "photos": 0, "micro_batches": 0})
+        entry["photos"] += len(part.photos)
+        entry["micro_batches"] += 1
+        entry["batch_size"] = max(entry.get("batch_size", 0), len(part.photos))
+    return list(sizes.values())
+
+
 def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     """Stylize every photo, writing each output as its part finishes; then the failures, the summary and
     the contact sheet. Exit status 0, or :data:`EXIT_SOME_FAILED` where some photos failed."""
     start_distributed(args)
     import jax
 
-    from jaxstyle import __version__, photos
-    from jaxstyle.files import make_directory, write_json
+    from jaxstyle import photos
     from jaxstyle.image import save_image
-    from jaxstyle.pipeline import as_rgb, load_weights, read_init
 
     shard = photos.parse_shard(args.shard) if args.shard is not None else None
     settings, execution = settings_from_args(args), execution_from_args(args)
@@ -174,46 +207,26 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     mine = photos.shard(everything, *shard) if shard else everything
     if not mine:
         raise JaxstyleError(f"--shard {args.shard}: the part is empty ({len(everything)} photo(s) in {shard[1]} parts)")
-    out_dir = make_directory(args.output)
-    skipped = check_outputs(args, settings, mine, names, out_dir)
-    if args.checkpoint_dir is None:
-        args.checkpoint_dir = str(out_dir / CHECKPOINT_FOLDER)
-    checkpoints = checkpoint_options(args)
-    # Fail at once, before any photo, on what every part reads: the style images, the init image, the weights.
-    styles = list(csv_names(args.style))
-    for style in styles:
-        as_rgb(style)
-    read_init(settings)
-    load_weights(settings, args.weights)
-
-    main_process = jax.process_index() == 0
-    failures: list[photos.Failure] = []
-
-    def failed(failure: photos.Failure) -> None:
-        failures.append(failure)
-        if main_process:
-            print(failure_line(failure), file=sys.stderr, flush=True)
+    out_dir, skipped, checkpoints = check_files(args, settings, mine, names)
 
     # The parts are cut from every photo of the shard, done or not, so that a resumed run cuts the same
     # ones; a part whose outputs all exist is skipped, one with some missing runs whole (and writes those).
-    skip = set(skipped)
-    parts, _ = photos.plan_parts(mine, names, settings, execution, jax.device_count(), on_failure=failed)
-    parts = [part for part in parts if any(photo.path not in skip for photo in part.photos)]
-    todo = [photo.path for part in parts for photo in part.photos if photo.path not in skip]
-    order = {path: i for i, path in enumerate(todo)}
-    sample = set(todo[:: max(1, len(todo) // SAMPLE)][:SAMPLE])
-    thumbs: dict[int, tuple[str, np.ndarray]] = {}
-    done: dict[str, str] = {}
+    tally = Tally({}, jax.process_index() == 0)
+    parts, _ = photos.plan_parts(mine, names, settings, execution, jax.device_count(), on_failure=tally.failed)
+    parts = [part for part in parts if any(photo.path not in skipped for photo in part.photos)]
+    todo = [photo.path for part in parts for photo in part.photos if photo.path not in skipped]
+    tally.sample = {path: todo.index(path) for path in todo[:: max(1, len(todo) // SAMPLE)][:SAMPLE]}
     start = time.perf_counter()
-    with progress_reporter(args, "batch", main_process) as progress:
-        if main_process and not args.quiet:
+    with progress_reporter(args, "batch", tally.main_process) as progress:
+        if tally.main_process and not args.quiet:
+            sizes = len({part.size for part in parts})
             progress.write(
-                f"batch: {len(todo)} photo(s) in {len(parts)} micro-batch(es) of "
-                f"{len({part.size for part in parts})} size(s), {len(skipped)} done before"
+                f"batch: {len(todo)} photo(s) in {len(parts)} micro-batch(es) of {sizes} size(s), "
+                f"{len(skipped)} done before"
             )
         outputs = photos.run_parts(
             parts,
-            styles,
+            list(csv_names(args.style)),
             settings,
             weights=args.weights,
             execution=execution,
@@ -223,68 +236,96 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
         )
         for output in outputs:
             for failure in output.failures:
-                failed(failure)
+                tally.failed(failure)
             for photo, rgb in output.images.items():
-                if photo.path in skip:
+                if photo.path in skipped:
                     continue
-                out = out_dir / photo.name
-                if main_process:
+                if tally.main_process:
+                    out = out_dir / photo.name
                     save_image(out, rgb, photo_metadata(args, settings, execution, photo, out, output))
-                done[str(photo.path)] = photo.name
-                if photo.path in sample:
-                    thumbs[order[photo.path]] = (photo.name, rgb)
+                tally.wrote(photo, rgb)
     seconds = time.perf_counter() - start
-    if main_process:
-        failures_file, summary_file, sheet_file = own_files(shard)
-        write_json(
-            out_dir / failures_file,
-            {"failures": [{"input": str(f.path), "error": f.error} for f in failures], "count": len(failures)},
-        )
-        if thumbs:
-            write_sheet(out_dir / sheet_file, thumbs)
-        sizes = {}
-        for part in parts:
-            entry = sizes.setdefault(part.size, {"size": list(part.size), "photos": 0, "micro_batches": 0})
-            entry["photos"] += len(part.photos)
-            entry["micro_batches"] += 1
-            entry["batch_size"] = max(entry.get("batch_size", 0), len(part.photos))
-        per_photo = seconds / len(done) if done else None
-        write_json(
-            out_dir / summary_file,
-            {
-                "jaxstyle_version": __version__,
-                "settings": settings.to_dict(),
-                "execution": execution.to_dict(),
-                "inputs": args.inputs,
-                "style": args.style,
-                "shard": list(shard) if shard else None,
-                "photos": len(mine),
-                "done": len(done),
-                "failed": len(failures),
-                "skipped": len(skipped),
-                "seconds": round(seconds, 3),
-                "seconds_per_photo": per_photo,
-                "photos_per_hour": 3600 / per_photo if per_photo else None,
-                "sizes": list(sizes.values()),
-                "device_count": jax.device_count(),
-                "process_count": jax.process_count(),
-                "outputs": done,
-                "failures_file": failures_file,
-                "contact_sheet": sheet_file if thumbs else None,
-            },
-        )
-        if not args.quiet:
-            rate = f", {per_photo:.2f} s per photo" if per_photo else ""
-            print(
-                f"wrote {len(done)} photo(s) to {out_dir} ({len(failures)} failed, {len(skipped)} skipped) in "
-                f"{seconds:.1f} s{rate} on {jax.device_count()} device(s), {jax.process_count()} process(es)"
-            )
-    remove_empty(Path(checkpoints.directory) if checkpoints else None)
-    return EXIT_SOME_FAILED if failures else 0
+    if tally.main_process:
+        report(args, out_dir, shard, len(mine), len(skipped), sizes_of(parts), tally, seconds)
+    remove_empty(checkpoints.directory)
+    return EXIT_SOME_FAILED if tally.failures else 0
 
 
-def remove_empty(directory: Path | None) -> None:
+def check_files(
+    args: argparse.Namespace, settings, photos: Sequence[Path], names: dict[Path, str]
+) -> tuple[Path, set[Path], CheckpointOptions]:
+    """Before any photo: the output folder and every output checked (:func:`check_outputs`; the photos
+    done before, to skip), the checkpoint folder (default: inside the output folder), and what every
+    part reads: the style images, the init image, the weights."""
+    from jaxstyle.files import make_directory
+    from jaxstyle.pipeline import as_rgb, load_weights, read_init
+
+    out_dir = make_directory(args.output)
+    skipped = set(check_outputs(args, settings, photos, names, out_dir))
+    if args.checkpoint_dir is None:
+        args.checkpoint_dir = str(out_dir / CHECKPOINT_FOLDER)
+    checkpoints = checkpoint_options(args)
+    for style in csv_names(args.style):
+        as_rgb(style)
+    read_init(settings)
+    load_weights(settings, args.weights)
+    return out_dir, skipped, checkpoints
+
+
+def report(
+    args: argparse.Namespace,
+    out_dir: Path,
+    shard: tuple[int, int] | None,
+    photos: int,
+    skipped: int,
+    sizes: list[dict],
+    tally: Tally,
+    seconds: float,
+) -> None:
+    """Write the failures, the contact sheet and the summary (:func:`own_files`); print the last line."""
+    import jax
+
+    from jaxstyle import __version__
+    from jaxstyle.files import write_json
+
+    failures_file, summary_file, sheet_file = own_files(shard)
+    failed = [{"input": str(f.path), "error": f.error} for f in tally.failures]
+    write_json(out_dir / failures_file, {"failures": failed, "count": len(failed)})
+    if tally.thumbs:
+        write_sheet(out_dir / sheet_file, tally.thumbs)
+    done = len(tally.done)
+    per_photo = seconds / done if done else None
+    summary = {
+        "jaxstyle_version": __version__,
+        "settings": settings_from_args(args).to_dict(),
+        "execution": execution_from_args(args).to_dict(),
+        "inputs": args.inputs,
+        "style": args.style,
+        "shard": list(shard) if shard else None,
+        "photos": photos,
+        "done": done,
+        "failed": len(failed),
+        "skipped": skipped,
+        "seconds": round(seconds, 3),
+        "seconds_per_photo": per_photo,
+        "photos_per_hour": 3600 / per_photo if per_photo else None,
+        "sizes": sizes,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
+        "outputs": tally.done,
+        "failures_file": failures_file,
+        "contact_sheet": sheet_file if tally.thumbs else None,
+    }
+    write_json(out_dir / summary_file, summary)
+    if not args.quiet:
+        rate = f", {per_photo:.2f} s per photo" if per_photo else ""
+        print(
+            f"wrote {done} photo(s) to {out_dir} ({len(failed)} failed, {skipped} skipped) in {seconds:.1f} s{rate} "
+            f"on {jax.device_count()} device(s), {jax.process_count()} process(es)"
+        )
+
+
+def remove_empty(directory: Path) -> None:
     """Remove the checkpoint folder once no part's checkpoint is left in it."""
-    if directory is not None:
-        with contextlib.suppress(OSError):  # not empty (a part of another shard still running), or gone
-            directory.rmdir()
+    with contextlib.suppress(OSError):  # not empty (a part of another shard still running), or gone
+        directory.rmdir()
