@@ -290,3 +290,36 @@ def test_sigterm_then_resume_gives_identical_files(tmp_path, tiny_weights, style
         np.testing.assert_array_equal(pixels(tmp_path / "out" / path.name), pixels(path), err_msg=path.name)
         ours, theirs = read_metadata(tmp_path / "out" / path.name), read_metadata(path)
         assert ours["final_losses"] == theirs["final_losses"], path.name
+
+
+# --------------------------------------------------------------------------- the throughput bench
+
+
+def test_throughput_bench_separates_compilation_and_renders_its_table(tmp_path):
+    from bench.throughput import markdown, steady_and_compile
+
+    # Two sizes: first micro-batches of 8 (compiling) then steady ones; 0.5 and 1.0 s per photo steady.
+    groups = {(54, 96): [(8, 14.0), (8, 4.0), (4, 2.0)], (96, 96): [(8, 28.0), (8, 8.0)]}
+    steady, compile_s, counted = steady_and_compile(groups)
+    assert counted == 20 and steady == pytest.approx(14.0 / 20)
+    assert compile_s == pytest.approx((14.0 - 8 * 0.5) + (28.0 - 8 * 1.0))
+    assert steady_and_compile({(54, 96): [(8, 14.0)]}) == (None, None, 0)
+    row = {"photos": 64, "wall_s": 64.0, "load": [1.0, 2.0]}
+    rows = {
+        "batch, in process": {**row, "steady_s_per_photo": 0.5, "compile_s": 30.0, "batch_sizes": {"54x96": 8}},
+        "stylize, in process": {**row, "steady_s_per_photo": 0.6, "compile_s": 20.0},
+        "jaxstyle batch": {**row, "s_per_photo": 1.0},
+        "jaxstyle stylize": {**row, "photos": 16, "s_per_photo": 8.0, "first_of_size_s": 20.0, "cached_s": 4.0},
+    }
+    machine = {"platform": "cpu", "cpu_count": 2, "device_kind": "cpu", "device_count": 1, "name": "AMD EPYC, 2 cores"}
+    data = {"date": "2026-12-02 09:00 UTC", "machine": machine, "versions": {"jax": "0.10.2"}, "weights": "real"}
+    data |= {"photos": 64, "sizes": ["54x96"], "max_side": 96, "steps": 20, "uptime": "load average: 1, 2, 3"}
+    (tmp_path / "throughput").mkdir()
+    (tmp_path / "throughput" / "cpu-2core-2026-12-02.json").write_text(json.dumps({**data, "rows": rows}))
+    lines = markdown(tmp_path)
+    table = [line for line in lines if line.startswith("| ") and not line.startswith("| how")]
+    batched = "| batch, in process (micro-batches: 54x96 of 8) | 64 | 64.0 | 0.50 | 30.0 | 7200 | 3600 | 1.20 |"
+    assert table[0] == batched + " 1.0 → 2.0 |"
+    assert table[3].startswith(
+        "| jaxstyle stylize (first of a size 20.0 s, then 4.0 s) | 16 | 64.0 | — | — | — | 450 |"
+    )
