@@ -376,8 +376,9 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
-    from bench import halo, memory, peers, spatial, video
+    from bench import halo, memory, peers, spatial, throughput, video
 
+    out += throughput.markdown(results_dir)  # results of `python -m bench.throughput`
     out += video.markdown(results_dir / video.VIDEO_RESULTS.name)
     out += spatial.markdown(results_dir)
     out += halo.markdown(results_dir)

@@ -565,10 +565,11 @@ class Execution:
     )
     batch_size: int | None = setting(
         None,
-        "settings (sweep) or frames (video, multipass) per compiled micro-batch (unset: from a memory estimate)",
+        "settings (sweep), photos (batch) or frames (video, multipass) per compiled micro-batch "
+        "(unset: from a memory estimate)",
         EXECUTION,
         bounds=Bounds(1),
-        commands=("sweep", "video"),
+        commands=("sweep", "video", "batch"),
     )
     save_every: int | None = setting(
         None,

@@ -180,6 +180,24 @@ def contact_sheet(result: SweepResult, cell: int = 256) -> tuple[Image.Image, Sh
     """
     cells, row_labels, column_labels = grid_positions(result)
     thumbs = {k: thumbnail(result.images[k], cell) for k in cells}
+    captions = {}
+    for k in cells:
+        if result.status(k) == "diverged":
+            captions[k] = f"#{k} DIVERGED @{result.diverged_at[k]}", (200, 0, 0)
+        else:
+            captions[k] = f"#{k} loss {result.final_losses['total'][k]:.3g}", (90, 90, 90)
+    return draw_sheet(thumbs, cells, row_labels, column_labels, captions)
+
+
+def draw_sheet(
+    thumbs: dict[int, Image.Image],
+    cells: dict[int, tuple[int, int]],
+    row_labels: list[str],
+    column_labels: list[str],
+    captions: dict[int, tuple[str, tuple[int, int, int]]],
+) -> tuple[Image.Image, SheetLayout]:
+    """Thumbnails ``thumbs[k]`` at ``cells[k] = (row, column)``, each with its caption ``(text, colour)``
+    below it, under labelled columns and beside labelled rows (empty labels: none)."""
     cw = max(MIN_SLOT_WIDTH, *(t.width for t in thumbs.values()))
     ch = max(t.height for t in thumbs.values())
     font = ImageFont.load_default(size=12)
@@ -198,10 +216,7 @@ def contact_sheet(result: SweepResult, cell: int = 256) -> tuple[Image.Image, Sh
         x, y = left + c * (cw + GAP), top + r * (ch + CAPTION_HEIGHT + GAP)
         sheet.paste(thumbs[k], (x, y))
         boxes[k] = (x, y, x + thumbs[k].width, y + thumbs[k].height)
-        if result.status(k) == "diverged":
-            caption, colour = f"#{k} DIVERGED @{result.diverged_at[k]}", (200, 0, 0)
-        else:
-            caption, colour = f"#{k} loss {result.final_losses['total'][k]:.3g}", (90, 90, 90)
+        caption, colour = captions[k]
         draw.text((x + 2, y + ch + 2), caption, fill=colour, font=font)
     return sheet, SheetLayout(boxes=boxes, rows=len(row_labels), columns=len(column_labels))
 

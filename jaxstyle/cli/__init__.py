@@ -44,6 +44,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "stylize": Command("stylize one content image with one style image", "jaxstyle.cli.stylize"),
     "sweep": Command("many weight settings in one compiled run, with a contact sheet", "jaxstyle.cli.sweep"),
+    "batch": Command("thousands of photos in one job, each at its own aspect", "jaxstyle.cli.batch"),
     "video": Command("stylize a video with temporal consistency (Ruder et al. 2016)", "jaxstyle.cli.video"),
     "weights": Command("download, convert and inspect VGG weights", "jaxstyle.cli.weights"),
     "presets": Command("list the presets with their full settings", "jaxstyle.cli.presets"),
