@@ -130,17 +130,24 @@ def local_rows(array: jax.Array) -> list[int]:
 
 
 def initialize_distributed(
-    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    local_device_ids: list[int] | None = None,
 ) -> None:
     """Join a multi-process JAX run.
 
     With no arguments, JAX reads the cluster's environment (SLURM, Open MPI, TPU pod
-    slices); otherwise all three must be given. On CPU, the processes talk through
-    gloo collectives.
+    slices); otherwise all three must be given. ``local_device_ids`` are the local
+    accelerators this process uses (one process per GPU: ``[i]`` for process ``i`` of a
+    host); unset, a process takes every local device (one process per host). On CPU,
+    the processes talk through gloo collectives.
     """
     explicit = (coordinator, num_processes, process_id)
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
         raise JaxstyleError("--coordinator, --num-processes and --process-id go together")
+    if local_device_ids is not None and coordinator is None:
+        raise JaxstyleError("--local-device-ids goes with --coordinator, --num-processes and --process-id")
     # Only CPU devices use this setting; on accelerators it changes nothing.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # JAX's preemption service would take SIGTERM from jaxstyle's own handler (and agree on
@@ -152,7 +159,9 @@ def initialize_distributed(
         if coordinator is None:
             jax.distributed.initialize()
         else:
-            jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+            jax.distributed.initialize(
+                coordinator, num_processes=num_processes, process_id=process_id, local_device_ids=local_device_ids
+            )
     except (RuntimeError, ValueError) as e:
         raise JaxstyleError(f"cannot start the multi-process run ({one_line(e)})") from None
 

@@ -16,6 +16,7 @@ from jaxstyle.cli.options import (
     add_settings_options,
     add_weights_option,
     checkpoint_options,
+    csv_ints,
     csv_names,
     execution_from_args,
     option_name,
@@ -51,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     dist.add_argument("--coordinator", help="HOST:PORT of process 0")
     dist.add_argument("--num-processes", type=int)
     dist.add_argument("--process-id", type=int)
+    dist.add_argument(
+        "--local-device-ids",
+        type=csv_ints,
+        help="with --coordinator: the local GPUs this process uses, e.g. 0 or 0,1 (one process per GPU); "
+        "unset: every local device (one process per host)",
+    )
     add_settings_options(p, swept_lists=True)
     add_execution_options(p, "sweep")
 
@@ -113,8 +120,9 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
 
     from jaxstyle import mesh as meshlib
 
-    if args.distributed or args.coordinator is not None or args.num_processes is not None:
-        meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    if args.distributed or args.coordinator is not None or args.num_processes is not None or args.local_device_ids:
+        ids = None if args.local_device_ids is None else list(args.local_device_ids)
+        meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, ids)
     from jaxstyle.report import write_outputs
     from jaxstyle.sweep import sweep
 
