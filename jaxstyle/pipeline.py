@@ -10,6 +10,7 @@ every chunk for progress and snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -951,6 +952,13 @@ def fingerprint(job: Job) -> dict[str, str]:
     }
 
 
+def matmul_precision(name: str) -> contextlib.AbstractContextManager:
+    """The run's precision of convolutions and matrix products: JAX's ``default_matmul_precision``
+    context (part of every jit's cache key), or nothing at all for ``"default"`` (the
+    platform's own: programs are unchanged)."""
+    return contextlib.nullcontext() if name == "default" else jax.default_matmul_precision(name)
+
+
 def run_job(
     job: Job,
     mesh: Mesh,
@@ -978,7 +986,8 @@ def run_job(
         job, DeviceLayout.of(job, mesh), on_chunk, on_snapshot, raise_on_divergence, checkpoints, stop_signal
     )
     try:
-        return runner.run()
+        with matmul_precision(job.execution.matmul_precision):
+            return runner.run()
     except jax.errors.JaxRuntimeError as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
