@@ -16,6 +16,7 @@ or many hosts.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -182,14 +183,56 @@ def host_memory_bytes(available: bool = False) -> int | None:
 
 
 def device_memory_bytes() -> tuple[int, str]:
-    """Memory one device can use, and where the number comes from.
-
-    Accelerators report their limit through ``memory_stats``; for CPU devices the
-    machine's available memory (:func:`host_memory_bytes`) is shared among the local devices.
-    """
+    """Memory one device can use, and where the number comes from (:func:`usable_memory`)."""
     device = jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return usable_memory(device, stats, jax.local_device_count())
+
+
+# The XLA allocator's pool on a GPU: JAX preallocates this fraction of the device unless
+# XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise; memory_stats' bytes_limit is the pool.
+GPU_POOL_NOTE = "XLA's pool: XLA_PYTHON_CLIENT_MEM_FRACTION of the device, 75% unless set"
+
+
+def usable_memory(
+    device: Any,
+    stats: dict | None,
+    local_devices: int,
+    gpu_total: Callable[[Any], int | None] | None = None,
+) -> tuple[int, str]:
+    """The memory plans are made for, from a device's ``memory_stats()`` (``stats``).
+
+    Accelerators report their limit as ``bytes_limit``: on a GPU the allocator's pool
+    (:data:`GPU_POOL_NOTE`; the planner fills ``plan.MEMORY_FILL`` of it, about 52% of the
+    device by default). With ``XLA_PYTHON_CLIENT_ALLOCATOR=platform`` a GPU reports no
+    stats; then its total memory from ``nvidia-smi`` (``gpu_total``), never the host's.
+    For CPU devices the machine's available memory (:func:`host_memory_bytes`) is shared
+    among the ``local_devices``.
+    """
+    kind = device.device_kind
     if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
-    available = host_memory_bytes(available=True) or 8 << 30
-    return available // max(1, jax.local_device_count()), "available host memory per CPU device"
+        pool = f" ({GPU_POOL_NOTE})" if device.platform == "gpu" else ""
+        return int(stats["bytes_limit"]), f"{kind} memory{pool}"
+    if device.platform == "cpu":
+        available = host_memory_bytes(available=True) or 8 << 30
+        return available // max(1, local_devices), "available host memory per CPU device"
+    total = (gpu_total or nvidia_smi_total)(device) if device.platform == "gpu" else None
+    if total:
+        return total, f"{kind} memory (nvidia-smi's total: the device reports no allocator statistics)"
+    raise JaxstyleError(
+        f"{kind} reports no memory limit (XLA_PYTHON_CLIENT_ALLOCATOR=platform?) and none could be read "
+        "otherwise: use JAX's default allocator to plan the memory of the run"
+    )
+
+
+def nvidia_smi_total(device: Any) -> int | None:
+    """The total memory of a GPU in bytes as ``nvidia-smi`` reports it; ``None`` where it cannot."""
+    import subprocess
+
+    index = getattr(device, "local_hardware_id", None)
+    command = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run([*command, "-i", str(index or 0)], capture_output=True, text=True, timeout=10)
+        return int(out.stdout.split()[0]) * 2**20 if out.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
