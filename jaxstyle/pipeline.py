@@ -27,7 +27,7 @@ from jax.sharding import Mesh
 from jaxstyle import image as imageio
 from jaxstyle import mesh as meshlib
 from jaxstyle import weights as weightsio
-from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
+from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk, stack_content_targets_jit
 from jaxstyle.checkpoint import CheckpointOptions, Checkpoints, Position, digest
 from jaxstyle.color import preserve_color
 from jaxstyle.config import (
@@ -871,6 +871,27 @@ class DeviceLayout:
 # --------------------------------------------------------------------------- stage step and transition
 
 
+# A chunk with its input state donated: XLA writes the new state into the old one's buffers
+# (memory_analysis()'s alias bytes) instead of holding both while the chunk runs. The
+# runner hands each chunk a state no other array shares buffers with (own_buffers).
+run_batch_chunk_donated = jax.jit(
+    run_batch_chunk, static_argnames=("graphdef", "recipe", "num_steps"), donate_argnames=("state",)
+)
+
+
+def own_buffers(state: Any) -> Any:
+    """``state`` with every leaf copied into buffers of its own, so that donating it frees
+    nothing another array still holds (``device_put`` and the stage transition share buffers)."""
+    return jax.tree.map(lambda x: x.copy(), state)
+
+
+@jax.jit
+def stop_flags(state: SolverState) -> jax.Array:
+    """``(2, B)``: each setting's ``diverged_at`` and ``converged_at``, in buffers of their own
+    (read after the state itself has been donated to the next chunk)."""
+    return jnp.stack([state.diverged_at, state.converged_at])
+
+
 class StageStep(NamedTuple):
     """One stage of one micro-batch on the device: ``state -> (state, losses, steps run)``, the pure
     part of the chunk loop, and what the stage starts from and ends with.
@@ -887,9 +908,10 @@ class StageStep(NamedTuple):
     length: int
 
     def __call__(self, state: SolverState, steps: int) -> tuple[SolverState, dict[str, jax.Array], jax.Array]:
-        """``steps`` steps of every setting (fewer when all have stopped); losses ``(length, B)``."""
+        """``steps`` steps of every setting (fewer when all have stopped); losses ``(length, B)``.
+        ``state`` is donated: it must not be used afterwards."""
         args = (self.params, self.targets, self.setting, state, steps)
-        return run_batch_chunk_jit(self.graphdef, self.recipe, self.length, *args)
+        return run_batch_chunk_donated(self.graphdef, self.recipe, self.length, *args)
 
     def start(self, per_setting: SettingArrays, images: jax.Array) -> SolverState:
         """The fresh solver state of every setting from ``images`` ``(B, 1, h, w, 3)``."""
@@ -1114,18 +1136,33 @@ class Runner:
         index: int,
         chunks_done: int,
     ) -> tuple[SolverState, MicroBatchProgress]:
-        """The chunks of stage ``index`` from the ``chunks_done``-th on, until every setting has stopped."""
+        """The chunks of stage ``index`` from the ``chunks_done``-th on, until every setting has stopped.
+
+        The host does not wait between chunks: chunk ``i + 1`` is dispatched before chunk ``i``'s
+        losses and stop flags are read. That is safe because a stopped setting's state is
+        frozen (:func:`~jaxstyle.solve.optimizer_step`): when the flags show every setting
+        stopped after chunk ``i``, chunk ``i + 1`` has changed no bit of the state, and its
+        result is dropped unreported. Where the host needs chunk ``i``'s state (a snapshot, a
+        checkpoint, a stop request: all decided before the next dispatch) the next chunk waits.
+        """
         stage = self.plan.stages[index]
-        chunks = list(zip(stage.chunks, stage.chunk_ends, strict=True))
-        for chunk, (n, end) in enumerate(chunks[chunks_done:], start=chunks_done):
-            if chunk and meshlib.to_host((state.diverged_at >= 0) | (state.converged_at >= 0)).all():
-                break  # every setting has stopped
-            state, losses, ran = step(state, n)
-            losses, ran = meshlib.to_host((losses, ran))
+        chunks = list(zip(stage.chunks, stage.chunk_ends, strict=True))[chunks_done:]
+        if chunks_done and chunks and self.all_stopped(meshlib.to_host(stop_flags(state))):
+            chunks = []  # resumed within a stage whose settings had all stopped
+        ahead = step(own_buffers(state), chunks[0][0]) if chunks else None
+        for chunk, (n, end) in enumerate(chunks, start=chunks_done):
+            state, losses, ran = ahead
+            flags = stop_flags(state)
+            position = Position(number, index, chunk + 1, end)
+            signum, due = self.stop_or_save(position)
+            keep = signum is not None or due or (self.on_snapshot is not None and end in self.plan.snapshot_steps)
+            following = chunk + 1 < chunks_done + len(chunks)
+            ahead = step(state, chunks[chunk + 1 - chunks_done][0]) if following and not keep else None
+            losses, ran, flags = meshlib.to_host((losses, ran, flags))
             losses = {name: v[:ran] for name, v in losses.items()}
             progress = progress.with_chunk(losses)
             if self.raise_on_divergence:
-                self.check_divergence(state, losses, rows, stage.first_step, end - n)
+                self.check_divergence(flags[0], losses, rows, stage.first_step, end - n)
             if self.on_chunk is not None:
                 micro_batches = len(self.plan.micro_batches)
                 self.on_chunk(
@@ -1133,15 +1170,26 @@ class Runner:
                 )
             if self.on_snapshot is not None and end in self.plan.snapshot_steps:
                 self.snapshot(end, rows, state)
-            self.save_or_stop(Position(number, index, chunk + 1, end), state, progress)
+            self.save_or_stop(position, state, progress, signum, due)
+            if self.all_stopped(flags):
+                state = ahead[0] if ahead is not None else state  # frozen: the same bits
+                break
+            if following and ahead is None:
+                ahead = step(state, chunks[chunk + 1 - chunks_done][0])
         return state, progress.end_stage(index, stage.first_step, state)
 
+    @staticmethod
+    def all_stopped(flags: np.ndarray) -> bool:
+        """Whether every setting (padding included) has diverged or converged, from :func:`stop_flags`."""
+        return bool(((flags[0] >= 0) | (flags[1] >= 0)).all())
+
     def check_divergence(
-        self, state: SolverState, losses: dict[str, np.ndarray], rows: range, stage_first: int, chunk_first: int
+        self, diverged: np.ndarray, losses: dict[str, np.ndarray], rows: range, stage_first: int, chunk_first: int
     ) -> None:
-        """Raise :class:`~jaxstyle.solve.Diverged` if a real setting diverged in the chunk that began at
-        global step ``chunk_first`` (of the stage that began at ``stage_first``), with its losses at that step."""
-        diverged = meshlib.to_host(state.diverged_at)[: len(rows)]
+        """Raise :class:`~jaxstyle.solve.Diverged` if a real setting diverged (``diverged``: each setting's
+        ``diverged_at`` after the chunk that began at global step ``chunk_first``, of the stage that began at
+        ``stage_first``), with its losses at that step."""
+        diverged = diverged[: len(rows)]
         if (diverged >= 0).any():
             row = int(np.argmax(diverged >= 0))
             step = stage_first + int(diverged[row])
@@ -1154,11 +1202,19 @@ class Runner:
         contents = [inputs.contents[points[r].content] for r in rows]
         self.on_snapshot(end, rows, output_pixels(current, settings, self.job.network.convention, contents))
 
-    def save_or_stop(self, position: Position, state: SolverState, progress: MicroBatchProgress) -> None:
-        """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""
+    def stop_or_save(self, position: Position) -> tuple[int | None, bool]:
+        """Whether the run is asked to stop (the signal, agreed by every process) and whether a
+        checkpoint is due at ``position``: polled before the next chunk is dispatched."""
         signum = self.stop_signal() if self.stop_signal is not None else None
         done = position.micro_batch * self.plan.steps + position.step
-        signum, due = meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(done))
+        return meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(done))
+
+    def save_or_stop(
+        self, position: Position, state: SolverState, progress: MicroBatchProgress, signum: int | None, due: bool
+    ) -> None:
+        """Save a checkpoint when one is due or a signal asks the run to stop (:meth:`stop_or_save`);
+        then stop if asked."""
+        done = position.micro_batch * self.plan.steps + position.step
         if self.checkpoints is not None and (signum is not None or due):
             self.checkpoints.save(done, position, state, RunProgress(self.done, progress))
         if signum is not None:

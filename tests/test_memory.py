@@ -219,3 +219,30 @@ def test_memory_model_and_chunks_are_the_platforms():
     assert cpu.stages[-1].chunks == (CHUNK_STEPS,) * (s.steps // CHUNK_STEPS)
     assert gpu.stages[-1].chunks == (ACCELERATOR_CHUNK_STEPS,) * (s.steps // ACCELERATOR_CHUNK_STEPS)
     assert "fitted on CPU" in gpu.memory_reason and "fitted on CPU" not in cpu.memory_reason
+
+
+def test_a_donated_chunk_writes_the_new_state_over_the_old(weight_files):
+    """Donating the solver state to a chunk: XLA aliases every byte of it to the output
+    (memory_analysis' alias bytes), so input and output states do not coexist; same results."""
+    from jaxstyle.batch import init_batch_jit
+    from jaxstyle.pipeline import run_batch_chunk_donated
+    from jaxstyle.solve import run_chunk_donated, run_chunk_jit
+
+    p = noise_problem(weight_files["torchvision"], (32, 48))
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(p.state))
+    args = (p.graphdef, p.recipe, 3, p.params, p.targets, p.loss_weights, p.state)
+    donated = run_chunk_donated.lower(*args).compile().memory_analysis()
+    assert donated.alias_size_in_bytes == state_bytes
+    assert run_chunk_jit.lower(*args).compile().memory_analysis().alias_size_in_bytes == 0
+    expected = run_chunk_jit(*args)
+    state = jax.tree.map(lambda x: x.copy(), p.state)
+    got = run_chunk_donated(*args[:-1], state)
+    assert all(x.is_deleted() for x in jax.tree.leaves(state))
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The runner's chunk (jaxstyle.pipeline.StageStep): the batched state, donated likewise.
+    setting, images, lrs, emas, tols = jax.tree.map(jnp.asarray, p.job.per_setting())
+    targets = p.job.targets_at((32, 48))
+    batch = init_batch_jit(p.graphdef, p.recipe, p.params, targets, setting, images, lrs, emas, tols)
+    lowered = run_batch_chunk_donated.lower(p.graphdef, p.recipe, 3, p.params, targets, setting, batch, 3)
+    assert lowered.compile().memory_analysis().alias_size_in_bytes == sum(x.nbytes for x in jax.tree.leaves(batch))

@@ -153,6 +153,37 @@ def test_a_stage_compiles_one_chunk_whatever_its_chunk_lengths(tiny_weights, rng
     np.testing.assert_array_equal(cut.trace["total"], whole.trace["total"])
 
 
+def test_the_next_chunk_is_dispatched_before_the_last_ones_losses_are_read(tiny_weights, rng, monkeypatch):
+    """The runner does not wait on the host between chunks: chunk i + 1 is dispatched before chunk
+    i's losses are read, except where chunk i's state is needed (a snapshot); the results are
+    those of the same chunks run one after another."""
+    from jaxstyle import mesh, pipeline
+    from jaxstyle.api import stylize
+
+    events, call, to_host = [], pipeline.StageStep.__call__, mesh.to_host
+
+    def dispatch(self, state, steps):
+        events.append("dispatch")
+        return call(self, state, steps)
+
+    def read(tree):
+        if isinstance(tree, tuple) and len(tree) == 3 and isinstance(tree[0], dict):
+            events.append("read")
+        return to_host(tree)
+
+    monkeypatch.setattr(pipeline.StageStep, "__call__", dispatch)
+    monkeypatch.setattr(mesh, "to_host", read)
+    content, style = rng.uniform(0, 1, (2, 32, 40, 3))
+    common = {"weights": tiny_weights, "network": "tiny", "size": (32, 40), "steps": 30}
+    ahead = stylize(content, style, **common)
+    assert events == ["dispatch", "dispatch", "read", "dispatch", "read", "read"]
+    events.clear()
+    waiting = stylize(content, style, save_every=10, on_snapshot=lambda step, image: None, **common)
+    assert events == ["dispatch", "read"] * 3
+    np.testing.assert_array_equal(ahead.image, waiting.image)
+    np.testing.assert_array_equal(ahead.trace["total"], waiting.trace["total"])
+
+
 def test_a_scale_stopped_by_tol_ends_its_trace_at_the_stopping_step(tiny_weights, rng):
     """A scale that ``tol`` stops reports the losses of the steps taken and of the image it stopped at,
     and nothing after (the chunk loop ends there)."""
