@@ -879,6 +879,13 @@ run_batch_chunk_donated = jax.jit(
 )
 
 
+def dispatch_ahead(platform: str) -> bool:
+    """Whether the runner queues the next chunk before reading the last one's results
+    (:meth:`Runner.stage`): on accelerators, where the device would otherwise idle while
+    the host reads them; not on CPU, whose cores compute the chunk themselves."""
+    return platform != "cpu"
+
+
 def own_buffers(state: Any) -> Any:
     """``state`` with every leaf copied into buffers of its own, so that donating it frees
     nothing another array still holds (``device_put`` and the stage transition share buffers)."""
@@ -1040,6 +1047,7 @@ class Runner:
         self.batch = self.plan.batch_size
         self.done: list[MicroBatchOutput] = []
         self.offsets: list[int] = []  # this process's rows of a micro-batch: the same in every one
+        self.ahead = dispatch_ahead(layout.mesh.devices.flat[0].platform)
 
     def run(self) -> RunOutput:
         job, plan, layout = self.job, self.plan, self.layout
@@ -1138,12 +1146,16 @@ class Runner:
     ) -> tuple[SolverState, MicroBatchProgress]:
         """The chunks of stage ``index`` from the ``chunks_done``-th on, until every setting has stopped.
 
-        The host does not wait between chunks: chunk ``i + 1`` is dispatched before chunk ``i``'s
-        losses and stop flags are read. That is safe because a stopped setting's state is
-        frozen (:func:`~jaxstyle.solve.optimizer_step`): when the flags show every setting
-        stopped after chunk ``i``, chunk ``i + 1`` has changed no bit of the state, and its
-        result is dropped unreported. Where the host needs chunk ``i``'s state (a snapshot, a
-        checkpoint, a stop request: all decided before the next dispatch) the next chunk waits.
+        On an accelerator (:func:`dispatch_ahead`) the host does not wait between chunks:
+        chunk ``i + 1`` is dispatched before chunk ``i``'s losses and stop flags are read.
+        That is safe because a stopped setting's state is frozen
+        (:func:`~jaxstyle.solve.optimizer_step`): when the flags show every setting stopped
+        after chunk ``i``, chunk ``i + 1`` has changed no bit of the state, and its result is
+        dropped unreported. Where the host needs chunk ``i``'s state (a snapshot, a checkpoint,
+        a stop request: polled before the next dispatch) the next chunk waits; a stop request
+        that comes later is taken at the end of the chunk already queued. On CPU each chunk is
+        dispatched after the last one's results are handled, as the chunk's own computation
+        leaves nothing to overlap.
         """
         stage = self.plan.stages[index]
         chunks = list(zip(stage.chunks, stage.chunk_ends, strict=True))[chunks_done:]
@@ -1152,12 +1164,14 @@ class Runner:
         ahead = step(own_buffers(state), chunks[0][0]) if chunks else None
         for chunk, (n, end) in enumerate(chunks, start=chunks_done):
             state, losses, ran = ahead
-            flags = stop_flags(state)
+            flags, ahead = stop_flags(state), None
             position = Position(number, index, chunk + 1, end)
-            signum, due = self.stop_or_save(position)
-            keep = signum is not None or due or (self.on_snapshot is not None and end in self.plan.snapshot_steps)
             following = chunk + 1 < chunks_done + len(chunks)
-            ahead = step(state, chunks[chunk + 1 - chunks_done][0]) if following and not keep else None
+            if self.ahead:
+                signum, due = self.stop_or_save(position)
+                snapshot = self.on_snapshot is not None and end in self.plan.snapshot_steps
+                if following and not (signum is not None or due or snapshot):
+                    ahead = step(state, chunks[chunk + 1 - chunks_done][0])  # state donated: not read after
             losses, ran, flags = meshlib.to_host((losses, ran, flags))
             losses = {name: v[:ran] for name, v in losses.items()}
             progress = progress.with_chunk(losses)
@@ -1170,6 +1184,8 @@ class Runner:
                 )
             if self.on_snapshot is not None and end in self.plan.snapshot_steps:
                 self.snapshot(end, rows, state)
+            if not self.ahead:
+                signum, due = self.stop_or_save(position)
             self.save_or_stop(position, state, progress, signum, due)
             if self.all_stopped(flags):
                 state = ahead[0] if ahead is not None else state  # frozen: the same bits
