@@ -83,6 +83,7 @@ class Sizes:
     product_steps: int
     memory_fit: tuple[int, ...]
     memory_check: tuple[int, ...]
+    memory_computes: tuple[str, ...]
     timeout_scale: float
     smoke: bool = False
 
@@ -100,6 +101,7 @@ FULL = Sizes(
     product_steps=500,
     memory_fit=(256, 384, 512),
     memory_check=(768, 1024),
+    memory_computes=("float32", "bfloat16"),
     timeout_scale=1.0,
 )
 SMOKE = Sizes(
@@ -109,12 +111,13 @@ SMOKE = Sizes(
     numerics=(32, 48),
     peak_n=256,
     sweep=(32, 48),
-    sweep_ks=(1, 2),
+    sweep_ks=(1,),
     sweep_bf16_k=2,
     product=32,
     product_steps=12,
-    memory_fit=(32, 48, 64),
-    memory_check=(80,),
+    memory_fit=(32, 48),
+    memory_check=(64,),
+    memory_computes=("float32",),
     timeout_scale=0.5,
     smoke=True,
 )
@@ -155,7 +158,11 @@ def product_argv(sizes: Sizes, label: str) -> Callable[[dict], list[str]]:
 
 
 def plan(sizes: Sizes, work: Path) -> list[Step]:
-    """Every step, most important first; timeouts in seconds on one H100/H200 (scaled for the smoke run)."""
+    """Every step, most important first; timeouts in seconds on one H100/H200 (scaled for the smoke run).
+
+    The smoke run takes every kind of step once, and every mode and every precision at
+    least once on each side, not every pair of them.
+    """
     s = sizes.timeout_scale
     first, *larger = sizes.rows
     steps = [
@@ -164,18 +171,27 @@ def plan(sizes: Sizes, work: Path) -> list[Step]:
         Step("peaks", "peaks", child_argv("peaks", n=sizes.peak_n), 60 * s),
     ]
 
-    def rows(size, modes_by_precision, timeout):
-        for precision in PRECISIONS:
-            for mode in modes_by_precision.get(precision, ()):
-                name = f"row {size[0]}x{size[1]} {mode} {precision}"
-                steps.append(Step(name, "row", measure_argv(mode, size, sizes, precision), timeout * s))
+    def row(size, mode, precision, timeout, autodiff="custom"):
+        name = f"row {size[0]}x{size[1]} {mode} {precision}" + ("" if autodiff == "custom" else " plain-autodiff")
+        steps.append(Step(name, "row", measure_argv(mode, size, sizes, precision, autodiff), timeout * s))
 
     main_modes = ("jax-scan", "torch-eager", "torch-eager-cl")
-    if sizes.smoke:  # every mode and every precision once, not every pair
-        main_modes = {"fp32": ("jax-scan", "torch-eager"), "bfloat16": ("jax-scan", "torch-eager")}
-        rows(first, main_modes | {"tf32": ("jax-scan", "jax-jit", "torch-eager-cl", "torch-compile")}, 90)
+    if sizes.smoke:
+        for mode, precision, autodiff in (
+            ("jax-scan", "fp32", "custom"),
+            ("jax-jit", "tf32", "plain"),
+            ("jax-scan", "bfloat16", "custom"),
+            ("torch-eager", "fp32", "custom"),
+            ("torch-eager-cl", "tf32", "custom"),
+            ("torch-compile", "bfloat16", "custom"),
+        ):
+            row(first, mode, precision, 90, autodiff)
     else:
-        rows(first, {p: main_modes for p in PRECISIONS} | {"tf32": (*main_modes, "jax-jit", "torch-compile")}, 90)
+        for precision in PRECISIONS:
+            for mode in main_modes:
+                row(first, mode, precision, 90)
+        row(first, "jax-jit", "tf32", 90)
+        row(first, "torch-compile", "tf32", 150)
     cache = {"JAXSTYLE_COMPILE_CACHE": str(work / "xla-cache")}
     steps += [
         Step("product cold cache", "product", product_argv(sizes, "cold"), 120 * s, cache),
@@ -184,22 +200,24 @@ def plan(sizes: Sizes, work: Path) -> list[Step]:
     for k in sizes.sweep_ks:
         steps.append(Step(f"sweep K={k}", "sweep", measure_argv(f"jax-sweep-{k}", sizes.sweep, sizes, "tf32"), 90 * s))
     k = sizes.sweep_bf16_k
-    steps.append(
-        Step(f"sweep K={k} bf16", "sweep", measure_argv(f"jax-sweep-{k}", sizes.sweep, sizes, "bfloat16"), 90 * s)
-    )
-    steps.append(
-        Step("memory", "memory", child_argv("memory", fit=sizes.memory_fit, check=sizes.memory_check), 150 * s)
-    )
-    for autodiff in ("custom", "plain"):
+    bf16 = measure_argv(f"jax-sweep-{k}", sizes.sweep, sizes, "bfloat16")
+    steps.append(Step(f"sweep K={k} bf16", "sweep", bf16, 90 * s))
+    memory_args = {"fit": sizes.memory_fit, "check": sizes.memory_check, "computes": sizes.memory_computes}
+    steps.append(Step("memory", "memory", child_argv("memory", **memory_args), 150 * s))
+    for autodiff in ("custom",) if sizes.smoke else ("custom", "plain"):
         steps.append(Step(f"hlo {autodiff}", "hlo", child_argv("hlo", size=first, autodiff=autodiff), 60 * s))
-    name = f"row {first[0]}x{first[1]} jax-scan tf32 plain-autodiff"
-    steps.append(Step(name, "row", measure_argv("jax-scan", first, sizes, "tf32", "plain"), 60 * s))
+    if sizes.smoke:
+        return steps
+    row(first, "jax-scan", "tf32", 60, "plain")
     for size in larger:
-        rows(size, {p: ("jax-scan", "torch-eager", "torch-eager-cl") for p in PRECISIONS}, 120)
-    if not sizes.smoke:
-        rows(first, {"fp32": ("jax-jit", "torch-compile"), "bfloat16": ("jax-jit", "torch-compile")}, 90)
+        for precision in PRECISIONS:
+            for mode in main_modes:
+                row(size, mode, precision, 120)
+    for precision in ("fp32", "bfloat16"):
+        row(first, "jax-jit", precision, 90)
+        row(first, "torch-compile", precision, 150)
     for size in larger:
-        rows(size, {"tf32": ("torch-compile",)}, 150)
+        row(size, "torch-compile", "tf32", 150)
     return steps
 
 
@@ -280,10 +298,11 @@ def product_result(proc: subprocess.CompletedProcess, wall: float) -> dict:
     }
 
 
-def run(out: Path, smoke: bool) -> list[dict]:
-    """Every step of the plan within the budget; returns the records (also in ``out/gpu.jsonl``)."""
+def run(out: Path, smoke: bool, budget: float | None = None) -> list[dict]:
+    """Every step of the plan within ``budget`` seconds (default :data:`BUDGET_S`, or
+    :data:`SMOKE_BUDGET_S`); returns the records (also in ``out/gpu.jsonl``)."""
     sizes = SMOKE if smoke else FULL
-    budget = SMOKE_BUDGET_S if smoke else BUDGET_S
+    budget = budget or (SMOKE_BUDGET_S if smoke else BUDGET_S)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
@@ -337,7 +356,23 @@ def line_of(record: dict) -> str:
 
 def child(step: str, args: dict) -> dict:
     """Run one non-timing step in this (fresh) process."""
-    return {"setup": setup_step, "numerics": numerics, "peaks": peaks, "memory": memory, "hlo": hlo}[step](args)
+    steps = {
+        "setup": setup_step,
+        "devices": devices,
+        "numerics": numerics,
+        "peaks": peaks,
+        "memory": memory,
+        "hlo": hlo,
+    }
+    return steps[step](args)
+
+
+def devices(args: dict) -> dict:
+    """The device JAX measures on (for ``bench.harness``, whose own process stays on the CPU)."""
+    import jax
+
+    first = jax.devices()[0]
+    return {"platform": first.platform, "device_kind": first.device_kind, "device_count": jax.device_count()}
 
 
 def setup_step(args: dict) -> dict:
@@ -399,9 +434,8 @@ def jax_side(args: dict, dtype: str, precision: str | None, compute: str | None 
         p = prepare(content, style, weights=args["weights"], size=size, dtype=dtype, compute_dtype=compute)
         pixels = np.random.default_rng(1).uniform(0, 1, content.shape)
         x = p.convention.to_network(jnp.asarray(pixels, dtype)[None])
-        (_, terms), grad = jax.value_and_grad(objective, has_aux=True)(
-            x, p.graphdef, p.params, p.recipe, p.targets, p.loss_weights
-        )
+        value_and_grad = jax.jit(jax.value_and_grad(objective, has_aux=True), static_argnums=(1, 3))
+        (_, terms), grad = value_and_grad(x, p.graphdef, p.params, p.recipe, p.targets, p.loss_weights)
     return {k: float(v) for k, v in terms.items()}, np.asarray(grad, np.float64).transpose(0, 3, 1, 2), np.asarray(x)
 
 
@@ -450,7 +484,7 @@ def numerics(args: dict) -> dict:
     jax.config.update("jax_enable_x64", True)
     j64, jg64, x = jax_side(args, "float64", None)
     t64, tg64, _ = torch_side(args, x, "float64")
-    j32, jg32, x32 = jax_side(args, "float32", "float32")
+    j32, jg32, _ = jax_side(args, "float32", "float32")
     t32, tg32, setup = torch_side(args, x, "fp32")
     report = {
         "float64 max term": max(abs(j64[k] - t64[k]) / abs(t64[k]) for k in t64),
@@ -537,7 +571,7 @@ def memory(args: dict) -> dict:
     platform_name = jax.devices()[0].platform
     weights = Path(args["weights"])
     rows, model = [], {}
-    for compute in ("float32", "bfloat16"):
+    for compute in args["computes"]:
         points = []
         for side in (*args["fit"], *args["check"]):
             compiled, p = compiled_step("vgg19", (side, side), compute, "none", weights)
@@ -645,38 +679,23 @@ def markdown(records: list[dict]) -> list[str]:
     num = by_step.get("numerics", {})
     if num.get("status") == "ok":
         p, d = num["parity"], num["deltas_vs_float64"]
+        floor = p["fp32 gradient floor (torch fp32 vs float64)"]
+        verdict = "passed" if num["passed"] else "FAILED: " + ", ".join(num["failed"])
+        errors = "; ".join(f"{k} {d[k]['jax gradient']:.1e} / {d[k]['torch gradient']:.1e}" for k in d)
         out += [
             "",
-            f"Numerics ({'passed' if num['passed'] else 'FAILED: ' + ', '.join(num['failed'])}): float64 gradient "
-            f"{p['float64 gradient']:.1e}; fp32 (JAX highest vs PyTorch TF32 off) loss terms {p['fp32 max term']:.1e}, "
-            f"gradient {p['fp32 gradient']:.1e} (float32's own error {p['fp32 gradient floor (torch fp32 vs float64)']:.1e}). "
-            "Gradient error against float64, JAX / PyTorch: "
-            + "; ".join(
-                f"{k} {d[k]['jax gradient']:.1e} / {d[k]['torch gradient']:.1e}" for k in ("fp32", "tf32", "bfloat16")
-            )
-            + ".",
+            f"Numerics ({verdict}): float64 gradient {p['float64 gradient']:.1e}; fp32 (JAX highest vs PyTorch "
+            f"TF32 off) loss terms {p['fp32 max term']:.1e}, gradient {p['fp32 gradient']:.1e} (float32's own "
+            f"error {floor:.1e}). Gradient error against float64, JAX / PyTorch: {errors}.",
         ]
     out += [
         "",
-        "| size | mode | precision | first call s | median s/step | device peak MiB | TFLOP/s | % of peak | vs torch eager |",
+        "| size | mode | precision | first call s | median s/step | device peak MiB | TFLOP/s | % of peak "
+        "| vs torch eager |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    rows = [r for r in records if r["kind"] == "row"]
-    for r in rows:
-        parts = r["step"].split()
-        size, mode, precision = parts[1], parts[2], " ".join(parts[3:])
-        if r["status"] != "ok":
-            out.append(f"| {size} | {mode} | {precision} | {r['status']} | | | | | |")
-            continue
-        m = median(r)
-        rate = r.get("analytic_flops_per_step") and r["analytic_flops_per_step"] / m
-        peak = peaks_.get(parts[3])
-        eager = by_step.get(f"row {size} torch-eager {parts[3]}", {})
-        versus = median(eager) / m if median(eager) else None
-        out.append(
-            f"| {size} | {mode} | {precision} | {r['first_call_s']:.2f} | {m:.4f} | {fmt(r.get('device_peak_mib'), '.0f')} | "
-            f"{fmt(rate and rate / 1e12, '.2f')} | {fmt(rate and peak and 100 * rate / peak, '.0f')} | {fmt(versus, '.2f')} |"
-        )
+    for r in (r for r in records if r["kind"] == "row"):
+        out.append(row_line(r, by_step, peaks_))
     out += [
         "",
         "FLOPs counted analytically (convolutions forward and input gradient, Gram products: "
@@ -688,6 +707,22 @@ def markdown(records: list[dict]) -> list[str]:
     if skipped:
         out += ["", f"Not measured (timeout, error or budget): {', '.join(skipped)}."]
     return out
+
+
+def row_line(r: dict, by_step: dict, peaks_: dict) -> str:
+    """A timing row of the table: its median, rate against the same precision's peak, and torch eager's ratio."""
+    _, size, mode, precision, *extra = r["step"].split()
+    label = " ".join([precision, *extra])
+    if r["status"] != "ok":
+        return f"| {size} | {mode} | {label} | {r['status']} | | | | | |"
+    m = median(r)
+    rate = r["analytic_flops_per_step"] / m
+    peak = peaks_.get(precision)
+    eager = median(by_step.get(f"row {size} torch-eager {precision}", {}))
+    return (
+        f"| {size} | {mode} | {label} | {r['first_call_s']:.2f} | {m:.4f} | {fmt(r.get('device_peak_mib'), '.0f')} "
+        f"| {rate / 1e12:.2f} | {fmt(peak and 100 * rate / peak, '.0f')} | {fmt(eager and eager / m, '.2f')} |"
+    )
 
 
 def sweep_lines(records: list[dict], peaks_: dict) -> list[str]:
@@ -708,6 +743,7 @@ def sweep_lines(records: list[dict], peaks_: dict) -> list[str]:
 
 
 def product_lines(by_step: dict) -> list[str]:
+    """The CLI's wall time split, set against the ``lax.scan`` row's time per step times the steps."""
     out = []
     for name in ("product cold cache", "product warm cache"):
         r = by_step.get(name, {})
@@ -717,6 +753,9 @@ def product_lines(by_step: dict) -> list[str]:
                 f"{r['steady_s']:.2f} s steady state ({r['steps_per_second']:.1f} steps/s) and "
                 f"{r['startup_and_compile_s']:.1f} s start-up and compilation."
             )
+            scan = next((by_step[k] for k in by_step if k.startswith("row") and k.endswith("jax-scan tf32")), {})
+            if median(scan):
+                out[-1] += f" `lax.scan` per step x {r['steps']}: {median(scan) * r['steps']:.2f} s."
     return [*out, ""] if out else []
 
 
@@ -750,6 +789,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", nargs="?", help="results directory (gpu.jsonl, summary.md, hlo-*.txt)")
     parser.add_argument("--smoke", action="store_true", help="every step at tiny sizes on the CPU (under 2 minutes)")
     parser.add_argument("--table", action="store_true", help="print the summary of OUT's gpu.jsonl again")
+    parser.add_argument(
+        "--budget", type=float, help=f"seconds for the whole run (default {BUDGET_S:.0f}, smoke {SMOKE_BUDGET_S:.0f})"
+    )
     parser.add_argument("--child", nargs=2, metavar=("STEP", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -764,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         if (out / RESULTS).exists():
             parser.error(f"{out / RESULTS} exists: give a new directory")
-        records = run(out, args.smoke)
+        records = run(out, args.smoke, args.budget)
     print("\n".join(markdown(records)))
     return 0
 

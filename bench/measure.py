@@ -56,12 +56,15 @@ WARMUP_CALLS = 3  # calls before timing: compilation, cuDNN / XLA autotuning, to
 def analytic_flops(size: tuple[int, int], settings=None) -> dict[str, float]:
     """FLOPs of one optimisation step, counted from the network spec (not from XLA).
 
-    Convolutions: ``2 * 9 * C_in * C_out * H_l * W_l`` per 3x3 layer up to the deepest
-    layer the recipe uses, once forward and once more for the input gradient (the
-    weights are frozen: no weight gradient). Gram products: ``2 * C^2 * H_l * W_l`` per
-    style layer forward, and as much again backward (``dF = F dG`` for symmetric
-    ``dG``). Elementwise work (bias, ReLU, pooling, losses, Adam) is left out. For
-    VGG-19 up to ``relu5_1``: 0.72 MFLOP per pixel forward, 1.44 per step.
+    Convolutions: ``2 * C_in * C_out * (3 H_l - 2) * (3 W_l - 2)`` per 3x3 layer (the
+    kernel taps that fall inside the zero-padded image, as XLA's HLO cost analysis
+    counts them; about ``2 * 9 * C_in * C_out * H_l * W_l``) up to the deepest layer the
+    recipe uses, once forward and once more for the input gradient (the weights are
+    frozen: no weight gradient). Gram products: ``2 * C^2 * H_l * W_l`` per style layer
+    forward, and as much again backward (``dF = F dG`` for symmetric ``dG``).
+    Elementwise work (bias, ReLU, pooling, losses, Adam) is left out. For VGG-19 up to
+    ``relu5_1`` at 512x512: 0.71 MFLOP per pixel forward, 1.43 per step (1.44 counting
+    the padding's taps), plus 0.07 for the Gram products.
     """
     from jaxstyle.config import resolve
     from jaxstyle.nets import network
@@ -75,7 +78,7 @@ def analytic_flops(size: tuple[int, int], settings=None) -> dict[str, float]:
     for name in spec.layer_names[: spec.layer_names.index(deepest) + 1]:
         if name.startswith("conv"):
             _, _, cin, channels = shapes[name]
-            conv += 2 * 9 * cin * channels * h * w
+            conv += 2 * cin * channels * (3 * h - 2) * (3 * w - 2)  # kernel taps that fall inside the image
         elif name.startswith("pool"):
             h, w = h // 2, w // 2
         if name in s.style_layers:
