@@ -781,6 +781,25 @@ def hlo_lines(by_step: dict) -> list[str]:
     return out
 
 
+def results_lines(directory: Path) -> list[str]:
+    """The GPU section of bench/RESULTS.md: the summary of each run kept as ``directory/<device>.jsonl``."""
+    runs = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+    out = [
+        "",
+        "## On a GPU",
+        "",
+        "`python -m bench.gpu OUTDIR` measures jaxstyle against PyTorch on one GPU in under 8 minutes",
+        '(docs/benchmarks.md, "On a GPU"); its `gpu.jsonl`, copied to `bench/results/gpu/<device>.jsonl`,',
+        "gives a section here.",
+    ]
+    if not runs:
+        return [*out, "", "No GPU run yet: no GPU has been lent to this project's sessions so far."]
+    for path in runs:
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out += ["", *markdown(records)]
+    return out
+
+
 # --------------------------------------------------------------------------- the command
 
 

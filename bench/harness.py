@@ -390,13 +390,14 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
-    from bench import halo, memory, peers, spatial, video
+    from bench import gpu, halo, memory, peers, spatial, video
 
     out += video.markdown(results_dir / video.VIDEO_RESULTS.name)
     out += spatial.markdown(results_dir)
     out += halo.markdown(results_dir)
     out += peers.markdown(results_dir)  # results of `python -m bench.peers`
     out += memory.markdown(results_dir / "memory")  # results of `python -m bench.memory`
+    out += gpu.results_lines(results_dir / "gpu")  # runs of `python -m bench.gpu`, kept
     notes = results_dir / "notes.md"  # kept by hand: the figures behind the code's choices
     if notes.exists():
         out += ["", *notes.read_text().rstrip("\n").splitlines()]
