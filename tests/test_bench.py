@@ -120,7 +120,9 @@ def test_results_markdown_has_a_table_per_device(tmp_path):
         (tmp_path / f"{kind}.json").write_text(json.dumps(data))
     md = results_markdown(tmp_path)
     assert (
-        md.count("## ") == 2 and "| 150x225 | jax-scan | 5.00 | 0.500 | 0.400 | 900 | 20.0 | 40.0 | 40 | 1.20 |" in md
+        md.count("## ") == 3  # a section per device, and the GPU command's (no run kept here)
+        and "No GPU run yet" in md
+        and "| 150x225 | jax-scan | 5.00 | 0.500 | 0.400 | 900 | 20.0 | 40.0 | 40 | 1.20 |" in md
     )
     assert "| 150x225 | 4 | 2 | 0.300 | 0.600 | 2.00 | 150.0 | 75 |" in md
 
