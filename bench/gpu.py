@@ -52,7 +52,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = "gpu.jsonl"
 BUDGET_S = 470.0  # the whole command on one H100/H200, within the 8 minutes
-SMOKE_BUDGET_S = 115.0
+# The smoke run takes about 2 minutes on 2 idle CPU cores (some 165 CPU-seconds in 15
+# processes, mostly imports and compilations); its budget and timeouts leave room for a busy machine.
+SMOKE_BUDGET_S = 900.0
 PRECISIONS = ("fp32", "tf32", "bfloat16")
 
 
@@ -116,9 +118,9 @@ SMOKE = Sizes(
     product=32,
     product_steps=12,
     memory_fit=(32, 48),
-    memory_check=(64,),
+    memory_check=(),
     memory_computes=("float32",),
-    timeout_scale=0.5,
+    timeout_scale=2.0,
     smoke=True,
 )
 

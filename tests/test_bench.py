@@ -461,7 +461,7 @@ def test_gpu_smoke_writes_every_step_as_json_lines(tmp_path):
     the CPU, each a JSON line; the numerics check passes against CPU PyTorch."""
     out = tmp_path / "gpu"
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.gpu", "--smoke", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=900
+        [sys.executable, "-m", "bench.gpu", "--smoke", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=1200
     )
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in (out / "gpu.jsonl").read_text().splitlines()]
