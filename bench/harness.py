@@ -2,7 +2,10 @@
 
 1. A parity gate: from the same image, per-term losses and the gradient of one step
    agree between jaxstyle and ``bench/torch_recipe.py`` to 1e-5 relative in float32,
-   or nothing is timed.
+   or nothing is timed. It runs in this process, which stays on the CPU (configured for
+   this process only, so that the measuring children still find the GPU, and no GPU
+   memory is held here): on a GPU, JAX's default TF32 would miss 1e-5 by far (the
+   device's own numerics are ``python -m bench.gpu``'s first step).
 2. Each (mode, size) runs in a fresh process (``bench.measure``): compile / first
    call, then per-step seconds of every repetition after warm-up, peak memory, and
    FLOPs per step from XLA's cost analysis, set against the device's measured matmul peak.
@@ -134,21 +137,28 @@ def parity_gate(weights_file: Path, size: tuple[int, int], normalise_gram: bool 
     return report
 
 
-def matmul_peak_flops(n: int, dtype: str = "float32") -> float:
-    """Measured matrix-product rate of the default device in ``dtype``: ``2 n^3`` FLOPs over the median time."""
-    import jax
-    import jax.numpy as jnp
+def gpu_child(step: str, args: dict, timeout: float = 300) -> dict:
+    """A step of ``bench.gpu`` in a fresh process (which finds the device this one leaves alone)."""
+    cmd = [sys.executable, "-m", "bench.gpu", "--child", step, json.dumps(args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    result = child_result(proc.stdout)
+    if proc.returncode != 0 or result is None:
+        raise RuntimeError(f"bench.gpu {step}: exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+    return result
 
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-    matmul = jax.jit(jnp.matmul)
-    matmul(a, b).block_until_ready()
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        matmul(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * n**3 / statistics.median(times)
+
+def matmul_peak_flops(n: int, dtype: str, platform_name: str) -> float:
+    """Measured matrix-product rate of the measurements' device in ``dtype``, in a child process
+    (``bench.gpu``'s peaks): float32 at the precision jaxstyle runs it by default (TF32 on a GPU)."""
+    rates = gpu_child("peaks", {"n": n})["flops_per_s"]
+    return rates["bfloat16" if dtype == "bfloat16" else "tf32" if platform_name == "gpu" else "fp32"]
+
+
+def keep_to_the_cpu() -> None:
+    """This process (the parity gate, the tables) on the CPU; children are not affected."""
+    import jax
+
+    jax.config.update("jax_platforms", "cpu")
 
 
 def run_child(mode: str, size, steps: int, reps: int, weights: Path, timeout: float, dtype: str = "float32") -> dict:
@@ -162,14 +172,18 @@ def run_child(mode: str, size, steps: int, reps: int, weights: Path, timeout: fl
     return result
 
 
-def machine() -> dict:
-    import jax
+def machine(device: dict | None = None) -> dict:
+    """This machine; ``device``: the measurements' device as ``bench.gpu``'s ``devices`` child saw it
+    (default: this process's)."""
+    if device is None:
+        import jax
 
-    device = jax.devices()[0]
+        first = jax.devices()[0]
+        device = {"platform": first.platform, "device_kind": first.device_kind, "device_count": jax.device_count()}
     return {
-        "platform": device.platform,
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
+        "platform": device["platform"],
+        "device_kind": device["device_kind"],
+        "device_count": device["device_count"],
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
@@ -219,12 +233,12 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
     losses in float32), sweeps at K = 1 and 8, each size's final loss compared with a
     float32 run of the same steps, and the peak measured with a bfloat16 matrix product.
     """
-    import jax
-
+    device = gpu_child("devices", {})  # before this process touches JAX
+    keep_to_the_cpu()
     sizes, reps, chunk, (sweep_size, ks), modes = CONFIGS[config]
     if dtype == "bfloat16":
         ks = (1, 8)
-    on_gpu = jax.devices()[0].platform == "gpu"
+    on_gpu = device["platform"] == "gpu"
     if on_gpu and config == "full":
         sizes = sizes + GPU_SIZES
     workdir = Path(tempfile.mkdtemp(prefix="jaxstyle-bench-"))
@@ -236,7 +250,7 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
     import jax
 
     jax.config.update("jax_enable_x64", False)
-    peak = matmul_peak_flops(8192 if on_gpu else 2048, dtype)
+    peak = matmul_peak_flops(8192 if on_gpu else 2048, dtype, device["platform"])
     print(f"measured {dtype} matmul peak: {peak / 1e9:.1f} GFLOP/s", flush=True)
     rows = []
     for size in sizes:
@@ -278,7 +292,7 @@ def run(config: str, out_dir: Path, normalise_gram: bool = True, timeout: float 
             f"{lbfgs['evaluations_per_step']:.2f} line-search evaluations per step",
             flush=True,
         )
-    m = machine()
+    m = machine(device)
     results = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "config": config,
@@ -376,7 +390,7 @@ def results_markdown(results_dir: Path) -> str:
             )
         out += lbfgs_lines(d)
         out.append("")
-    from bench import halo, memory, peers, spatial, throughput, video
+    from bench import gpu, halo, memory, peers, spatial, throughput, video
 
     out += throughput.markdown(results_dir)  # results of `python -m bench.throughput`
     out += video.markdown(results_dir / video.VIDEO_RESULTS.name)
@@ -384,6 +398,7 @@ def results_markdown(results_dir: Path) -> str:
     out += halo.markdown(results_dir)
     out += peers.markdown(results_dir)  # results of `python -m bench.peers`
     out += memory.markdown(results_dir / "memory")  # results of `python -m bench.memory`
+    out += gpu.results_lines(results_dir / "gpu")  # runs of `python -m bench.gpu`, kept
     notes = results_dir / "notes.md"  # kept by hand: the figures behind the code's choices
     if notes.exists():
         out += ["", *notes.read_text().rstrip("\n").splitlines()]

@@ -3,7 +3,7 @@
 * ``fit``: XLA's compiled memory analysis (arguments + outputs + temporaries) of one
   Adam step of the ``paper`` recipe at :data:`FIT_SIZES`, per network, compute dtype
   and remat mode; least squares of ``fixed + factor * A(H, W)`` (see
-  :func:`jaxstyle.plan.step_bytes`); prints the ``MEMORY_MODEL`` table for plan.py.
+  :func:`jaxstyle.plan.step_bytes`); prints this platform's ``MEMORY_MODEL`` table for plan.py.
 * ``check``: the model against the compiled analysis at sizes it was not fitted on;
   ``check-w2``: the same for the Wasserstein-2 style loss (the model is fitted on Gram).
 * ``runs``: fresh processes (``bench.measure``) at :data:`RUN_SIDES` for each jaxstyle
@@ -137,7 +137,9 @@ def fit(workdir: Path, only: list[str]) -> dict:
         model[f"{net},{compute},{remat}"] = [round(float(fixed)), round(float(factor), 4)]
     result = {"machine": machine(), "sizes": FIT_SIZES, "rows": rows, "model": model}
     save("fit", result)
-    print("MEMORY_MODEL = {")
+    import jax
+
+    print(f'MEMORY_MODEL["{jax.devices()[0].platform}"] = {{  # plan.MEMORY_MODEL is keyed by platform')
     for key, (fixed, factor) in model.items():
         net, compute, remat = key.split(",")
         print(f'    ("{net}", "{compute}", "{remat}"): ({fixed}, {factor}),')

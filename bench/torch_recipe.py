@@ -246,6 +246,32 @@ def blend_w2_targets(targets: Sequence[tuple[torch.Tensor, torch.Tensor]], weigh
     return mean, srm
 
 
+# --------------------------------------------------------------------------- a fair set-up
+
+
+def configure(device: str, precision: str) -> dict:
+    """Set PyTorch up for a timing or a numerics check on ``device``; returns what was set.
+
+    cuDNN picks its fastest convolution algorithms (``cudnn.benchmark``, autotuned in the
+    first calls). ``precision``: ``fp32`` turns TF32 off for both cuDNN convolutions and
+    matrix products (PyTorch's defaults differ: TF32 for convolutions, full float32 for
+    matrix products such as the Gram product); ``tf32`` turns it on for both (what JAX
+    does by default on the GPU); anything else (``bfloat16``: autocast; ``float64``)
+    leaves PyTorch's defaults.
+    """
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if precision in ("fp32", "tf32"):
+            torch.backends.cudnn.allow_tf32 = precision == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        return {
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        }
+    return {"device": device}
+
+
 # --------------------------------------------------------------------------- the recipe
 
 

@@ -92,6 +92,8 @@ OPTIMIZERS = tuple(OPTIMIZER_HELP)
 STYLE_LOSS_NAMES = tuple(STYLE_LOSS_HELP)
 # Rematerialisation modes (jaxstyle.remat), fastest first: `auto` takes the first whose estimate fits.
 REMAT_MODES = ("none", "blocks", "bands")
+# jax_default_matmul_precision values an Execution may ask for ("default": the platform's own).
+MATMUL_PRECISIONS = ("default", "float32", "tensorfloat32", "bfloat16_3x", "bfloat16")
 # The upstream commit the crowsonkb preset follows (crowsonkb/style-transfer-pytorch, 2023-05-21).
 CROWSONKB_COMMIT = "e7e2c7134e3937be05ff9f5fcc0873fe5ceb6060"
 
@@ -546,6 +548,16 @@ class Execution:
         "(unset: the run's dtype)",
         EXECUTION,
         choices=("bfloat16",),
+    )
+    # JAX's jax_default_matmul_precision for the run's convolutions and matrix products
+    # (docs/guide/stylize.md). "default" leaves each platform's own: exact float32 on
+    # CPU, TF32 for float32 on NVIDIA GPUs (Ampere on), one bfloat16 pass on TPU.
+    matmul_precision: str = setting(
+        "default",
+        "precision of convolutions and matrix products: default (the platform's: float32 on CPU, TF32 on "
+        "NVIDIA GPUs, one bfloat16 pass on TPU), float32, tensorfloat32, bfloat16_3x or bfloat16",
+        EXECUTION,
+        choices=MATMUL_PRECISIONS,
     )
     remat: str = setting(
         "auto",

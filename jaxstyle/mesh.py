@@ -16,6 +16,7 @@ or many hosts.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,17 +131,24 @@ def local_rows(array: jax.Array) -> list[int]:
 
 
 def initialize_distributed(
-    coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None
+    coordinator: str | None = None,
+    num_processes: int | None = None,
+    process_id: int | None = None,
+    local_device_ids: list[int] | None = None,
 ) -> None:
     """Join a multi-process JAX run.
 
     With no arguments, JAX reads the cluster's environment (SLURM, Open MPI, TPU pod
-    slices); otherwise all three must be given. On CPU, the processes talk through
-    gloo collectives.
+    slices); otherwise all three must be given. ``local_device_ids`` are the local
+    accelerators this process uses (one process per GPU: ``[i]`` for process ``i`` of a
+    host); unset, a process takes every local device (one process per host). On CPU,
+    the processes talk through gloo collectives.
     """
     explicit = (coordinator, num_processes, process_id)
     if any(v is not None for v in explicit) and not all(v is not None for v in explicit):
         raise JaxstyleError("--coordinator, --num-processes and --process-id go together")
+    if local_device_ids is not None and coordinator is None:
+        raise JaxstyleError("--local-device-ids goes with --coordinator, --num-processes and --process-id")
     # Only CPU devices use this setting; on accelerators it changes nothing.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     # JAX's preemption service would take SIGTERM from jaxstyle's own handler (and agree on
@@ -152,7 +160,9 @@ def initialize_distributed(
         if coordinator is None:
             jax.distributed.initialize()
         else:
-            jax.distributed.initialize(coordinator, num_processes=num_processes, process_id=process_id)
+            jax.distributed.initialize(
+                coordinator, num_processes=num_processes, process_id=process_id, local_device_ids=local_device_ids
+            )
     except (RuntimeError, ValueError) as e:
         raise JaxstyleError(f"cannot start the multi-process run ({one_line(e)})") from None
 
@@ -173,14 +183,56 @@ def host_memory_bytes(available: bool = False) -> int | None:
 
 
 def device_memory_bytes() -> tuple[int, str]:
-    """Memory one device can use, and where the number comes from.
-
-    Accelerators report their limit through ``memory_stats``; for CPU devices the
-    machine's available memory (:func:`host_memory_bytes`) is shared among the local devices.
-    """
+    """Memory one device can use, and where the number comes from (:func:`usable_memory`)."""
     device = jax.local_devices()[0]
     stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    return usable_memory(device, stats, jax.local_device_count())
+
+
+# The XLA allocator's pool on a GPU: JAX preallocates this fraction of the device unless
+# XLA_PYTHON_CLIENT_MEM_FRACTION says otherwise; memory_stats' bytes_limit is the pool.
+GPU_POOL_NOTE = "XLA's pool: XLA_PYTHON_CLIENT_MEM_FRACTION of the device, 75% unless set"
+
+
+def usable_memory(
+    device: Any,
+    stats: dict | None,
+    local_devices: int,
+    gpu_total: Callable[[Any], int | None] | None = None,
+) -> tuple[int, str]:
+    """The memory plans are made for, from a device's ``memory_stats()`` (``stats``).
+
+    Accelerators report their limit as ``bytes_limit``: on a GPU the allocator's pool
+    (:data:`GPU_POOL_NOTE`; the planner fills ``plan.MEMORY_FILL`` of it, about 52% of the
+    device by default). With ``XLA_PYTHON_CLIENT_ALLOCATOR=platform`` a GPU reports no
+    stats; then its total memory from ``nvidia-smi`` (``gpu_total``), never the host's.
+    For CPU devices the machine's available memory (:func:`host_memory_bytes`) is shared
+    among the ``local_devices``.
+    """
+    kind = device.device_kind
     if stats and stats.get("bytes_limit"):
-        return int(stats["bytes_limit"]), f"{device.device_kind} memory"
-    available = host_memory_bytes(available=True) or 8 << 30
-    return available // max(1, jax.local_device_count()), "available host memory per CPU device"
+        pool = f" ({GPU_POOL_NOTE})" if device.platform == "gpu" else ""
+        return int(stats["bytes_limit"]), f"{kind} memory{pool}"
+    if device.platform == "cpu":
+        available = host_memory_bytes(available=True) or 8 << 30
+        return available // max(1, local_devices), "available host memory per CPU device"
+    total = (gpu_total or nvidia_smi_total)(device) if device.platform == "gpu" else None
+    if total:
+        return total, f"{kind} memory (nvidia-smi's total: the device reports no allocator statistics)"
+    raise JaxstyleError(
+        f"{kind} reports no memory limit (XLA_PYTHON_CLIENT_ALLOCATOR=platform?) and none could be read "
+        "otherwise: use JAX's default allocator to plan the memory of the run"
+    )
+
+
+def nvidia_smi_total(device: Any) -> int | None:
+    """The total memory of a GPU in bytes as ``nvidia-smi`` reports it; ``None`` where it cannot."""
+    import subprocess
+
+    index = getattr(device, "local_hardware_id", None)
+    command = ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+    try:
+        out = subprocess.run([*command, "-i", str(index or 0)], capture_output=True, text=True, timeout=10)
+        return int(out.stdout.split()[0]) * 2**20 if out.returncode == 0 else None
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None

@@ -10,6 +10,7 @@ every chunk for progress and snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -29,7 +30,7 @@ from jaxstyle import masks as masklib
 from jaxstyle import mesh as meshlib
 from jaxstyle import nets
 from jaxstyle import weights as weightsio
-from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk_jit, stack_content_targets_jit
+from jaxstyle.batch import Setting, batch_losses_jit, init_batch_jit, run_batch_chunk, stack_content_targets_jit
 from jaxstyle.checkpoint import CheckpointOptions, Checkpoints, Position, digest
 from jaxstyle.config import (
     INITS,
@@ -1203,6 +1204,34 @@ class DeviceLayout:
 # --------------------------------------------------------------------------- stage step and transition
 
 
+# A chunk with its input state donated: XLA writes the new state into the old one's buffers
+# (memory_analysis()'s alias bytes) instead of holding both while the chunk runs. The
+# runner hands each chunk a state no other array shares buffers with (own_buffers).
+run_batch_chunk_donated = jax.jit(
+    run_batch_chunk, static_argnames=("graphdef", "recipe", "num_steps"), donate_argnames=("state",)
+)
+
+
+def dispatch_ahead(platform: str) -> bool:
+    """Whether the runner queues the next chunk before reading the last one's results
+    (:meth:`Runner.stage`): on accelerators, where the device would otherwise idle while
+    the host reads them; not on CPU, whose cores compute the chunk themselves."""
+    return platform != "cpu"
+
+
+def own_buffers(state: Any) -> Any:
+    """``state`` with every leaf copied into buffers of its own, so that donating it frees
+    nothing another array still holds (``device_put`` and the stage transition share buffers)."""
+    return jax.tree.map(lambda x: x.copy(), state)
+
+
+@jax.jit
+def stop_flags(state: SolverState) -> jax.Array:
+    """``(2, B)``: each setting's ``diverged_at`` and ``converged_at``, in buffers of their own
+    (read after the state itself has been donated to the next chunk)."""
+    return jnp.stack([state.diverged_at, state.converged_at])
+
+
 class StageStep(NamedTuple):
     """One stage of one micro-batch on the device: ``state -> (state, losses, steps run)``, the pure
     part of the chunk loop, and what the stage starts from and ends with.
@@ -1219,9 +1248,10 @@ class StageStep(NamedTuple):
     length: int
 
     def __call__(self, state: SolverState, steps: int) -> tuple[SolverState, dict[str, jax.Array], jax.Array]:
-        """``steps`` steps of every setting (fewer when all have stopped); losses ``(length, B)``."""
+        """``steps`` steps of every setting (fewer when all have stopped); losses ``(length, B)``.
+        ``state`` is donated: it must not be used afterwards."""
         args = (self.params, self.targets, self.setting, state, steps)
-        return run_batch_chunk_jit(self.graphdef, self.recipe, self.length, *args)
+        return run_batch_chunk_donated(self.graphdef, self.recipe, self.length, *args)
 
     def start(self, per_setting: SettingArrays, images: jax.Array) -> SolverState:
         """The fresh solver state of every setting from ``images`` ``(B, 1, h, w, 3)``."""
@@ -1283,9 +1313,13 @@ def fingerprint(job: Job) -> dict[str, str]:
         # The masks are inputs: a masked run's digest has theirs too (an unmasked run's is as before).
         + (mask_digest(inputs.masks) if inputs.masks is not None else ""),
         "weights": weightsio.file_digests(network.weights_file)[0],
-        "dtypes": digest(str(network.dtype), str(network.compute_dtype)),
-        # Not the batch plan's reason: it quotes the memory free at the time.
-        "plan": digest(repr(job.plan.stages), sorted(job.plan.snapshot_steps), job.plan.batch_size),
+        # A precision other than the platform's own is bound too (an unchanged run's digest is as before).
+        "dtypes": digest(str(network.dtype), str(network.compute_dtype))
+        + (digest(execution.matmul_precision) if execution.matmul_precision != "default" else ""),
+        # Not the batch plan's reason: it quotes the memory free at the time. A split run's state
+        # is held padded to its devices' rows (jaxstyle.spatial): the split chosen is bound too.
+        "plan": digest(repr(job.plan.stages), sorted(job.plan.snapshot_steps), job.plan.batch_size)
+        + (digest(job.plan.spatial_shards) if job.plan.spatial_shards > 1 else ""),
     }
 
 
@@ -1295,6 +1329,13 @@ def mask_digest(masks: masklib.Masks) -> str:
     kinds += [masks.strength is not None] if masks.strength is not None else []  # older digests unchanged
     present = [m is not None for m in masks.style_image or []]
     return digest(kinds, present, masks.guidance, *masks.arrays())
+
+
+def matmul_precision(name: str) -> contextlib.AbstractContextManager:
+    """The run's precision of convolutions and matrix products: JAX's ``default_matmul_precision``
+    context (part of every jit's cache key), or nothing at all for ``"default"`` (the
+    platform's own: programs are unchanged)."""
+    return contextlib.nullcontext() if name == "default" else jax.default_matmul_precision(name)
 
 
 def run_job(
@@ -1324,7 +1365,8 @@ def run_job(
         job, DeviceLayout.of(job, mesh), on_chunk, on_snapshot, raise_on_divergence, checkpoints, stop_signal
     )
     try:
-        return runner.run()
+        with matmul_precision(job.execution.matmul_precision):
+            return runner.run()
     except jax.errors.JaxRuntimeError as e:
         if "RESOURCE_EXHAUSTED" not in str(e):
             raise
@@ -1355,6 +1397,7 @@ class Runner:
         self.batch = self.plan.batch_size
         self.done: list[MicroBatchOutput] = []
         self.offsets: list[int] = []  # this process's rows of a micro-batch: the same in every one
+        self.ahead = dispatch_ahead(layout.mesh.devices.flat[0].platform)
 
     def run(self) -> RunOutput:
         job, plan, layout = self.job, self.plan, self.layout
@@ -1460,18 +1503,39 @@ class Runner:
         index: int,
         chunks_done: int,
     ) -> tuple[SolverState, MicroBatchProgress]:
-        """The chunks of stage ``index`` from the ``chunks_done``-th on, until every setting has stopped."""
+        """The chunks of stage ``index`` from the ``chunks_done``-th on, until every setting has stopped.
+
+        On an accelerator (:func:`dispatch_ahead`) the host does not wait between chunks:
+        chunk ``i + 1`` is dispatched before chunk ``i``'s losses and stop flags are read.
+        That is safe because a stopped setting's state is frozen
+        (:func:`~jaxstyle.solve.optimizer_step`): when the flags show every setting stopped
+        after chunk ``i``, chunk ``i + 1`` has changed no bit of the state, and its result is
+        dropped unreported. Where the host needs chunk ``i``'s state (a snapshot, a checkpoint,
+        a stop request: polled before the next dispatch) the next chunk waits; a stop request
+        that comes later is taken at the end of the chunk already queued. On CPU each chunk is
+        dispatched after the last one's results are handled, as the chunk's own computation
+        leaves nothing to overlap.
+        """
         stage = self.plan.stages[index]
-        chunks = list(zip(stage.chunks, stage.chunk_ends, strict=True))
-        for chunk, (n, end) in enumerate(chunks[chunks_done:], start=chunks_done):
-            if chunk and meshlib.to_host((state.diverged_at >= 0) | (state.converged_at >= 0)).all():
-                break  # every setting has stopped
-            state, losses, ran = step(state, n)
-            losses, ran = meshlib.to_host((losses, ran))
+        chunks = list(zip(stage.chunks, stage.chunk_ends, strict=True))[chunks_done:]
+        if chunks_done and chunks and self.all_stopped(meshlib.to_host(stop_flags(state))):
+            chunks = []  # resumed within a stage whose settings had all stopped
+        ahead = step(own_buffers(state), chunks[0][0]) if chunks else None
+        for chunk, (n, end) in enumerate(chunks, start=chunks_done):
+            state, losses, ran = ahead
+            flags, ahead = stop_flags(state), None
+            position = Position(number, index, chunk + 1, end)
+            following = chunk + 1 < chunks_done + len(chunks)
+            if self.ahead:
+                signum, due = self.stop_or_save(position)
+                snapshot = self.on_snapshot is not None and end in self.plan.snapshot_steps
+                if following and not (signum is not None or due or snapshot):
+                    ahead = step(state, chunks[chunk + 1 - chunks_done][0])  # state donated: not read after
+            losses, ran, flags = meshlib.to_host((losses, ran, flags))
             losses = {name: v[:ran] for name, v in losses.items()}
             progress = progress.with_chunk(losses)
             if self.raise_on_divergence:
-                self.check_divergence(state, losses, rows, stage.first_step, end - n)
+                self.check_divergence(flags[0], losses, rows, stage.first_step, end - n)
             if self.on_chunk is not None:
                 micro_batches = len(self.plan.micro_batches)
                 self.on_chunk(
@@ -1479,15 +1543,28 @@ class Runner:
                 )
             if self.on_snapshot is not None and end in self.plan.snapshot_steps:
                 self.snapshot(end, rows, index, state)
-            self.save_or_stop(Position(number, index, chunk + 1, end), state, progress)
+            if not self.ahead:
+                signum, due = self.stop_or_save(position)
+            self.save_or_stop(position, state, progress, signum, due)
+            if self.all_stopped(flags):
+                state = ahead[0] if ahead is not None else state  # frozen: the same bits
+                break
+            if following and ahead is None:
+                ahead = step(state, chunks[chunk + 1 - chunks_done][0])
         return state, progress.end_stage(index, stage.first_step, state)
 
+    @staticmethod
+    def all_stopped(flags: np.ndarray) -> bool:
+        """Whether every setting (padding included) has diverged or converged, from :func:`stop_flags`."""
+        return bool(((flags[0] >= 0) | (flags[1] >= 0)).all())
+
     def check_divergence(
-        self, state: SolverState, losses: dict[str, np.ndarray], rows: range, stage_first: int, chunk_first: int
+        self, diverged: np.ndarray, losses: dict[str, np.ndarray], rows: range, stage_first: int, chunk_first: int
     ) -> None:
-        """Raise :class:`~jaxstyle.solve.Diverged` if a real setting diverged in the chunk that began at
-        global step ``chunk_first`` (of the stage that began at ``stage_first``), with its losses at that step."""
-        diverged = meshlib.to_host(state.diverged_at)[: len(rows)]
+        """Raise :class:`~jaxstyle.solve.Diverged` if a real setting diverged (``diverged``: each setting's
+        ``diverged_at`` after the chunk that began at global step ``chunk_first``, of the stage that began at
+        ``stage_first``), with its losses at that step."""
+        diverged = diverged[: len(rows)]
         if (diverged >= 0).any():
             row = int(np.argmax(diverged >= 0))
             step = stage_first + int(diverged[row])
@@ -1509,11 +1586,19 @@ class Runner:
             return None
         return [masks.for_content("edit", c) for c in contents]
 
-    def save_or_stop(self, position: Position, state: SolverState, progress: MicroBatchProgress) -> None:
-        """Save a checkpoint when one is due or a signal asks the run to stop; then stop if asked."""
+    def stop_or_save(self, position: Position) -> tuple[int | None, bool]:
+        """Whether the run is asked to stop (the signal, agreed by every process) and whether a
+        checkpoint is due at ``position``: polled before the next chunk is dispatched."""
         signum = self.stop_signal() if self.stop_signal is not None else None
         done = position.micro_batch * self.plan.steps + position.step
-        signum, due = meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(done))
+        return meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(done))
+
+    def save_or_stop(
+        self, position: Position, state: SolverState, progress: MicroBatchProgress, signum: int | None, due: bool
+    ) -> None:
+        """Save a checkpoint when one is due or a signal asks the run to stop (:meth:`stop_or_save`);
+        then stop if asked."""
+        done = position.micro_batch * self.plan.steps + position.step
         if self.checkpoints is not None and (signum is not None or due):
             self.checkpoints.save(done, position, state, RunProgress(self.done, progress))
         if signum is not None:

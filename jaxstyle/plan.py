@@ -24,6 +24,18 @@ from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import network
 
 CHUNK_STEPS = 10  # steps per jitted chunk: progress and divergence checks happen between chunks
+# On an accelerator a step takes milliseconds, and each chunk boundary costs a round trip
+# to the host (the losses copied back, the stop flags read): longer chunks there. The
+# runner also dispatches the next chunk before it reads the last one's losses
+# (jaxstyle.pipeline.Runner.stage).
+ACCELERATOR_CHUNK_STEPS = 50
+
+
+def chunk_steps_for(platform: str) -> int:
+    """Steps per jitted chunk on ``platform`` (``"cpu"``, ``"gpu"``, ``"tpu"``)."""
+    return CHUNK_STEPS if platform == "cpu" else ACCELERATOR_CHUNK_STEPS
+
+
 # On CPU one setting already keeps every core busy, so a wider batch adds no
 # parallelism, only memory traffic: up to about 8 settings vmapped ran a little faster
 # per setting than one at a time, and 16 slower (bench/RESULTS.md).
@@ -34,22 +46,27 @@ CPU_SETTINGS_PER_DEVICE = 8
 # XLA's compiled memory analysis (arguments + outputs + temporaries) of one Adam step of
 # the `paper` recipe at 128x128, 256x256 and 384x384, jax 0.10.2 on XLA:CPU (AMD EPYC,
 # 2 cores), 2026-11-24; checked at other sizes by tests/test_memory.py and
-# bench/RESULTS.md. Keys: (network, compute dtype, remat); values: (fixed bytes, factor).
-MEMORY_MODEL: dict[tuple[str, str, str], tuple[int, float]] = {
-    ("vgg19", "float32", "none"): (108045135, 0.9398),
-    ("vgg19", "float32", "blocks"): (108045135, 0.9398),
-    ("vgg19", "float32", "bands"): (139330893, 0.2384),
-    ("vgg19", "bfloat16", "none"): (155091257, 0.5779),
-    ("vgg19", "bfloat16", "blocks"): (202145282, 0.6526),
-    ("vgg19", "bfloat16", "bands"): (180115113, 0.2987),
-    ("vgg16", "float32", "none"): (84636349, 0.9806),
-    ("vgg16", "float32", "blocks"): (84336755, 0.9879),
-    ("vgg16", "float32", "bands"): (114499039, 0.2631),
-    ("vgg16", "bfloat16", "none"): (121719462, 0.6018),
-    ("vgg16", "bfloat16", "blocks"): (147877890, 0.7226),
-    ("vgg16", "bfloat16", "bands"): (144721065, 0.3242),
+# bench/RESULTS.md. Keyed by platform (jax's device.platform: what XLA keeps for the backward
+# pass and its workspace differ between backends); a platform not fitted yet takes the CPU
+# fit (say so in the plan's memory line), until `python -m bench.gpu` (its memory step) fits
+# it on that platform. Inner keys: (network, compute dtype, remat); values: (fixed bytes, factor).
+MEMORY_MODEL: dict[str, dict[tuple[str, str, str], tuple[int, float]]] = {
+    "cpu": {
+        ("vgg19", "float32", "none"): (108045135, 0.9398),
+        ("vgg19", "float32", "blocks"): (108045135, 0.9398),
+        ("vgg19", "float32", "bands"): (139330893, 0.2384),
+        ("vgg19", "bfloat16", "none"): (155091257, 0.5779),
+        ("vgg19", "bfloat16", "blocks"): (202145282, 0.6526),
+        ("vgg19", "bfloat16", "bands"): (180115113, 0.2987),
+        ("vgg16", "float32", "none"): (84636349, 0.9806),
+        ("vgg16", "float32", "blocks"): (84336755, 0.9879),
+        ("vgg16", "float32", "bands"): (114499039, 0.2631),
+        ("vgg16", "bfloat16", "none"): (121719462, 0.6018),
+        ("vgg16", "bfloat16", "blocks"): (147877890, 0.7226),
+        ("vgg16", "bfloat16", "bands"): (144721065, 0.3242),
+    },
 }
-MEMORY_MODEL_SOURCE = "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 cores, 2026-11-24"
+MEMORY_MODEL_SOURCE = {"cpu": "XLA:CPU compiled memory analysis, jax 0.10.2, AMD EPYC 2 cores, 2026-11-24"}
 # Peak resident memory of a fresh CPU process running steps (see host_peak_bytes):
 # base + scale * step_bytes, fitted (bench.memory.host_models) on fresh-process VGG-19
 # `paper` steps at 256 and 2048 square (bench/results/memory/runs.json), AMD EPYC 2
@@ -66,6 +83,8 @@ HOST_MODEL: dict[tuple[str, str], tuple[int, float]] = {
 # scaled by its dtype's size; float64 takes the float32 entry twice over.
 FALLBACK_FACTOR = 3.0
 # Fraction of a device's memory the plan fills (the rest: XLA's other buffers, the host process).
+# On a GPU "a device's memory" is XLA's allocator pool (jaxstyle.mesh.usable_memory), 75% of
+# the device by default: the plan then fills about 52% of the device.
 MEMORY_FILL = 0.7
 
 
@@ -168,15 +187,26 @@ def schedule(
     return tuple(planned), snapshots
 
 
+def memory_model(platform: str) -> dict[tuple[str, str, str], tuple[int, float]]:
+    """The memory model fitted on ``platform``, or the CPU's where that platform has none yet."""
+    return MEMORY_MODEL.get(platform, MEMORY_MODEL["cpu"])
+
+
+def memory_model_note(platform: str) -> str:
+    """``""``, or where ``platform`` has no fit of its own, a note saying that the CPU's stands in."""
+    return "" if platform in MEMORY_MODEL else f" (memory model fitted on CPU; none fitted on {platform} yet)"
+
+
 def step_bytes(
     size: tuple[int, int],
     settings: Settings,
     dtype: str = "float32",
     remat: str = "none",
     compute_dtype: str | None = None,
+    platform: str = "cpu",
 ) -> int:
-    """Estimated memory of one optimisation step of one setting at ``size``:
-    ``fixed + factor * A(H, W)`` (:data:`MEMORY_MODEL`).
+    """Estimated memory of one optimisation step of one setting at ``size`` on ``platform``:
+    ``fixed + factor * A(H, W)`` (:data:`MEMORY_MODEL`; the CPU fit where ``platform`` has none).
 
     ``A(H, W)`` is 4 bytes times the number of forward activation values up to the
     deepest layer the recipe uses; ``fixed`` (weights, their flipped copies for the
@@ -188,13 +218,14 @@ def step_bytes(
     deepest = spec.deepest((*settings.content_layers, *settings.style_layers))
     activations = 4 * spec.activation_count(*size, deepest)
     compute = compute_dtype or dtype
-    fitted = MEMORY_MODEL.get((spec.name, compute, remat))
+    model = memory_model(platform)
+    fitted = model.get((spec.name, compute, remat))
     if fitted is not None:
         fixed, factor = fitted
         return int(fixed + factor * activations)
     # Not fitted: float64 is float32's model twice over; another network or mode, the fallback.
     scale = {"float64": 2.0, "bfloat16": 0.5, "float16": 0.5}.get(compute, 1.0)
-    fixed, factor = MEMORY_MODEL.get((spec.name, "float32", remat), (0, FALLBACK_FACTOR))
+    fixed, factor = model.get((spec.name, "float32", remat), (0, FALLBACK_FACTOR))
     return int(scale * (fixed + factor * activations))
 
 
@@ -218,6 +249,7 @@ def choose_remat(
     device_memory: int,
     execution: Execution | None = None,
     shards: int = 1,
+    platform: str = "cpu",
 ) -> tuple[str, int, str]:
     """The remat mode of a run at ``size``, its estimated step memory, and a line saying why.
 
@@ -236,7 +268,9 @@ def choose_remat(
             f"--remat bands computes each image band by band of rows, which --spatial-shards {shards} splits "
             "over devices: use --remat blocks or none with it"
         )
-    estimates = {m: step_bytes(size, settings, execution.dtype, m, execution.compute_dtype) // shards for m in modes}
+    estimates = {
+        m: step_bytes(size, settings, execution.dtype, m, execution.compute_dtype, platform) // shards for m in modes
+    }
     budget = MEMORY_FILL * device_memory
     h, w = size
     if execution.remat != "auto":
@@ -250,7 +284,7 @@ def choose_remat(
     line = (
         f"remat {mode} ({why}); estimated {estimates[mode] / 2**20:.0f} MiB per step at {h}x{w} "
         f"({', '.join(f'{m} {v / 2**20:.0f}' for m, v in estimates.items())} MiB), "
-        f"{MEMORY_FILL:.0%} of {device_memory / 2**30:.1f} GiB usable"
+        f"{MEMORY_FILL:.0%} of {device_memory / 2**30:.1f} GiB usable{memory_model_note(platform)}"
     )
     return mode, estimates[mode], line
 
@@ -362,10 +396,13 @@ def make_plan(
     device_count: int = 1,
     device_memory: int = 1 << 30,
     platform: str = "cpu",
-    chunk_steps: int = CHUNK_STEPS,
+    chunk_steps: int | None = None,
     space_devices: int | None = None,
 ) -> RunPlan:
     """The whole plan of a run of ``settings_count`` settings sharing ``settings``' schedule.
+
+    Chunks are ``chunk_steps`` long (default :func:`chunk_steps_for` the ``platform``), and
+    memory is estimated with the ``platform``'s model (:func:`memory_model`).
 
     ``execution`` (default: ``Execution()``) gives the dtypes the memory estimates are for,
     the remat mode, the split of the image and the micro-batch size asked for (each
@@ -375,8 +412,9 @@ def make_plan(
     (a single stylization: every device, with one setting).
     """
     execution = execution or Execution()
+    chunk_steps = chunk_steps or chunk_steps_for(platform)
     planned, snapshots = schedule(settings, output_size, execution.save_every, chunk_steps)
-    remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, execution)
+    remat, per_setting, memory_why = choose_remat(settings, output_size, device_memory, execution, 1, platform)
     devices = space_devices or device_count
     shards, split = spatial_shards_for(
         settings, output_size, devices, device_memory, per_setting, execution.spatial_shards
@@ -384,7 +422,7 @@ def make_plan(
     if shards > 1:
         # Split rows: the remat mode and the estimate are chosen again for one device's share of the padded rows.
         padded = (split_height(output_size[0], settings, shards), output_size[1])
-        remat, per_setting, memory_why = choose_remat(settings, padded, device_memory, execution, shards)
+        remat, per_setting, memory_why = choose_remat(settings, padded, device_memory, execution, shards, platform)
     if device_count > 1 and device_count % shards:
         raise JaxstyleError(f"--spatial-shards {shards} does not divide the {device_count} devices")
     groups = max(1, device_count // shards)

@@ -18,6 +18,26 @@ from jaxstyle.nets import NetworkSpec, network
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
+# "custom": the convolution, ReLU and max-pool gradients below (written for XLA:CPU);
+# "plain": JAX's own autodiff of the same forward functions, to compare the two on an
+# accelerator (bench/gpu.py). Read when a program is traced: set it before the first
+# trace (jit caches do not see it). The Gram product's gradient (jaxstyle.losses) is
+# not switched.
+AUTODIFF_MODES = ("custom", "plain")
+_autodiff = ["custom"]
+
+
+def set_autodiff(mode: str) -> None:
+    """Trace the network's gradients with the custom VJPs (``"custom"``, the default) or plain autodiff."""
+    if mode not in AUTODIFF_MODES:
+        raise ValueError(f"autodiff must be one of {', '.join(AUTODIFF_MODES)}, not {mode!r}")
+    _autodiff[0] = mode
+
+
+def autodiff() -> str:
+    """The gradient mode programs traced now use (:func:`set_autodiff`)."""
+    return _autodiff[0]
+
 
 def _conv_same_3x3(x: Array, kernel: Array) -> Array:
     """3x3 convolution, stride 1, zero padding 1 (PyTorch's ``padding=1``), NHWC/HWIO."""
@@ -70,7 +90,7 @@ def conv_general_dilated(x: Array, kernel: Array, window_strides, padding, **kwa
         and tuple(kwargs["dimension_numbers"].lhs_spec) == (0, 3, 1, 2)
         and tuple(kwargs["dimension_numbers"].rhs_spec) == (3, 2, 0, 1)
     )
-    if plain:
+    if plain and autodiff() == "custom":
         return conv3x3(x, kernel)
     return jax.lax.conv_general_dilated(x, kernel, window_strides, padding, **kwargs)
 
@@ -146,6 +166,8 @@ max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
 def pool_2x2(x: Array, kind: str) -> Array:
     """2x2 pooling with stride 2 and no padding (odd edges dropped, as in PyTorch)."""
     if kind == "max":
+        if autodiff() == "plain":
+            return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, _WINDOW, _WINDOW, "VALID")
         return max_pool_2x2(x)
     if kind == "avg":
         return jax.lax.reduce_window(x, 0.0, jax.lax.add, _WINDOW, _WINDOW, "VALID") / 4
@@ -208,7 +230,7 @@ class VGG(nnx.Module):
             if name.startswith("conv"):
                 x = getattr(self, name)(x)
             elif name.startswith("relu"):
-                x = relu(x)
+                x = relu(x) if autodiff() == "custom" else jax.nn.relu(x)
             else:
                 x = pool_2x2(x, self.pool)
             if name in wanted:

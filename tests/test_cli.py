@@ -336,3 +336,39 @@ def test_the_commands_keep_compiled_programs_where_told(tmp_path, monkeypatch, e
     finally:
         jax.config.update("jax_compilation_cache_dir", before)
     assert str(chosen) == expected.format(tmp=tmp_path)
+
+
+def test_matmul_precision_is_the_runs_and_recorded(inputs, tiny_cli, tmp_path, monkeypatch):
+    """``--matmul-precision``: JAX's default matmul precision while the run traces its programs, in the
+    PNG's metadata; ``default`` sets nothing. On CPU float32 is the platform's own: the same image."""
+    import jax
+
+    from jaxstyle import pipeline
+
+    seen, run = [], pipeline.Runner.run
+    monkeypatch.setattr(
+        pipeline.Runner, "run", lambda self: seen.append(jax.config.jax_default_matmul_precision) or run(self)
+    )
+    content, style = inputs
+    for name, extra in (("default", []), ("float32", ["--matmul-precision", "float32"])):
+        assert (
+            main(
+                [
+                    "stylize",
+                    str(content),
+                    str(style),
+                    "-o",
+                    str(tmp_path / f"{name}.png"),
+                    *SMALL,
+                    "-q",
+                    *tiny_cli,
+                    *extra,
+                ]
+            )
+            == 0
+        )
+        assert read_metadata(tmp_path / f"{name}.png")["execution"]["matmul_precision"] == name
+    assert seen == [None, "float32"]
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "default.png")), np.asarray(Image.open(tmp_path / "float32.png"))
+    )

@@ -167,3 +167,82 @@ def test_host_model_holds_for_a_fresh_process(weight_files, side):
     measured = child_result(proc.stdout)["host_peak_mib"] * 2**20
     model = host_peak_bytes((side, side), resolve("paper"), "float32", "none")
     assert abs(model / measured - 1) <= MODEL_TOLERANCE, (side, model / 2**20, measured / 2**20)
+
+
+# --------------------------------------------------------------------------- devices and platforms
+
+
+class FakeDevice:
+    def __init__(self, platform: str, kind: str, local_hardware_id: int = 0) -> None:
+        self.platform, self.device_kind, self.local_hardware_id = platform, kind, local_hardware_id
+
+
+def test_usable_memory_is_the_devices_never_the_hosts_on_a_gpu():
+    """A GPU's allocator pool when it reports one (said to be 75% of the device); with
+    ``XLA_PYTHON_CLIENT_ALLOCATOR=platform`` (no stats) nvidia-smi's total; else a one-line error."""
+    from jaxstyle.errors import JaxstyleError
+    from jaxstyle.mesh import host_memory_bytes, usable_memory
+
+    h200 = FakeDevice("gpu", "NVIDIA H200", 1)
+    limit, why = usable_memory(h200, {"bytes_limit": 105 << 30, "bytes_in_use": 0}, 8)
+    assert limit == 105 << 30 and "NVIDIA H200 memory" in why and "75%" in why
+    asked = []
+    limit, why = usable_memory(h200, None, 8, gpu_total=lambda d: asked.append(d.local_hardware_id) or 141 << 30)
+    assert (limit, asked) == (141 << 30, [1]) and "nvidia-smi" in why
+    with pytest.raises(JaxstyleError, match=r"^NVIDIA H200 reports no memory limit \(XLA_PYTHON_CLIENT_ALLOCATOR"):
+        usable_memory(h200, None, 8, gpu_total=lambda d: None)
+    with pytest.raises(JaxstyleError, match="reports no memory limit"):
+        usable_memory(FakeDevice("tpu", "TPU v5e"), {}, 4)
+    limit, why = usable_memory(FakeDevice("cpu", "cpu"), None, 2)
+    assert why == "available host memory per CPU device" and 0 < limit <= host_memory_bytes() // 2
+
+
+def test_memory_model_and_chunks_are_the_platforms():
+    """The memory model is keyed by platform, the CPU fit standing in (and said so) where a
+    platform has none; chunks are longer on accelerators, unchanged on CPU."""
+    from jaxstyle.plan import (
+        ACCELERATOR_CHUNK_STEPS,
+        CHUNK_STEPS,
+        MEMORY_MODEL,
+        make_plan,
+        memory_model,
+        memory_model_note,
+    )
+
+    s = resolve("paper")
+    assert memory_model("gpu") is MEMORY_MODEL["cpu"] and step_bytes((256, 256), s, platform="gpu") == step_bytes(
+        (256, 256), s
+    )
+    assert memory_model_note("cpu") == "" and "none fitted on gpu" in memory_model_note("gpu")
+    cpu = make_plan(s, (64, 64), 1)
+    gpu = make_plan(s, (64, 64), 1, platform="gpu", device_memory=80 << 30)
+    assert cpu.stages[-1].chunks == (CHUNK_STEPS,) * (s.steps // CHUNK_STEPS)
+    assert gpu.stages[-1].chunks == (ACCELERATOR_CHUNK_STEPS,) * (s.steps // ACCELERATOR_CHUNK_STEPS)
+    assert "fitted on CPU" in gpu.memory_reason and "fitted on CPU" not in cpu.memory_reason
+
+
+def test_a_donated_chunk_writes_the_new_state_over_the_old(weight_files):
+    """Donating the solver state to a chunk: XLA aliases every byte of it to the output
+    (memory_analysis' alias bytes), so input and output states do not coexist; same results."""
+    from jaxstyle.batch import init_batch_jit
+    from jaxstyle.pipeline import run_batch_chunk_donated
+    from jaxstyle.solve import run_chunk_donated, run_chunk_jit
+
+    p = noise_problem(weight_files["torchvision"], (32, 48))
+    state_bytes = sum(x.nbytes for x in jax.tree.leaves(p.state))
+    args = (p.graphdef, p.recipe, 3, p.params, p.targets, p.loss_weights, p.state)
+    donated = run_chunk_donated.lower(*args).compile().memory_analysis()
+    assert donated.alias_size_in_bytes == state_bytes
+    assert run_chunk_jit.lower(*args).compile().memory_analysis().alias_size_in_bytes == 0
+    expected = run_chunk_jit(*args)
+    state = jax.tree.map(lambda x: x.copy(), p.state)
+    got = run_chunk_donated(*args[:-1], state)
+    assert all(x.is_deleted() for x in jax.tree.leaves(state))
+    for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # The runner's chunk (jaxstyle.pipeline.StageStep): the batched state, donated likewise.
+    setting, images, lrs, emas, tols = jax.tree.map(jnp.asarray, p.job.per_setting())
+    targets = p.job.targets_at((32, 48))
+    batch = init_batch_jit(p.graphdef, p.recipe, p.params, targets, setting, images, lrs, emas, tols)
+    lowered = run_batch_chunk_donated.lower(p.graphdef, p.recipe, 3, p.params, targets, setting, batch, 3)
+    assert lowered.compile().memory_analysis().alias_size_in_bytes == sum(x.nbytes for x in jax.tree.leaves(batch))

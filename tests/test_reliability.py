@@ -153,6 +153,75 @@ def test_a_stage_compiles_one_chunk_whatever_its_chunk_lengths(tiny_weights, rng
     np.testing.assert_array_equal(cut.trace["total"], whole.trace["total"])
 
 
+def test_the_next_chunk_is_dispatched_before_the_last_ones_losses_are_read(tiny_weights, rng, monkeypatch):
+    """On an accelerator the runner does not wait on the host between chunks: chunk i + 1 is
+    dispatched before chunk i's losses are read, except where chunk i's state is needed (a
+    snapshot); the results are those of the same chunks run one after another, as on CPU."""
+    from jaxstyle import mesh, pipeline
+    from jaxstyle.api import stylize
+
+    events, call, to_host = [], pipeline.StageStep.__call__, mesh.to_host
+
+    def dispatch(self, state, steps):
+        events.append("dispatch")
+        return call(self, state, steps)
+
+    def read(tree):
+        if isinstance(tree, tuple) and len(tree) == 3 and isinstance(tree[0], dict):
+            events.append("read")
+        return to_host(tree)
+
+    monkeypatch.setattr(pipeline.StageStep, "__call__", dispatch)
+    monkeypatch.setattr(mesh, "to_host", read)
+    content, style = rng.uniform(0, 1, (2, 32, 40, 3))
+    common = {"weights": tiny_weights, "network": "tiny", "size": (32, 40), "steps": 30}
+    on_cpu = stylize(content, style, **common)
+    assert events == ["dispatch", "read"] * 3
+    monkeypatch.setattr(pipeline, "dispatch_ahead", lambda platform: True)  # as on an accelerator
+    events.clear()
+    ahead = stylize(content, style, **common)
+    assert events == ["dispatch", "dispatch", "read", "dispatch", "read", "read"]
+    events.clear()
+    waiting = stylize(content, style, save_every=10, on_snapshot=lambda step, image: None, **common)
+    assert events == ["dispatch", "read"] * 3
+    for run in (ahead, waiting):
+        np.testing.assert_array_equal(run.image, on_cpu.image)
+        np.testing.assert_array_equal(run.trace["total"], on_cpu.trace["total"])
+
+
+def test_a_stop_with_the_next_chunk_queued_is_saved_after_it_and_resumes_exactly(
+    tiny_weights, rng, monkeypatch, tmp_path
+):
+    """With chunks dispatched ahead (an accelerator), a stop request that comes while the next
+    chunk is queued is taken at that chunk's end: checkpoint there, and the resumed run equals
+    one never stopped (its checkpoint also holds every step time-based saves asked for)."""
+    import signal as signals
+
+    from jaxstyle import pipeline
+    from jaxstyle.api import stylize
+    from jaxstyle.checkpoint import CheckpointOptions
+    from jaxstyle.errors import Stopped
+
+    monkeypatch.setattr(pipeline, "dispatch_ahead", lambda platform: True)
+    content, style = rng.uniform(0, 1, (2, 32, 40, 3))
+    common = {"weights": tiny_weights, "network": "tiny", "size": (32, 40), "steps": 40}
+    whole = stylize(content, style, **common)
+    reported = []
+    with pytest.raises(Stopped) as stopped:
+        stylize(
+            content,
+            style,
+            progress=lambda report: reported.append(report.step),
+            checkpoint=CheckpointOptions(tmp_path / "ck"),
+            stop_signal=lambda: signals.SIGTERM if reported else None,  # asked once step 10 is reported
+            **common,
+        )
+    assert (stopped.value.step, reported) == (20, [10, 20])  # chunk 20 was queued when the request came
+    resumed = stylize(content, style, checkpoint=CheckpointOptions(tmp_path / "ck", resume=True), **common)
+    np.testing.assert_array_equal(resumed.image, whole.image)
+    np.testing.assert_array_equal(resumed.trace["total"], whole.trace["total"])
+
+
 def test_a_scale_stopped_by_tol_ends_its_trace_at_the_stopping_step(tiny_weights, rng):
     """A scale that ``tol`` stops reports the losses of the steps taken and of the image it stopped at,
     and nothing after (the chunk loop ends there)."""

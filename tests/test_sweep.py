@@ -330,3 +330,17 @@ def test_two_processes_match_one_process(tmp_path, tiny_cli, images):
     assert s_two["process_count"] == 2 and s_one["process_count"] == 1
     assert s_two["device_count"] == s_one["device_count"] == 2
     assert s_two["points"] == s_one["points"]
+
+
+def test_local_device_ids_reach_jax_distributed_and_need_the_coordinator(monkeypatch):
+    """``--local-device-ids`` (one process per GPU) is passed to ``jax.distributed.initialize``;
+    alone, without the explicit coordinator, it is a one-line error."""
+    from jaxstyle import mesh as meshlib
+
+    calls = []
+    monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **kw: calls.append((a, kw)))
+    monkeypatch.setattr(jax.config, "update", lambda *a: None)  # this process's JAX stays as it is
+    meshlib.initialize_distributed("10.0.0.1:1234", 4, 2, [2])
+    assert calls == [(("10.0.0.1:1234",), {"num_processes": 4, "process_id": 2, "local_device_ids": [2]})]
+    with pytest.raises(JaxstyleError, match=r"^--local-device-ids goes with --coordinator"):
+        meshlib.initialize_distributed(local_device_ids=[0])

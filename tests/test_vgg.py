@@ -16,7 +16,7 @@ from flax import nnx
 from jaxstyle.config import PRESETS, Settings, resolve
 from jaxstyle.errors import JaxstyleError
 from jaxstyle.nets import NETWORKS, TINY, VGG16, VGG19, network
-from jaxstyle.vgg import VGG, conv3x3, max_pool_2x2
+from jaxstyle.vgg import VGG, autodiff, conv3x3, max_pool_2x2, set_autodiff
 from jaxstyle.weights import random_convs, split_model
 from tests.torch_vgg import CFGS, torch_features
 
@@ -169,6 +169,32 @@ def test_module_built_from_a_spec_matches_pytorch(spec, rng):
                 ref = t.numpy().transpose(0, 2, 3, 1)
                 np.testing.assert_allclose(np.asarray(ours[name]), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
     assert len(ours) == len(layers)
+
+
+def test_plain_autodiff_switch_gives_the_custom_gradients_of_the_network(rng):
+    """``set_autodiff("plain")`` (bench/gpu.py compares the two on an accelerator): JAX's own
+    gradients of the convolution, ReLU and max pool, equal to the custom VJPs' in float64."""
+    convs = random_convs(seed=5, network=VGG16)
+    graphdef, params = split_model(convs, dtype="float64")
+    x = jnp.asarray(rng.normal(size=(1, 20, 24, 3)))
+    layers = ["relu1_2", "relu3_1", "relu4_2"]
+
+    def loss(image):
+        acts = nnx.merge(graphdef, params)(image, layers)
+        return sum(jnp.sum(jnp.sin(a)) for a in acts.values())
+
+    custom = jax.grad(loss)(x)
+    try:
+        set_autodiff("plain")
+        plain_jaxpr = str(jax.make_jaxpr(jax.grad(loss))(x))
+        plain = jax.grad(loss)(x)
+    finally:
+        set_autodiff("custom")
+    assert "custom_vjp_call" not in plain_jaxpr and "custom_vjp_call" in str(jax.make_jaxpr(jax.grad(loss))(x))
+    assert autodiff() == "custom"
+    np.testing.assert_allclose(np.asarray(plain), np.asarray(custom), rtol=1e-10, atol=1e-10 * np.abs(custom).max())
+    with pytest.raises(ValueError, match="autodiff must be one of custom, plain"):
+        set_autodiff("fast")
 
 
 def test_tiny_network_runs_every_preset_through_stylize(tiny_weights, rng):

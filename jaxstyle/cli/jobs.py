@@ -76,8 +76,8 @@ def use_compile_cache() -> None:
     ``$JAXSTYLE_COMPILE_CACHE`` (default ``~/.cache/jaxstyle/xla``; ``off`` turns it off).
 
     A second run of the same recipe at the same size loads its programs instead of
-    compiling them (XLA's own autotuning results are cached with them where JAX does
-    so). A cached program is the program XLA compiled: results are unchanged. JAX's own
+    compiling them (XLA's GPU autotuning results are cached with them). A cached program
+    is the program XLA compiled: results are unchanged. JAX's own
     ``JAX_COMPILATION_CACHE_DIR``, where set, is left in charge.
     """
     import jax
@@ -88,3 +88,6 @@ def use_compile_cache() -> None:
     if choice.lower() == "off" or jax.config.jax_compilation_cache_dir:
         return
     jax.config.update("jax_compilation_cache_dir", choice or str(cache_dir() / "xla"))
+    # XLA's per-fusion GPU autotuning results (cuDNN/cuBLAS algorithm choices) go in a
+    # subdirectory of the same cache (JAX's default today; said here so that it stays so).
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "xla_gpu_per_fusion_autotune_cache_dir")

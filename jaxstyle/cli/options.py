@@ -428,11 +428,18 @@ def add_distributed_options(p: argparse.ArgumentParser, guide: str) -> None:
     g.add_argument("--coordinator", help="HOST:PORT of process 0")
     g.add_argument("--num-processes", type=int)
     g.add_argument("--process-id", type=int)
+    g.add_argument(
+        "--local-device-ids",
+        type=csv_ints,
+        help="with --coordinator: the local GPUs this process uses, e.g. 0 or 0,1 (one process per GPU); "
+        "unset: every local device (one process per host)",
+    )
 
 
 def start_distributed(args: argparse.Namespace) -> None:
     """Join the multi-process run the options of :func:`add_distributed_options` ask for, if any."""
-    if args.distributed or args.coordinator is not None or args.num_processes is not None:
+    if args.distributed or args.coordinator is not None or args.num_processes is not None or args.local_device_ids:
         from jaxstyle import mesh as meshlib
 
-        meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        ids = None if args.local_device_ids is None else list(args.local_device_ids)
+        meshlib.initialize_distributed(args.coordinator, args.num_processes, args.process_id, ids)
