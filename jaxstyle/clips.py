@@ -55,7 +55,7 @@ from jaxstyle.config import Execution, Settings, numbers_checked_as, override, r
 from jaxstyle.errors import JaxstyleError, Stopped, one_line
 from jaxstyle.files import atomic_output, write_json
 from jaxstyle.flow import consistency_mask, flows, warp
-from jaxstyle.videoio import DEFAULT_FOLDER_FPS, Clip, check_output, parse_range, read_clip, write_clip
+from jaxstyle.videoio import DEFAULT_FOLDER_FPS, Clip, check_output, parse_range, read_clip
 
 if TYPE_CHECKING:  # the pipeline imports JAX: only when a run starts
     from jax.sharding import Mesh
@@ -461,7 +461,7 @@ def video(
         )
     seconds = time.perf_counter() - start
     if output is not None and writer:
-        write_result(output, out, clip)
+        write_result(output, out, clip, None if checkpoint is None else checkpoint.directory)
     return VideoResult(out, clip.fps, motion, losses, seconds, flow_seconds, settings, mode, passes, temporal_weight)
 
 
@@ -483,16 +483,22 @@ def check_temporal_indices(indices: Sequence[int], mode: str) -> tuple[int, ...]
     return tuple(sorted(values))
 
 
-def write_result(output: str | os.PathLike, frames: np.ndarray, clip: Clip) -> None:
+def write_result(
+    output: str | os.PathLike, frames: np.ndarray, clip: Clip, checkpoint_dir: str | os.PathLike | None = None
+) -> None:
     """Write the finished clip (atomically), at ``clip``'s frame rate and with its audio: the one place
     a video's result is written, by process 0 alone.
 
-    With a checkpoint directory the finished frames are kept there (:class:`VideoCheckpoints`),
-    so a write that fails is done again by the same command with ``--resume`` and no step
-    redone. Without one, a failed write loses them: keeping the finished result for that case
-    (the shared "keep the finished result" of ``stylize`` and ``batch``) belongs here.
+    A write that fails (a full disk) keeps the frames (:func:`jaxstyle.kept.write_or_keep`: beside
+    the output, in the checkpoint directory, ...) and says in one line where, and that
+    ``jaxstyle write KEPT`` writes them with no step redone. With a checkpoint directory the
+    finished frames are also kept there (:class:`VideoCheckpoints`), so the same command with
+    ``--resume`` writes the clip again too.
     """
-    write_clip(output, frames, clip.fps, clip)
+    from jaxstyle.kept import Output, places, write_or_keep
+
+    path = Path(output)
+    write_or_keep([Output.video(path, frames, clip)], "video", path.name, places(path.parent, checkpoint_dir))
 
 
 # --------------------------------------------------------------------------- checkpoints

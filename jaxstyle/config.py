@@ -597,7 +597,7 @@ class Execution:
         "with an sRGB ICC profile (docs: guide/large-images.md)",
         EXECUTION,
         choices=(8, 16),
-        commands=("stylize", "sweep"),
+        commands=("stylize", "sweep", "batch"),
     )
 
     def __post_init__(self) -> None:

@@ -79,6 +79,12 @@ class Output:
     def file(cls, path: str | os.PathLike, data: bytes) -> Output:
         return cls(Path(path), "bytes", data=data)
 
+    @classmethod
+    def video(cls, path: str | os.PathLike, frames: np.ndarray, clip: Any) -> Output:
+        """A clip's stylized ``frames`` ``(T, H, W, 3)``, written at ``clip``'s frame rate with its audio."""
+        meta = {"fps": clip.fps, "source": str(clip.source), "start": clip.start, "has_audio": bool(clip.has_audio)}
+        return cls(Path(path), "video", rgb=frames, metadata=meta)
+
 
 def write_image(output: Output, path: Path) -> None:
     from jaxstyle.image import save_image
@@ -91,8 +97,24 @@ def write_bytes(output: Output, path: Path) -> None:
         tmp.write_bytes(output.data)
 
 
+def write_video(output: Output, path: Path) -> None:
+    """A clip's frames ``rgb`` ``(T, H, W, 3)`` at ``metadata["fps"]``, with the audio of the source
+    (``metadata["source"]``, from frame ``metadata["start"]``) where it had some and is still there."""
+    from jaxstyle.videoio import Clip, write_clip
+
+    meta = output.metadata or {}
+    source = Path(meta["source"]) if meta.get("source") else None
+    audio = None
+    if meta.get("has_audio") and source is not None and source.is_file():
+        audio = Clip(output.rgb[:0], float(meta["fps"]), source, int(meta["start"]), True)
+    try:
+        write_clip(path, output.rgb, float(meta["fps"]), audio)
+    except OSError as e:  # the encoder's own writes (FFmpeg), e.g. No space left on device
+        raise JaxstyleError(f"{path}: cannot write ({one_line(e)})") from None
+
+
 # How each kind of output is written to a path, atomically, raising JaxstyleError on failure.
-WRITERS: dict[str, Callable[[Output, Path], None]] = {"image": write_image, "bytes": write_bytes}
+WRITERS: dict[str, Callable[[Output, Path], None]] = {"image": write_image, "bytes": write_bytes, "video": write_video}
 
 
 def places(output_dir: str | os.PathLike, checkpoint_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -144,6 +166,11 @@ def encode(outputs: Sequence[Output], command: str) -> bytes:
             rgb = np.asarray(output.rgb)  # as computed (float32, or float64): written again, it rounds alike
             arrays[key] = rgb if np.issubdtype(rgb.dtype, np.floating) else rgb.astype(np.float32)
             entry |= {"metadata": output.metadata, "bit_depth": output.bit_depth}
+        elif output.kind == "video":  # a clip is encoded through 8 bits anyway: kept as them, a quarter of floats
+            from jaxstyle.image import to_uint8
+
+            arrays[key] = to_uint8(np.asarray(output.rgb))
+            entry |= {"metadata": output.metadata}
         else:
             arrays[key] = np.frombuffer(output.data, np.uint8)
         entries.append(entry)
@@ -182,6 +209,9 @@ def read_kept(path: str | os.PathLike) -> list[Output]:
                 array = npz[entry["array"]]
                 if entry["kind"] == "image":
                     outputs.append(Output.image(entry["path"], array, entry["metadata"], entry["bit_depth"]))
+                elif entry["kind"] == "video":
+                    frames = array.astype(np.float32) / 255.0  # written again, rounds to the same 8 bits
+                    outputs.append(Output(Path(entry["path"]), "video", rgb=frames, metadata=entry["metadata"]))
                 else:
                     outputs.append(Output.file(entry["path"], array.tobytes()))
     except JaxstyleError:

@@ -3,7 +3,8 @@
 Usage: python tests/masks_worker.py OUT.npz WEIGHTS.h5
 Writes, in float64 with the tiny test network: two regions with two styles, a strength map
 and an edit mask, over two scales, whole (1 device) and with its rows split over 4 devices
-(guides computed on the whole image, then split by rows as the features are), and a sweep
+(guides computed on the whole image, padded with zero rows as the image is, then split by
+rows as the features are), and a sweep
 of two settings with the same masks split over 2 devices.
 """
 
@@ -19,14 +20,14 @@ from jaxstyle.sweep import grid_product, sweep
 jax.config.update("jax_enable_x64", True)
 out, weights = sys.argv[1], sys.argv[2]
 rng = np.random.default_rng(7)
-content = rng.uniform(0, 1, size=(128, 64, 3))
+content = rng.uniform(0, 1, size=(100, 64, 3))  # split over 4: padded to 128 rows (32 a device)
 styles = [rng.uniform(0, 1, size=(64, 64, 3)), rng.uniform(0, 1, size=(72, 60, 3))]
-top = np.zeros((128, 64), np.float32)
+top = np.zeros((100, 64), np.float32)
 top[:70] = 1.0  # the region boundary inside a device's rows (32 each over 4)
-strength = np.linspace(0.2, 1.0, 128 * 64).reshape(128, 64)
-edit = np.ones((128, 64), np.float32)
-edit[100:] = 0.0
-common = {"weights": weights, "network": "tiny", "content_layers": ("relu4_1",), "size": (128, 64), "dtype": "float64"}
+strength = np.linspace(0.2, 1.0, 100 * 64).reshape(100, 64)
+edit = np.ones((100, 64), np.float32)
+edit[90:] = 0.0
+common = {"weights": weights, "network": "tiny", "content_layers": ("relu4_1",), "size": (100, 64), "dtype": "float64"}
 masks = {"style_masks": [top, 1 - top], "strength_map": strength, "edit_mask": edit, "guidance": "inside"}
 results = {"devices": jax.device_count()}
 for shards in (1, 4):

@@ -512,3 +512,44 @@ def test_a_kept_result_writes_elsewhere_at_another_depth_and_bad_ones_are_one_li
     # Nowhere to keep it: the line says so.
     with pytest.raises(JaxstyleError, match=r"a\.png: .*could not be kept either \(tried /proc/x\)"):
         write_or_keep([Output.image(tmp_path / "missing" / "a.png", rgb)], "stylize", "a.png", [Path("/proc/x")])
+
+
+@pytest.mark.parametrize("command", ["batch", "video"])
+def test_a_full_disk_at_the_end_of_a_batch_or_a_video_keeps_the_result(
+    tmp_path, tiny_cli, images_on_disk, full_disk, monkeypatch, command
+):
+    """``batch`` and ``video`` keep what they could not write as ``stylize`` does, and
+    ``jaxstyle write`` writes it with no step run: the batch's photo byte for byte, the
+    clip's frames as the uninterrupted write would have encoded them."""
+    from jaxstyle import pipeline
+    from jaxstyle.videoio import read_clip, write_clip
+
+    from .test_bad_input import assert_one_line_error, run_cli
+
+    out_dir, would, room_again = full_disk
+    common = ["--size", "48x64", "--steps", "2", *tiny_cli, "-q", "--checkpoint-dir", tmp_path / "ck"]
+    if command == "batch":
+        photos = tmp_path / "photos"
+        photos.mkdir()
+        (tmp_path / "c.png").rename(photos / "c.png")
+        result = run_cli("batch", photos, tmp_path / "s.png", "-o", out_dir, *common)
+        name = "c.png"
+    else:
+        frames = tmp_path / "frames"
+        rgb = np.asarray(Image.open(tmp_path / "c.png").convert("RGB"), np.float32) / 255
+        write_clip(frames, np.stack([rgb, rgb[:, ::-1]]), 8.0)
+        result = run_cli("video", frames, tmp_path / "s.png", "-o", out_dir / "clip.mp4", *common)
+        name = "clip.mp4"
+    line = assert_one_line_error(result, str(out_dir / name), "No space left on device", "jaxstyle write")
+    kept = kept_path(line)
+    assert kept.is_file() and kept.parent in (out_dir, tmp_path / "ck")
+    assert not (out_dir / name).exists()  # nothing half-written
+    room_again()
+    monkeypatch.setattr(pipeline.Runner, "run", lambda self: pytest.fail("a step was run"))
+    written = run_cli("write", kept)
+    assert written.returncode == 0, written.stderr
+    assert not kept.exists()
+    if command == "batch":
+        assert (out_dir / name).read_bytes() == (would / name).read_bytes()
+    else:
+        np.testing.assert_array_equal(read_clip(out_dir / name).frames, read_clip(would / name).frames)

@@ -107,7 +107,7 @@ def test_split_image_of_any_height_equals_whole_image_float64(tmp_path, tiny_wei
     subprocess.run(worker, check=True, env=env, cwd=ROOT, timeout=1200)
     r = dict(np.load(out))
     assert r["devices"] == 4
-    # The objective of images of 96, 100, 101 and 37 rows split over 2 and 4 devices, padded
+    # The objective of images of 101 and 37 rows over 4 devices and 100 over 2, padded
     # and masked: every term and the image gradient as the whole image's; no gradient on padding.
     for terms, gradient, on_padding, padding in r["objective"]:
         assert terms < 1e-10 and gradient < 1e-10 and on_padding == 0 and padding > 0, r["objective"]

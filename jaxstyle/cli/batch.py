@@ -198,7 +198,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     import jax
 
     from jaxstyle import photos
-    from jaxstyle.image import save_image
+    from jaxstyle.kept import Output, places, write_or_keep
 
     shard = photos.parse_shard(args.shard) if args.shard is not None else None
     settings, execution = settings_from_args(args), execution_from_args(args)
@@ -242,7 +242,12 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
                     continue
                 if tally.main_process:
                     out = out_dir / photo.name
-                    save_image(out, rgb, photo_metadata(args, settings, execution, photo, out, output))
+                    image = Output.image(
+                        out, rgb, photo_metadata(args, settings, execution, photo, out, output), execution.bit_depth
+                    )
+                    # A failed write (a full disk) keeps the photo for `jaxstyle write` and stops the batch in
+                    # one line; its micro-batch's checkpoint stays, so --resume then goes on with no step redone.
+                    write_or_keep([image], "batch", out.name, places(out_dir, checkpoints.directory))
                 tally.wrote(photo, rgb)
     seconds = time.perf_counter() - start
     if tally.main_process:

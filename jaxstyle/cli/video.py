@@ -11,6 +11,7 @@ from jaxstyle.cli.options import (
     add_checkpoint_options,
     add_distributed_options,
     add_execution_options,
+    add_mask_options,
     add_output_option,
     add_progress_options,
     add_settings_options,
@@ -19,9 +20,11 @@ from jaxstyle.cli.options import (
     csv_ints,
     csv_names,
     execution_from_args,
+    mask_inputs,
     progress_reporter,
     settings_from_args,
     start_distributed,
+    with_mask_loss,
 )
 
 RUNS_A_JOB = True  # main gives it stop requests (SIGINT, SIGTERM) and the compile cache
@@ -59,6 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_progress_options(p)
     add_checkpoint_options(p)
     add_distributed_options(p, "guide/video.md")
+    add_mask_options(p)  # one mask set for every frame
     add_settings_options(p)
     add_execution_options(p, "video")
 
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
     from jaxstyle.videoio import check_output, read_clip
 
     main_process = jax.process_index() == 0
-    settings, execution = settings_from_args(args), execution_from_args(args)
+    masks = mask_inputs(args)
+    settings, execution = with_mask_loss(args, settings_from_args(args), masks), execution_from_args(args)
     files = run_files(args, settings, [], csv_names(args.style))
     files.add_input("input video", args.input)
     out = Path(args.output)
@@ -98,6 +103,7 @@ def run(args: argparse.Namespace, stop: Callable[[], int | None]) -> int:
             progress=progress,
             checkpoint=checkpoint,
             stop_signal=stop,
+            masks=masks,
         )
     if main_process and not args.quiet:
         n, h, w = result.frames.shape[:3]
