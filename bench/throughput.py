@@ -113,15 +113,22 @@ def in_process_batch(paths: list[Path], settings, weights: str) -> dict:
     for output in photos.run_parts(parts, [str(STYLE)], settings, weights=weights, execution=execution):
         groups.setdefault(output.part.size, []).append((len(output.images), output.seconds))
     wall = time.perf_counter() - start
+    return {
+        **timing_row(len(paths), wall, groups),
+        "batch_sizes": {f"{h}x{w}": max(n for n, _ in runs) for (h, w), runs in groups.items()},
+        "load": [before, load()],
+    }
+
+
+def timing_row(photos: int, wall: float, groups: dict) -> dict:
+    """A way's photos, wall time, and steady and compile seconds (:func:`steady_and_compile` of ``groups``)."""
     steady, compile_s, counted = steady_and_compile(groups)
     return {
-        "photos": len(paths),
+        "photos": photos,
         "wall_s": wall,
         "steady_s_per_photo": steady,
         "compile_s": compile_s,
         "steady_photos": counted,
-        "batch_sizes": {f"{h}x{w}": max(n for n, _ in runs) for (h, w), runs in groups.items()},
-        "load": [before, load()],
     }
 
 
@@ -138,13 +145,8 @@ def in_process_stylize(paths: list[Path], settings, weights: str) -> dict:
         result = stylize(path, STYLE, settings=settings, weights=weights)
         groups.setdefault(result.image.shape[:2], []).append((1, time.perf_counter() - t))
     wall = time.perf_counter() - start
-    steady, compile_s, counted = steady_and_compile(groups)
     return {
-        "photos": len(paths),
-        "wall_s": wall,
-        "steady_s_per_photo": steady,
-        "compile_s": compile_s,
-        "steady_photos": counted,
+        **timing_row(len(paths), wall, groups),
         "load": [before, load()],
     }
 

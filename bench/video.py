@@ -67,9 +67,7 @@ def vgg16_weights(given: str | None) -> tuple[str, str]:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    import jax
 
-    from bench.harness import machine, versions
     from jaxstyle.clips import Motion, video
     from jaxstyle.synthetic import PanZoom, photo_rgb, render
 
@@ -96,6 +94,20 @@ def measure(args: argparse.Namespace) -> dict:
     Motion.of(frames)
     flow_s = (time.perf_counter() - start) / args.frames
     return {
+        **run_header(args, kind, size),
+        "flow_s_per_frame": flow_s,
+        **rows,
+        "speedup": rows["sequential"]["median_s_per_frame"] / rows["multipass"]["median_s_per_frame"],
+    }
+
+
+def run_header(args, kind: str, size: tuple[int, int]) -> dict:
+    """What every video result records first: when, on what machine and versions, and the run's shape."""
+    import jax
+
+    from bench.harness import machine, versions
+
+    return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": {**machine(), "cpu_model": cpu_model()},
         "versions": versions(),
@@ -104,9 +116,6 @@ def measure(args: argparse.Namespace) -> dict:
         "size": list(size),
         "frames": args.frames,
         "steps": args.steps,
-        "flow_s_per_frame": flow_s,
-        **rows,
-        "speedup": rows["sequential"]["median_s_per_frame"] / rows["multipass"]["median_s_per_frame"],
     }
 
 
@@ -131,10 +140,8 @@ def long_term(args: argparse.Namespace) -> dict:
     """Short-term only against short plus long-term on the occluded clip (see the module's docstring)."""
     import os
 
-    import jax
     import numpy as np
 
-    from bench.harness import machine, versions
     from jaxstyle.clips import Motion, temporal_error, video
     from jaxstyle.synthetic import PanZoom, photo_rgb, render
 
@@ -161,14 +168,7 @@ def long_term(args: argparse.Namespace) -> dict:
         print(json.dumps({name: rows[name]}), flush=True)
     unstylized = {str(j): temporal_error(frames, motion, j) for j in (1, 2, 4)}
     return {
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": {**machine(), "cpu_model": cpu_model()},
-        "versions": versions(),
-        "devices": len(jax.devices()),
-        "weights": kind,
-        "size": list(size),
-        "frames": args.frames,
-        "steps": args.steps,
+        **run_header(args, kind, size),
         "bar": {"width": BAR_WIDTH, "speed": BAR_SPEED},
         "unstylized_temporal_error": unstylized,
         **rows,
