@@ -60,7 +60,7 @@ from jaxstyle.videoio import DEFAULT_FOLDER_FPS, Clip, check_output, parse_range
 if TYPE_CHECKING:  # the pipeline imports JAX: only when a run starts
     from jax.sharding import Mesh
 
-    from jaxstyle.pipeline import ChunkReport, FrameTargets, Job, MaskInputs
+    from jaxstyle.pipeline import ChunkReport, FrameTargets, Inputs, Job, MaskInputs
 
     OnChunk = Callable[[ChunkReport], None] | None
 
@@ -216,9 +216,11 @@ def run_sequential(
     store: VideoCheckpoints | None = None,
     stop_signal: StopSignal = None,
     indices: Sequence[int] = (1,),
+    frame_masks: Callable[[int], MaskInputs] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Frame after frame on one device: each starts from the previous result warped, and is pulled
-    towards the earlier results ``indices`` frames back (1: the previous one) warped.
+    towards the earlier results ``indices`` frames back (1: the previous one) warped. With
+    ``frame_masks``, frame ``i`` has the masks ``frame_masks(i)``; else every frame the job's.
 
     With ``store``, each finished frame is kept there and skipped when the run is resumed,
     and the frame in flight is checkpointed by the runner.
@@ -237,6 +239,8 @@ def run_sequential(
                 init = warp(out[-1], motion.backward[i - 1])[None]  # -init prevWarped, whatever the indices
                 targets = FrameTargets(init, warped[None], masks[None], np.full(1, temporal_weight))
             inputs = job.inputs.with_contents([frame], job.settings.color)
+            if frame_masks is not None:
+                inputs = with_frame_masks(job, frame, frame_masks(i))
             report = on_chunk and (lambda r, i=i: on_chunk(r._replace(micro_batch=i, micro_batches=len(frames))))
             frame_job = dataclasses.replace(job, inputs=inputs, frames=targets)
             kept = run_unit(frame_job, mesh, report, store, name, stop_signal)
@@ -436,13 +440,19 @@ def video(
     start = time.perf_counter()
     motion = Motion.of(frames_rgb, indices)
     flow_seconds = time.perf_counter() - start
-    common = {"weights": weights, "execution": execution, "masks": masks}
+    frame_masks = per_frame_masks(masks, len(frames_rgb), mode)
+    common = {"weights": weights, "execution": execution, "masks": masks if frame_masks is None else frame_masks(0)}
     schedule: dict[str, Any] = {"mode": mode, "temporal_weight": temporal_weight, "temporal_indices": indices}
     if mode == "sequential":
         job = prepare_job([frames_rgb[0]], styles, settings, **common)
+        if frame_masks is not None:  # every frame's masks read and checked before the first frame runs
+            framed = [with_frame_masks(job, frame, frame_masks(i)) for i, frame in enumerate(frames_rgb)]
+            schedule["frame masks"] = digest(*[a for inputs in framed for a in inputs.masks.arrays()])
         store = checkpoint and VideoCheckpoints(checkpoint, video_fingerprint(job, frames_rgb, schedule))
         start = time.perf_counter()
-        out, losses = run_sequential(job, frames_rgb, motion, temporal_weight, progress, store, stop_signal, indices)
+        out, losses = run_sequential(
+            job, frames_rgb, motion, temporal_weight, progress, store, stop_signal, indices, frame_masks
+        )
         passes = 1
     else:
         available = jax.devices()
@@ -463,6 +473,29 @@ def video(
     if output is not None and writer:
         write_result(output, out, clip, None if checkpoint is None else checkpoint.directory)
     return VideoResult(out, clip.fps, motion, losses, seconds, flow_seconds, settings, mode, passes, temporal_weight)
+
+
+def per_frame_masks(masks: MaskInputs | None, count: int, mode: str) -> Callable[[int], MaskInputs] | None:
+    """Where some of ``masks`` are one per frame (:class:`~jaxstyle.masks.PerFrame`): each frame's
+    masks, by its index; ``None`` where none is. One line where their count is not the clip's
+    ``count`` frames, or the mode is not sequential (a pass runs every frame with one set)."""
+    per_frame = {} if masks is None else masks.per_frame()
+    if not per_frame:
+        return None
+    if mode != "sequential":
+        raise JaxstyleError(f"{next(iter(per_frame))}: masks one per frame need mode sequential")
+    for option, given in per_frame.items():
+        if len(given) != count:
+            raise JaxstyleError(f"{option}: {len(given)} per-frame mask(s) for a clip of {count} frame(s)")
+    return masks.frame
+
+
+def with_frame_masks(job: Job, frame: np.ndarray, masks: MaskInputs) -> Inputs:
+    """The inputs of one frame of ``job`` with its own ``masks``, read and checked."""
+    from jaxstyle.pipeline import with_masks
+
+    inputs = dataclasses.replace(job.inputs.with_contents([frame], job.settings.color), masks=None)
+    return with_masks(inputs, masks, None)
 
 
 def check_temporal_indices(indices: Sequence[int], mode: str) -> tuple[int, ...]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -107,6 +108,24 @@ def region_mass(guide: Array) -> Array:
 # --------------------------------------------------------------------------- shell: files and arrays
 
 MaskLike = str | os.PathLike | np.ndarray
+
+
+class PerFrame(tuple):
+    """One mask per frame of a clip, in order (a video's moving regions or damage): where a
+    video run takes a mask, it may take these (``jaxstyle video``: a folder of mask files).
+    Other runs, which have no frames, refuse them."""
+
+
+def per_frame_folder(folder: str | os.PathLike, option: str) -> PerFrame:
+    """The image files of ``folder``, sorted by name, as :class:`PerFrame` masks; one line where there are none."""
+    files = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in MASK_SUFFIXES)
+    if not files:
+        raise JaxstyleError(f"{option} {folder}: a folder of per-frame masks with no image file in it")
+    return PerFrame(files)
+
+
+# The files a folder of per-frame masks is read from.
+MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass

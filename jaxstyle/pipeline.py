@@ -785,10 +785,28 @@ class MaskInputs:
     def given(self) -> bool:
         return any(x is not None for x in (self.style, self.style_image, self.edit, self.strength))
 
+    def per_frame(self) -> dict[str, masklib.PerFrame]:
+        """The masks given one per frame (:class:`~jaxstyle.masks.PerFrame`), by option."""
+        found = {"--edit-mask": self.edit, "--strength-map": self.strength}
+        found |= {f"--style-masks {k}": m for k, m in enumerate(self.style or [], start=1)}
+        return {option: m for option, m in found.items() if isinstance(m, masklib.PerFrame)}
+
+    def frame(self, index: int) -> MaskInputs:
+        """The masks of frame ``index``: each per-frame mask's ``index``-th, the others as they are."""
+
+        def pick(mask: Any) -> Any:
+            return mask[index] if isinstance(mask, masklib.PerFrame) else mask
+
+        style = None if self.style is None else [pick(m) for m in self.style]
+        return dataclasses.replace(self, style=style, edit=pick(self.edit), strength=pick(self.strength))
+
 
 def with_masks(inputs: Inputs, given: MaskInputs, style_blends: Sequence[Sequence[float]] | None) -> Inputs:
     """``inputs`` with their masks read and checked. With regions the run has one style target
     (each style image in its own region), so the style images are not blended."""
+    per_frame = given.per_frame()
+    if per_frame:  # a video hands each frame its own (jaxstyle.clips)
+        raise JaxstyleError(f"{next(iter(per_frame))}: masks one per frame are for a video's frames")
     masks = masklib.read_masks(
         [c.shape[:2] for c in inputs.contents],
         [s.shape[:2] for s in inputs.styles],

@@ -471,6 +471,78 @@ def test_a_static_edit_mask_holds_every_frame_outside_it(tiny, rng, mode):
     assert (eight_bit[:, ~outside] != frames[:, ~outside]).any()
 
 
+def moving_masks(count: int) -> list[np.ndarray]:
+    """A square that moves right frame by frame, one edit mask per frame of a 32x48 clip."""
+    masks = []
+    for i in range(count):
+        mask = np.zeros((32, 48), np.float32)
+        mask[8:24, 4 + 8 * i : 20 + 8 * i] = 1
+        masks.append(mask)
+    return masks
+
+
+def test_per_frame_edit_masks_hold_each_frame_outside_its_own(tiny, rng):
+    from jaxstyle.clips import video
+    from jaxstyle.masks import PerFrame
+    from jaxstyle.pipeline import MaskInputs
+
+    frames = rng.integers(0, 256, (3, 32, 48, 3), dtype=np.uint8)
+    masks = moving_masks(3)
+    style = rng.uniform(0, 1, (32, 32, 3))
+    given = MaskInputs(edit=PerFrame(masks))
+    out = video(frames, style, mode="sequential", steps=2, init="noise", size=(32, 48), masks=given, **tiny)
+    eight_bit = np.round(out.frames * 255).astype(np.uint8)
+    for i, mask in enumerate(masks):
+        np.testing.assert_array_equal(eight_bit[i][mask == 0], frames[i][mask == 0])
+        assert (eight_bit[i][mask == 1] != frames[i][mask == 1]).any()
+
+
+def test_per_frame_masks_from_a_folder_and_their_faults_are_one_line(tmp_path, tiny_weights, rng):
+    from jaxstyle.videoio import read_clip, write_clip
+
+    from .cli_runner import run_cli
+
+    clip, folder, style = tmp_path / "clip", tmp_path / "masks", tmp_path / "s.png"
+    write_clip(clip, rng.uniform(0, 1, (3, 32, 48, 3)).astype(np.float32), 8.0)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(style)
+    folder.mkdir()
+    for i, mask in enumerate(moving_masks(3)):
+        Image.fromarray((mask * 255).astype(np.uint8)).save(folder / f"m{i:03d}.png")
+    tiny = [
+        "--network",
+        "tiny",
+        "--weights",
+        str(tiny_weights),
+        "--content-layers",
+        "relu4_1",
+        "-q",
+        "--steps",
+        "2",
+        "--size",
+        "32x48",
+    ]
+    out = tmp_path / "out"
+    done = run_cli("video", clip, style, "-o", out, "--edit-mask", folder, *tiny)
+    assert done.returncode == 0, done.stderr
+    written, source = read_clip(out).frames, read_clip(clip).frames
+    for i, mask in enumerate(moving_masks(3)):
+        np.testing.assert_array_equal(written[i][mask == 0], source[i][mask == 0])
+    # Faults: a count that is not the clip's, a pass-based mode, a run with no frames, an empty folder.
+    (folder / "m003.png").write_bytes((folder / "m000.png").read_bytes())
+    faults = [
+        (["video", clip, style, "-o", tmp_path / "o1", "--edit-mask", folder], "4 per-frame mask(s) for a clip of 3"),
+        (["video", clip, style, "-o", tmp_path / "o2", "--strength-map", folder, "--mode", "multipass"], "sequential"),
+        (["stylize", style, style, "-o", tmp_path / "o3.png", "--edit-mask", folder], "one per frame are for a video"),
+        (["video", clip, style, "-o", tmp_path / "o4", "--edit-mask", tmp_path / "empty"], "no image file"),
+    ]
+    (tmp_path / "empty").mkdir()
+    for argv, words in faults:
+        result = run_cli(*argv, *tiny)
+        assert result.returncode != 0 and words in result.stderr, (argv, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not any((tmp_path / n).exists() for n in ("o1", "o2", "o3.png", "o4"))
+
+
 # --------------------------------------------------------------------------- the real VGG-19
 
 # The real-weights checks skip (and say why) where the weights or the photo can't be had.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -378,7 +379,11 @@ def add_mask_options(p: argparse.ArgumentParser) -> None:
         help="one greyscale mask per style image, comma-separated (an empty entry: all of it): the part of each "
         "style image its statistics come from",
     )
-    g.add_argument("--edit-mask", help="greyscale mask of the pixels optimised; the others stay the content's exactly")
+    g.add_argument(
+        "--edit-mask",
+        help="greyscale mask of the pixels optimised; the others stay the content's exactly. For video, any mask "
+        "option may name a folder: one mask file per frame, in name order (--mode sequential)",
+    )
     g.add_argument(
         "--strength-map",
         help="greyscale map of the style's strength at each pixel (black: none, white: full); "
@@ -397,10 +402,22 @@ def mask_inputs(args: argparse.Namespace) -> Any:
     """The run's :class:`~jaxstyle.pipeline.MaskInputs` from the options, or ``None`` when none is given."""
     from jaxstyle.pipeline import MaskInputs
 
-    style = list(csv_names(args.style_masks)) if args.style_masks else None
+    style = [frames_or_file(n, "--style-masks") for n in csv_names(args.style_masks)] if args.style_masks else None
     style_image = [name or None for name in args.style_image_masks.split(",")] if args.style_image_masks else None
-    masks = MaskInputs(style, style_image, args.edit_mask or None, args.guidance, args.strength_map or None)
+    edit = frames_or_file(args.edit_mask, "--edit-mask") if args.edit_mask else None
+    strength = frames_or_file(args.strength_map, "--strength-map") if args.strength_map else None
+    masks = MaskInputs(style, style_image, edit, args.guidance, strength)
     return masks if masks.given() else None
+
+
+def frames_or_file(name: str, option: str) -> Any:
+    """A mask file's name; a folder: its files, one mask per frame of a video
+    (:func:`jaxstyle.masks.per_frame_folder`, refused by runs without frames)."""
+    if not os.path.isdir(name):
+        return name
+    from jaxstyle.masks import per_frame_folder
+
+    return per_frame_folder(name, option)
 
 
 def with_mask_loss(args: argparse.Namespace, settings: Settings, masks: Any) -> Settings:
