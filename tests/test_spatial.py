@@ -111,9 +111,9 @@ def test_split_image_of_any_height_equals_whole_image_float64(tmp_path, tiny_wei
     # and masked: every term and the image gradient as the whole image's; no gradient on padding.
     for terms, gradient, on_padding, padding in r["objective"]:
         assert terms < 1e-10 and gradient < 1e-10 and on_padding == 0 and padding > 0, r["objective"]
-    # Three scales of 50, 71 and 101 rows, every one padded, over 2 and 4 devices.
+    # Three scales of 50, 71 and 101 rows, every one padded, over 4 devices (over 2: L-BFGS below).
     whole = r["stylize1_image"]
-    for shards in (2, 4):
+    for shards in (4,):
         assert np.linalg.norm(r[f"stylize{shards}_image"] - whole) / np.linalg.norm(whole) < 1e-10, shards
         np.testing.assert_allclose(r[f"stylize{shards}_total"], r["stylize1_total"], rtol=1e-10)
     lbfgs = r["lbfgs1_image"]
