@@ -582,15 +582,18 @@ def make_restoration_panel(panel: Panel, images: Path, work: Path, weights: Path
 
     pixels = at_side(images / panel.content, 192)
     h, w = pixels.shape[:2]
-    hole = np.zeros((h, w))
-    hole[int(0.30 * h) : int(0.62 * h), int(0.40 * w) : int(0.66 * w)] = 1  # houses and their windows
+    hole, around = np.zeros((h, w)), np.zeros((h, w))
+    top, bottom, left, right = int(0.30 * h), int(0.62 * h), int(0.40 * w), int(0.66 * w)
+    hole[top:bottom, left:right] = 1  # houses and their windows
+    ring = h // 6  # the intact part the style comes from: the houses around the hole
+    around[max(0, top - ring) : bottom + ring, max(0, left - ring) : right + ring] = 1
     damaged = pixels.copy()
     damaged[hole > 0] = 128
     photo = work / "restoration_damaged.png"
     Image.fromarray(damaged).save(photo)
     edit, intact = (
         write_grey(work / "restoration_hole.png", hole),
-        write_grey(work / "restoration_intact.png", 1 - hole),
+        write_grey(work / "restoration_intact.png", around * (1 - hole)),
     )
     command = [rel(photo), rel(photo), *panel.runs[0].args, "--edit-mask", rel(edit), "--style-masks", rel(edit)]
     command += ["--style-image-masks", rel(intact)]
@@ -621,16 +624,21 @@ PANELS = (
         (
             Run(
                 "restoration",
-                (*GATYS_FROM_PHOTO, "--content-weight", "0", "--optimizer", "adam", "--lr", "4", "--steps", "300"),
+                (
+                    *GATYS_FROM_PHOTO,
+                    *("--content-weight", "0", "--style-layers", "relu1_1,relu2_1,relu3_1"),
+                    *("--optimizer", "adam", "--lr", "4", "--steps", "300"),
+                ),
             ),
         ),
         note="A rectangle of the photo (192 px) blanked to grey; only it is optimised (--edit-mask), from the grey, "
-        "with no content loss (it has no content): its guided Gram matrices (the hole as the one region) pulled "
-        "to those of the photo's intact part (the same photo as the style image, --style-image-masks), and TV; "
-        "Adam (lr 4 in the Caffe convention's 0-255 units) rather than the preset's L-BFGS. "
-        "Every pixel outside the rectangle is the damaged photo's own, bit for bit. At 192 px the filled texture "
-        "is far noisier than the photo's (L-BFGS, with TV up to 20 times the preset's, was no better): "
-        "texture synthesis into a 46x50 hole from the style loss alone, a weak result shown as it is.",
+        "with no content loss (it has no content): its guided Gram matrices (the hole as the one region) at "
+        "relu1_1..relu3_1 pulled to those of the houses around it (the same photo as the style image, "
+        "--style-image-masks: a band around the hole), and TV; Adam (lr 4 in the Caffe convention's 0-255 units) "
+        "rather than the preset's L-BFGS. Every pixel outside the rectangle is the damaged photo's own, bit for "
+        "bit. The fill takes the band's colours (sky, roofs, walls) and small-scale texture, but no walls or windows: texture "
+        "synthesis into a 46x50 hole from the style loss alone, a weak result shown as it is (the whole "
+        "photo as the style source and relu1_1..relu5_1 gave colourful noise).",
         maker=make_restoration_panel,
     ),
 )
