@@ -636,7 +636,8 @@ PANELS = (
         "relu1_1..relu3_1 pulled to those of the houses around it (the same photo as the style image, "
         "--style-image-masks: a band around the hole), and TV; Adam (lr 4 in the Caffe convention's 0-255 units) "
         "rather than the preset's L-BFGS. Every pixel outside the rectangle is the damaged photo's own, bit for "
-        "bit. The fill takes the band's colours (sky, roofs, walls) and small-scale texture, but no walls or windows: texture "
+        "bit. The fill takes the band's colours (sky, roofs, walls) and small-scale texture, but no walls or "
+        "windows: texture "
         "synthesis into a 46x50 hole from the style loss alone, a weak result shown as it is (the whole "
         "photo as the style source and relu1_1..relu5_1 gave colourful noise).",
         maker=make_restoration_panel,
