@@ -60,7 +60,8 @@ from jaxstyle.videoio import DEFAULT_FOLDER_FPS, Clip, check_output, parse_range
 if TYPE_CHECKING:  # the pipeline imports JAX: only when a run starts
     from jax.sharding import Mesh
 
-    from jaxstyle.pipeline import ChunkReport, FrameTargets, Inputs, Job, MaskInputs
+    from jaxstyle.masks import Masks
+    from jaxstyle.pipeline import ChunkReport, FrameTargets, Job, MaskInputs
 
     OnChunk = Callable[[ChunkReport], None] | None
 
@@ -216,11 +217,11 @@ def run_sequential(
     store: VideoCheckpoints | None = None,
     stop_signal: StopSignal = None,
     indices: Sequence[int] = (1,),
-    frame_masks: Callable[[int], MaskInputs] | None = None,
+    frame_masks: Sequence[Masks] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Frame after frame on one device: each starts from the previous result warped, and is pulled
     towards the earlier results ``indices`` frames back (1: the previous one) warped. With
-    ``frame_masks``, frame ``i`` has the masks ``frame_masks(i)``; else every frame the job's.
+    ``frame_masks`` (read and checked), frame ``i`` has the masks ``frame_masks[i]``; else every frame the job's.
 
     With ``store``, each finished frame is kept there and skipped when the run is resumed,
     and the frame in flight is checkpointed by the runner.
@@ -240,7 +241,7 @@ def run_sequential(
                 targets = FrameTargets(init, warped[None], masks[None], np.full(1, temporal_weight))
             inputs = job.inputs.with_contents([frame], job.settings.color)
             if frame_masks is not None:
-                inputs = with_frame_masks(job, frame, frame_masks(i))
+                inputs = dataclasses.replace(inputs, masks=frame_masks[i])
             report = on_chunk and (lambda r, i=i: on_chunk(r._replace(micro_batch=i, micro_batches=len(frames))))
             frame_job = dataclasses.replace(job, inputs=inputs, frames=targets)
             kept = run_unit(frame_job, mesh, report, store, name, stop_signal)
@@ -440,14 +441,15 @@ def video(
     start = time.perf_counter()
     motion = Motion.of(frames_rgb, indices)
     flow_seconds = time.perf_counter() - start
-    frame_masks = per_frame_masks(masks, len(frames_rgb), mode)
-    common = {"weights": weights, "execution": execution, "masks": masks if frame_masks is None else frame_masks(0)}
+    masks_of = per_frame_masks(masks, len(frames_rgb), mode)
+    common = {"weights": weights, "execution": execution, "masks": masks if masks_of is None else masks_of(0)}
+    frame_masks = None
     schedule: dict[str, Any] = {"mode": mode, "temporal_weight": temporal_weight, "temporal_indices": indices}
     if mode == "sequential":
         job = prepare_job([frames_rgb[0]], styles, settings, **common)
-        if frame_masks is not None:  # every frame's masks read and checked before the first frame runs
-            framed = [with_frame_masks(job, frame, frame_masks(i)) for i, frame in enumerate(frames_rgb)]
-            schedule["frame masks"] = digest(*[a for inputs in framed for a in inputs.masks.arrays()])
+        if masks_of is not None:  # every frame's masks read and checked once, before the first frame runs
+            frame_masks = [frame_masks_read(job, frame, masks_of(i)) for i, frame in enumerate(frames_rgb)]
+            schedule["frame masks"] = digest(*[a for read in frame_masks for a in read.arrays()])
         store = checkpoint and VideoCheckpoints(checkpoint, video_fingerprint(job, frames_rgb, schedule))
         start = time.perf_counter()
         out, losses = run_sequential(
@@ -490,12 +492,12 @@ def per_frame_masks(masks: MaskInputs | None, count: int, mode: str) -> Callable
     return masks.frame
 
 
-def with_frame_masks(job: Job, frame: np.ndarray, masks: MaskInputs) -> Inputs:
-    """The inputs of one frame of ``job`` with its own ``masks``, read and checked."""
+def frame_masks_read(job: Job, frame: np.ndarray, masks: MaskInputs) -> Masks:
+    """One frame's own ``masks`` of ``job``, read and checked against that frame and the style images."""
     from jaxstyle.pipeline import with_masks
 
     inputs = dataclasses.replace(job.inputs.with_contents([frame], job.settings.color), masks=None)
-    return with_masks(inputs, masks, None)
+    return with_masks(inputs, masks, None).masks
 
 
 def check_temporal_indices(indices: Sequence[int], mode: str) -> tuple[int, ...]:
