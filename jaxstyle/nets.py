@@ -84,6 +84,10 @@ class NetworkSpec:
         self.check_layers(layers)
         return max(layers, key=self.layer_names.index)
 
+    def pool_level(self, layer: str) -> int:
+        """The poolings up to and including ``layer``: its output is ``2^level`` times smaller than the image."""
+        return sum(name.startswith("pool") for name in self.layer_names[: self.layer_names.index(layer) + 1])
+
     def blocks_until(self, deepest: str) -> tuple[tuple[str, ...], ...]:
         """The layers up to ``deepest`` cut into blocks, each ending at its pooling (the last at ``deepest``)."""
         blocks, current = [], []

@@ -424,15 +424,6 @@ def network_layers(network: Network, settings: Settings) -> tuple[str, ...]:
     return tuple(name for block in spec.blocks_until(spec.deepest(network.recipe.style)) for name in block)
 
 
-def pool_levels(network: Network, settings: Settings) -> dict[str, int]:
-    """Each of the network's layers (to the deepest style layer): how many 2x2 poolings lie before it."""
-    levels, level = {}, 0
-    for name in network_layers(network, settings):
-        level += name.startswith("pool")
-        levels[name] = level
-    return levels
-
-
 def guides_of(
     network: Network, settings: Settings, masks: masklib.Masks, mask: np.ndarray, size: tuple[int, int]
 ) -> tuple:
@@ -1205,9 +1196,10 @@ class DeviceLayout:
             )
 
         if guides is not None:
-            levels = pool_levels(network, job.settings)
+            spec = nets.network(job.settings.network)
             guides = tuple(
-                split(g, rows // 2 ** levels[name]) for g, name in zip(guides, network.recipe.style, strict=True)
+                split(g, rows // 2 ** spec.pool_level(name))
+                for g, name in zip(guides, network.recipe.style, strict=True)
             )
         return guides, None if edit is None else split(edit, rows), strength
 
