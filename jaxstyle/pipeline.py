@@ -1163,8 +1163,7 @@ class DeviceLayout:
 
         style = job.style_targets_at(size, place)
         contents = np.asarray(to_network_images(job.inputs.contents, size, job.network))
-        by_rows = meshlib.image_sharding(self.mesh, contents.ndim, batched=False)
-        placed = meshlib.to_global(pad_rows(contents, self.rows[stage]), by_rows)
+        placed = self.by_rows(contents, self.rows[stage])
         recipe = self.recipe(job.network.recipe, stage)
         content = stack_content_targets_jit(job.network.graphdef, job.network.params, placed, recipe)
         content = tuple(jax.device_put(t, meshlib.image_sharding(self.mesh, t.ndim, batched=False)) for t in content)
@@ -1186,22 +1185,21 @@ class DeviceLayout:
             network, job.settings, inputs, self.sizes[stage], range(len(inputs.contents))
         )
         rows = self.rows[stage]
-
-        def split(tree: Any, level_rows: int) -> Any:
-            return jax.tree.map(
-                lambda x: meshlib.to_global(
-                    pad_rows(x, level_rows), meshlib.image_sharding(self.mesh, x.ndim, batched=False)
-                ),
-                tree,
-            )
-
         if guides is not None:
             spec = nets.network(job.settings.network)
             guides = tuple(
-                split(g, rows // 2 ** spec.pool_level(name))
+                self.by_rows(g, rows // 2 ** spec.pool_level(name))
                 for g, name in zip(guides, network.recipe.style, strict=True)
             )
-        return guides, None if edit is None else split(edit, rows), strength
+        return guides, None if edit is None else self.by_rows(edit, rows), strength
+
+    def by_rows(self, tree: Any, rows: int) -> Any:
+        """Every leaf ``(K, ..., h, W, C)`` of ``tree`` (images of each content, not of each setting)
+        padded to ``rows`` rows (:func:`~jaxstyle.spatial.pad_rows`) and split by rows over ``space``."""
+        return jax.tree.map(
+            lambda x: meshlib.to_global(pad_rows(x, rows), meshlib.image_sharding(self.mesh, x.ndim, batched=False)),
+            tree,
+        )
 
     def recipe(self, recipe: Recipe, stage: int) -> Recipe:
         """The recipe at ``stage``: a split stage's network runs over the mesh's ``space`` axis
