@@ -1598,17 +1598,19 @@ class Runner:
         """Whether the run is asked to stop (the signal, agreed by every process) and whether a
         checkpoint is due at ``position``: polled before the next chunk is dispatched."""
         signum = self.stop_signal() if self.stop_signal is not None else None
-        done = position.micro_batch * self.plan.steps + position.step
-        return meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(done))
+        return meshlib.agreed(signum, self.checkpoints is not None and self.checkpoints.due(self.steps_done(position)))
+
+    def steps_done(self, position: Position) -> int:
+        """The run's steps done at ``position``, the micro-batches before it counted whole."""
+        return position.micro_batch * self.plan.steps + position.step
 
     def save_or_stop(
         self, position: Position, state: SolverState, progress: MicroBatchProgress, signum: int | None, due: bool
     ) -> None:
         """Save a checkpoint when one is due or a signal asks the run to stop (:meth:`stop_or_save`);
         then stop if asked."""
-        done = position.micro_batch * self.plan.steps + position.step
         if self.checkpoints is not None and (signum is not None or due):
-            self.checkpoints.save(done, position, state, RunProgress(self.done, progress))
+            self.checkpoints.save(self.steps_done(position), position, state, RunProgress(self.done, progress))
         if signum is not None:
             directory = self.checkpoints.directory if self.checkpoints is not None else None
             raise Stopped(signum, position.step, directory)
